@@ -1,0 +1,21 @@
+//! Hibernator's shared core: the API types (CRDs), the schedule engine, the execution graph
+//! and validation. Pure code: no I/O, no clock; the controller, the runner and the CLI use
+//! this one copy.
+#![warn(missing_docs)]
+
+pub mod common;
+pub mod connector;
+pub mod crds;
+pub mod exception;
+pub mod params;
+pub mod plan;
+pub mod schedule;
+pub mod status;
+
+pub use common::{DayOfWeek, OffHourWindow};
+pub use connector::{CloudProvider, CloudProviderSpec, K8SCluster, K8SClusterSpec};
+pub use exception::{ExceptionType, ScheduleException, ScheduleExceptionSpec};
+pub use params::{TargetParameters, TargetType};
+pub use plan::{
+    HibernationPlan, HibernationPlanSpec, HibernationPlanStatus, Operation, Phase, TargetState,
+};

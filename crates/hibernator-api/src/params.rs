@@ -1,0 +1,621 @@
+//! Typed executor parameters, one struct per target type.
+//!
+//! In the CRD, `spec.targets[].parameters` is one object whose properties are the union of
+//! every type's fields (so the API server knows each field's type and prunes nothing
+//! silently), plus generated CEL rules on the target that reject fields of other types and
+//! require what each type needs. In code, [`TargetParameters::parse`] turns `(type,
+//! parameters)` into the typed struct, rejecting unknown fields.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Target types (executors).
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetType {
+    /// RDS DB instances and Aurora clusters.
+    Rds,
+    /// EKS managed node groups.
+    Eks,
+    /// EC2 instances.
+    Ec2,
+    /// EC2 auto-scaling groups.
+    Asg,
+    /// Deployments and StatefulSets in a cluster.
+    Workloads,
+    /// Karpenter NodePools in a cluster.
+    Karpenter,
+    /// Does nothing (tests and demos).
+    Noop,
+}
+
+impl TargetType {
+    /// Every type.
+    pub const ALL: [TargetType; 7] = [
+        TargetType::Rds,
+        TargetType::Eks,
+        TargetType::Ec2,
+        TargetType::Asg,
+        TargetType::Workloads,
+        TargetType::Karpenter,
+        TargetType::Noop,
+    ];
+
+    /// The type as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rds => "rds",
+            Self::Eks => "eks",
+            Self::Ec2 => "ec2",
+            Self::Asg => "asg",
+            Self::Workloads => "workloads",
+            Self::Karpenter => "karpenter",
+            Self::Noop => "noop",
+        }
+    }
+
+    /// Parses the manifest spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The connector kind targets of this type use (`None`: any).
+    pub fn connector_kind(self) -> Option<crate::plan::ConnectorKind> {
+        use crate::plan::ConnectorKind;
+        match self {
+            Self::Rds | Self::Eks | Self::Ec2 | Self::Asg => Some(ConnectorKind::CloudProvider),
+            Self::Workloads | Self::Karpenter => Some(ConnectorKind::K8SCluster),
+            Self::Noop => None,
+        }
+    }
+
+    fn schema(self, generator: &mut SchemaGenerator) -> Schema {
+        match self {
+            Self::Rds => generator.subschema_for::<RdsParameters>(),
+            Self::Eks => generator.subschema_for::<EksParameters>(),
+            Self::Ec2 => generator.subschema_for::<Ec2Parameters>(),
+            Self::Asg => generator.subschema_for::<AsgParameters>(),
+            Self::Workloads => generator.subschema_for::<WorkloadsParameters>(),
+            Self::Karpenter => generator.subschema_for::<KarpenterParameters>(),
+            Self::Noop => generator.subschema_for::<NoopParameters>(),
+        }
+    }
+
+    /// Rules that the type's parameters must satisfy, as CEL on the target (`self` is the
+    /// target) with their messages and field paths.
+    fn rules(self) -> Vec<(String, String, &'static str)> {
+        let t = self.as_str();
+        let guard = |cond: &str| format!("self.type != '{t}' || ({cond})");
+        match self {
+            Self::Eks => vec![(
+                guard("has(self.parameters) && has(self.parameters.clusterName)"),
+                "eks targets need parameters.clusterName (a K8SCluster name or an EKS cluster name)".into(),
+                ".parameters",
+            )],
+            Self::Ec2 => vec![(
+                guard(
+                    "has(self.parameters) && has(self.parameters.selector) && has(self.parameters.selector.instanceIds) != has(self.parameters.selector.tags)",
+                ),
+                "ec2 targets need parameters.selector with exactly one of instanceIds or tags".into(),
+                ".parameters.selector",
+            )],
+            Self::Asg => vec![(
+                guard(
+                    "has(self.parameters) && has(self.parameters.selector) && has(self.parameters.selector.names) != has(self.parameters.selector.tags)",
+                ),
+                "asg targets need parameters.selector with exactly one of names or tags".into(),
+                ".parameters.selector",
+            )],
+            Self::Rds => vec![(
+                guard(
+                    "!has(self.parameters) || !has(self.parameters.selector) || (has(self.parameters.selector.instanceIds) || has(self.parameters.selector.clusterIds)) != has(self.parameters.selector.tags)",
+                ),
+                "an rds selector takes instanceIds and/or clusterIds, or tags, not both".into(),
+                ".parameters.selector",
+            )],
+            Self::Workloads => vec![(
+                guard(
+                    "has(self.parameters) && has(self.parameters.namespaces) != has(self.parameters.namespaceSelector)",
+                ),
+                "workloads targets need exactly one of parameters.namespaces or parameters.namespaceSelector".into(),
+                ".parameters",
+            )],
+            Self::Karpenter => vec![(
+                guard(
+                    "has(self.parameters) && has(self.parameters.nodePools) != has(self.parameters.selector)",
+                ),
+                "karpenter targets need exactly one of parameters.nodePools or parameters.selector".into(),
+                ".parameters",
+            )],
+            Self::Noop => vec![],
+        }
+    }
+}
+
+impl std::fmt::Display for TargetType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parameters of an `rds` target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RdsParameters {
+    /// Take a manual snapshot of each DB instance or cluster before stopping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_before_stop: Option<bool>,
+    /// Which resources the target covers. rds: without a selector the target's name is the DB
+    /// instance identifier (or, if there is no such instance, the Aurora cluster identifier).
+    /// ec2: instances managed by an auto-scaling group or by Karpenter are always left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<RdsSelector>,
+}
+
+/// Which RDS resources an `rds` target covers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RdsSelector {
+    /// Explicit identifiers: DB instance identifiers for rds, instance ids for ec2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 255)))]
+    pub instance_ids: Option<Vec<String>>,
+    /// Aurora DB cluster identifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 255)))]
+    pub cluster_ids: Option<Vec<String>>,
+    /// Resources carrying all of these tags; an empty value matches any value
+    /// of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 20))]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Parameters of an `eks` target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EksParameters {
+    /// A K8SCluster in the plan's namespace whose `eks.name` is the cluster, or
+    /// else the literal EKS cluster name.
+    #[schemars(length(min = 1, max = 100))]
+    pub cluster_name: String,
+    /// Managed node groups to scale to zero; all of the cluster's when absent or empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
+    pub node_groups: Option<Vec<NodeGroupRef>>,
+}
+
+/// A managed node group.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeGroupRef {
+    /// Name of the node group.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+}
+
+/// Parameters of an `ec2` target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ec2Parameters {
+    /// Which resources the target covers. rds: without a selector the target's name is the DB
+    /// instance identifier (or, if there is no such instance, the Aurora cluster identifier).
+    /// ec2: instances managed by an auto-scaling group or by Karpenter are always left alone.
+    pub selector: Ec2Selector,
+}
+
+/// Which EC2 instances an `ec2` target covers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ec2Selector {
+    /// Explicit identifiers: DB instance identifiers for rds, instance ids for ec2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 255)))]
+    pub instance_ids: Option<Vec<String>>,
+    /// Resources carrying all of these tags; an empty value matches any value
+    /// of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 20))]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Parameters of an `asg` target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AsgParameters {
+    /// Which resources the target covers. rds: without a selector the target's name is the DB
+    /// instance identifier (or, if there is no such instance, the Aurora cluster identifier).
+    /// ec2: instances managed by an auto-scaling group or by Karpenter are always left alone.
+    pub selector: AsgSelector,
+}
+
+/// Which auto-scaling groups an `asg` target covers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AsgSelector {
+    /// Auto-scaling group names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 255)))]
+    pub names: Option<Vec<String>>,
+    /// Resources carrying all of these tags; an empty value matches any value
+    /// of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 20))]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Parameters of a `workloads` target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadsParameters {
+    /// Namespaces whose workloads are scaled to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 63)))]
+    pub namespaces: Option<Vec<String>>,
+    /// Label selector choosing the namespaces instead of `namespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Kinds to scale: `Deployment` and/or `StatefulSet` (default both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2))]
+    pub kinds: Option<Vec<WorkloadKind>>,
+    /// Label selector on the objects (workloads, NodePools); all when
+    /// absent for workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// A kind of workload to scale: `Deployment` or `StatefulSet`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+}
+
+/// Parameters of a `karpenter` target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KarpenterParameters {
+    /// NodePool names whose limits are capped to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 253)))]
+    pub node_pools: Option<Vec<String>>,
+    /// Label selector on the objects (workloads, NodePools); all when
+    /// absent for workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Parameters of a `noop` target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NoopParameters {
+    /// Seconds to wait before finishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub delay_seconds: Option<i32>,
+    /// Which operations fail on purpose: `none` (default), `hibernate`, `wake` or `both`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<NoopFail>,
+}
+
+/// Which operations a noop target fails on purpose: `none` (default), `hibernate`, `wake` or
+/// `both`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NoopFail {
+    /// Never fail.
+    #[default]
+    None,
+    /// Fail hibernation.
+    Hibernate,
+    /// Fail wake-up.
+    Wake,
+    /// Fail both.
+    Both,
+}
+
+/// Typed parameters of a target.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TargetParameters {
+    /// `rds`.
+    Rds(RdsParameters),
+    /// `eks`.
+    Eks(EksParameters),
+    /// `ec2`.
+    Ec2(Ec2Parameters),
+    /// `asg`.
+    Asg(AsgParameters),
+    /// `workloads`.
+    Workloads(WorkloadsParameters),
+    /// `karpenter`.
+    Karpenter(KarpenterParameters),
+    /// `noop`.
+    Noop(NoopParameters),
+}
+
+/// Why parameters could not be read as their type's struct.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("parameters of a {type_} target: {message}")]
+pub struct ParametersError {
+    /// The target type.
+    pub type_: TargetType,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl TargetParameters {
+    /// Reads `parameters` (absent = `{}`) as the struct of `type_`; unknown fields are errors.
+    pub fn parse(type_: TargetType, parameters: Option<&Value>) -> Result<Self, ParametersError> {
+        let value = parameters.cloned().unwrap_or_else(|| json!({}));
+        let err = |e: serde_json::Error| ParametersError {
+            type_,
+            message: e.to_string(),
+        };
+        Ok(match type_ {
+            TargetType::Rds => Self::Rds(serde_json::from_value(value).map_err(err)?),
+            TargetType::Eks => Self::Eks(serde_json::from_value(value).map_err(err)?),
+            TargetType::Ec2 => Self::Ec2(serde_json::from_value(value).map_err(err)?),
+            TargetType::Asg => Self::Asg(serde_json::from_value(value).map_err(err)?),
+            TargetType::Workloads => Self::Workloads(serde_json::from_value(value).map_err(err)?),
+            TargetType::Karpenter => Self::Karpenter(serde_json::from_value(value).map_err(err)?),
+            TargetType::Noop => Self::Noop(serde_json::from_value(value).map_err(err)?),
+        })
+    }
+
+    /// The parameters as JSON (for the runner's environment).
+    pub fn to_value(&self) -> Value {
+        let v = match self {
+            Self::Rds(p) => serde_json::to_value(p),
+            Self::Eks(p) => serde_json::to_value(p),
+            Self::Ec2(p) => serde_json::to_value(p),
+            Self::Asg(p) => serde_json::to_value(p),
+            Self::Workloads(p) => serde_json::to_value(p),
+            Self::Karpenter(p) => serde_json::to_value(p),
+            Self::Noop(p) => serde_json::to_value(p),
+        };
+        v.unwrap_or_else(|_| json!({}))
+    }
+}
+
+fn generator() -> SchemaGenerator {
+    schemars::generate::SchemaSettings::openapi3()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator()
+}
+
+/// Visits every property below `schema` with its dotted path.
+fn walk_properties(schema: &Value, prefix: &str, visit: &mut dyn FnMut(&str, &Value)) {
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, sub) in props {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            visit(&path, sub);
+            walk_properties(sub, &path, visit);
+        }
+    }
+}
+
+/// Where each parameter field (dotted path under `parameters`) is allowed.
+fn field_types(generator: &mut SchemaGenerator) -> BTreeMap<String, BTreeSet<TargetType>> {
+    let mut out: BTreeMap<String, BTreeSet<TargetType>> = BTreeMap::new();
+    for t in TargetType::ALL {
+        let schema = t.schema(generator).to_value();
+        walk_properties(&schema, "", &mut |path, _| {
+            out.entry(path.to_string()).or_default().insert(t);
+        });
+    }
+    out
+}
+
+/// Merges `from` into `into`: the union of object properties, recursively.
+fn merge_schema(into: &mut Value, from: &Value) {
+    let (Some(into_obj), Some(from_obj)) = (into.as_object_mut(), from.as_object()) else {
+        return;
+    };
+    for (key, value) in from_obj {
+        match (key.as_str(), into_obj.get_mut(key)) {
+            ("properties", Some(Value::Object(existing))) => {
+                if let Value::Object(new_props) = value {
+                    for (name, sub) in new_props {
+                        match existing.get_mut(name) {
+                            Some(current) => merge_schema(current, sub),
+                            None => {
+                                existing.insert(name.clone(), sub.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            // Required fields differ per type; CEL rules on the target enforce them.
+            ("required", _) => {}
+            (_, None) => {
+                into_obj.insert(key.clone(), value.clone());
+            }
+            _ => {}
+        }
+    }
+    into_obj.remove("required");
+}
+
+/// Sets the description of the property at `path` (dotted) below `schema`.
+fn set_description(schema: &mut Value, path: &str, description: String) {
+    let mut node = schema;
+    for segment in path.split('.') {
+        node = match node.get_mut("properties").and_then(|p| p.get_mut(segment)) {
+            Some(n) => n,
+            None => return,
+        };
+    }
+    if let Some(obj) = node.as_object_mut() {
+        obj.insert("description".into(), Value::String(description));
+    }
+}
+
+/// Schema of `spec.targets[].parameters`: the union of every type's parameters. Each field's
+/// description starts with the target types it applies to.
+pub fn parameters_schema(generator: &mut SchemaGenerator) -> Schema {
+    let mut merged = json!({"type": "object", "properties": {}});
+    // path -> [(types, description)], descriptions kept apart when types document a shared
+    // field differently.
+    let mut docs: BTreeMap<String, Vec<(Vec<&str>, String)>> = BTreeMap::new();
+    for t in TargetType::ALL {
+        let schema = t.schema(generator).to_value();
+        merge_schema(&mut merged, &schema);
+        walk_properties(&schema, "", &mut |path, sub| {
+            let text = sub
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let entry = docs.entry(path.to_string()).or_default();
+            match entry.iter_mut().find(|(_, d)| *d == text) {
+                Some((types, _)) => types.push(t.as_str()),
+                None => entry.push((vec![t.as_str()], text)),
+            }
+        });
+    }
+    for (path, parts) in docs {
+        let text = parts
+            .iter()
+            .map(|(types, d)| format!("({}) {d}", types.join(", ")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        set_description(&mut merged, &path, text);
+    }
+    let obj = merged.as_object_mut().expect("object schema");
+    obj.remove("additionalProperties");
+    obj.insert(
+        "description".into(),
+        Value::String(
+            "Executor parameters. Each field says in brackets which target types it applies to; \
+             fields of other types are rejected."
+                .into(),
+        ),
+    );
+    Schema::try_from(merged).expect("an object schema")
+}
+
+/// Adds to the target schema the CEL rules that tie parameter fields to target types.
+pub fn add_parameter_rules(schema: &mut Schema) {
+    let fields = field_types(&mut generator());
+    let mut rules = Vec::new();
+    for (path, types) in &fields {
+        if types.len() == TargetType::ALL.len() {
+            continue;
+        }
+        // The parent must exist before `has()` may look at the child.
+        let mut guards = vec!["!has(self.parameters)".to_string()];
+        let segments: Vec<&str> = path.split('.').collect();
+        for i in 1..segments.len() {
+            guards.push(format!("!has(self.parameters.{})", segments[..i].join(".")));
+        }
+        // A nested field whose parent is already limited to the same types needs no rule.
+        if segments.len() > 1 {
+            let parent = segments[..segments.len() - 1].join(".");
+            if fields.get(&parent) == Some(types) {
+                continue;
+            }
+        }
+        let names: Vec<String> = types.iter().map(|t| format!("'{}'", t.as_str())).collect();
+        let plain: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+        rules.push(json!({
+            "rule": format!(
+                "{} || !has(self.parameters.{path}) || self.type in [{}]",
+                guards.join(" || "),
+                names.join(", ")
+            ),
+            "messageExpression": format!(
+                "'parameters.{path} applies only to target type(s) {}, not ' + self.type",
+                plain.join(", ")
+            ),
+            "fieldPath": format!(".parameters.{path}"),
+            "reason": "FieldValueForbidden",
+        }));
+    }
+    for t in TargetType::ALL {
+        for (rule, message, field_path) in t.rules() {
+            rules.push(json!({"rule": rule, "message": message, "fieldPath": field_path}));
+        }
+    }
+    let obj = schema.ensure_object();
+    let entry = obj
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| Value::Array(vec![]));
+    if let Value::Array(list) = entry {
+        list.extend(rules);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_fields_have_one_shape() {
+        // A field shared by several types must mean the same thing in each, otherwise the
+        // merged schema would be wrong for one of them.
+        let mut generator = generator();
+        let mut seen: BTreeMap<String, Value> = BTreeMap::new();
+        fn leaves(schema: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, sub) in props {
+                    let path = format!("{prefix}.{name}");
+                    if sub.get("properties").is_some() {
+                        leaves(sub, &path, out);
+                    } else {
+                        let mut s = sub.clone();
+                        s.as_object_mut().map(|o| o.remove("description"));
+                        out.push((path, s));
+                    }
+                }
+            }
+        }
+        for t in TargetType::ALL {
+            let mut out = vec![];
+            leaves(&t.schema(&mut generator).to_value(), "", &mut out);
+            for (path, shape) in out {
+                if let Some(prev) = seen.get(&path) {
+                    assert_eq!(prev, &shape, "field {path} differs between types");
+                } else {
+                    seen.insert(path, shape);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parse_rejects_fields_of_other_types() {
+        let err = TargetParameters::parse(TargetType::Rds, Some(&json!({"clusterName": "x"})))
+            .unwrap_err();
+        assert!(err.message.contains("clusterName"), "{err}");
+        let ok =
+            TargetParameters::parse(TargetType::Rds, Some(&json!({"snapshotBeforeStop": true})))
+                .unwrap();
+        assert_eq!(
+            ok,
+            TargetParameters::Rds(RdsParameters {
+                snapshot_before_stop: Some(true),
+                selector: None
+            })
+        );
+    }
+
+    #[test]
+    fn absent_parameters_are_empty() {
+        assert!(TargetParameters::parse(TargetType::Noop, None).is_ok());
+        let err = TargetParameters::parse(TargetType::Eks, None).unwrap_err();
+        assert!(err.message.contains("clusterName"), "{err}");
+    }
+}

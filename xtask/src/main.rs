@@ -1,0 +1,69 @@
+//! `cargo xtask <task>`: project tasks that need more than a shell line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod crdgen;
+
+#[derive(Parser)]
+#[command(about = "Hibernator project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Write the CRD YAML under deploy/crds/ from the Rust types.
+    Crdgen {
+        /// Fail when the committed files differ from the generated ones instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// The repository root (the parent of this crate).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repository root")
+        .to_path_buf()
+}
+
+/// Writes `content` to `path`, or with `check` compares and reports a stale file.
+pub fn write_or_check(path: &Path, content: &str, check: bool) -> Result<bool> {
+    let current = std::fs::read_to_string(path).ok();
+    if current.as_deref() == Some(content) {
+        return Ok(true);
+    }
+    if check {
+        eprintln!(
+            "stale: {}",
+            path.strip_prefix(root()).unwrap_or(path).display()
+        );
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    std::fs::write(path, content).with_context(|| format!("failed to write {}", path.display()))?;
+    eprintln!(
+        "wrote {}",
+        path.strip_prefix(root()).unwrap_or(path).display()
+    );
+    Ok(true)
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Crdgen { check } => {
+            if !crdgen::run(check)? {
+                bail!("generated files are stale: run `cargo xtask crdgen` and commit the result");
+            }
+        }
+    }
+    Ok(())
+}
