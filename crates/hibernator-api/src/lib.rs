@@ -7,6 +7,8 @@ pub mod common;
 pub mod connector;
 pub mod crds;
 pub mod exception;
+pub mod fixtures;
+pub mod graph;
 pub mod params;
 pub mod plan;
 pub mod schedule;
