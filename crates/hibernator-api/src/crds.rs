@@ -75,3 +75,110 @@ fn fold_lines(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Walks a schema node by node: every node has a type (structural schemas, as the API
+    /// server requires), and no value-dependent shapes (`anyOf`/`oneOf`/`allOf` with types).
+    fn assert_structural(v: &Value, path: &str) {
+        let obj = v
+            .as_object()
+            .unwrap_or_else(|| panic!("{path} is not an object"));
+        let special = obj.get("x-kubernetes-int-or-string").is_some()
+            || obj.get("x-kubernetes-preserve-unknown-fields").is_some();
+        assert!(
+            special || obj.contains_key("type"),
+            "{path} has no type: {v}"
+        );
+        for k in ["anyOf", "oneOf", "allOf", "not", "$ref"] {
+            assert!(!obj.contains_key(k), "{path} uses {k}");
+        }
+        if let Some(Value::Object(props)) = obj.get("properties") {
+            for (name, sub) in props {
+                assert_structural(sub, &format!("{path}.{name}"));
+            }
+        }
+        if let Some(items) = obj.get("items") {
+            assert_structural(items, &format!("{path}[]"));
+        }
+        if let Some(add @ Value::Object(_)) = obj.get("additionalProperties") {
+            assert_structural(add, &format!("{path}{{}}"));
+        }
+    }
+
+    #[test]
+    fn schemas_are_structural() {
+        for (file, crd) in all() {
+            assert_structural(&schema_of(&crd), file);
+        }
+    }
+
+    #[test]
+    fn every_cel_rule_compiles() {
+        for (file, crd) in all() {
+            let compiled = kube_cel::compile_schema(&schema_of(&crd));
+            let errors: Vec<String> = compiled
+                .compilation_errors()
+                .iter()
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{file}: {errors:#?}");
+        }
+    }
+
+    #[test]
+    fn plan_has_printer_columns_and_short_names() {
+        let crds = all();
+        let plan = &crds[0].1;
+        assert_eq!(
+            plan.spec.names.short_names.as_deref(),
+            Some(&["hplan".to_string()][..])
+        );
+        let columns: Vec<&str> = plan.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Phase", "Ready", "Next Transition", "Age"]);
+        for (_, crd) in &crds {
+            assert!(
+                crd.spec.versions[0]
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some()
+            );
+        }
+    }
+
+    /// Every field in every schema carries a description (they become `kubectl explain`).
+    #[test]
+    fn every_field_is_documented() {
+        fn walk(v: &Value, path: &str, missing: &mut Vec<String>) {
+            if let Some(Value::Object(props)) = v.get("properties") {
+                for (name, sub) in props {
+                    let p = format!("{path}.{name}");
+                    let inherited = path.contains("Selector") || path.contains("selector.match");
+                    if sub.get("description").is_none() && !inherited && name != "metadata" {
+                        missing.push(p.clone());
+                    }
+                    walk(sub, &p, missing);
+                }
+            }
+            if let Some(items) = v.get("items") {
+                walk(items, &format!("{path}[]"), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for (file, crd) in all() {
+            walk(&schema_of(&crd), file, &mut missing);
+        }
+        assert!(
+            missing.is_empty(),
+            "fields without description: {missing:#?}"
+        );
+    }
+}

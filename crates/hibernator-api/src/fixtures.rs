@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use crate::common::{DayOfWeek, OffHourWindow};
 use crate::params::TargetType;
 use crate::plan::{
-    Behavior, ConnectorKind, ConnectorRef, Dependency, Execution, FailureMode, HibernationPlan, HibernationPlanSpec,
-    Schedule, Stage, Strategy, StrategyType, Target,
+    Behavior, ConnectorKind, ConnectorRef, Dependency, Execution, FailureMode, HibernationPlan,
+    HibernationPlanSpec, Schedule, Stage, Strategy, StrategyType, Target,
 };
 
 /// Builds a HibernationPlan. Defaults: namespace `default`, America/New_York, weekdays
@@ -26,7 +26,13 @@ impl PlanBuilder {
                 off_hours: vec![OffHourWindow {
                     start: "20:00".into(),
                     end: "06:00".into(),
-                    days_of_week: vec![DayOfWeek::Mon, DayOfWeek::Tue, DayOfWeek::Wed, DayOfWeek::Thu, DayOfWeek::Fri],
+                    days_of_week: vec![
+                        DayOfWeek::Mon,
+                        DayOfWeek::Tue,
+                        DayOfWeek::Wed,
+                        DayOfWeek::Thu,
+                        DayOfWeek::Fri,
+                    ],
                 }],
             },
             execution: Execution {
@@ -54,7 +60,9 @@ impl PlanBuilder {
 
     /// Adds a target with a connector of the kind its type needs and no parameters.
     pub fn target(mut self, name: &str, type_: TargetType) -> Self {
-        let kind = type_.connector_kind().unwrap_or(ConnectorKind::CloudProvider);
+        let kind = type_
+            .connector_kind()
+            .unwrap_or(ConnectorKind::CloudProvider);
         self.plan.spec.targets.push(Target {
             name: name.into(),
             type_,
@@ -74,7 +82,12 @@ impl PlanBuilder {
     /// Adds a target with parameters.
     pub fn target_with(mut self, name: &str, type_: TargetType, parameters: Value) -> Self {
         self = self.target(name, type_);
-        self.plan.spec.targets.last_mut().expect("just added").parameters = Some(parameters);
+        self.plan
+            .spec
+            .targets
+            .last_mut()
+            .expect("just added")
+            .parameters = Some(parameters);
         self
     }
 
@@ -132,7 +145,11 @@ impl PlanBuilder {
 
     /// Sets the failure mode.
     pub fn mode(mut self, mode: FailureMode) -> Self {
-        self.plan.spec.behavior.get_or_insert_with(Behavior::default).mode = Some(mode);
+        self.plan
+            .spec
+            .behavior
+            .get_or_insert_with(Behavior::default)
+            .mode = Some(mode);
         self
     }
 

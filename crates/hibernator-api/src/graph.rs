@@ -69,10 +69,12 @@ impl GraphError {
     pub fn field(&self) -> String {
         match self {
             Self::DuplicateTarget { .. } => "spec.targets".into(),
-            Self::UnknownTarget { field, .. } | Self::SelfEdge { field, .. } | Self::Cycle { field, .. } => {
-                field.clone()
+            Self::UnknownTarget { field, .. }
+            | Self::SelfEdge { field, .. }
+            | Self::Cycle { field, .. } => field.clone(),
+            Self::InTwoStages { .. } | Self::InNoStage { .. } => {
+                "spec.execution.strategy.stages".into()
             }
-            Self::InTwoStages { .. } | Self::InNoStage { .. } => "spec.execution.strategy.stages".into(),
         }
     }
 }
@@ -117,7 +119,11 @@ impl ExecutionGraph {
         let strategy = &spec.execution.strategy;
         let mut stage_of: Vec<Option<usize>> = vec![None; names.len()];
         let mut stage_limits = Vec::new();
-        let add = |dag: &mut Dag<(), (), u32>, from: usize, to: usize, field: String, errors: &mut Vec<GraphError>| {
+        let add = |dag: &mut Dag<(), (), u32>,
+                   from: usize,
+                   to: usize,
+                   field: String,
+                   errors: &mut Vec<GraphError>| {
             if from == to {
                 errors.push(GraphError::SelfEdge {
                     field,
@@ -125,11 +131,20 @@ impl ExecutionGraph {
                 });
                 return;
             }
-            if dag.find_edge(NodeIndex::new(from), NodeIndex::new(to)).is_some() {
+            if dag
+                .find_edge(NodeIndex::new(from), NodeIndex::new(to))
+                .is_some()
+            {
                 return;
             }
-            if dag.add_edge(NodeIndex::new(from), NodeIndex::new(to), ()).is_err() {
-                let mut cycle: Vec<String> = path(dag, to, from).iter().map(|&i| names[i].clone()).collect();
+            if dag
+                .add_edge(NodeIndex::new(from), NodeIndex::new(to), ())
+                .is_err()
+            {
+                let mut cycle: Vec<String> = path(dag, to, from)
+                    .iter()
+                    .map(|&i| names[i].clone())
+                    .collect();
                 cycle.push(names[to].clone());
                 errors.push(GraphError::Cycle { field, cycle });
             }
@@ -203,7 +218,13 @@ impl ExecutionGraph {
                 for pair in members.windows(2) {
                     for &a in &pair[0] {
                         for &b in &pair[1] {
-                            add(&mut dag, a, b, "spec.execution.strategy.stages".into(), &mut errors);
+                            add(
+                                &mut dag,
+                                a,
+                                b,
+                                "spec.execution.strategy.stages".into(),
+                                &mut errors,
+                            );
                         }
                     }
                 }
@@ -301,7 +322,10 @@ impl ExecutionGraph {
             }
             step.abort.sort_unstable();
         }
-        let mut running = states.iter().filter(|s| **s == TargetState::Running).count();
+        let mut running = states
+            .iter()
+            .filter(|s| **s == TargetState::Running)
+            .count();
         let mut stage_running = vec![0usize; self.stage_limits.len()];
         for (i, s) in states.iter().enumerate() {
             if let (TargetState::Running, Some(stage)) = (s, self.stage_of[i]) {

@@ -13,6 +13,7 @@ pub mod params;
 pub mod plan;
 pub mod schedule;
 pub mod status;
+pub mod validate;
 
 pub use common::{DayOfWeek, OffHourWindow};
 pub use connector::{CloudProvider, CloudProviderSpec, K8SCluster, K8SClusterSpec};

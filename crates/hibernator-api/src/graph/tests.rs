@@ -52,7 +52,13 @@ fn graph_errors_name_the_targets() {
         .target("a", TargetType::Noop)
         .target("b", TargetType::Noop)
         .target("c", TargetType::Noop)
-        .dag(&[("a", "b"), ("b", "c"), ("c", "a"), ("a", "a"), ("a", "ghost")])
+        .dag(&[
+            ("a", "b"),
+            ("b", "c"),
+            ("c", "a"),
+            ("a", "a"),
+            ("a", "ghost"),
+        ])
         .spec();
     let errs = ExecutionGraph::compile(&spec).unwrap_err();
     let text: Vec<String> = errs.iter().map(|e| format!("{}: {e}", e.field())).collect();
@@ -91,14 +97,28 @@ fn staged_errors() {
 fn staged_stage_limits() {
     let spec = PlanBuilder::new("p")
         .noop_targets(5)
-        .stages(&[("serial", false, &["t0", "t1"]), ("wide", true, &["t2", "t3", "t4"])])
+        .stages(&[
+            ("serial", false, &["t0", "t1"]),
+            ("wide", true, &["t2", "t3", "t4"]),
+        ])
         .spec();
     let g = ExecutionGraph::compile(&spec).unwrap();
     use TargetState::*;
     assert_eq!(g.step(&[Pending; 5], FailureMode::Strict).start, [0]);
-    assert_eq!(g.step(&[Completed, Pending, Pending, Pending, Pending], FailureMode::Strict).start, [1]);
     assert_eq!(
-        g.step(&[Completed, Completed, Pending, Pending, Pending], FailureMode::Strict).start,
+        g.step(
+            &[Completed, Pending, Pending, Pending, Pending],
+            FailureMode::Strict
+        )
+        .start,
+        [1]
+    );
+    assert_eq!(
+        g.step(
+            &[Completed, Completed, Pending, Pending, Pending],
+            FailureMode::Strict
+        )
+        .start,
         [2, 3, 4]
     );
     // Wake: the wide stage first, then the serial one in one-at-a-time fashion.
@@ -108,11 +128,21 @@ fn staged_stage_limits() {
 
 #[test]
 fn strict_stops_new_starts_after_a_failure() {
-    let spec = PlanBuilder::new("p").noop_targets(3).max_concurrency(1).spec();
+    let spec = PlanBuilder::new("p")
+        .noop_targets(3)
+        .max_concurrency(1)
+        .spec();
     let g = ExecutionGraph::compile(&spec).unwrap();
     use TargetState::*;
-    assert_eq!(g.step(&[Failed, Pending, Pending], FailureMode::Strict), Step::default());
-    assert_eq!(g.step(&[Failed, Pending, Pending], FailureMode::BestEffort).start, [1]);
+    assert_eq!(
+        g.step(&[Failed, Pending, Pending], FailureMode::Strict),
+        Step::default()
+    );
+    assert_eq!(
+        g.step(&[Failed, Pending, Pending], FailureMode::BestEffort)
+            .start,
+        [1]
+    );
 }
 
 /// A random DAG over `n` targets: edges only from lower to higher index, so it is acyclic.
@@ -121,7 +151,12 @@ fn arb_plan() -> impl Strategy<Value = (HibernationPlanSpec, Vec<bool>)> {
         (
             prop::collection::vec((0..n, 0..n), 0..n * 2),
             prop::option::of(1i32..4),
-            prop::sample::select(vec![StrategyType::Sequential, StrategyType::Parallel, StrategyType::Dag, StrategyType::Staged]),
+            prop::sample::select(vec![
+                StrategyType::Sequential,
+                StrategyType::Parallel,
+                StrategyType::Dag,
+                StrategyType::Staged,
+            ]),
             prop::collection::vec(prop::bool::weighted(0.2), n),
             prop::collection::vec(0usize..3, n),
             prop::collection::vec(any::<bool>(), 3),
@@ -133,8 +168,10 @@ fn arb_plan() -> impl Strategy<Value = (HibernationPlanSpec, Vec<bool>)> {
                     StrategyType::Dag => {
                         let edges: BTreeSet<(usize, usize)> =
                             pairs.into_iter().filter(|(a, b)| a < b).collect();
-                        let e: Vec<(&str, &str)> =
-                            edges.iter().map(|(a, b)| (names[*a].as_str(), names[*b].as_str())).collect();
+                        let e: Vec<(&str, &str)> = edges
+                            .iter()
+                            .map(|(a, b)| (names[*a].as_str(), names[*b].as_str()))
+                            .collect();
                         b.dag(&e)
                     }
                     StrategyType::Staged => {
@@ -181,20 +218,33 @@ fn simulate(
         }
         for &s in &step.start {
             for d in g.dependencies(s) {
-                prop_assert!(states[d].is_success(), "started t{s} before its dependency t{d} completed");
+                prop_assert!(
+                    states[d].is_success(),
+                    "started t{s} before its dependency t{d} completed"
+                );
             }
             states[s] = TargetState::Running;
             order.push(s);
         }
-        let running: Vec<usize> = (0..n).filter(|&i| states[i] == TargetState::Running).collect();
+        let running: Vec<usize> = (0..n)
+            .filter(|&i| states[i] == TargetState::Running)
+            .collect();
         if let Some(m) = max {
-            prop_assert!(running.len() <= m, "{} running, maxConcurrency {m}", running.len());
+            prop_assert!(
+                running.len() <= m,
+                "{} running, maxConcurrency {m}",
+                running.len()
+            );
         }
         if running.is_empty() {
             return Ok((states, order));
         }
         let pick = running[picks[round % picks.len()] % running.len()];
-        states[pick] = if fails[pick] { TargetState::Failed } else { TargetState::Completed };
+        states[pick] = if fails[pick] {
+            TargetState::Failed
+        } else {
+            TargetState::Completed
+        };
         round += 1;
     }
 }

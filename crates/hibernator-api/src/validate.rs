@@ -1,0 +1,969 @@
+//! Validation: one entry point that returns every problem in a set of documents at once,
+//! each with the object, the field path, the bad value and a hint.
+//!
+//! Layers, per document of a kind Hibernator owns:
+//! 1. structure, against the generated CRD schema, as the API server sees it (types, required
+//!    fields, enums, patterns, bounds, list-map keys) plus unknown fields, which the API server
+//!    would prune or reject;
+//! 2. the CRD's CEL rules, evaluated client-side (kube-cel), when the structure is sound;
+//! 3. semantics no schema can express: time zones, dependency cycles, typed parameters,
+//!    lead times;
+//! 4. references across the documents (plan -> connector, K8SCluster -> CloudProvider,
+//!    ScheduleException -> plan).
+//!
+//! The controller uses [`plan_semantics`] on objects the API server has already checked.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::common::{CONNECTOR_GROUP, GROUP, VERSION};
+use crate::exception::{MAX_LEAD_TIME_SECONDS, ScheduleException, parse_lead_time};
+use crate::graph::{ExecutionGraph, GraphError};
+use crate::params::TargetParameters;
+use crate::plan::HibernationPlan;
+use crate::schedule::{ScheduleError, Window, time_zone};
+
+/// How serious a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The document would be rejected or the plan could not run.
+    Error,
+    /// Probably not what was meant.
+    Warning,
+}
+
+/// One problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// Where the document came from (`file.yaml`, `file.yaml#2`, `<stdin>#1`).
+    pub source: String,
+    /// `Kind namespace/name` of the object.
+    pub object: String,
+    /// Field path, e.g. `spec.targets[2].parameters.clusterName`.
+    pub field: String,
+    /// The offending value, as JSON (shortened), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Error or warning.
+    pub severity: Severity,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.source, self.object, self.field)?;
+        if let Some(v) = &self.value {
+            write!(f, " = {v}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A parsed document and where it came from.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// File name and position, for messages.
+    pub source: String,
+    /// The document.
+    pub value: Value,
+}
+
+/// Options of [`validate_documents`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Do not report references to objects that are not among the documents.
+    pub allow_missing_refs: bool,
+}
+
+/// The outcome of a validation.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Objects of Hibernator's kinds that were checked.
+    pub checked: Vec<String>,
+    /// Documents of other kinds, ignored.
+    pub ignored: usize,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// True when no problem is an error.
+    pub fn is_valid(&self) -> bool {
+        !self.problems.iter().any(|p| p.severity == Severity::Error)
+    }
+}
+
+/// The kinds Hibernator owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// HibernationPlan.
+    HibernationPlan,
+    /// ScheduleException.
+    ScheduleException,
+    /// CloudProvider.
+    CloudProvider,
+    /// K8SCluster.
+    K8SCluster,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::HibernationPlan,
+        Kind::ScheduleException,
+        Kind::CloudProvider,
+        Kind::K8SCluster,
+    ];
+
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HibernationPlan => "HibernationPlan",
+            Self::ScheduleException => "ScheduleException",
+            Self::CloudProvider => "CloudProvider",
+            Self::K8SCluster => "K8SCluster",
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            Self::HibernationPlan | Self::ScheduleException => GROUP,
+            Self::CloudProvider | Self::K8SCluster => CONNECTOR_GROUP,
+        }
+    }
+
+    fn crd_file(self) -> &'static str {
+        match self {
+            Self::HibernationPlan => "hibernationplans.yaml",
+            Self::ScheduleException => "scheduleexceptions.yaml",
+            Self::CloudProvider => "cloudproviders.yaml",
+            Self::K8SCluster => "k8sclusters.yaml",
+        }
+    }
+}
+
+/// The generated schema of each kind.
+static SCHEMAS: LazyLock<HashMap<Kind, Value>> = LazyLock::new(|| {
+    let crds = crate::crds::all();
+    Kind::ALL
+        .into_iter()
+        .map(|k| {
+            let crd = &crds
+                .iter()
+                .find(|(f, _)| *f == k.crd_file())
+                .expect("every kind has a CRD")
+                .1;
+            (k, crate::crds::schema_of(crd))
+        })
+        .collect()
+});
+
+/// The schema of a kind's objects.
+pub fn schema(kind: Kind) -> &'static Value {
+    &SCHEMAS[&kind]
+}
+
+/// Identity of a checked object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ObjectKey {
+    kind: Kind,
+    namespace: String,
+    name: String,
+}
+
+/// The namespace assumed for documents without one (as `kubectl apply` would with the
+/// default context).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Validates a set of documents: every owned object on its own, then the references between
+/// them. Documents of other kinds are counted and ignored.
+pub fn validate_documents(docs: &[Document], opts: Options) -> Report {
+    let mut report = Report::default();
+    let mut objects: Vec<(ObjectKey, &Document)> = Vec::new();
+    for doc in docs {
+        let api_version = doc
+            .value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind_name = doc
+            .value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        if group != GROUP && group != CONNECTOR_GROUP {
+            report.ignored += 1;
+            continue;
+        }
+        let name = doc
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let namespace = doc
+            .value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_NAMESPACE)
+            .to_string();
+        let label = format!("{kind_name} {namespace}/{name}");
+        let mut problems = Problems::new(&doc.source, &label, &doc.value);
+        let Some(kind) = Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind_name && k.group() == group)
+        else {
+            let expected: Vec<&str> = Kind::ALL
+                .iter()
+                .filter(|k| k.group() == group)
+                .map(|k| k.as_str())
+                .collect();
+            problems.error(
+                "kind",
+                format!("{group} has no kind {kind_name:?}"),
+                Some(format!("kinds of {group}: {}", expected.join(", "))),
+            );
+            report.problems.extend(problems.list);
+            continue;
+        };
+        if version != VERSION {
+            problems.error(
+                "apiVersion",
+                format!(
+                    "{api_version} is not served; {} is",
+                    format!("{group}/{VERSION}")
+                ),
+                Some(format!("write apiVersion: {group}/{VERSION}")),
+            );
+            report.problems.extend(problems.list);
+            continue;
+        }
+        report.checked.push(label.clone());
+        check_metadata(&doc.value, &mut problems);
+        check_object(kind, &doc.value, &mut problems);
+        report.problems.extend(problems.list);
+        objects.push((
+            ObjectKey {
+                kind,
+                namespace,
+                name,
+            },
+            doc,
+        ));
+    }
+    if !opts.allow_missing_refs {
+        check_references(&objects, &mut report);
+    }
+    report
+}
+
+/// Checks one object of a known kind (all layers but references).
+fn check_object(kind: Kind, value: &Value, problems: &mut Problems<'_>) {
+    let schema = schema(kind);
+    let before = problems.list.len();
+    if let Some(spec_schema) = schema.pointer("/properties/spec") {
+        match value.get("spec") {
+            Some(spec) => structural(spec_schema, spec, "spec", problems),
+            None => problems.error("spec", "spec is missing".into(), None),
+        }
+    }
+    let structure_ok = problems.list.len() == before;
+    if structure_ok {
+        cel(schema, value, problems);
+    }
+    match kind {
+        Kind::HibernationPlan => {
+            if let Ok(plan) = serde_json::from_value::<HibernationPlan>(value.clone()) {
+                for p in plan_semantics(&plan) {
+                    // The CEL rules already name unknown, self-referencing or badly staged
+                    // targets; the graph adds cycles, which no schema can see.
+                    if structure_ok && p.graph_error && !p.cycle {
+                        continue;
+                    }
+                    problems.push_semantic(p);
+                }
+            }
+        }
+        Kind::ScheduleException => {
+            if let Ok(e) = serde_json::from_value::<ScheduleException>(value.clone()) {
+                for p in exception_semantics(&e) {
+                    problems.push_semantic(p);
+                }
+            }
+        }
+        Kind::CloudProvider | Kind::K8SCluster => {}
+    }
+}
+
+fn check_metadata(value: &Value, problems: &mut Problems<'_>) {
+    static NAME: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(crate::common::NAME_PATTERN).expect("valid pattern"));
+    match value.pointer("/metadata/name").and_then(Value::as_str) {
+        None => problems.error(
+            "metadata.name",
+            "metadata.name is missing".into(),
+            Some("every object needs a name".into()),
+        ),
+        Some(n) if n.len() > 253 || !NAME.is_match(n) => problems.error(
+            "metadata.name",
+            "not a valid object name".into(),
+            Some("lower-case letters, digits, '-' and '.', starting and ending with a letter or digit".into()),
+        ),
+        Some(_) => {}
+    }
+}
+
+/// A problem found by the semantic checks, before it is tied to a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SemanticProblem {
+    /// Field path.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub hint: Option<String>,
+    graph_error: bool,
+    cycle: bool,
+}
+
+impl SemanticProblem {
+    fn new(field: String, message: String, hint: Option<String>) -> Self {
+        Self {
+            field,
+            message,
+            hint,
+            graph_error: false,
+            cycle: false,
+        }
+    }
+}
+
+impl std::fmt::Display for SemanticProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Checks of a plan that no schema can express: time zone, windows, execution graph, typed
+/// parameters. The controller reports these as `Stalled`.
+pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
+    let mut out = Vec::new();
+    let spec = &plan.spec;
+    if let Err(e) = time_zone(&spec.schedule.timezone) {
+        out.push(SemanticProblem::new(
+            "spec.schedule.timezone".into(),
+            e.to_string(),
+            Some(time_zone_hint(&spec.schedule.timezone)),
+        ));
+    }
+    for (i, w) in spec.schedule.off_hours.iter().enumerate() {
+        if let Err(e) = Window::parse(w) {
+            out.push(window_problem(&format!("spec.schedule.offHours[{i}]"), &e));
+        }
+    }
+    if let Err(errors) = ExecutionGraph::compile(spec) {
+        for e in errors {
+            let hint = match &e {
+                GraphError::Cycle { .. } => {
+                    Some("remove one of the dependencies on the cycle".into())
+                }
+                GraphError::UnknownTarget { .. } => Some(format!(
+                    "targets are: {}",
+                    spec.targets
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                GraphError::InNoStage { .. } => Some("add each target to one stage".into()),
+                _ => None,
+            };
+            out.push(SemanticProblem {
+                field: e.field(),
+                message: e.to_string(),
+                hint,
+                graph_error: true,
+                cycle: matches!(e, GraphError::Cycle { .. }),
+            });
+        }
+    }
+    for (i, t) in spec.targets.iter().enumerate() {
+        if let Err(e) = TargetParameters::parse(t.type_, t.parameters.as_ref()) {
+            out.push(SemanticProblem::new(
+                format!("spec.targets[{i}].parameters"),
+                e.to_string(),
+                None,
+            ));
+        }
+        if let (Some(kind), Some(cref)) = (t.type_.connector_kind(), &t.connector_ref)
+            && kind != cref.kind
+        {
+            out.push(SemanticProblem {
+                field: format!("spec.targets[{i}].connectorRef.kind"),
+                message: format!(
+                    "target type {} needs a {}, not a {}",
+                    t.type_,
+                    kind.as_str(),
+                    cref.kind.as_str()
+                ),
+                hint: None,
+                graph_error: true,
+                cycle: false,
+            });
+        }
+    }
+    out
+}
+
+/// Checks of a ScheduleException that no schema can express.
+pub fn exception_semantics(e: &ScheduleException) -> Vec<SemanticProblem> {
+    let mut out = Vec::new();
+    if let Some(lead) = &e.spec.lead_time {
+        match parse_lead_time(lead) {
+            Some(s) if s <= MAX_LEAD_TIME_SECONDS => {}
+            _ => out.push(SemanticProblem::new(
+                "spec.leadTime".into(),
+                format!("leadTime {lead:?} is not a duration of at most 24h"),
+                Some("write it like 30m, 2h or 1h30m".into()),
+            )),
+        }
+    }
+    for (i, w) in e.spec.windows.iter().enumerate() {
+        if let Err(err) = Window::parse(w) {
+            out.push(window_problem(&format!("spec.windows[{i}]"), &err));
+        }
+    }
+    out
+}
+
+fn window_problem(path: &str, e: &ScheduleError) -> SemanticProblem {
+    let field = match e {
+        ScheduleError::EmptyWindow(_) => format!("{path}.end"),
+        ScheduleError::NoDays => format!("{path}.daysOfWeek"),
+        _ => path.to_string(),
+    };
+    SemanticProblem::new(field, e.to_string(), None)
+}
+
+fn time_zone_hint(name: &str) -> String {
+    let db = jiff::tz::TimeZoneDatabase::bundled();
+    let mut best: Vec<(f64, String)> = db
+        .available()
+        .map(|n| {
+            (
+                strsim::jaro_winkler(&n.as_str().to_lowercase(), &name.to_lowercase()),
+                n.as_str().to_string(),
+            )
+        })
+        .collect();
+    best.sort_by(|a, b| b.0.total_cmp(&a.0));
+    match best.first() {
+        Some((score, n)) if *score > 0.85 => {
+            format!("did you mean {n:?}? Use an IANA name such as America/New_York")
+        }
+        _ => "use an IANA time zone name such as America/New_York or Europe/Berlin".into(),
+    }
+}
+
+/// Cross-document references.
+fn check_references(objects: &[(ObjectKey, &Document)], report: &mut Report) {
+    let exists = |kind: Kind, ns: &str, name: &str| {
+        objects
+            .iter()
+            .any(|(k, _)| k.kind == kind && k.namespace == ns && k.name == name)
+    };
+    let missing_hint = "add it to the documents validated together, or pass --allow-missing-refs when it already exists in the cluster";
+    for (key, doc) in objects {
+        let label = format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name);
+        let mut problems = Problems::new(&doc.source, &label, &doc.value);
+        match key.kind {
+            Kind::HibernationPlan => {
+                let targets = doc.value.pointer("/spec/targets").and_then(Value::as_array);
+                for (i, t) in targets.into_iter().flatten().enumerate() {
+                    let Some(cref) = t.get("connectorRef") else {
+                        continue;
+                    };
+                    let kind = match cref.get("kind").and_then(Value::as_str) {
+                        Some("CloudProvider") => Kind::CloudProvider,
+                        Some("K8SCluster") => Kind::K8SCluster,
+                        _ => continue,
+                    };
+                    let name = cref.get("name").and_then(Value::as_str).unwrap_or_default();
+                    let ns = cref
+                        .get("namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&key.namespace);
+                    if !exists(kind, ns, name) {
+                        problems.error(
+                            &format!("spec.targets[{i}].connectorRef.name"),
+                            format!("{} {ns}/{name} is not among the documents", kind.as_str()),
+                            Some(missing_hint.into()),
+                        );
+                    }
+                }
+            }
+            Kind::K8SCluster => {
+                if let Some(name) = doc
+                    .value
+                    .pointer("/spec/providerRef/name")
+                    .and_then(Value::as_str)
+                    && !exists(Kind::CloudProvider, &key.namespace, name)
+                {
+                    problems.error(
+                        "spec.providerRef.name",
+                        format!(
+                            "CloudProvider {}/{name} is not among the documents",
+                            key.namespace
+                        ),
+                        Some(missing_hint.into()),
+                    );
+                }
+            }
+            Kind::ScheduleException => {
+                if let Some(name) = doc
+                    .value
+                    .pointer("/spec/planRef/name")
+                    .and_then(Value::as_str)
+                    && !exists(Kind::HibernationPlan, &key.namespace, name)
+                {
+                    problems.error(
+                        "spec.planRef.name",
+                        format!(
+                            "HibernationPlan {}/{name} is not among the documents",
+                            key.namespace
+                        ),
+                        Some(missing_hint.into()),
+                    );
+                }
+            }
+            Kind::CloudProvider => {}
+        }
+        report.problems.extend(problems.list);
+    }
+}
+
+/// Collects the problems of one document.
+struct Problems<'a> {
+    source: &'a str,
+    object: &'a str,
+    doc: &'a Value,
+    list: Vec<Problem>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(source: &'a str, object: &'a str, doc: &'a Value) -> Self {
+        Self {
+            source,
+            object,
+            doc,
+            list: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, field: String, message: String, hint: Option<String>, severity: Severity) {
+        let value = lookup(self.doc, &field).map(render_value);
+        let problem = Problem {
+            source: self.source.to_string(),
+            object: self.object.to_string(),
+            field,
+            value,
+            message,
+            hint,
+            severity,
+        };
+        if !self.list.contains(&problem) {
+            self.list.push(problem);
+        }
+    }
+
+    /// Adds a semantic problem unless the schema checks already reported one at the same
+    /// field, inside it or around it (the same mistake seen twice).
+    fn push_semantic(&mut self, p: SemanticProblem) {
+        let related = |a: &str, b: &str| {
+            a == b
+                || a.strip_prefix(b)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+                || b.strip_prefix(a)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        };
+        if self.list.iter().any(|q| related(&q.field, &p.field)) {
+            return;
+        }
+        self.push(p.field, p.message, p.hint, Severity::Error);
+    }
+
+    fn error(&mut self, field: &str, message: String, hint: Option<String>) {
+        self.push(field.to_string(), message, hint, Severity::Error);
+    }
+}
+
+/// The value at a field path such as `spec.targets[2].name`.
+pub fn lookup<'v>(doc: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut node = doc;
+    for segment in path.split('.') {
+        let (name, indexes) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !name.is_empty() {
+            node = node.get(name)?;
+        }
+        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+            let idx = idx.trim_end_matches(']');
+            node = match idx.parse::<usize>() {
+                Ok(i) => node.get(i)?,
+                Err(_) => node.get(idx.trim_matches('"'))?,
+            };
+        }
+    }
+    Some(node)
+}
+
+fn render_value(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 80 {
+        format!("{}...", s.chars().take(77).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// The structural check: what the API server's schema validation and pruning would do to
+/// `value`, with unknown fields reported instead of silently dropped.
+///
+/// Hand-written rather than a generic JSON-Schema validator because the API server's rules
+/// are Kubernetes-specific (pruning of unknown fields, `x-kubernetes-preserve-unknown-fields`,
+/// list-map keys, `int-or-string`) and its messages should name the field as `kubectl` does.
+fn structural(schema: &Value, value: &Value, path: &str, problems: &mut Problems<'_>) {
+    if value.is_null() {
+        // The API server drops nulls of non-nullable fields: as if absent.
+        return;
+    }
+    if schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        if !(value.is_i64() || value.is_u64() || value.is_string()) {
+            problems.error(path, "must be an integer or a string".into(), None);
+        }
+        return;
+    }
+    let ty = schema.get("type").and_then(Value::as_str);
+    let type_ok = match ty {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !type_ok {
+        let got = match value {
+            Value::Object(_) => "an object",
+            Value::Array(_) => "a list",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            Value::Null => "null",
+        };
+        let hint = match (ty, value) {
+            (Some("string"), Value::Number(_) | Value::Bool(_)) => Some("quote it".to_string()),
+            _ => None,
+        };
+        problems.error(
+            path,
+            format!("must be {}, not {got}", type_name(ty.unwrap_or_default())),
+            hint,
+        );
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect();
+        let hint = value
+            .as_str()
+            .and_then(|s| closest(s, list.iter().map(String::as_str)))
+            .map(|c| format!("did you mean {c:?}?"));
+        problems.error(path, format!("must be one of: {}", list.join(", ")), hint);
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let preserve = schema
+                .get("x-kubernetes-preserve-unknown-fields")
+                .and_then(Value::as_bool)
+                == Some(true);
+            let additional = schema.get("additionalProperties");
+            for req in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(r) = req.as_str()
+                    && map.get(r).is_none_or(Value::is_null)
+                {
+                    problems.error(&join(path, r), format!("{r} is required"), None);
+                }
+            }
+            bounds(
+                schema,
+                "minProperties",
+                "maxProperties",
+                map.len(),
+                "entries",
+                path,
+                problems,
+            );
+            for (k, v) in map {
+                let child = join(path, k);
+                if let Some(s) = props.and_then(|p| p.get(k)) {
+                    structural(s, v, &child, problems);
+                } else if let Some(s) = additional.filter(|a| a.is_object()) {
+                    structural(s, v, &child, problems);
+                } else if !preserve && additional.and_then(Value::as_bool) != Some(true) {
+                    let hint = props
+                        .and_then(|p| closest(k, p.keys().map(String::as_str)))
+                        .map(|c| format!("did you mean {c:?}?"))
+                        .or_else(|| {
+                            props.map(|p| {
+                                format!(
+                                    "fields here: {}",
+                                    p.keys().cloned().collect::<Vec<_>>().join(", ")
+                                )
+                            })
+                        });
+                    problems.error(&child, format!("unknown field {k:?}"), hint);
+                }
+            }
+        }
+        Value::Array(items) => {
+            bounds(
+                schema,
+                "minItems",
+                "maxItems",
+                items.len(),
+                "items",
+                path,
+                problems,
+            );
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    structural(item_schema, item, &format!("{path}[{i}]"), problems);
+                }
+            }
+            match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                Some("set") => {
+                    let mut seen = BTreeSet::new();
+                    for (i, item) in items.iter().enumerate() {
+                        if !seen.insert(item.to_string()) {
+                            problems.error(
+                                &format!("{path}[{i}]"),
+                                format!("duplicate entry {item}"),
+                                None,
+                            );
+                        }
+                    }
+                }
+                Some("map") => {
+                    let keys: Vec<&str> = schema
+                        .get("x-kubernetes-list-map-keys")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+                    for (i, item) in items.iter().enumerate() {
+                        let key: Vec<String> = keys
+                            .iter()
+                            .map(|k| item.get(*k).map(Value::to_string).unwrap_or_default())
+                            .collect();
+                        let key = key.join(",");
+                        if let Some(first) = seen.insert(key.clone(), i) {
+                            problems.error(
+                                &format!("{path}[{i}].{}", keys.join(",")),
+                                format!(
+                                    "duplicate {} {key}, also at {path}[{first}]",
+                                    keys.join(",")
+                                ),
+                                Some(format!("each {} must be unique", keys.join(","))),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Value::String(s) => {
+            bounds(
+                schema,
+                "minLength",
+                "maxLength",
+                s.chars().count(),
+                "characters",
+                path,
+                problems,
+            );
+            if let Some(p) = schema.get("pattern").and_then(Value::as_str)
+                && !pattern(p).is_some_and(|re| re.is_match(s))
+            {
+                problems.error(path, format!("does not match {p}"), pattern_hint(p));
+            }
+            if schema.get("format").and_then(Value::as_str) == Some("date-time")
+                && s.parse::<jiff::Timestamp>().is_err()
+            {
+                problems.error(
+                    path,
+                    "not an RFC 3339 date-time".into(),
+                    Some("write it like 2026-12-24T00:00:00Z or 2026-12-24T00:00:00-05:00".into()),
+                );
+            }
+        }
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64() {
+                if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+                    && f < min
+                {
+                    problems.error(path, format!("must be at least {min}"), None);
+                }
+                if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+                    && f > max
+                {
+                    problems.error(path, format!("must be at most {max}"), None);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn bounds(
+    schema: &Value,
+    min_key: &str,
+    max_key: &str,
+    n: usize,
+    unit: &str,
+    path: &str,
+    problems: &mut Problems<'_>,
+) {
+    if let Some(min) = schema.get(min_key).and_then(Value::as_u64)
+        && (n as u64) < min
+    {
+        problems.error(path, format!("needs at least {min} {unit}, has {n}"), None);
+    }
+    if let Some(max) = schema.get(max_key).and_then(Value::as_u64)
+        && (n as u64) > max
+    {
+        problems.error(path, format!("allows at most {max} {unit}, has {n}"), None);
+    }
+}
+
+fn type_name(t: &str) -> &str {
+    match t {
+        "object" => "an object",
+        "array" => "a list",
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "true or false",
+        other => other,
+    }
+}
+
+fn pattern(p: &str) -> Option<regex::Regex> {
+    static CACHE: LazyLock<std::sync::Mutex<HashMap<String, Option<regex::Regex>>>> =
+        LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(p.to_string())
+        .or_insert_with(|| regex::Regex::new(p).ok())
+        .clone()
+}
+
+fn pattern_hint(p: &str) -> Option<String> {
+    if p == crate::common::TIME_PATTERN {
+        Some("write times as HH:MM on a 24-hour clock, e.g. 06:00 or 20:00".into())
+    } else if p.contains("[0-9]{12}") && !p.contains("arn") {
+        Some("an AWS account id has 12 digits; quote it so YAML keeps it a string".into())
+    } else if p.starts_with("^[a-z]{2}") {
+        Some("an AWS region such as us-east-1".into())
+    } else if p.starts_with("^[a-z0-9]") {
+        Some(
+            "lower-case letters, digits and '-', starting and ending with a letter or digit".into(),
+        )
+    } else if p.contains("h)?") {
+        Some("a duration such as 30m, 2h or 1h30m".into())
+    } else {
+        None
+    }
+}
+
+/// The closest of `options` to `s`, when close enough to be a likely typo.
+fn closest<'o>(s: &str, options: impl Iterator<Item = &'o str>) -> Option<&'o str> {
+    options
+        .map(|o| {
+            (
+                strsim::jaro_winkler(&s.to_lowercase(), &o.to_lowercase()),
+                o,
+            )
+        })
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, o)| o)
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// The CEL rules of the CRD, evaluated on the document.
+fn cel(schema: &Value, value: &Value, problems: &mut Problems<'_>) {
+    static VALIDATOR: LazyLock<kube_cel::Validator> = LazyLock::new(kube_cel::Validator::new);
+    // Only the spec carries rules; status written by hand in Git is the controller's business.
+    let mut object = value.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.remove("status");
+    }
+    if let Err(errors) = VALIDATOR.validate(schema, &object, None) {
+        for e in errors.into_vec() {
+            let field = e.field_path.trim_start_matches('.').to_string();
+            problems.error(
+                if field.is_empty() { "spec" } else { &field },
+                e.message.clone(),
+                None,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
