@@ -303,7 +303,7 @@ impl ExecutionGraph {
         assert_eq!(states.len(), self.names.len(), "one state per target");
         let mut states = states.to_vec();
         let mut step = Step::default();
-        let failed = states.iter().any(|s| *s == TargetState::Failed);
+        let failed = states.contains(&TargetState::Failed);
         if failed && mode == FailureMode::Strict {
             return step;
         }

@@ -2,6 +2,9 @@
 //! and validation. Pure code: no I/O, no clock; the controller, the runner and the CLI use
 //! this one copy.
 #![warn(missing_docs)]
+// kube's `printcolumn(...)` attributes repeat `type_ = "string"`, which this lint mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod common;
 pub mod connector;

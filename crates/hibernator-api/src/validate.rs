@@ -243,10 +243,7 @@ pub fn validate_documents(docs: &[Document], opts: Options) -> Report {
         if version != VERSION {
             problems.error(
                 "apiVersion",
-                format!(
-                    "{api_version} is not served; {} is",
-                    format!("{group}/{VERSION}")
-                ),
+                format!("{api_version} is not served; {group}/{VERSION} is"),
                 Some(format!("write apiVersion: {group}/{VERSION}")),
             );
             report.problems.extend(problems.list);

@@ -422,6 +422,7 @@ impl WindowState {
     }
 }
 
+#[allow(clippy::needless_range_loop)] // indexes tie exceptions to their per-window state
 impl Oracle<'_> {
     /// Final state for each minute of `[from, to)` (both on whole minutes).
     fn states(&self, from: Timestamp, to: Timestamp) -> Vec<bool> {

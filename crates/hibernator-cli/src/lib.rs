@@ -1,0 +1,75 @@
+//! The `kubectl-hibernator` command: offline `validate` and `preview` for pull-request CI.
+//!
+//! Exit codes: 0 success (valid), 1 invalid input, 2 usage or I/O error.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub mod input;
+mod preview;
+mod validate;
+
+/// Hibernator's command line; install as `kubectl-hibernator` to use it as `kubectl hibernator`.
+#[derive(Parser, Debug)]
+#[command(name = "kubectl-hibernator", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check manifests offline: schema, CEL rules, schedules, execution graphs and references
+    /// between the documents. Exit 0 when valid, 1 when not, 2 on usage or I/O errors.
+    Validate(validate::Args),
+    /// Show the next hibernations and wake-ups of the plans in the manifests.
+    Preview(preview::Args),
+}
+
+/// Output formats.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// For programs.
+    Json,
+}
+
+/// Exit codes.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The input is invalid.
+    pub const INVALID: u8 = 1;
+    /// Usage or I/O error.
+    pub const ERROR: u8 = 2;
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Preview(args) => preview::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The command line, run as a user runs it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gitops/hibernator")
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-hibernator"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    {
+        let mut input = child.stdin.take().unwrap();
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// All example files concatenated as `kubectl kustomize` would print them.
+fn stream() -> String {
+    let mut out = String::new();
+    for f in [
+        "namespaces/hibernator-system.yaml",
+        "cloudproviders/aws-prod.yaml",
+        "k8sclusters/eks-prod.yaml",
+        "hibernateplans/prod-offhours.yaml",
+    ] {
+        out.push_str("---\n");
+        out.push_str(&std::fs::read_to_string(examples().join(f)).unwrap());
+    }
+    out
+}
+
+#[test]
+fn validate_accepts_the_seed_directory() {
+    let o = run(&["validate", examples().to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("3 objects valid"), "{}", stdout(&o));
+}
+
+#[test]
+fn validate_reads_a_multi_document_stream_from_stdin() {
+    let o = run(&["validate", "-", "--output", "json"], Some(&stream()));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["checked"].as_array().unwrap().len(), 3);
+    assert_eq!(report["ignored"], 1);
+}
+
+#[test]
+fn validate_reports_the_field_and_value_and_exits_1() {
+    let broken = stream().replace("start: \"20:00\"", "start: \"20:61\"");
+    let o = run(&["validate", "-"], Some(&broken));
+    assert_eq!(o.status.code(), Some(1));
+    let text = stdout(&o);
+    assert!(
+        text.contains("error: spec.schedule.offHours[0].start = \"20:61\": does not match"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<stdin>#4: HibernationPlan hibernator-system/prod-offhours"),
+        "{text}"
+    );
+    assert!(text.contains("hint: write times as HH:MM"), "{text}");
+}
+
+#[test]
+fn validate_json_lists_problems() {
+    let broken = stream().replace(
+        "name: aws-prod\n      parameters:\n        snapshotBeforeStop",
+        "name: aws-dev\n      parameters:\n        snapshotBeforeStop",
+    );
+    let o = run(&["validate", "-o", "json"], Some(&broken));
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = &report["problems"][0];
+    assert_eq!(p["field"], "spec.targets[0].connectorRef.name");
+    assert_eq!(p["value"], "\"aws-dev\"");
+    assert_eq!(p["severity"], "error");
+    let o = run(&["validate", "--allow-missing-refs"], Some(&broken));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn unparsable_yaml_is_invalid_and_a_missing_path_is_an_io_error() {
+    let o = run(&["validate", "-"], Some("kind: [unclosed\n"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("not valid YAML"), "{}", stdout(&o));
+    let o = run(&["validate", "/nonexistent/plans"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("failed to read /nonexistent/plans"));
+    let o = run(&["validate", "--no-such-flag"], None);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn preview_shows_weeknights_and_the_weekend_asleep() {
+    // Thursday 2026-11-26 07:00 New York.
+    let o = run(
+        &[
+            "preview",
+            examples().to_str().unwrap(),
+            "--plan",
+            "prod-offhours",
+            "--from",
+            "2026-11-26T12:00:00Z",
+            "--count",
+            "4",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let expected = serde_json::json!([
+        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-11-27T01:00:00Z", "local": "2026-11-26T20:00:00-05:00", "operation": "hibernate"},
+        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-11-27T11:00:00Z", "local": "2026-11-27T06:00:00-05:00", "operation": "wakeUp"},
+        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-11-28T01:00:00Z", "local": "2026-11-27T20:00:00-05:00", "operation": "hibernate"},
+        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-11-30T11:00:00Z", "local": "2026-11-30T06:00:00-05:00", "operation": "wakeUp"},
+    ]);
+    assert_eq!(rows, expected);
+}
+
+#[test]
+fn preview_applies_schedule_exceptions() {
+    let exception = r#"---
+apiVersion: hibernator.ardikasaputro.io/v1alpha1
+kind: ScheduleException
+metadata:
+  name: black-friday
+  namespace: hibernator-system
+spec:
+  planRef:
+    name: prod-offhours
+  validFrom: "2026-11-27T00:00:00Z"
+  validUntil: "2026-11-29T00:00:00Z"
+  type: suspend
+  windows:
+    - start: "00:00"
+      end: "23:59"
+      daysOfWeek: ["FRI", "SAT"]
+"#;
+    let input = format!("{}{exception}", stream());
+    let o = run(
+        &[
+            "preview",
+            "-",
+            "--from",
+            "2026-11-26T12:00:00Z",
+            "--count",
+            "2",
+            "-o",
+            "json",
+        ],
+        Some(&input),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Thursday night sleeps until the suspension starts at 00:00 UTC Friday (19:00 local),
+    // then stays awake until the exception ends Sunday 00:00 UTC.
+    assert_eq!(rows[0]["local"], "2026-11-26T20:00:00-05:00");
+    assert_eq!(rows[1]["at"], "2026-11-27T05:00:00Z");
+    assert_eq!(rows[1]["operation"], "wakeUp");
+}
+
+#[test]
+fn preview_text_is_readable() {
+    let o = run(
+        &[
+            "preview",
+            examples().to_str().unwrap(),
+            "--from",
+            "2026-11-27T12:00:00Z",
+            "--count",
+            "2",
+        ],
+        None,
+    );
+    let text = stdout(&o);
+    assert!(
+        text.contains("prod-offhours (hibernator-system), America/New_York:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Fri 2026-11-27 20:00 EST  hibernate"),
+        "{text}"
+    );
+    assert!(text.contains("Mon 2026-11-30 06:00 EST  wake up"), "{text}");
+}
