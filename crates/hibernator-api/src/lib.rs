@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod graph;
 pub mod params;
 pub mod plan;
+pub mod runner;
 pub mod schedule;
 pub mod status;
 pub mod validate;
