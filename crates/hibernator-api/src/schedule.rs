@@ -216,6 +216,8 @@ pub struct Evaluation {
     pub next_wake_up_at: Option<Timestamp>,
     /// Exceptions valid at the instant.
     pub active_exceptions: Vec<String>,
+    /// When in off-hours: when the current sleep began, if within the last week.
+    pub current_since: Option<Timestamp>,
 }
 
 impl Evaluation {
@@ -417,7 +419,11 @@ impl CompiledSchedule {
             if (next_hibernate_at.is_some() && next_wake_up_at.is_some())
                 || horizon >= MAX_HORIZON_DAYS
             {
+                let earliest = at
+                    .saturating_sub(SignedDuration::from_hours(24 * (LOOKBACK_DAYS - 1)))
+                    .expect("in range");
                 return Evaluation {
+                    current_since: current.map(|s| s.start).filter(|t| *t > earliest),
                     in_off_hours: current.is_some(),
                     reason: self.reason(at, current.is_some()),
                     next_hibernate_at,

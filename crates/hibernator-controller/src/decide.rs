@@ -1,0 +1,848 @@
+//! The pure heart of the reconcile pipeline: from what was observed (the plan, its schedule,
+//! its runner Jobs, its restore data, the clock) to what should be (status, Jobs to create,
+//! Events, when to look again). No I/O, so every rule here is unit-tested.
+//!
+//! Rules (SPEC "Semantics"):
+//! - The plan wants its targets asleep inside off-hours, unless suspended or being deleted
+//!   with `onDelete: WakeUp`.
+//! - An operation (hibernate or wake-up) runs the execution graph; Jobs are the source of truth
+//!   for each target's state (deterministic names make this crash-safe); status is the record.
+//! - When the wanted direction changes mid-operation, nothing new starts; once the running
+//!   Jobs end, the opposite operation starts. A failed hibernation never blocks the wake-up.
+//! - Wake-up runs only for targets with restore data; the others are Skipped.
+//! - Strict: failed targets are retried with exponential backoff (1 min x 2^n, at most
+//!   30 min) up to `retries`, then the plan is Stalled until the retry annotation changes or
+//!   the schedule moves on. BestEffort: dependents of failures are Aborted, the operation
+//!   ends, failures are reported and can be retried with the annotation.
+
+use std::collections::BTreeMap;
+
+use hibernator_api::common::{condition, condition_types, remove_condition, set_condition};
+use hibernator_api::graph::ExecutionGraph;
+use hibernator_api::plan::{
+    CycleRecord, CycleStatus, FailureMode, HibernationPlan, HibernationPlanStatus, OnDelete, Operation,
+    OperationRecord, Phase, RetryStatus, ScheduleStatus, TargetState, TargetStatus,
+};
+use hibernator_api::schedule::Evaluation;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Most cycles kept in `status.history`.
+pub const HISTORY_LENGTH: usize = 5;
+/// First retry delay; doubled per retry.
+pub const RETRY_BASE: SignedDuration = SignedDuration::from_secs(60);
+/// Longest retry delay.
+pub const RETRY_CAP: SignedDuration = SignedDuration::from_secs(30 * 60);
+
+/// A runner Job as observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobObservation {
+    /// Job name.
+    pub name: String,
+    /// Target name.
+    pub target: String,
+    /// Operation.
+    pub operation: Operation,
+    /// Cycle.
+    pub cycle: String,
+    /// Attempt, from 1.
+    pub attempt: i32,
+    /// Running, succeeded or failed.
+    pub outcome: JobOutcome,
+    /// Summary or error (runner completion, termination message or Job condition).
+    pub message: Option<String>,
+    /// Last progress line reported by the runner.
+    pub progress: Option<String>,
+}
+
+/// How a Job ended, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Still running (or not started yet).
+    Running,
+    /// Completed.
+    Succeeded,
+    /// Failed (non-zero exit, deadline, ...).
+    Failed,
+}
+
+/// Everything the decision needs.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    /// The plan, with the status last written.
+    pub plan: &'a HibernationPlan,
+    /// The compiled graph (hibernation direction).
+    pub graph: &'a ExecutionGraph,
+    /// The schedule (with exceptions) evaluated at `now`.
+    pub schedule: &'a Evaluation,
+    /// Schedule time (simulated in tests and the demo).
+    pub now: Timestamp,
+    /// Wall-clock time, for deadlines measured by the API server.
+    pub real_now: Timestamp,
+    /// The plan's runner Jobs.
+    pub jobs: &'a [JobObservation],
+    /// Targets with restore data, with the cycle of their oldest record.
+    pub restore: &'a BTreeMap<String, String>,
+    /// A missing or unusable connector: `(reason, message)`.
+    pub reference_problem: Option<(String, String)>,
+    /// How long a missing reference may last before the plan is Stalled.
+    pub reference_grace: SignedDuration,
+    /// How long deletion waits for the wake-up before giving up.
+    pub deletion_timeout: SignedDuration,
+}
+
+/// A Job to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequest {
+    /// Index of the target in `spec.targets`.
+    pub target: usize,
+    /// Operation.
+    pub operation: Operation,
+    /// Cycle.
+    pub cycle: String,
+    /// Attempt, from 1.
+    pub attempt: i32,
+}
+
+/// An Event to publish on the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRequest {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What happened.
+    pub note: String,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The status to write (written only when it differs from the current one).
+    pub status: HibernationPlanStatus,
+    /// Jobs to create.
+    pub create: Vec<JobRequest>,
+    /// Targets whose restore data can go: their wake-up of this cycle succeeded.
+    pub clear_restore: Vec<(String, String)>,
+    /// Events.
+    pub events: Vec<EventRequest>,
+    /// When to reconcile again at the latest (schedule time).
+    pub requeue_at: Option<Timestamp>,
+    /// The finalizer may be removed.
+    pub release_finalizer: bool,
+}
+
+fn t(ts: Timestamp) -> Time {
+    Time(ts)
+}
+
+/// The cycle identifier for a hibernation starting a sleep that began at `since`: sortable,
+/// usable in Job names and labels (`20261127t0100`). `previous` avoids reusing the id of the
+/// last cycle when the same sleep is entered twice (after a suspension, say).
+pub fn cycle_id(since: Timestamp, previous: Option<&str>) -> String {
+    let base = since.strftime("%Y%m%dt%H%M").to_string();
+    match previous {
+        Some(p) if p == base || p.starts_with(&format!("{base}-")) => {
+            let n: u32 = p.strip_prefix(&format!("{base}-")).and_then(|s| s.parse().ok()).unwrap_or(1);
+            format!("{base}-{}", n + 1)
+        }
+        _ => base,
+    }
+}
+
+/// Backoff before retry number `count` (0-based).
+pub fn backoff(count: i32) -> SignedDuration {
+    let factor = 2i64.saturating_pow(count.clamp(0, 16) as u32);
+    let secs = RETRY_BASE.as_secs().saturating_mul(factor);
+    SignedDuration::from_secs(secs.min(RETRY_CAP.as_secs()))
+}
+
+/// Decides what to do.
+pub fn decide(o: &Observed<'_>) -> Decision {
+    let plan = o.plan;
+    let spec = &plan.spec;
+    let prev = plan.status.clone().unwrap_or_default();
+    let generation = plan.metadata.generation;
+    let plan_name = plan.metadata.name.as_deref().unwrap_or_default();
+    let names: Vec<&str> = spec.targets.iter().map(|t| t.name.as_str()).collect();
+    let deleting = plan.metadata.deletion_timestamp.is_some();
+    let suspended = spec.suspend.unwrap_or(false) || spec.suspend_until.as_ref().is_some_and(|u| u.0 > o.now);
+    let want_asleep = !deleting && !suspended && o.schedule.in_off_hours;
+    let mut d = Decision {
+        status: prev.clone(),
+        create: vec![],
+        clear_restore: vec![],
+        events: vec![],
+        requeue_at: None,
+        release_finalizer: false,
+    };
+
+    // Deletion with `Leave`, or of a plan with nothing asleep: release at once.
+    if deleting
+        && (plan.on_delete() == OnDelete::Leave
+            || (o.restore.is_empty()
+                && prev.current_cycle.as_ref().is_none_or(|c| c.operation == Operation::WakeUp && c.finished_at.is_some())))
+    {
+        d.release_finalizer = true;
+        return d;
+    }
+
+    let mut status = prev.clone();
+    status.observed_generation = generation;
+    status.schedule = Some(schedule_status(o.schedule));
+    status.restore_ref = Some(crate::restore::config_map_name(plan_name));
+
+    // The retry annotation: a new token retries failed targets at once.
+    let token = plan
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(hibernator_api::plan::RETRY_ANNOTATION))
+        .cloned();
+    let retry_now = token.is_some() && token != prev.last_handled_retry_token;
+    if retry_now {
+        status.last_handled_retry_token = token;
+    }
+    let mut stalled: Option<(&'static str, String)> = None;
+
+    // 1. Advance, hold, switch or start an operation.
+    match prev.current_cycle.clone() {
+        None => {
+            if want_asleep {
+                let id = cycle_id(o.schedule.current_since.unwrap_or(o.now), None);
+                start_operation(&mut status, &mut d, Operation::Hibernate, id, &names, o);
+            } else if let Some(newest) = o.restore.values().max() {
+                // Restore data but no operation on record (status lost): wake up what it holds.
+                start_operation(&mut status, &mut d, Operation::WakeUp, newest.clone(), &names, o);
+            }
+        }
+        Some(cycle) => {
+            let mut targets = observe_targets(&names, &cycle, &prev.targets, o.jobs, o.now);
+            let running = targets.iter().any(|t| t.state == TargetState::Running);
+            let same_direction = (cycle.operation == Operation::Hibernate) == want_asleep;
+            if cycle.operation == Operation::WakeUp {
+                for t in &targets {
+                    if t.state == TargetState::Completed
+                        && let Some(rec_cycle) = o.restore.get(&t.name)
+                        && rec_cycle.as_str() <= cycle.id.as_str()
+                    {
+                        d.clear_restore.push((t.name.clone(), rec_cycle.clone()));
+                    }
+                }
+            }
+            if same_direction {
+                stalled = advance(&mut status, &mut d, &cycle, &mut targets, retry_now, o);
+                status.targets = targets;
+                if status.targets.iter().any(|t| !t.state.is_terminal())
+                    && let Some(c) = status.current_cycle.as_mut()
+                {
+                    c.finished_at = None;
+                }
+            } else if running {
+                // Let the running Jobs end; start nothing new.
+                status.targets = targets;
+            } else {
+                if cycle.finished_at.is_none() {
+                    finish_operation(&mut status, &mut d, &cycle, &targets, o.now, true);
+                }
+                let (next, id) = if want_asleep {
+                    (Operation::Hibernate, cycle_id(o.schedule.current_since.unwrap_or(o.now), Some(&cycle.id)))
+                } else {
+                    (Operation::WakeUp, cycle.id.clone())
+                };
+                start_operation(&mut status, &mut d, next, id, &names, o);
+            }
+        }
+    }
+
+    // 2. Has the operation ended? A failure counts once nothing runs any more (Strict stops
+    // starting new targets after one) or, in BestEffort, once every target is done.
+    let mut failure: Option<String> = None;
+    if let Some(cycle) = status.current_cycle.clone() {
+        let all_terminal = status.targets.iter().all(|t| t.state.is_terminal());
+        let running = status.targets.iter().any(|t| t.state == TargetState::Running);
+        let failed: Vec<&TargetStatus> = status
+            .targets
+            .iter()
+            .filter(|t| matches!(t.state, TargetState::Failed | TargetState::Aborted))
+            .collect();
+        let halted = match plan.failure_mode() {
+            FailureMode::Strict => !running,
+            FailureMode::BestEffort => all_terminal,
+        };
+        if !failed.is_empty() && halted {
+            failure = Some(format!(
+                "{} failed: {}",
+                cycle.operation,
+                failed
+                    .iter()
+                    .map(|t| match &t.message {
+                        Some(m) => format!("{}: {m}", t.name),
+                        None => t.name.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        let waiting_for_retry = status.retry.as_ref().is_some_and(|r| r.next_at.is_some());
+        if all_terminal && cycle.finished_at.is_none() && !waiting_for_retry {
+            let targets = status.targets.clone();
+            finish_operation(&mut status, &mut d, &cycle, &targets, o.now, false);
+        }
+    }
+    status.last_error = failure.clone().or_else(|| {
+        // Keep the last error while a retry is pending.
+        status.retry.as_ref().and_then(|_| prev.last_error.clone())
+    });
+    if failure.is_none() && status.targets.iter().all(|t| t.state.is_terminal()) {
+        status.retry = None;
+    }
+
+    // 3. Phase.
+    let phase = match &status.current_cycle {
+        _ if failure.is_some() && plan.failure_mode() == FailureMode::Strict => Phase::Error,
+        None => Phase::Active,
+        Some(c) => match (c.operation, c.finished_at.is_some()) {
+            (Operation::Hibernate, false) => Phase::Hibernating,
+            (Operation::WakeUp, false) => Phase::WakingUp,
+            (Operation::Hibernate, true) => Phase::Hibernated,
+            (Operation::WakeUp, true) => Phase::Active,
+        },
+    };
+    let phase = if suspended && phase == Phase::Active { Phase::Suspended } else { phase };
+    status.phase = Some(phase);
+
+    // 4. Deletion: release once everything recorded has been woken up, or after the timeout.
+    if deleting {
+        let woken = status
+            .current_cycle
+            .as_ref()
+            .is_some_and(|c| c.operation == Operation::WakeUp && c.finished_at.is_some());
+        let remaining: Vec<&str> = o
+            .restore
+            .keys()
+            .filter(|k| !d.clear_restore.iter().any(|(t, _)| t == *k))
+            .map(String::as_str)
+            .collect();
+        let since = plan.metadata.deletion_timestamp.as_ref().map(|t| t.0).unwrap_or(o.real_now);
+        if woken && remaining.is_empty() {
+            d.release_finalizer = true;
+        } else if o.real_now.duration_since(since) > o.deletion_timeout {
+            d.release_finalizer = true;
+            d.events.push(EventRequest {
+                warning: true,
+                reason: "DeletionTimeout",
+                note: format!(
+                    "gave up waking up {} after {}; restore data kept in ConfigMap {}",
+                    remaining.join(", "),
+                    format_duration(o.deletion_timeout),
+                    status.restore_ref.clone().unwrap_or_default()
+                ),
+            });
+        }
+    }
+
+    // 5. Conditions.
+    let mut ready_problem: Option<(&'static str, String)> = failure.as_ref().map(|f| ("TargetFailed", f.clone()));
+    if let Some((reason, message)) = &o.reference_problem {
+        let reason: &'static str = if reason == "ReferenceNotFound" { "ReferenceNotFound" } else { "ReferenceInvalid" };
+        let since = hibernator_api::common::find_condition(&prev.conditions, condition_types::READY)
+            .filter(|c| c.status == "False" && c.reason == reason)
+            .map(|c| c.last_transition_time.0)
+            .unwrap_or(o.now);
+        if o.now.duration_since(since) >= o.reference_grace {
+            stalled = stalled.or(Some((reason, message.clone())));
+        } else {
+            d.requeue_at = earliest(d.requeue_at, Some(since + o.reference_grace));
+        }
+        ready_problem = Some((reason, message.clone()));
+    }
+    let mut conditions = prev.conditions.clone();
+    remove_condition(&mut conditions, condition_types::RECONCILING);
+    let (ready, ready_reason, ready_message) = match (&stalled, &ready_problem) {
+        (Some((r, m)), _) | (None, Some((r, m))) => (false, *r, m.clone()),
+        (None, None) => (true, phase.as_str(), phase_message(phase, &status)),
+    };
+    set_condition(
+        &mut conditions,
+        condition(condition_types::READY, ready, ready_reason, ready_message, generation, o.now),
+    );
+    match &stalled {
+        Some((r, m)) => {
+            set_condition(
+                &mut conditions,
+                condition(condition_types::STALLED, true, r, m.clone(), generation, o.now),
+            );
+        }
+        None => {
+            remove_condition(&mut conditions, condition_types::STALLED);
+        }
+    }
+    let asleep = status
+        .current_cycle
+        .as_ref()
+        .is_some_and(|c| c.operation == Operation::Hibernate && c.finished_at.is_some() && failure.is_none());
+    let (hib_reason, hib_message) = match (asleep, phase) {
+        (true, _) => ("Hibernated", "every target is asleep".to_string()),
+        (false, Phase::Hibernating) => ("Hibernating", "putting the targets to sleep".to_string()),
+        (false, Phase::WakingUp) => ("WakingUp", "waking the targets up".to_string()),
+        (false, Phase::Error) => match status.current_cycle.as_ref().map(|c| c.operation) {
+            Some(Operation::Hibernate) => ("HibernationFailed", status.last_error.clone().unwrap_or_default()),
+            _ => ("WakeUpFailed", status.last_error.clone().unwrap_or_default()),
+        },
+        (false, Phase::Hibernated) => ("PartiallyHibernated", status.last_error.clone().unwrap_or_default()),
+        (false, _) => ("Awake", "the targets are awake".to_string()),
+    };
+    set_condition(
+        &mut conditions,
+        condition(condition_types::HIBERNATED, asleep, hib_reason, hib_message, generation, o.now),
+    );
+    conditions.sort_by_key(|c| match c.type_.as_str() {
+        condition_types::READY => 0,
+        condition_types::STALLED => 1,
+        condition_types::HIBERNATED => 2,
+        _ => 3,
+    });
+    status.conditions = conditions;
+
+    // 6. Events for what changed.
+    let same_op = prev.current_cycle.as_ref().map(|c| (&c.id, c.operation))
+        == status.current_cycle.as_ref().map(|c| (&c.id, c.operation));
+    let op_name = status.current_cycle.as_ref().map(|c| c.operation).unwrap_or(Operation::Hibernate);
+    for t in &status.targets {
+        let before = prev.targets.iter().find(|p| p.name == t.name).filter(|_| same_op);
+        if before.is_some_and(|b| b.state == t.state && b.attempts == t.attempts) {
+            continue;
+        }
+        let (warning, reason, note) = match t.state {
+            TargetState::Completed => (
+                false,
+                "TargetCompleted",
+                format!("{op_name} {}: {}", t.name, t.message.clone().unwrap_or_else(|| "done".into())),
+            ),
+            TargetState::Failed => (
+                true,
+                "TargetFailed",
+                format!("{op_name} {} (attempt {}): {}", t.name, t.attempts, t.message.clone().unwrap_or_default()),
+            ),
+            TargetState::Aborted => (
+                true,
+                "TargetAborted",
+                format!("{op_name} {}: {}", t.name, t.message.clone().unwrap_or_default()),
+            ),
+            _ => continue,
+        };
+        d.events.push(EventRequest { warning, reason, note });
+    }
+    if let Some((_, m)) = &stalled
+        && !prev.conditions.iter().any(|c| c.type_ == condition_types::STALLED && c.status == "True")
+    {
+        d.events.push(EventRequest {
+            warning: true,
+            reason: "Stalled",
+            note: m.clone(),
+        });
+    }
+
+    // 7. Look again at the next schedule boundary, retry or end of suspension.
+    d.requeue_at = earliest(d.requeue_at, o.schedule.next_transition().map(|t| t.at));
+    if let Some(u) = &spec.suspend_until
+        && u.0 > o.now
+    {
+        d.requeue_at = earliest(d.requeue_at, Some(u.0));
+    }
+    d.status = status;
+    d
+}
+
+/// Moves an operation on in its own direction: retries, aborts and new starts. Returns why
+/// the plan is stalled, if it is.
+fn advance(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    cycle: &CycleStatus,
+    targets: &mut [TargetStatus],
+    retry_now: bool,
+    o: &Observed<'_>,
+) -> Option<(&'static str, String)> {
+    let plan = o.plan;
+    let names: Vec<&str> = plan.spec.targets.iter().map(|t| t.name.as_str()).collect();
+    let graph = o.graph.for_operation(cycle.operation);
+    let running = targets.iter().any(|t| t.state == TargetState::Running);
+    let failed: Vec<usize> = (0..targets.len()).filter(|&i| targets[i].state == TargetState::Failed).collect();
+    let mut stalled = None;
+    // A target to run again gets its next attempt number now, so that the failed Job of the
+    // previous attempt no longer speaks for it.
+    let repend = |targets: &mut [TargetStatus], i: usize| {
+        targets[i].state = TargetState::Pending;
+        targets[i].finished_at = None;
+        targets[i].attempts += 1;
+    };
+    if retry_now && !failed.is_empty() {
+        let aborted: Vec<usize> = (0..targets.len()).filter(|&i| targets[i].state == TargetState::Aborted).collect();
+        for &i in failed.iter().chain(&aborted) {
+            repend(targets, i);
+        }
+        status.retry = Some(RetryStatus { count: 0, next_at: None });
+        d.events.push(EventRequest {
+            warning: false,
+            reason: "RetryRequested",
+            note: format!("retrying {} on request", join_names(targets, &failed)),
+        });
+    } else if !failed.is_empty() && plan.failure_mode() == FailureMode::Strict && !running {
+        let retry = status.retry.clone().unwrap_or_default();
+        if retry.count < plan.retries() {
+            let last_failure = failed
+                .iter()
+                .filter_map(|&i| targets[i].finished_at.as_ref().map(|t| t.0))
+                .max()
+                .unwrap_or(o.now);
+            let next_at = last_failure + backoff(retry.count);
+            if o.now >= next_at {
+                for &i in &failed {
+                    repend(targets, i);
+                }
+                status.retry = Some(RetryStatus {
+                    count: retry.count + 1,
+                    next_at: None,
+                });
+                d.events.push(EventRequest {
+                    warning: false,
+                    reason: "Retrying",
+                    note: format!("retry {} of {} for {}", retry.count + 1, plan.retries(), join_names(targets, &failed)),
+                });
+            } else {
+                if retry.next_at.as_ref().map(|t| t.0) != Some(next_at) {
+                    d.events.push(EventRequest {
+                        warning: true,
+                        reason: "RetryScheduled",
+                        note: format!(
+                            "{} failed; retry {} of {} at {next_at}",
+                            join_names(targets, &failed),
+                            retry.count + 1,
+                            plan.retries()
+                        ),
+                    });
+                }
+                status.retry = Some(RetryStatus {
+                    count: retry.count,
+                    next_at: Some(t(next_at)),
+                });
+                d.requeue_at = earliest(d.requeue_at, Some(next_at));
+            }
+        } else {
+            status.retry = Some(RetryStatus { count: retry.count, next_at: None });
+            stalled = Some((
+                "RetriesExhausted",
+                format!(
+                    "{} failed after {} retries; fix the cause, then set annotation {} to a new value to retry",
+                    join_names(targets, &failed),
+                    retry.count,
+                    hibernator_api::plan::RETRY_ANNOTATION
+                ),
+            ));
+        }
+    }
+    if o.reference_problem.is_some() {
+        return stalled;
+    }
+    let states: Vec<TargetState> = targets.iter().map(|t| t.state).collect();
+    let step = graph.step(&states, plan.failure_mode());
+    for &i in &step.abort {
+        let deps: Vec<&str> = graph
+            .dependencies(i)
+            .into_iter()
+            .filter(|&j| matches!(targets[j].state, TargetState::Failed | TargetState::Aborted))
+            .map(|j| names[j])
+            .collect();
+        targets[i].state = TargetState::Aborted;
+        targets[i].message = Some(format!("not run: {} did not complete", deps.join(", ")));
+        targets[i].finished_at = Some(t(o.now));
+    }
+    let plan_name = plan.metadata.name.as_deref().unwrap_or_default();
+    for &i in &step.start {
+        let attempt = targets[i].attempts.max(1);
+        d.create.push(JobRequest {
+            target: i,
+            operation: cycle.operation,
+            cycle: cycle.id.clone(),
+            attempt,
+        });
+        let tgt = &mut targets[i];
+        tgt.state = TargetState::Running;
+        tgt.attempts = attempt;
+        tgt.job = Some(crate::jobs::job_name(plan_name, names[i], cycle.operation, &cycle.id, attempt));
+        tgt.started_at = Some(t(o.now));
+        tgt.finished_at = None;
+        tgt.message = None;
+        tgt.progress = None;
+    }
+    stalled
+}
+
+/// Target states of an operation: Jobs first (the source of truth), then the status record.
+///
+/// Times are the controller's (schedule) clock: a target's `finishedAt` is when the controller
+/// first saw its Job end.
+fn observe_targets(
+    names: &[&str],
+    cycle: &CycleStatus,
+    prev: &[TargetStatus],
+    jobs: &[JobObservation],
+    now: Timestamp,
+) -> Vec<TargetStatus> {
+    names
+        .iter()
+        .map(|&name| {
+            let recorded = prev.iter().find(|t| t.name == name).cloned();
+            let latest = jobs
+                .iter()
+                .filter(|j| j.target == name && j.cycle == cycle.id && j.operation == cycle.operation)
+                .max_by_key(|j| j.attempt);
+            match (latest, recorded) {
+                (Some(j), recorded) if recorded.as_ref().is_none_or(|r| j.attempt >= r.attempts) => {
+                    let mut t = recorded.unwrap_or_else(|| pending(name));
+                    let was_terminal = t.state.is_terminal() && t.attempts == j.attempt;
+                    t.attempts = j.attempt;
+                    t.job = Some(j.name.clone());
+                    t.state = match j.outcome {
+                        JobOutcome::Running => TargetState::Running,
+                        JobOutcome::Succeeded => TargetState::Completed,
+                        JobOutcome::Failed => TargetState::Failed,
+                    };
+                    if let Some(m) = &j.message {
+                        t.message = Some(m.clone());
+                    }
+                    if j.progress.is_some() {
+                        t.progress = j.progress.clone();
+                    }
+                    if t.started_at.is_none() {
+                        t.started_at = Some(Time(now));
+                    }
+                    t.finished_at = match t.state {
+                        TargetState::Running => None,
+                        _ if was_terminal => t.finished_at.or(Some(Time(now))),
+                        _ => Some(Time(now)),
+                    };
+                    t
+                }
+                // A newer attempt is pending or its Job is not visible yet: the record stands.
+                (_, Some(recorded)) => recorded,
+                (_, None) => pending(name),
+            }
+        })
+        .collect()
+}
+
+fn pending(name: &str) -> TargetStatus {
+    TargetStatus {
+        name: name.to_string(),
+        state: TargetState::Pending,
+        attempts: 0,
+        job: None,
+        progress: None,
+        message: None,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn start_operation(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    op: Operation,
+    id: String,
+    names: &[&str],
+    o: &Observed<'_>,
+) {
+    status.current_cycle = Some(CycleStatus {
+        id: id.clone(),
+        operation: op,
+        started_at: t(o.now),
+        finished_at: None,
+    });
+    status.retry = None;
+    status.last_error = None;
+    status.targets = names
+        .iter()
+        .map(|&n| {
+            let mut s = pending(n);
+            if op == Operation::WakeUp && !o.restore.contains_key(n) {
+                s.state = TargetState::Skipped;
+                s.message = Some("nothing recorded to wake up".into());
+                s.finished_at = Some(t(o.now));
+            }
+            s
+        })
+        .collect();
+    // Jobs of this operation may exist already (the status that recorded its start was lost):
+    // adopt them rather than start twice.
+    let cycle = status.current_cycle.clone().expect("set above");
+    status.targets = observe_targets(names, &cycle, &status.targets, o.jobs, o.now);
+    let graph = o.graph.for_operation(op);
+    let states: Vec<TargetState> = status.targets.iter().map(|t| t.state).collect();
+    let step = if o.reference_problem.is_some() {
+        Default::default()
+    } else {
+        graph.step(&states, o.plan.failure_mode())
+    };
+    let plan_name = o.plan.metadata.name.as_deref().unwrap_or_default();
+    for &i in &step.start {
+        d.create.push(JobRequest {
+            target: i,
+            operation: op,
+            cycle: id.clone(),
+            attempt: 1,
+        });
+        let tgt = &mut status.targets[i];
+        tgt.state = TargetState::Running;
+        tgt.attempts = 1;
+        tgt.job = Some(crate::jobs::job_name(plan_name, names[i], op, &id, 1));
+        tgt.started_at = Some(t(o.now));
+    }
+    let (reason, verb) = match op {
+        Operation::Hibernate => ("HibernationStarted", "hibernation"),
+        Operation::WakeUp => ("WakeUpStarted", "wake-up"),
+    };
+    let why = if o.plan.metadata.deletion_timestamp.is_some() {
+        "the plan is being deleted".to_string()
+    } else {
+        o.schedule.reason.clone()
+    };
+    d.events.push(EventRequest {
+        warning: false,
+        reason,
+        note: format!("cycle {id}: {verb} of {} target(s) started ({why})", names.len()),
+    });
+}
+
+fn finish_operation(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    cycle: &CycleStatus,
+    targets: &[TargetStatus],
+    now: Timestamp,
+    superseded: bool,
+) {
+    let failed: Vec<String> = targets
+        .iter()
+        .filter(|t| !t.state.is_success())
+        .map(|t| t.name.clone())
+        .collect();
+    let succeeded = failed.is_empty();
+    let record = OperationRecord {
+        started_at: cycle.started_at.clone(),
+        finished_at: Some(t(now)),
+        succeeded,
+        retries: status.retry.as_ref().map(|r| r.count).unwrap_or(0),
+        failed_targets: failed.clone(),
+    };
+    let idx = status.history.iter().position(|h| h.id == cycle.id);
+    let entry = match idx {
+        Some(i) => &mut status.history[i],
+        None => {
+            status.history.insert(
+                0,
+                CycleRecord {
+                    id: cycle.id.clone(),
+                    hibernate: None,
+                    wake_up: None,
+                },
+            );
+            &mut status.history[0]
+        }
+    };
+    match cycle.operation {
+        Operation::Hibernate => entry.hibernate = Some(record),
+        Operation::WakeUp => entry.wake_up = Some(record),
+    }
+    status.history.truncate(HISTORY_LENGTH);
+    if let Some(c) = status.current_cycle.as_mut() {
+        c.finished_at = Some(t(now));
+    }
+    let (reason, what) = match cycle.operation {
+        Operation::Hibernate => ("Hibernated", "hibernation"),
+        Operation::WakeUp => ("WokeUp", "wake-up"),
+    };
+    let elapsed = now.duration_since(cycle.started_at.0);
+    if succeeded {
+        d.events.push(EventRequest {
+            warning: false,
+            reason,
+            note: format!("cycle {}: {what} finished in {}", cycle.id, format_duration(elapsed)),
+        });
+    } else {
+        d.events.push(EventRequest {
+            warning: true,
+            reason: if superseded { "OperationSuperseded" } else { "OperationIncomplete" },
+            note: format!(
+                "cycle {}: {what} ended{} with {} not done: {}",
+                cycle.id,
+                if superseded { " early (the schedule changed direction)" } else { "" },
+                failed.len(),
+                failed.join(", ")
+            ),
+        });
+    }
+}
+
+fn schedule_status(e: &Evaluation) -> ScheduleStatus {
+    ScheduleStatus {
+        in_off_hours: e.in_off_hours,
+        reason: Some(e.reason.clone()),
+        next_hibernate_at: e.next_hibernate_at.map(Time),
+        next_wake_up_at: e.next_wake_up_at.map(Time),
+        next_transition: e.next_transition().map(|t| {
+            let verb = match t.operation {
+                Operation::Hibernate => "Hibernate",
+                Operation::WakeUp => "WakeUp",
+            };
+            format!("{verb} at {}", t.at)
+        }),
+        active_exceptions: e.active_exceptions.clone(),
+    }
+}
+
+fn phase_message(phase: Phase, status: &HibernationPlanStatus) -> String {
+    let next = status
+        .schedule
+        .as_ref()
+        .and_then(|s| s.next_transition.clone())
+        .map(|n| format!("; next: {n}"))
+        .unwrap_or_default();
+    match phase {
+        Phase::Active => format!("awake, following the schedule{next}"),
+        Phase::Hibernating => "putting the targets to sleep".into(),
+        Phase::Hibernated => format!("every target is asleep{next}"),
+        Phase::WakingUp => "waking the targets up".into(),
+        Phase::Suspended => "suspended: the targets are kept awake".into(),
+        Phase::Error => status.last_error.clone().unwrap_or_default(),
+    }
+}
+
+fn join_names(targets: &[TargetStatus], idx: &[usize]) -> String {
+    idx.iter().map(|&i| targets[i].name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// `1m30s`-style rendering of a duration.
+pub fn format_duration(d: SignedDuration) -> String {
+    let s = d.as_secs().max(0);
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

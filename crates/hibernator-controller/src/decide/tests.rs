@@ -1,0 +1,458 @@
+//! Scenario tests of the decision: a small world where the test plays the Job controller and
+//! the runners.
+
+use std::collections::BTreeMap;
+
+use hibernator_api::common::find_condition;
+use hibernator_api::fixtures::PlanBuilder;
+use hibernator_api::params::TargetType;
+use hibernator_api::plan::{FailureMode, HibernationPlan, Operation, Phase, TargetState};
+use hibernator_api::schedule::CompiledSchedule;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
+
+use super::*;
+
+struct World {
+    plan: HibernationPlan,
+    jobs: Vec<JobObservation>,
+    restore: BTreeMap<String, String>,
+    now: Timestamp,
+    reference_problem: Option<(String, String)>,
+    events: Vec<EventRequest>,
+    released: bool,
+}
+
+fn ny(s: &str) -> Timestamp {
+    let dt: jiff::civil::DateTime = s.parse().unwrap();
+    dt.to_zoned(jiff::tz::TimeZone::get("America/New_York").unwrap()).unwrap().timestamp()
+}
+
+fn seed_plan() -> HibernationPlan {
+    let mut p = PlanBuilder::new("prod-offhours")
+        .namespace("hibernator-system")
+        .target_with("prod-db", TargetType::Rds, json!({"snapshotBeforeStop": true}))
+        .target_with("prod-cluster", TargetType::Eks, json!({"clusterName": "eks-prod"}))
+        .dag(&[("prod-db", "prod-cluster")])
+        .max_concurrency(2)
+        .build();
+    p.metadata.generation = Some(1);
+    p.metadata.uid = Some("uid-1".into());
+    p
+}
+
+impl World {
+    fn new(plan: HibernationPlan, now: Timestamp) -> Self {
+        Self {
+            plan,
+            jobs: vec![],
+            restore: BTreeMap::new(),
+            now,
+            reference_problem: None,
+            events: vec![],
+            released: false,
+        }
+    }
+
+    /// One reconcile: decide, then apply (create Jobs, clear restore data, write status).
+    fn reconcile(&mut self) -> Decision {
+        let graph = ExecutionGraph::compile(&self.plan.spec).unwrap();
+        let schedule = CompiledSchedule::new(&self.plan.spec.schedule, vec![]).unwrap().evaluate(self.now);
+        let d = decide(&Observed {
+            plan: &self.plan,
+            graph: &graph,
+            schedule: &schedule,
+            now: self.now,
+            real_now: self.now,
+            jobs: &self.jobs,
+            restore: &self.restore,
+            reference_problem: self.reference_problem.clone(),
+            reference_grace: SignedDuration::from_mins(5),
+            deletion_timeout: SignedDuration::from_mins(30),
+        });
+        for req in &d.create {
+            let target = self.plan.spec.targets[req.target].name.clone();
+            let name = crate::jobs::job_name("prod-offhours", &target, req.operation, &req.cycle, req.attempt);
+            assert!(
+                !self.jobs.iter().any(|j| j.name == name),
+                "Job {name} created twice"
+            );
+            self.jobs.push(JobObservation {
+                name,
+                target,
+                operation: req.operation,
+                cycle: req.cycle.clone(),
+                attempt: req.attempt,
+                outcome: JobOutcome::Running,
+                message: None,
+                progress: None,
+            });
+        }
+        for (target, _) in &d.clear_restore {
+            self.restore.remove(target);
+        }
+        self.plan.status = Some(d.status.clone());
+        self.events.extend(d.events.clone());
+        self.released |= d.release_finalizer;
+        d
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.jobs
+            .iter()
+            .filter(|j| j.outcome == JobOutcome::Running)
+            .map(|j| j.target.clone())
+            .collect()
+    }
+
+    /// The runner of `target` ends; a successful hibernation leaves restore data.
+    fn finish(&mut self, target: &str, ok: bool) {
+        let job = self
+            .jobs
+            .iter_mut()
+            .find(|j| j.target == target && j.outcome == JobOutcome::Running)
+            .unwrap_or_else(|| panic!("{target} is not running"));
+        job.outcome = if ok { JobOutcome::Succeeded } else { JobOutcome::Failed };
+        job.message = Some(if ok { "done".into() } else { "AccessDenied".into() });
+        if ok && job.operation == Operation::Hibernate {
+            self.restore.entry(target.into()).or_insert(job.cycle.clone());
+        }
+    }
+
+    fn status(&self) -> &hibernator_api::HibernationPlanStatus {
+        self.plan.status.as_ref().unwrap()
+    }
+
+    fn phase(&self) -> Phase {
+        self.status().phase.unwrap()
+    }
+
+    fn condition(&self, t: &str) -> Option<(String, String)> {
+        find_condition(&self.status().conditions, t).map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    fn state(&self, target: &str) -> TargetState {
+        self.status().targets.iter().find(|t| t.name == target).unwrap().state
+    }
+
+    fn advance(&mut self, d: SignedDuration) {
+        self.now += d;
+    }
+}
+
+fn cond(s: &str, r: &str) -> Option<(String, String)> {
+    Some((s.to_string(), r.to_string()))
+}
+
+#[test]
+fn a_night_of_the_seed_plan() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T19:00"));
+    let d = w.reconcile();
+    assert!(d.create.is_empty());
+    assert_eq!(w.phase(), Phase::Active);
+    assert_eq!(w.condition("Ready"), cond("True", "Active"));
+    assert_eq!(w.condition("Hibernated"), cond("False", "Awake"));
+    assert_eq!(w.status().observed_generation, Some(1));
+    assert_eq!(d.requeue_at, Some(ny("2026-11-26T20:00")), "requeue at the boundary");
+
+    w.now = ny("2026-11-26T20:00");
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Hibernating);
+    assert_eq!(w.running(), ["prod-db"], "the DAG starts with prod-db");
+    assert_eq!(w.condition("Ready"), cond("True", "Hibernating"), "a scheduled hibernation is steady state");
+    let cycle = w.status().current_cycle.clone().unwrap();
+    assert_eq!(cycle.id, "20261127t0100");
+    assert_eq!(cycle.operation, Operation::Hibernate);
+
+    w.advance(SignedDuration::from_secs(30));
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.state("prod-db"), TargetState::Completed);
+    assert_eq!(w.running(), ["prod-cluster"]);
+
+    w.advance(SignedDuration::from_secs(30));
+    w.finish("prod-cluster", true);
+    let d = w.reconcile();
+    assert_eq!(w.phase(), Phase::Hibernated);
+    assert_eq!(w.condition("Ready"), cond("True", "Hibernated"));
+    assert_eq!(w.condition("Hibernated"), cond("True", "Hibernated"));
+    assert_eq!(d.requeue_at, Some(ny("2026-11-27T06:00")));
+    assert!(w.events.iter().any(|e| e.reason == "Hibernated"));
+    let h = &w.status().history[0];
+    assert_eq!(h.id, "20261127t0100");
+    assert!(h.hibernate.as_ref().unwrap().succeeded);
+
+    // Nothing more happens until the wake-up, and repeated reconciles change nothing.
+    let before = w.status().clone();
+    let d = w.reconcile();
+    assert!(d.create.is_empty());
+    assert_eq!(w.status(), &before, "no status churn");
+
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::WakingUp);
+    assert_eq!(w.running(), ["prod-cluster"], "wake-up runs the reversed graph");
+    assert_eq!(w.status().current_cycle.as_ref().unwrap().id, "20261127t0100", "same cycle");
+    w.finish("prod-cluster", true);
+    let d = w.reconcile();
+    assert_eq!(d.clear_restore, [("prod-cluster".to_string(), "20261127t0100".to_string())]);
+    assert_eq!(w.running(), ["prod-db"]);
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Active);
+    assert!(w.restore.is_empty(), "restore data cleared after a successful wake-up");
+    assert_eq!(w.condition("Hibernated"), cond("False", "Awake"));
+    assert!(w.status().history[0].wake_up.as_ref().unwrap().succeeded);
+    assert_eq!(w.jobs.len(), 4, "one Job per target and operation");
+}
+
+#[test]
+fn a_plan_created_inside_off_hours_hibernates_at_once() {
+    let mut w = World::new(seed_plan(), ny("2026-11-28T12:00")); // Saturday
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Hibernating);
+    assert_eq!(w.status().current_cycle.as_ref().unwrap().id, "20261128t0100", "the sleep began Friday 20:00");
+}
+
+#[test]
+fn a_missed_wake_up_happens_on_start() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    // The controller was down across 06:00; it comes back at 09:00.
+    w.now = ny("2026-11-27T09:00");
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::WakingUp);
+}
+
+#[test]
+fn strict_failure_retries_with_backoff_then_stalls_and_the_token_retries_at_once() {
+    let mut plan = seed_plan();
+    plan.spec.behavior = Some(hibernator_api::plan::Behavior {
+        mode: Some(FailureMode::Strict),
+        retries: Some(2),
+    });
+    let mut w = World::new(plan, ny("2026-11-26T20:00"));
+    w.reconcile();
+    w.finish("prod-db", false);
+    let d = w.reconcile();
+    assert_eq!(w.phase(), Phase::Error);
+    assert_eq!(w.condition("Ready"), cond("False", "TargetFailed"));
+    assert_eq!(w.condition("Stalled"), None, "retries are automatic: nobody must act yet");
+    assert!(w.running().is_empty(), "strict: nothing new starts after a failure");
+    let retry = w.status().retry.clone().unwrap();
+    assert_eq!(retry.count, 0);
+    assert_eq!(retry.next_at, Some(Time(ny("2026-11-26T20:01"))), "first retry after one minute");
+    assert_eq!(d.requeue_at, Some(ny("2026-11-26T20:01")));
+    assert!(w.status().last_error.as_ref().unwrap().contains("prod-db: AccessDenied"));
+
+    // Too early: nothing.
+    w.advance(SignedDuration::from_secs(30));
+    w.reconcile();
+    assert!(w.running().is_empty());
+    // Due: attempt 2.
+    w.now = ny("2026-11-26T20:01");
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-db"]);
+    assert_eq!(w.phase(), Phase::Hibernating);
+    assert_eq!(w.jobs.last().unwrap().attempt, 2);
+    w.finish("prod-db", false);
+    w.reconcile();
+    assert_eq!(
+        w.status().retry.as_ref().unwrap().next_at,
+        Some(Time(ny("2026-11-26T20:03"))),
+        "second retry after two more minutes"
+    );
+    w.now = ny("2026-11-26T20:03");
+    w.reconcile();
+    w.finish("prod-db", false);
+    w.reconcile();
+    assert_eq!(w.condition("Stalled"), cond("True", "RetriesExhausted"));
+    assert_eq!(w.phase(), Phase::Error);
+    assert!(w.events.iter().any(|e| e.reason == "Stalled"));
+    w.advance(SignedDuration::from_hours(1));
+    w.reconcile();
+    assert!(w.running().is_empty(), "stalled: waits for a person");
+
+    // The retry annotation retries at once.
+    w.plan
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(hibernator_api::plan::RETRY_ANNOTATION.into(), "2026-11-26T21:03:00Z".into());
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-db"]);
+    assert_eq!(w.condition("Stalled"), None);
+    assert_eq!(w.status().last_handled_retry_token.as_deref(), Some("2026-11-26T21:03:00Z"));
+    w.finish("prod-db", true);
+    w.reconcile();
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Hibernated);
+    assert_eq!(w.condition("Ready"), cond("True", "Hibernated"));
+    // The same token again does nothing.
+    w.reconcile();
+    assert!(w.running().is_empty());
+}
+
+#[test]
+fn best_effort_aborts_dependents_and_finishes_the_independent_branch() {
+    let mut plan = PlanBuilder::new("prod-offhours")
+        .noop_targets(3)
+        .dag(&[("t0", "t1")])
+        .mode(FailureMode::BestEffort)
+        .build();
+    plan.metadata.generation = Some(1);
+    let mut w = World::new(plan, ny("2026-11-26T20:00"));
+    w.reconcile();
+    assert_eq!(w.running(), ["t0", "t2"]);
+    w.finish("t0", false);
+    w.reconcile();
+    assert_eq!(w.state("t1"), TargetState::Aborted);
+    assert_eq!(w.running(), ["t2"], "the independent branch continues");
+    w.finish("t2", true);
+    w.reconcile();
+    assert_eq!(w.state("t2"), TargetState::Completed);
+    assert_eq!(w.phase(), Phase::Hibernated, "best effort ends the operation");
+    assert_eq!(w.condition("Ready"), cond("False", "TargetFailed"));
+    assert_eq!(w.condition("Hibernated"), cond("False", "PartiallyHibernated"));
+    assert!(w.events.iter().any(|e| e.reason == "TargetAborted" && e.note.contains("t0")));
+    assert!(!w.status().history[0].hibernate.as_ref().unwrap().succeeded);
+    // The wake-up still wakes what was recorded.
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    assert_eq!(w.running(), ["t2"]);
+    assert_eq!(w.state("t0"), TargetState::Skipped);
+}
+
+#[test]
+fn a_failed_hibernation_never_blocks_the_wake_up() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    w.finish("prod-cluster", false);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Error);
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::WakingUp);
+    // Only what was recorded is woken: prod-cluster never hibernated.
+    assert_eq!(w.state("prod-cluster"), TargetState::Skipped);
+    assert_eq!(w.running(), ["prod-db"]);
+}
+
+#[test]
+fn a_change_of_direction_lets_running_jobs_finish_first() {
+    let mut plan = seed_plan();
+    plan.spec.execution.strategy = hibernator_api::plan::Strategy {
+        type_: hibernator_api::plan::StrategyType::Sequential,
+        max_concurrency: None,
+        dependencies: None,
+        stages: None,
+    };
+    let mut w = World::new(plan, ny("2026-11-26T20:00"));
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-db"]);
+    // Suspended while prod-db hibernates.
+    w.plan.spec.suspend = Some(true);
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-db"], "nothing new starts, nothing is killed");
+    assert_eq!(w.state("prod-cluster"), TargetState::Pending);
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::WakingUp);
+    assert_eq!(w.running(), ["prod-db"]);
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Suspended);
+    assert_eq!(w.condition("Ready"), cond("True", "Suspended"));
+    assert!(w.events.iter().any(|e| e.reason == "OperationSuperseded"));
+}
+
+#[test]
+fn deletion_wakes_up_first_unless_leave() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Hibernated);
+    let mut leave = w.plan.clone();
+    leave.spec.on_delete = Some(hibernator_api::plan::OnDelete::Leave);
+
+    w.plan.metadata.deletion_timestamp = Some(Time(w.now));
+    w.reconcile();
+    assert!(!w.released);
+    assert_eq!(w.phase(), Phase::WakingUp);
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert!(w.released, "released once everything is awake");
+
+    leave.metadata.deletion_timestamp = Some(Time(w.now));
+    let mut w2 = World::new(leave, w.now);
+    w2.restore.insert("prod-db".into(), "20261127t0100".into());
+    w2.reconcile();
+    assert!(w2.released, "Leave releases at once");
+    assert!(w2.jobs.is_empty());
+}
+
+#[test]
+fn a_missing_connector_starts_nothing_and_stalls_after_the_grace_period() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.reference_problem = Some(("ReferenceNotFound".into(), "CloudProvider hibernator-system/aws-prod not found".into()));
+    let d = w.reconcile();
+    assert!(d.create.is_empty());
+    assert_eq!(w.condition("Ready"), cond("False", "ReferenceNotFound"));
+    assert_eq!(w.condition("Stalled"), None);
+    assert_eq!(d.requeue_at, Some(ny("2026-11-26T20:05")));
+    w.advance(SignedDuration::from_mins(6));
+    w.reconcile();
+    assert_eq!(w.condition("Stalled"), cond("True", "ReferenceNotFound"));
+    // The connector appears.
+    w.reference_problem = None;
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-db"]);
+    assert_eq!(w.condition("Stalled"), None);
+    assert_eq!(w.condition("Ready"), cond("True", "Hibernating"));
+}
+
+#[test]
+fn a_crash_between_job_creation_and_status_write_creates_no_second_job() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.reconcile();
+    // The status write was lost: the controller restarts with the old status.
+    w.plan.status = None;
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-db"]);
+    assert_eq!(w.jobs.len(), 1);
+    w.finish("prod-db", true);
+    w.plan.status = None;
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-cluster"]);
+}
+
+#[test]
+fn backoff_doubles_and_caps() {
+    assert_eq!(backoff(0), SignedDuration::from_mins(1));
+    assert_eq!(backoff(1), SignedDuration::from_mins(2));
+    assert_eq!(backoff(4), SignedDuration::from_mins(16));
+    assert_eq!(backoff(5), SignedDuration::from_mins(30));
+    assert_eq!(backoff(12), SignedDuration::from_mins(30));
+}
+
+#[test]
+fn cycle_ids_are_sortable_and_unique_per_sleep() {
+    let t: Timestamp = "2026-11-27T01:00:00Z".parse().unwrap();
+    assert_eq!(cycle_id(t, None), "20261127t0100");
+    assert_eq!(cycle_id(t, Some("20261127t0100")), "20261127t0100-2");
+    assert_eq!(cycle_id(t, Some("20261127t0100-2")), "20261127t0100-3");
+    assert_eq!(cycle_id(t, Some("20261126t0100")), "20261127t0100");
+}
