@@ -35,7 +35,11 @@ impl Clock {
     pub fn now(&self) -> Timestamp {
         match self {
             Self::System => Timestamp::now(),
-            Self::Simulated { start, origin, speed } => {
+            Self::Simulated {
+                start,
+                origin,
+                speed,
+            } => {
                 let elapsed = origin.elapsed().as_secs_f64() * speed;
                 *start + SignedDuration::from_secs_f64(elapsed)
             }
@@ -76,7 +80,10 @@ mod tests {
         let clock = Clock::simulated(start, 3600.0);
         std::thread::sleep(Duration::from_millis(20));
         let now = clock.now();
-        assert!(now.duration_since(start) >= SignedDuration::from_secs(60), "{now}");
+        assert!(
+            now.duration_since(start) >= SignedDuration::from_secs(60),
+            "{now}"
+        );
         let delay = clock.real_delay_until(now + SignedDuration::from_hours(1));
         assert!(delay <= Duration::from_millis(1001), "{delay:?}");
         assert_eq!(clock.real_delay_until(start), Duration::ZERO);

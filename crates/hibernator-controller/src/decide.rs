@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use hibernator_api::common::{condition, condition_types, remove_condition, set_condition};
 use hibernator_api::graph::ExecutionGraph;
 use hibernator_api::plan::{
-    CycleRecord, CycleStatus, FailureMode, HibernationPlan, HibernationPlanStatus, OnDelete, Operation,
-    OperationRecord, Phase, RetryStatus, ScheduleStatus, TargetState, TargetStatus,
+    CycleRecord, CycleStatus, FailureMode, HibernationPlan, HibernationPlanStatus, OnDelete,
+    Operation, OperationRecord, Phase, RetryStatus, ScheduleStatus, TargetState, TargetStatus,
 };
 use hibernator_api::schedule::Evaluation;
 use jiff::{SignedDuration, Timestamp};
@@ -143,7 +143,10 @@ pub fn cycle_id(since: Timestamp, previous: Option<&str>) -> String {
     let base = since.strftime("%Y%m%dt%H%M").to_string();
     match previous {
         Some(p) if p == base || p.starts_with(&format!("{base}-")) => {
-            let n: u32 = p.strip_prefix(&format!("{base}-")).and_then(|s| s.parse().ok()).unwrap_or(1);
+            let n: u32 = p
+                .strip_prefix(&format!("{base}-"))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1);
             format!("{base}-{}", n + 1)
         }
         _ => base,
@@ -166,7 +169,8 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     let plan_name = plan.metadata.name.as_deref().unwrap_or_default();
     let names: Vec<&str> = spec.targets.iter().map(|t| t.name.as_str()).collect();
     let deleting = plan.metadata.deletion_timestamp.is_some();
-    let suspended = spec.suspend.unwrap_or(false) || spec.suspend_until.as_ref().is_some_and(|u| u.0 > o.now);
+    let suspended =
+        spec.suspend.unwrap_or(false) || spec.suspend_until.as_ref().is_some_and(|u| u.0 > o.now);
     let want_asleep = !deleting && !suspended && o.schedule.in_off_hours;
     let mut d = Decision {
         status: prev.clone(),
@@ -181,7 +185,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     if deleting
         && (plan.on_delete() == OnDelete::Leave
             || (o.restore.is_empty()
-                && prev.current_cycle.as_ref().is_none_or(|c| c.operation == Operation::WakeUp && c.finished_at.is_some())))
+                && prev
+                    .current_cycle
+                    .as_ref()
+                    .is_none_or(|c| c.operation == Operation::WakeUp && c.finished_at.is_some())))
     {
         d.release_finalizer = true;
         return d;
@@ -213,7 +220,14 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                 start_operation(&mut status, &mut d, Operation::Hibernate, id, &names, o);
             } else if let Some(newest) = o.restore.values().max() {
                 // Restore data but no operation on record (status lost): wake up what it holds.
-                start_operation(&mut status, &mut d, Operation::WakeUp, newest.clone(), &names, o);
+                start_operation(
+                    &mut status,
+                    &mut d,
+                    Operation::WakeUp,
+                    newest.clone(),
+                    &names,
+                    o,
+                );
             }
         }
         Some(cycle) => {
@@ -246,7 +260,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                     finish_operation(&mut status, &mut d, &cycle, &targets, o.now, true);
                 }
                 let (next, id) = if want_asleep {
-                    (Operation::Hibernate, cycle_id(o.schedule.current_since.unwrap_or(o.now), Some(&cycle.id)))
+                    (
+                        Operation::Hibernate,
+                        cycle_id(o.schedule.current_since.unwrap_or(o.now), Some(&cycle.id)),
+                    )
                 } else {
                     (Operation::WakeUp, cycle.id.clone())
                 };
@@ -260,7 +277,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     let mut failure: Option<String> = None;
     if let Some(cycle) = status.current_cycle.clone() {
         let all_terminal = status.targets.iter().all(|t| t.state.is_terminal());
-        let running = status.targets.iter().any(|t| t.state == TargetState::Running);
+        let running = status
+            .targets
+            .iter()
+            .any(|t| t.state == TargetState::Running);
         let failed: Vec<&TargetStatus> = status
             .targets
             .iter()
@@ -309,7 +329,11 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             (Operation::WakeUp, true) => Phase::Active,
         },
     };
-    let phase = if suspended && phase == Phase::Active { Phase::Suspended } else { phase };
+    let phase = if suspended && phase == Phase::Active {
+        Phase::Suspended
+    } else {
+        phase
+    };
     status.phase = Some(phase);
 
     // 4. Deletion: release once everything recorded has been woken up, or after the timeout.
@@ -324,7 +348,12 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             .filter(|k| !d.clear_restore.iter().any(|(t, _)| t == *k))
             .map(String::as_str)
             .collect();
-        let since = plan.metadata.deletion_timestamp.as_ref().map(|t| t.0).unwrap_or(o.real_now);
+        let since = plan
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(o.real_now);
         if woken && remaining.is_empty() {
             d.release_finalizer = true;
         } else if o.real_now.duration_since(since) > o.deletion_timeout {
@@ -343,13 +372,19 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     }
 
     // 5. Conditions.
-    let mut ready_problem: Option<(&'static str, String)> = failure.as_ref().map(|f| ("TargetFailed", f.clone()));
+    let mut ready_problem: Option<(&'static str, String)> =
+        failure.as_ref().map(|f| ("TargetFailed", f.clone()));
     if let Some((reason, message)) = &o.reference_problem {
-        let reason: &'static str = if reason == "ReferenceNotFound" { "ReferenceNotFound" } else { "ReferenceInvalid" };
-        let since = hibernator_api::common::find_condition(&prev.conditions, condition_types::READY)
-            .filter(|c| c.status == "False" && c.reason == reason)
-            .map(|c| c.last_transition_time.0)
-            .unwrap_or(o.now);
+        let reason: &'static str = if reason == "ReferenceNotFound" {
+            "ReferenceNotFound"
+        } else {
+            "ReferenceInvalid"
+        };
+        let since =
+            hibernator_api::common::find_condition(&prev.conditions, condition_types::READY)
+                .filter(|c| c.status == "False" && c.reason == reason)
+                .map(|c| c.last_transition_time.0)
+                .unwrap_or(o.now);
         if o.now.duration_since(since) >= o.reference_grace {
             stalled = stalled.or(Some((reason, message.clone())));
         } else {
@@ -365,37 +400,66 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     };
     set_condition(
         &mut conditions,
-        condition(condition_types::READY, ready, ready_reason, ready_message, generation, o.now),
+        condition(
+            condition_types::READY,
+            ready,
+            ready_reason,
+            ready_message,
+            generation,
+            o.now,
+        ),
     );
     match &stalled {
         Some((r, m)) => {
             set_condition(
                 &mut conditions,
-                condition(condition_types::STALLED, true, r, m.clone(), generation, o.now),
+                condition(
+                    condition_types::STALLED,
+                    true,
+                    r,
+                    m.clone(),
+                    generation,
+                    o.now,
+                ),
             );
         }
         None => {
             remove_condition(&mut conditions, condition_types::STALLED);
         }
     }
-    let asleep = status
-        .current_cycle
-        .as_ref()
-        .is_some_and(|c| c.operation == Operation::Hibernate && c.finished_at.is_some() && failure.is_none());
+    let asleep = status.current_cycle.as_ref().is_some_and(|c| {
+        c.operation == Operation::Hibernate && c.finished_at.is_some() && failure.is_none()
+    });
     let (hib_reason, hib_message) = match (asleep, phase) {
         (true, _) => ("Hibernated", "every target is asleep".to_string()),
         (false, Phase::Hibernating) => ("Hibernating", "putting the targets to sleep".to_string()),
         (false, Phase::WakingUp) => ("WakingUp", "waking the targets up".to_string()),
         (false, Phase::Error) => match status.current_cycle.as_ref().map(|c| c.operation) {
-            Some(Operation::Hibernate) => ("HibernationFailed", status.last_error.clone().unwrap_or_default()),
-            _ => ("WakeUpFailed", status.last_error.clone().unwrap_or_default()),
+            Some(Operation::Hibernate) => (
+                "HibernationFailed",
+                status.last_error.clone().unwrap_or_default(),
+            ),
+            _ => (
+                "WakeUpFailed",
+                status.last_error.clone().unwrap_or_default(),
+            ),
         },
-        (false, Phase::Hibernated) => ("PartiallyHibernated", status.last_error.clone().unwrap_or_default()),
+        (false, Phase::Hibernated) => (
+            "PartiallyHibernated",
+            status.last_error.clone().unwrap_or_default(),
+        ),
         (false, _) => ("Awake", "the targets are awake".to_string()),
     };
     set_condition(
         &mut conditions,
-        condition(condition_types::HIBERNATED, asleep, hib_reason, hib_message, generation, o.now),
+        condition(
+            condition_types::HIBERNATED,
+            asleep,
+            hib_reason,
+            hib_message,
+            generation,
+            o.now,
+        ),
     );
     conditions.sort_by_key(|c| match c.type_.as_str() {
         condition_types::READY => 0,
@@ -408,9 +472,17 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     // 6. Events for what changed.
     let same_op = prev.current_cycle.as_ref().map(|c| (&c.id, c.operation))
         == status.current_cycle.as_ref().map(|c| (&c.id, c.operation));
-    let op_name = status.current_cycle.as_ref().map(|c| c.operation).unwrap_or(Operation::Hibernate);
+    let op_name = status
+        .current_cycle
+        .as_ref()
+        .map(|c| c.operation)
+        .unwrap_or(Operation::Hibernate);
     for t in &status.targets {
-        let before = prev.targets.iter().find(|p| p.name == t.name).filter(|_| same_op);
+        let before = prev
+            .targets
+            .iter()
+            .find(|p| p.name == t.name)
+            .filter(|_| same_op);
         if before.is_some_and(|b| b.state == t.state && b.attempts == t.attempts) {
             continue;
         }
@@ -418,24 +490,44 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             TargetState::Completed => (
                 false,
                 "TargetCompleted",
-                format!("{op_name} {}: {}", t.name, t.message.clone().unwrap_or_else(|| "done".into())),
+                format!(
+                    "{op_name} {}: {}",
+                    t.name,
+                    t.message.clone().unwrap_or_else(|| "done".into())
+                ),
             ),
             TargetState::Failed => (
                 true,
                 "TargetFailed",
-                format!("{op_name} {} (attempt {}): {}", t.name, t.attempts, t.message.clone().unwrap_or_default()),
+                format!(
+                    "{op_name} {} (attempt {}): {}",
+                    t.name,
+                    t.attempts,
+                    t.message.clone().unwrap_or_default()
+                ),
             ),
             TargetState::Aborted => (
                 true,
                 "TargetAborted",
-                format!("{op_name} {}: {}", t.name, t.message.clone().unwrap_or_default()),
+                format!(
+                    "{op_name} {}: {}",
+                    t.name,
+                    t.message.clone().unwrap_or_default()
+                ),
             ),
             _ => continue,
         };
-        d.events.push(EventRequest { warning, reason, note });
+        d.events.push(EventRequest {
+            warning,
+            reason,
+            note,
+        });
     }
     if let Some((_, m)) = &stalled
-        && !prev.conditions.iter().any(|c| c.type_ == condition_types::STALLED && c.status == "True")
+        && !prev
+            .conditions
+            .iter()
+            .any(|c| c.type_ == condition_types::STALLED && c.status == "True")
     {
         d.events.push(EventRequest {
             warning: true,
@@ -469,7 +561,9 @@ fn advance(
     let names: Vec<&str> = plan.spec.targets.iter().map(|t| t.name.as_str()).collect();
     let graph = o.graph.for_operation(cycle.operation);
     let running = targets.iter().any(|t| t.state == TargetState::Running);
-    let failed: Vec<usize> = (0..targets.len()).filter(|&i| targets[i].state == TargetState::Failed).collect();
+    let failed: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].state == TargetState::Failed)
+        .collect();
     let mut stalled = None;
     // A target to run again gets its next attempt number now, so that the failed Job of the
     // previous attempt no longer speaks for it.
@@ -479,11 +573,16 @@ fn advance(
         targets[i].attempts += 1;
     };
     if retry_now && !failed.is_empty() {
-        let aborted: Vec<usize> = (0..targets.len()).filter(|&i| targets[i].state == TargetState::Aborted).collect();
+        let aborted: Vec<usize> = (0..targets.len())
+            .filter(|&i| targets[i].state == TargetState::Aborted)
+            .collect();
         for &i in failed.iter().chain(&aborted) {
             repend(targets, i);
         }
-        status.retry = Some(RetryStatus { count: 0, next_at: None });
+        status.retry = Some(RetryStatus {
+            count: 0,
+            next_at: None,
+        });
         d.events.push(EventRequest {
             warning: false,
             reason: "RetryRequested",
@@ -509,7 +608,12 @@ fn advance(
                 d.events.push(EventRequest {
                     warning: false,
                     reason: "Retrying",
-                    note: format!("retry {} of {} for {}", retry.count + 1, plan.retries(), join_names(targets, &failed)),
+                    note: format!(
+                        "retry {} of {} for {}",
+                        retry.count + 1,
+                        plan.retries(),
+                        join_names(targets, &failed)
+                    ),
                 });
             } else {
                 if retry.next_at.as_ref().map(|t| t.0) != Some(next_at) {
@@ -531,7 +635,10 @@ fn advance(
                 d.requeue_at = earliest(d.requeue_at, Some(next_at));
             }
         } else {
-            status.retry = Some(RetryStatus { count: retry.count, next_at: None });
+            status.retry = Some(RetryStatus {
+                count: retry.count,
+                next_at: None,
+            });
             stalled = Some((
                 "RetriesExhausted",
                 format!(
@@ -571,7 +678,13 @@ fn advance(
         let tgt = &mut targets[i];
         tgt.state = TargetState::Running;
         tgt.attempts = attempt;
-        tgt.job = Some(crate::jobs::job_name(plan_name, names[i], cycle.operation, &cycle.id, attempt));
+        tgt.job = Some(crate::jobs::job_name(
+            plan_name,
+            names[i],
+            cycle.operation,
+            &cycle.id,
+            attempt,
+        ));
         tgt.started_at = Some(t(o.now));
         tgt.finished_at = None;
         tgt.message = None;
@@ -597,10 +710,14 @@ fn observe_targets(
             let recorded = prev.iter().find(|t| t.name == name).cloned();
             let latest = jobs
                 .iter()
-                .filter(|j| j.target == name && j.cycle == cycle.id && j.operation == cycle.operation)
+                .filter(|j| {
+                    j.target == name && j.cycle == cycle.id && j.operation == cycle.operation
+                })
                 .max_by_key(|j| j.attempt);
             match (latest, recorded) {
-                (Some(j), recorded) if recorded.as_ref().is_none_or(|r| j.attempt >= r.attempts) => {
+                (Some(j), recorded)
+                    if recorded.as_ref().is_none_or(|r| j.attempt >= r.attempts) =>
+                {
                     let mut t = recorded.unwrap_or_else(|| pending(name));
                     let was_terminal = t.state.is_terminal() && t.attempts == j.attempt;
                     t.attempts = j.attempt;
@@ -712,7 +829,10 @@ fn start_operation(
     d.events.push(EventRequest {
         warning: false,
         reason,
-        note: format!("cycle {id}: {verb} of {} target(s) started ({why})", names.len()),
+        note: format!(
+            "cycle {id}: {verb} of {} target(s) started ({why})",
+            names.len()
+        ),
     });
 }
 
@@ -769,16 +889,28 @@ fn finish_operation(
         d.events.push(EventRequest {
             warning: false,
             reason,
-            note: format!("cycle {}: {what} finished in {}", cycle.id, format_duration(elapsed)),
+            note: format!(
+                "cycle {}: {what} finished in {}",
+                cycle.id,
+                format_duration(elapsed)
+            ),
         });
     } else {
         d.events.push(EventRequest {
             warning: true,
-            reason: if superseded { "OperationSuperseded" } else { "OperationIncomplete" },
+            reason: if superseded {
+                "OperationSuperseded"
+            } else {
+                "OperationIncomplete"
+            },
             note: format!(
                 "cycle {}: {what} ended{} with {} not done: {}",
                 cycle.id,
-                if superseded { " early (the schedule changed direction)" } else { "" },
+                if superseded {
+                    " early (the schedule changed direction)"
+                } else {
+                    ""
+                },
                 failed.len(),
                 failed.join(", ")
             ),
@@ -821,7 +953,10 @@ fn phase_message(phase: Phase, status: &HibernationPlanStatus) -> String {
 }
 
 fn join_names(targets: &[TargetStatus], idx: &[usize]) -> String {
-    idx.iter().map(|&i| targets[i].name.as_str()).collect::<Vec<_>>().join(", ")
+    idx.iter()
+        .map(|&i| targets[i].name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {

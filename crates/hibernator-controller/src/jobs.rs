@@ -8,9 +8,10 @@ use hibernator_api::plan::{HibernationPlan, Operation};
 use hibernator_api::runner::{ConnectorSettings, env};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, ServiceAccountTokenProjection, Toleration, Volume, VolumeMount, VolumeProjection,
+    Capabilities, Container, EnvVar, EnvVarSource, KeyToPath, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection,
+    Toleration, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -78,10 +79,16 @@ pub struct RunnerSettings {
 impl Default for RunnerSettings {
     fn default() -> Self {
         Self {
-            image: format!("ghcr.io/hibernator/hibernator-runner:{}", env!("CARGO_PKG_VERSION")),
+            image: format!(
+                "ghcr.io/hibernator/hibernator-runner:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             image_pull_policy: "IfNotPresent".into(),
             service_account: "hibernator-runner".into(),
-            controller_endpoint: format!("http://hibernator.hibernator-system.svc:{}", hibernator_api::runner::GRPC_PORT),
+            controller_endpoint: format!(
+                "http://hibernator.hibernator-system.svc:{}",
+                hibernator_api::runner::GRPC_PORT
+            ),
             extra_env: vec![],
             active_deadline_seconds: 3600,
             ttl_seconds_after_finished: 86400,
@@ -112,7 +119,11 @@ pub fn label_value(s: &str) -> String {
     if s.len() <= 63 {
         s.to_string()
     } else {
-        format!("{}-{}", s[..54].trim_end_matches(['-', '.', '_']), short_hash(s))
+        format!(
+            "{}-{}",
+            s[..54].trim_end_matches(['-', '.', '_']),
+            short_hash(s)
+        )
     }
 }
 
@@ -176,10 +187,17 @@ pub fn build_job(
     let plan_name = plan.metadata.name.clone().unwrap_or_default();
     let namespace = plan.metadata.namespace.clone().unwrap_or_default();
     let target = &plan.spec.targets[req.target];
-    let name = job_name(&plan_name, &target.name, req.operation, &req.cycle, req.attempt);
-    let parameters = hibernator_api::TargetParameters::parse(target.type_, target.parameters.as_ref())
-        .map(|p| p.to_value())
-        .unwrap_or_else(|_| serde_json::json!({}));
+    let name = job_name(
+        &plan_name,
+        &target.name,
+        req.operation,
+        &req.cycle,
+        req.attempt,
+    );
+    let parameters =
+        hibernator_api::TargetParameters::parse(target.type_, target.parameters.as_ref())
+            .map(|p| p.to_value())
+            .unwrap_or_else(|_| serde_json::json!({}));
 
     let labels: BTreeMap<String, String> = [
         (labels::NAME, "hibernator-runner".to_string()),
@@ -210,13 +228,35 @@ pub fn build_job(
         ),
         env_var(env::CONTROLLER_ENDPOINT, &settings.controller_endpoint),
         env_var(env::TOKEN_PATH, format!("{TOKEN_DIR}/token")),
-        env_var(env::TIMEOUT_SECONDS, settings.active_deadline_seconds.saturating_sub(30).max(60).to_string()),
+        env_var(
+            env::TIMEOUT_SECONDS,
+            settings
+                .active_deadline_seconds
+                .saturating_sub(30)
+                .max(60)
+                .to_string(),
+        ),
         env_var(env::LOG_FORMAT, &settings.log_format),
     ];
     if let Some(secret) = &connector.static_secret {
-        env_vars.push(secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID", false));
-        env_vars.push(secret_env("AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY", false));
-        env_vars.push(secret_env("AWS_SESSION_TOKEN", secret, "AWS_SESSION_TOKEN", true));
+        env_vars.push(secret_env(
+            "AWS_ACCESS_KEY_ID",
+            secret,
+            "AWS_ACCESS_KEY_ID",
+            false,
+        ));
+        env_vars.push(secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            secret,
+            "AWS_SECRET_ACCESS_KEY",
+            false,
+        ));
+        env_vars.push(secret_env(
+            "AWS_SESSION_TOKEN",
+            secret,
+            "AWS_SESSION_TOKEN",
+            true,
+        ));
     }
     for (k, v) in &settings.extra_env {
         env_vars.push(env_var(k, v));
@@ -298,8 +338,10 @@ pub fn build_job(
                     service_account_name: Some(settings.service_account.clone()),
                     automount_service_account_token: Some(in_cluster),
                     enable_service_links: Some(false),
-                    node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
-                    tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
+                    node_selector: (!settings.node_selector.is_empty())
+                        .then(|| settings.node_selector.clone()),
+                    tolerations: (!settings.tolerations.is_empty())
+                        .then(|| settings.tolerations.clone()),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
@@ -318,14 +360,19 @@ pub fn build_job(
                         image_pull_policy: Some(settings.image_pull_policy.clone()),
                         env: Some(env_vars),
                         volume_mounts: Some(mounts),
-                        termination_message_path: Some(hibernator_api::runner::TERMINATION_MESSAGE_PATH.into()),
+                        termination_message_path: Some(
+                            hibernator_api::runner::TERMINATION_MESSAGE_PATH.into(),
+                        ),
                         termination_message_policy: Some("FallbackToLogsOnError".into()),
                         resources: Some(ResourceRequirements {
                             requests: Some(BTreeMap::from([
                                 ("cpu".to_string(), quantity(&settings.cpu_request)),
                                 ("memory".to_string(), quantity(&settings.memory_request)),
                             ])),
-                            limits: Some(BTreeMap::from([("memory".to_string(), quantity(&settings.memory_limit))])),
+                            limits: Some(BTreeMap::from([(
+                                "memory".to_string(),
+                                quantity(&settings.memory_limit),
+                            )])),
                             ..Default::default()
                         }),
                         security_context: Some(SecurityContext {
@@ -422,23 +469,60 @@ mod tests {
             &settings,
         );
         let yaml = serde_saphyr::to_string(&job).unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/runner-job.yaml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/runner-job.yaml");
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, &yaml).unwrap();
         }
         let golden = std::fs::read_to_string(&path).expect("golden file exists");
-        assert_eq!(yaml, golden, "the runner Job changed; review and update the golden file");
+        assert_eq!(
+            yaml, golden,
+            "the runner Job changed; review and update the golden file"
+        );
     }
 
     #[test]
     fn job_names_are_deterministic_and_short() {
-        let n = job_name("prod-offhours", "prod-db", Operation::Hibernate, "20261127t0100", 1);
+        let n = job_name(
+            "prod-offhours",
+            "prod-db",
+            Operation::Hibernate,
+            "20261127t0100",
+            1,
+        );
         assert_eq!(n, "prod-offhours-prod-db-h-20261127t0100-1");
-        let long = job_name(&"p".repeat(60), &"t".repeat(60), Operation::WakeUp, "20261127t0100-2", 3);
+        let long = job_name(
+            &"p".repeat(60),
+            &"t".repeat(60),
+            Operation::WakeUp,
+            "20261127t0100-2",
+            3,
+        );
         assert!(long.len() <= 63, "{long}");
-        assert!(long.ends_with("-w-20261127t0100-2-3-") || long.contains("-w-20261127t0100-2-3-"), "{long}");
-        assert_eq!(long, job_name(&"p".repeat(60), &"t".repeat(60), Operation::WakeUp, "20261127t0100-2", 3));
-        assert_ne!(long, job_name(&"p".repeat(61), &"t".repeat(59), Operation::WakeUp, "20261127t0100-2", 3));
+        assert!(
+            long.ends_with("-w-20261127t0100-2-3-") || long.contains("-w-20261127t0100-2-3-"),
+            "{long}"
+        );
+        assert_eq!(
+            long,
+            job_name(
+                &"p".repeat(60),
+                &"t".repeat(60),
+                Operation::WakeUp,
+                "20261127t0100-2",
+                3
+            )
+        );
+        assert_ne!(
+            long,
+            job_name(
+                &"p".repeat(61),
+                &"t".repeat(59),
+                Operation::WakeUp,
+                "20261127t0100-2",
+                3
+            )
+        );
     }
 
     #[test]
@@ -457,8 +541,19 @@ mod tests {
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let env = pod.containers[0].env.clone().unwrap();
-        let secret_keys: Vec<&str> = env.iter().filter(|e| e.value_from.is_some()).map(|e| e.name.as_str()).collect();
-        assert_eq!(secret_keys, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
+        let secret_keys: Vec<&str> = env
+            .iter()
+            .filter(|e| e.value_from.is_some())
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            secret_keys,
+            [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN"
+            ]
+        );
         // No secret value is ever written into the Job.
         assert!(env.iter().all(|e| e.value.as_deref() != Some("aws-keys")));
     }

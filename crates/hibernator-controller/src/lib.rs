@@ -1,8 +1,227 @@
 //! The Hibernator controller. `main.rs` parses flags and calls [`run`]; the reconcile pipeline
-//! is fetch -> validate -> resolve references -> decide (pure, [`decide`]) -> apply (Jobs,
-//! restore data, Events) -> one status patch when something changed.
+//! ([`reconcile`]) is fetch -> validate -> resolve references -> decide (pure, [`decide`]) ->
+//! apply (Jobs, restore data, Events) -> one status patch when something changed.
 
 pub mod clock;
 pub mod decide;
+pub mod grpc;
+pub mod http;
 pub mod jobs;
+pub mod metrics;
+pub mod reconcile;
 pub mod restore;
+
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tokio::sync::{broadcast, watch};
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::grpc::{Reports, RunnerService, TokenReviewAuthenticator};
+use crate::http::Readiness;
+use crate::jobs::{MANAGER, RunnerSettings};
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, Timing};
+use crate::restore::RestoreStore;
+
+/// Leader election settings.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease: String,
+    /// This instance's identity (the pod name).
+    pub identity: String,
+    /// Lease duration in seconds.
+    pub duration_seconds: u64,
+}
+
+/// The controller's configuration (from flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Watch only this namespace (all when absent).
+    pub namespace: Option<String>,
+    /// gRPC listen address for runners.
+    pub grpc_addr: SocketAddr,
+    /// Metrics and health listen address.
+    pub http_addr: SocketAddr,
+    /// How runner Jobs are built.
+    pub runner: RunnerSettings,
+    /// Leader election; a single instance leads alone when absent.
+    pub leader_election: Option<LeaderElection>,
+    /// Schedule clock.
+    pub clock: Clock,
+    /// Timing of the reconciler.
+    pub timing: Timing,
+    /// Identity used in Events.
+    pub instance: String,
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("failed to configure the Kubernetes client")?;
+    let metrics = Metrics::new();
+    let ready = Readiness::default();
+    let reports = Reports::default();
+    let store = RestoreStore::new(client.clone());
+    let (wake_tx, _) = broadcast::channel(1024);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // The gRPC server runs on every replica: restore writes use optimistic concurrency, and
+    // runner reports are kept for whichever replica leads.
+    let service = RunnerService::new(
+        TokenReviewAuthenticator::new(client.clone()),
+        store.clone(),
+        reports.clone(),
+        wake_tx.clone(),
+        metrics.clone(),
+    );
+    let grpc = tonic::transport::Server::builder()
+        .add_service(hibernator_proto::v1::runner_server::RunnerServer::new(
+            service,
+        ))
+        .serve_with_shutdown(config.grpc_addr, stopped(stop_rx.clone()));
+    let grpc = tokio::spawn(grpc);
+    info!(addr = %config.grpc_addr, "serving runners (gRPC)");
+    let http = tokio::spawn(http::serve(
+        config.http_addr,
+        metrics.clone(),
+        ready.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    info!(addr = %config.http_addr, "serving /metrics, /livez, /readyz");
+
+    let shutdown = {
+        let ready = ready.clone();
+        async move {
+            wait_for_signal().await;
+            info!("shutting down");
+            ready.set(false);
+            let _ = stop_tx.send(true);
+        }
+    };
+    tokio::spawn(shutdown);
+
+    let make_ctx = |config: &Config, stores: reconcile::ControllerStores| Context {
+        client: client.clone(),
+        clock: config.clock,
+        runner: config.runner.clone(),
+        store: store.clone(),
+        reports: reports.clone(),
+        metrics: metrics.clone(),
+        timing: config.timing,
+        jobs: stores.jobs,
+        exceptions: stores.exceptions,
+        providers: stores.providers,
+        clusters: stores.clusters,
+        plans: stores.plans,
+        instance: config.instance.clone(),
+    };
+
+    match &config.leader_election {
+        None => {
+            reconcile::run_controller(
+                client.clone(),
+                config.namespace.clone(),
+                |s| make_ctx(&config, s),
+                wake_tx.subscribe(),
+                ready.clone(),
+                stopped(stop_rx.clone()),
+            )
+            .await;
+        }
+        Some(le) => {
+            ensure_lease(&client, le).await?;
+            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &le.lease)
+                .with_namespace(&le.namespace)
+                .with_identity(&le.identity)
+                .with_duration(le.duration_seconds)
+                .with_grace((le.duration_seconds / 3).max(1))
+                .with_field_manager(format!("{MANAGER}-{}", le.identity))
+                .build()
+                .await
+                .context("failed to set up leader election")?;
+            let (mut leader, _handle) = manager.watch().await;
+            // A follower serves runners; it is ready as soon as it does.
+            ready.set(true);
+            loop {
+                tokio::select! {
+                    _ = leader.wait_for(|l| *l) => {}
+                    _ = stopped(stop_rx.clone()) => break,
+                }
+                info!(identity = %le.identity, "became the leader");
+                let lost = {
+                    let mut l = leader.clone();
+                    let stop = stop_rx.clone();
+                    async move {
+                        tokio::select! {
+                            _ = l.wait_for(|l| !*l) => {}
+                            _ = stopped(stop) => {}
+                        }
+                    }
+                };
+                reconcile::run_controller(
+                    client.clone(),
+                    config.namespace.clone(),
+                    |s| make_ctx(&config, s),
+                    wake_tx.subscribe(),
+                    ready.clone(),
+                    lost,
+                )
+                .await;
+                if *stop_rx.borrow() {
+                    break;
+                }
+                warn!(identity = %le.identity, "lost the leadership; following");
+                ready.set(true);
+            }
+        }
+    }
+    let _ = grpc.await;
+    let _ = http.await;
+    Ok(())
+}
+
+/// Creates the Lease (with this controller's field manager) if it does not exist.
+async fn ensure_lease(client: &Client, le: &LeaderElection) -> Result<()> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
+    if api.get_opt(&le.lease).await?.is_some() {
+        return Ok(());
+    }
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(le.lease.clone()),
+            ..Default::default()
+        },
+        spec: Default::default(),
+    };
+    let pp = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&pp, &lease).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).context("failed to create the leader-election Lease"),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

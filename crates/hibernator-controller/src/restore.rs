@@ -94,7 +94,7 @@ pub enum RestoreError {
         name: String,
         /// Cause.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// Too many concurrent updates.
     #[error("failed to update ConfigMap {namespace}/{name}: it kept changing under us")]
@@ -118,7 +118,11 @@ impl RestoreError {
     }
 }
 
-fn read_target(data: &BTreeMap<String, String>, target: &str, cm: &str) -> Result<TargetRecords, RestoreError> {
+fn read_target(
+    data: &BTreeMap<String, String>,
+    target: &str,
+    cm: &str,
+) -> Result<TargetRecords, RestoreError> {
     match data.get(target) {
         None => Ok(TargetRecords::default()),
         Some(text) => serde_json::from_str(text).map_err(|source| RestoreError::Corrupt {
@@ -154,12 +158,20 @@ pub fn merge_record(
             state: state.clone(),
         },
     );
-    data.insert(target.into(), serde_json::to_string(&records).expect("records serialize"));
+    data.insert(
+        target.into(),
+        serde_json::to_string(&records).expect("records serialize"),
+    );
     Ok(RecordOutcome::Stored(state))
 }
 
 /// Removes a target's records of cycles up to `cycle`. Returns true when anything changed.
-pub fn clear_records(data: &mut BTreeMap<String, String>, cm: &str, target: &str, cycle: &str) -> Result<bool, RestoreError> {
+pub fn clear_records(
+    data: &mut BTreeMap<String, String>,
+    cm: &str,
+    target: &str,
+    cycle: &str,
+) -> Result<bool, RestoreError> {
     let mut records = read_target(data, target, cm)?;
     let before = records.resources.len();
     records.resources.retain(|_, r| r.cycle_id.as_str() > cycle);
@@ -169,7 +181,10 @@ pub fn clear_records(data: &mut BTreeMap<String, String>, cm: &str, target: &str
     if records.resources.is_empty() {
         data.remove(target);
     } else {
-        data.insert(target.into(), serde_json::to_string(&records).expect("records serialize"));
+        data.insert(
+            target.into(),
+            serde_json::to_string(&records).expect("records serialize"),
+        );
     }
     Ok(true)
 }
@@ -179,18 +194,25 @@ pub fn summary(data: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     data.iter()
         .filter_map(|(target, text)| {
             let records: TargetRecords = serde_json::from_str(text).ok()?;
-            let oldest = records.resources.values().map(|r| r.cycle_id.clone()).min()?;
+            let oldest = records
+                .resources
+                .values()
+                .map(|r| r.cycle_id.clone())
+                .min()?;
             Some((target.clone(), oldest))
         })
         .collect()
 }
+
+/// (namespace, plan name).
+type PlanKey = (String, String);
 
 /// The restore store: ConfigMaps updated with optimistic concurrency, one writer at a time per
 /// plan within this process.
 #[derive(Clone)]
 pub struct RestoreStore {
     client: Client,
-    locks: Arc<Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>>,
+    locks: Arc<Mutex<HashMap<PlanKey, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl RestoreStore {
@@ -204,11 +226,18 @@ impl RestoreStore {
 
     fn lock(&self, namespace: &str, plan: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry((namespace.into(), plan.into())).or_default().clone()
+        locks
+            .entry((namespace.into(), plan.into()))
+            .or_default()
+            .clone()
     }
 
     /// The plan's restore data (empty when there is no ConfigMap).
-    pub async fn load(&self, namespace: &str, plan: &str) -> Result<BTreeMap<String, String>, RestoreError> {
+    pub async fn load(
+        &self,
+        namespace: &str,
+        plan: &str,
+    ) -> Result<BTreeMap<String, String>, RestoreError> {
         let name = config_map_name(plan);
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         match api.get_opt(&name).await {
@@ -217,7 +246,7 @@ impl RestoreStore {
                 verb: "read",
                 namespace: namespace.into(),
                 name,
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -233,14 +262,33 @@ impl RestoreStore {
         state: Value,
     ) -> Result<RecordOutcome, RestoreError> {
         let cm = config_map_name(plan);
-        self.update(namespace, plan, |data| merge_record(data, &cm, target, cycle, key, state.clone(), jiff::Timestamp::now()))
-            .await
+        self.update(namespace, plan, |data| {
+            merge_record(
+                data,
+                &cm,
+                target,
+                cycle,
+                key,
+                state.clone(),
+                jiff::Timestamp::now(),
+            )
+        })
+        .await
     }
 
     /// Removes a target's records of cycles up to `cycle` (after its wake-up succeeded).
-    pub async fn clear(&self, namespace: &str, plan: &str, target: &str, cycle: &str) -> Result<bool, RestoreError> {
+    pub async fn clear(
+        &self,
+        namespace: &str,
+        plan: &str,
+        target: &str,
+        cycle: &str,
+    ) -> Result<bool, RestoreError> {
         let cm = config_map_name(plan);
-        self.update(namespace, plan, |data| clear_records(data, &cm, target, cycle)).await
+        self.update(namespace, plan, |data| {
+            clear_records(data, &cm, target, cycle)
+        })
+        .await
     }
 
     /// A target's records: resource key -> state, and the newest cycle among them.
@@ -253,8 +301,20 @@ impl RestoreStore {
         let cm = config_map_name(plan);
         let data = self.load(namespace, plan).await?;
         let records = read_target(&data, target, &cm)?;
-        let cycle = records.resources.values().map(|r| r.cycle_id.clone()).max().unwrap_or_default();
-        Ok((records.resources.into_iter().map(|(k, r)| (k, r.state)).collect(), cycle))
+        let cycle = records
+            .resources
+            .values()
+            .map(|r| r.cycle_id.clone())
+            .max()
+            .unwrap_or_default();
+        Ok((
+            records
+                .resources
+                .into_iter()
+                .map(|(k, r)| (k, r.state))
+                .collect(),
+            cycle,
+        ))
     }
 
     /// Applies `change` to the ConfigMap's data and writes it back, retrying on conflicts.
@@ -276,7 +336,7 @@ impl RestoreStore {
             verb,
             namespace: namespace.into(),
             name: name.clone(),
-            source,
+            source: Box::new(source),
         };
         for _ in 0..8 {
             let existing = api.get_opt(&name).await.map_err(|e| api_err("read", e))?;
@@ -330,15 +390,51 @@ mod tests {
     #[test]
     fn the_first_record_wins_until_cleared() {
         let mut data = BTreeMap::new();
-        let out = merge_record(&mut data, "cm", "db", "c1", "instance:db", json!({"status": "available"}), now()).unwrap();
+        let out = merge_record(
+            &mut data,
+            "cm",
+            "db",
+            "c1",
+            "instance:db",
+            json!({"status": "available"}),
+            now(),
+        )
+        .unwrap();
         assert_eq!(out, RecordOutcome::Stored(json!({"status": "available"})));
         // After a crash the runner sees the instance stopped: the earlier record stays.
-        let out = merge_record(&mut data, "cm", "db", "c1", "instance:db", json!({"status": "stopped"}), now()).unwrap();
-        assert_eq!(out, RecordOutcome::AlreadyRecorded(json!({"status": "available"})));
+        let out = merge_record(
+            &mut data,
+            "cm",
+            "db",
+            "c1",
+            "instance:db",
+            json!({"status": "stopped"}),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            RecordOutcome::AlreadyRecorded(json!({"status": "available"}))
+        );
         // A later cycle after a failed wake-up: still the first record.
-        let out = merge_record(&mut data, "cm", "db", "c2", "instance:db", json!({"status": "stopped"}), now()).unwrap();
-        assert_eq!(out, RecordOutcome::AlreadyRecorded(json!({"status": "available"})));
-        assert_eq!(summary(&data), BTreeMap::from([("db".to_string(), "c1".to_string())]));
+        let out = merge_record(
+            &mut data,
+            "cm",
+            "db",
+            "c2",
+            "instance:db",
+            json!({"status": "stopped"}),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            RecordOutcome::AlreadyRecorded(json!({"status": "available"}))
+        );
+        assert_eq!(
+            summary(&data),
+            BTreeMap::from([("db".to_string(), "c1".to_string())])
+        );
     }
 
     #[test]
@@ -362,7 +458,10 @@ mod tests {
 
     #[test]
     fn long_plan_names_fit() {
-        assert_eq!(config_map_name("prod-offhours"), "hibernator-restore-prod-offhours");
+        assert_eq!(
+            config_map_name("prod-offhours"),
+            "hibernator-restore-prod-offhours"
+        );
         assert!(config_map_name(&"x".repeat(253)).len() <= 253);
     }
 }

@@ -26,14 +26,24 @@ struct World {
 
 fn ny(s: &str) -> Timestamp {
     let dt: jiff::civil::DateTime = s.parse().unwrap();
-    dt.to_zoned(jiff::tz::TimeZone::get("America/New_York").unwrap()).unwrap().timestamp()
+    dt.to_zoned(jiff::tz::TimeZone::get("America/New_York").unwrap())
+        .unwrap()
+        .timestamp()
 }
 
 fn seed_plan() -> HibernationPlan {
     let mut p = PlanBuilder::new("prod-offhours")
         .namespace("hibernator-system")
-        .target_with("prod-db", TargetType::Rds, json!({"snapshotBeforeStop": true}))
-        .target_with("prod-cluster", TargetType::Eks, json!({"clusterName": "eks-prod"}))
+        .target_with(
+            "prod-db",
+            TargetType::Rds,
+            json!({"snapshotBeforeStop": true}),
+        )
+        .target_with(
+            "prod-cluster",
+            TargetType::Eks,
+            json!({"clusterName": "eks-prod"}),
+        )
         .dag(&[("prod-db", "prod-cluster")])
         .max_concurrency(2)
         .build();
@@ -58,7 +68,9 @@ impl World {
     /// One reconcile: decide, then apply (create Jobs, clear restore data, write status).
     fn reconcile(&mut self) -> Decision {
         let graph = ExecutionGraph::compile(&self.plan.spec).unwrap();
-        let schedule = CompiledSchedule::new(&self.plan.spec.schedule, vec![]).unwrap().evaluate(self.now);
+        let schedule = CompiledSchedule::new(&self.plan.spec.schedule, vec![])
+            .unwrap()
+            .evaluate(self.now);
         let d = decide(&Observed {
             plan: &self.plan,
             graph: &graph,
@@ -73,7 +85,13 @@ impl World {
         });
         for req in &d.create {
             let target = self.plan.spec.targets[req.target].name.clone();
-            let name = crate::jobs::job_name("prod-offhours", &target, req.operation, &req.cycle, req.attempt);
+            let name = crate::jobs::job_name(
+                "prod-offhours",
+                &target,
+                req.operation,
+                &req.cycle,
+                req.attempt,
+            );
             assert!(
                 !self.jobs.iter().any(|j| j.name == name),
                 "Job {name} created twice"
@@ -113,10 +131,20 @@ impl World {
             .iter_mut()
             .find(|j| j.target == target && j.outcome == JobOutcome::Running)
             .unwrap_or_else(|| panic!("{target} is not running"));
-        job.outcome = if ok { JobOutcome::Succeeded } else { JobOutcome::Failed };
-        job.message = Some(if ok { "done".into() } else { "AccessDenied".into() });
+        job.outcome = if ok {
+            JobOutcome::Succeeded
+        } else {
+            JobOutcome::Failed
+        };
+        job.message = Some(if ok {
+            "done".into()
+        } else {
+            "AccessDenied".into()
+        });
         if ok && job.operation == Operation::Hibernate {
-            self.restore.entry(target.into()).or_insert(job.cycle.clone());
+            self.restore
+                .entry(target.into())
+                .or_insert(job.cycle.clone());
         }
     }
 
@@ -133,7 +161,12 @@ impl World {
     }
 
     fn state(&self, target: &str) -> TargetState {
-        self.status().targets.iter().find(|t| t.name == target).unwrap().state
+        self.status()
+            .targets
+            .iter()
+            .find(|t| t.name == target)
+            .unwrap()
+            .state
     }
 
     fn advance(&mut self, d: SignedDuration) {
@@ -154,13 +187,21 @@ fn a_night_of_the_seed_plan() {
     assert_eq!(w.condition("Ready"), cond("True", "Active"));
     assert_eq!(w.condition("Hibernated"), cond("False", "Awake"));
     assert_eq!(w.status().observed_generation, Some(1));
-    assert_eq!(d.requeue_at, Some(ny("2026-11-26T20:00")), "requeue at the boundary");
+    assert_eq!(
+        d.requeue_at,
+        Some(ny("2026-11-26T20:00")),
+        "requeue at the boundary"
+    );
 
     w.now = ny("2026-11-26T20:00");
     w.reconcile();
     assert_eq!(w.phase(), Phase::Hibernating);
     assert_eq!(w.running(), ["prod-db"], "the DAG starts with prod-db");
-    assert_eq!(w.condition("Ready"), cond("True", "Hibernating"), "a scheduled hibernation is steady state");
+    assert_eq!(
+        w.condition("Ready"),
+        cond("True", "Hibernating"),
+        "a scheduled hibernation is steady state"
+    );
     let cycle = w.status().current_cycle.clone().unwrap();
     assert_eq!(cycle.id, "20261127t0100");
     assert_eq!(cycle.operation, Operation::Hibernate);
@@ -192,16 +233,30 @@ fn a_night_of_the_seed_plan() {
     w.now = ny("2026-11-27T06:00");
     w.reconcile();
     assert_eq!(w.phase(), Phase::WakingUp);
-    assert_eq!(w.running(), ["prod-cluster"], "wake-up runs the reversed graph");
-    assert_eq!(w.status().current_cycle.as_ref().unwrap().id, "20261127t0100", "same cycle");
+    assert_eq!(
+        w.running(),
+        ["prod-cluster"],
+        "wake-up runs the reversed graph"
+    );
+    assert_eq!(
+        w.status().current_cycle.as_ref().unwrap().id,
+        "20261127t0100",
+        "same cycle"
+    );
     w.finish("prod-cluster", true);
     let d = w.reconcile();
-    assert_eq!(d.clear_restore, [("prod-cluster".to_string(), "20261127t0100".to_string())]);
+    assert_eq!(
+        d.clear_restore,
+        [("prod-cluster".to_string(), "20261127t0100".to_string())]
+    );
     assert_eq!(w.running(), ["prod-db"]);
     w.finish("prod-db", true);
     w.reconcile();
     assert_eq!(w.phase(), Phase::Active);
-    assert!(w.restore.is_empty(), "restore data cleared after a successful wake-up");
+    assert!(
+        w.restore.is_empty(),
+        "restore data cleared after a successful wake-up"
+    );
     assert_eq!(w.condition("Hibernated"), cond("False", "Awake"));
     assert!(w.status().history[0].wake_up.as_ref().unwrap().succeeded);
     assert_eq!(w.jobs.len(), 4, "one Job per target and operation");
@@ -212,7 +267,11 @@ fn a_plan_created_inside_off_hours_hibernates_at_once() {
     let mut w = World::new(seed_plan(), ny("2026-11-28T12:00")); // Saturday
     w.reconcile();
     assert_eq!(w.phase(), Phase::Hibernating);
-    assert_eq!(w.status().current_cycle.as_ref().unwrap().id, "20261128t0100", "the sleep began Friday 20:00");
+    assert_eq!(
+        w.status().current_cycle.as_ref().unwrap().id,
+        "20261128t0100",
+        "the sleep began Friday 20:00"
+    );
 }
 
 #[test]
@@ -242,13 +301,30 @@ fn strict_failure_retries_with_backoff_then_stalls_and_the_token_retries_at_once
     let d = w.reconcile();
     assert_eq!(w.phase(), Phase::Error);
     assert_eq!(w.condition("Ready"), cond("False", "TargetFailed"));
-    assert_eq!(w.condition("Stalled"), None, "retries are automatic: nobody must act yet");
-    assert!(w.running().is_empty(), "strict: nothing new starts after a failure");
+    assert_eq!(
+        w.condition("Stalled"),
+        None,
+        "retries are automatic: nobody must act yet"
+    );
+    assert!(
+        w.running().is_empty(),
+        "strict: nothing new starts after a failure"
+    );
     let retry = w.status().retry.clone().unwrap();
     assert_eq!(retry.count, 0);
-    assert_eq!(retry.next_at, Some(Time(ny("2026-11-26T20:01"))), "first retry after one minute");
+    assert_eq!(
+        retry.next_at,
+        Some(Time(ny("2026-11-26T20:01"))),
+        "first retry after one minute"
+    );
     assert_eq!(d.requeue_at, Some(ny("2026-11-26T20:01")));
-    assert!(w.status().last_error.as_ref().unwrap().contains("prod-db: AccessDenied"));
+    assert!(
+        w.status()
+            .last_error
+            .as_ref()
+            .unwrap()
+            .contains("prod-db: AccessDenied")
+    );
 
     // Too early: nothing.
     w.advance(SignedDuration::from_secs(30));
@@ -283,11 +359,17 @@ fn strict_failure_retries_with_backoff_then_stalls_and_the_token_retries_at_once
         .metadata
         .annotations
         .get_or_insert_with(Default::default)
-        .insert(hibernator_api::plan::RETRY_ANNOTATION.into(), "2026-11-26T21:03:00Z".into());
+        .insert(
+            hibernator_api::plan::RETRY_ANNOTATION.into(),
+            "2026-11-26T21:03:00Z".into(),
+        );
     w.reconcile();
     assert_eq!(w.running(), ["prod-db"]);
     assert_eq!(w.condition("Stalled"), None);
-    assert_eq!(w.status().last_handled_retry_token.as_deref(), Some("2026-11-26T21:03:00Z"));
+    assert_eq!(
+        w.status().last_handled_retry_token.as_deref(),
+        Some("2026-11-26T21:03:00Z")
+    );
     w.finish("prod-db", true);
     w.reconcile();
     w.finish("prod-cluster", true);
@@ -317,10 +399,21 @@ fn best_effort_aborts_dependents_and_finishes_the_independent_branch() {
     w.finish("t2", true);
     w.reconcile();
     assert_eq!(w.state("t2"), TargetState::Completed);
-    assert_eq!(w.phase(), Phase::Hibernated, "best effort ends the operation");
+    assert_eq!(
+        w.phase(),
+        Phase::Hibernated,
+        "best effort ends the operation"
+    );
     assert_eq!(w.condition("Ready"), cond("False", "TargetFailed"));
-    assert_eq!(w.condition("Hibernated"), cond("False", "PartiallyHibernated"));
-    assert!(w.events.iter().any(|e| e.reason == "TargetAborted" && e.note.contains("t0")));
+    assert_eq!(
+        w.condition("Hibernated"),
+        cond("False", "PartiallyHibernated")
+    );
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.reason == "TargetAborted" && e.note.contains("t0"))
+    );
     assert!(!w.status().history[0].hibernate.as_ref().unwrap().succeeded);
     // The wake-up still wakes what was recorded.
     w.now = ny("2026-11-27T06:00");
@@ -361,7 +454,11 @@ fn a_change_of_direction_lets_running_jobs_finish_first() {
     // Suspended while prod-db hibernates.
     w.plan.spec.suspend = Some(true);
     w.reconcile();
-    assert_eq!(w.running(), ["prod-db"], "nothing new starts, nothing is killed");
+    assert_eq!(
+        w.running(),
+        ["prod-db"],
+        "nothing new starts, nothing is killed"
+    );
     assert_eq!(w.state("prod-cluster"), TargetState::Pending);
     w.finish("prod-db", true);
     w.reconcile();
@@ -407,7 +504,10 @@ fn deletion_wakes_up_first_unless_leave() {
 #[test]
 fn a_missing_connector_starts_nothing_and_stalls_after_the_grace_period() {
     let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
-    w.reference_problem = Some(("ReferenceNotFound".into(), "CloudProvider hibernator-system/aws-prod not found".into()));
+    w.reference_problem = Some((
+        "ReferenceNotFound".into(),
+        "CloudProvider hibernator-system/aws-prod not found".into(),
+    ));
     let d = w.reconcile();
     assert!(d.create.is_empty());
     assert_eq!(w.condition("Ready"), cond("False", "ReferenceNotFound"));

@@ -1,0 +1,189 @@
+//! `hibernator-controller`: see `--help`.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hibernator_controller::clock::Clock;
+use hibernator_controller::jobs::RunnerSettings;
+use hibernator_controller::reconcile::Timing;
+use hibernator_controller::{Config, LeaderElection};
+use jiff::{SignedDuration, Timestamp};
+
+/// Puts non-production infrastructure to sleep off-hours and wakes it up again.
+#[derive(Parser, Debug)]
+#[command(name = "hibernator-controller", version)]
+struct Args {
+    /// Watch only this namespace (all namespaces when absent).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Listen address of the gRPC service for runners.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:9444")]
+    grpc_addr: SocketAddr,
+    /// Listen address of /metrics, /livez and /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Runner image.
+    #[arg(long, env = "RUNNER_IMAGE")]
+    runner_image: Option<String>,
+    /// Runner image pull policy.
+    #[arg(long, env = "RUNNER_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    runner_image_pull_policy: String,
+    /// ServiceAccount of runner pods (must exist in each plan's namespace).
+    #[arg(
+        long,
+        env = "RUNNER_SERVICE_ACCOUNT",
+        default_value = "hibernator-runner"
+    )]
+    runner_service_account: String,
+    /// The controller's gRPC endpoint as runner pods reach it.
+    #[arg(long, env = "CONTROLLER_ENDPOINT")]
+    controller_endpoint: Option<String>,
+    /// Extra environment for every runner, `KEY=VALUE` (repeatable), e.g.
+    /// `AWS_ENDPOINT_URL=http://localstack:4566`.
+    #[arg(long = "runner-env", value_name = "KEY=VALUE")]
+    runner_env: Vec<String>,
+    /// `activeDeadlineSeconds` of runner Jobs.
+    #[arg(long, default_value_t = 3600)]
+    runner_active_deadline_seconds: i64,
+    /// `ttlSecondsAfterFinished` of runner Jobs.
+    #[arg(long, default_value_t = 86400)]
+    runner_ttl_seconds: i32,
+    /// Runner CPU request.
+    #[arg(long, default_value = "50m")]
+    runner_cpu_request: String,
+    /// Runner memory request.
+    #[arg(long, default_value = "64Mi")]
+    runner_memory_request: String,
+    /// Runner memory limit.
+    #[arg(long, default_value = "256Mi")]
+    runner_memory_limit: String,
+    /// Runner log format: text or json.
+    #[arg(long, default_value = "text")]
+    runner_log_format: String,
+    /// Elect a leader among replicas with a Lease; only the leader creates Jobs and writes
+    /// status.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "hibernator-controller")]
+    leader_election_lease: String,
+    /// Lease duration in seconds.
+    #[arg(long, default_value_t = 15)]
+    leader_election_duration_seconds: u64,
+    /// This instance's name (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Simulated time for tests and demos: the schedule clock starts at this instant...
+    #[arg(long, requires = "clock_speed")]
+    clock_start: Option<String>,
+    /// ...and runs this many times faster than real time.
+    #[arg(long, requires = "clock_start")]
+    clock_speed: Option<f64>,
+    /// Seconds a missing connector may last before the plan is Stalled (schedule clock).
+    #[arg(long, default_value_t = 300)]
+    reference_grace_seconds: i64,
+    /// Seconds deletion waits for the wake-up before giving up.
+    #[arg(long, default_value_t = 1800)]
+    deletion_timeout_seconds: i64,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(hibernator_controller::run(config(args)?))
+}
+
+fn config(args: Args) -> Result<Config> {
+    let defaults = RunnerSettings::default();
+    let mut extra_env = Vec::new();
+    for kv in &args.runner_env {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--runner-env {kv:?} is not KEY=VALUE");
+        };
+        extra_env.push((k.to_string(), v.to_string()));
+    }
+    let clock = match (&args.clock_start, args.clock_speed) {
+        (Some(start), Some(speed)) => {
+            let start: Timestamp = start
+                .parse()
+                .with_context(|| format!("--clock-start {start:?} is not an RFC 3339 instant"))?;
+            if speed <= 0.0 {
+                bail!("--clock-speed must be positive, not {speed}");
+            }
+            Clock::simulated(start, speed)
+        }
+        _ => Clock::System,
+    };
+    let instance = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("hibernator-controller-{}", std::process::id()));
+    let leader_election = if args.leader_elect {
+        Some(LeaderElection {
+            namespace: args
+                .leader_election_namespace
+                .clone()
+                .context("--leader-elect needs --leader-election-namespace (or POD_NAMESPACE)")?,
+            lease: args.leader_election_lease.clone(),
+            identity: instance.clone(),
+            duration_seconds: args.leader_election_duration_seconds,
+        })
+    } else {
+        None
+    };
+    Ok(Config {
+        namespace: args.namespace,
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        runner: RunnerSettings {
+            image: args.runner_image.unwrap_or(defaults.image),
+            image_pull_policy: args.runner_image_pull_policy,
+            service_account: args.runner_service_account,
+            controller_endpoint: args
+                .controller_endpoint
+                .unwrap_or(defaults.controller_endpoint),
+            extra_env,
+            active_deadline_seconds: args.runner_active_deadline_seconds,
+            ttl_seconds_after_finished: args.runner_ttl_seconds,
+            cpu_request: args.runner_cpu_request,
+            memory_request: args.runner_memory_request,
+            memory_limit: args.runner_memory_limit,
+            log_format: args.runner_log_format,
+            ..defaults
+        },
+        leader_election,
+        clock,
+        timing: Timing {
+            reference_grace: SignedDuration::from_secs(args.reference_grace_seconds),
+            deletion_timeout: SignedDuration::from_secs(args.deletion_timeout_seconds),
+            ..Timing::default()
+        },
+        instance,
+    })
+}
+
+fn init_logging(format: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn,h2=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("--log-format must be text or json, not {other:?}"),
+    }
+    Ok(())
+}

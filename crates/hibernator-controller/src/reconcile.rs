@@ -1,0 +1,1035 @@
+//! The reconcile pipeline: fetch -> validate -> resolve references -> decide -> apply ->
+//! one status patch when something changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hibernator_api::common::{condition, condition_types, set_condition};
+use hibernator_api::connector::{CloudProvider, K8SCluster};
+use hibernator_api::exception::{ExceptionState, ScheduleException, ScheduleExceptionStatus};
+use hibernator_api::graph::ExecutionGraph;
+use hibernator_api::params::TargetType;
+use hibernator_api::plan::{
+    ConnectorKind, FINALIZER, HibernationPlan, HibernationPlanStatus, Operation, Phase,
+};
+use hibernator_api::runner::{AwsCredentials, AwsSettings, ConnectorSettings, KubernetesSettings};
+use hibernator_api::schedule::{CompiledSchedule, Exception};
+use hibernator_api::validate::plan_semantics;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::broadcast;
+use tracing::{info, instrument, warn};
+
+use crate::clock::Clock;
+use crate::decide::{Decision, JobObservation, JobOutcome, Observed, decide};
+use crate::grpc::Reports;
+use crate::http::Readiness;
+use crate::jobs::{MANAGER, ResolvedConnector, RunnerSettings, build_job, label_value, labels};
+use crate::metrics::Metrics;
+use crate::restore::RestoreStore;
+
+/// Reconcile errors: transient ones back off; the message never holds secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused a request.
+    #[error("failed to {verb} {what}")]
+    Api {
+        /// What was attempted.
+        verb: &'static str,
+        /// On what.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Restore data could not be read or written.
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
+}
+
+impl Error {
+    /// Stable label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Api { .. } => "api",
+            Self::Restore(e) => e.category(),
+        }
+    }
+}
+
+fn api_err(verb: &'static str, what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Api {
+        verb,
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// Timing settings of the reconciler.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How long a missing connector may last before the plan is Stalled.
+    pub reference_grace: SignedDuration,
+    /// How long deletion waits for the wake-up.
+    pub deletion_timeout: SignedDuration,
+    /// Longest wait between two reconciles of a plan (real time).
+    pub max_requeue: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            reference_grace: SignedDuration::from_mins(5),
+            deletion_timeout: SignedDuration::from_mins(30),
+            max_requeue: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Schedule clock.
+    pub clock: Clock,
+    /// How runner Jobs are built.
+    pub runner: RunnerSettings,
+    /// Restore data.
+    pub store: RestoreStore,
+    /// Runner reports.
+    pub reports: Reports,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Timing.
+    pub timing: Timing,
+    /// Caches.
+    pub jobs: Store<Job>,
+    /// Caches.
+    pub exceptions: Store<ScheduleException>,
+    /// Caches.
+    pub providers: Store<CloudProvider>,
+    /// Caches.
+    pub clusters: Store<K8SCluster>,
+    /// Caches.
+    pub plans: Store<DeserializeGuard<HibernationPlan>>,
+    /// Identity of this controller instance (for Events).
+    pub instance: String,
+}
+
+/// Runs the plan controller until `stop` resolves: watches plans, their Jobs, exceptions and
+/// connectors, and reconciles. Marks `ready` once the caches have synced.
+pub async fn run_controller(
+    client: Client,
+    namespace: Option<String>,
+    mut make_ctx: impl FnMut(ControllerStores) -> Context,
+    wake: broadcast::Receiver<ObjectRef<HibernationPlan>>,
+    ready: Readiness,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(n) => Api::namespaced(client.clone(), n),
+            None => Api::all(client.clone()),
+        }
+    }
+    let plans: Api<DeserializeGuard<HibernationPlan>> = api(&client, &namespace);
+    let (jobs, job_writer) = reflector::store();
+    let job_stream = watcher(
+        api::<Job>(&client, &namespace),
+        watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY)),
+    )
+    .default_backoff()
+    .reflect(job_writer)
+    .touched_objects();
+    let (exceptions, exc_writer) = reflector::store();
+    let exc_stream = watcher(
+        api::<ScheduleException>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(exc_writer)
+    .touched_objects();
+    let (providers, prov_writer) = reflector::store();
+    let prov_stream = watcher(
+        api::<CloudProvider>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(prov_writer)
+    .touched_objects();
+    let (clusters, cl_writer) = reflector::store();
+    let cl_stream = watcher(
+        api::<K8SCluster>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(cl_writer)
+    .touched_objects();
+
+    let controller = Controller::new(plans, watcher::Config::default());
+    let plan_store = controller.store();
+    let referencing = |store: Store<DeserializeGuard<HibernationPlan>>, kind: ConnectorKind| {
+        move |obj_ns: Option<String>, name: String| {
+            store
+                .state()
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok())
+                .filter(|p| {
+                    let pns = p.metadata.namespace.clone();
+                    p.spec.targets.iter().any(|t| {
+                        t.connector_ref.as_ref().is_some_and(|c| {
+                            c.kind == kind
+                                && c.name == name
+                                && c.namespace.clone().or(pns.clone()) == obj_ns
+                        }) || (kind == ConnectorKind::K8SCluster
+                            && t.type_ == TargetType::Eks
+                            && pns == obj_ns
+                            && t.parameters
+                                .as_ref()
+                                .and_then(|v| v.get("clusterName"))
+                                .and_then(|v| v.as_str())
+                                == Some(name.as_str()))
+                    })
+                })
+                .map(|p| ObjectRef::from_obj(&DeserializeGuard(Ok(p.clone()))))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_provider = referencing(plan_store.clone(), ConnectorKind::CloudProvider);
+    let by_cluster = referencing(plan_store.clone(), ConnectorKind::K8SCluster);
+    let ctx = Arc::new(make_ctx(ControllerStores {
+        jobs: jobs.clone(),
+        exceptions: exceptions.clone(),
+        providers: providers.clone(),
+        clusters: clusters.clone(),
+        plans: plan_store.clone(),
+    }));
+    // Runner reports wake the plan; a lagging receiver only loses duplicates of later wakes.
+    let wake = tokio_stream::wrappers::BroadcastStream::new(wake).filter_map(|r| async move {
+        r.ok().map(|r: ObjectRef<HibernationPlan>| {
+            ObjectRef::new(&r.name).within(r.namespace.as_deref().unwrap_or_default())
+        })
+    });
+    let stores_ready = {
+        let (j, e, p, c, pl) = (
+            jobs.clone(),
+            exceptions.clone(),
+            providers.clone(),
+            clusters.clone(),
+            plan_store.clone(),
+        );
+        async move {
+            let _ = tokio::join!(
+                j.wait_until_ready(),
+                e.wait_until_ready(),
+                p.wait_until_ready(),
+                c.wait_until_ready(),
+                pl.wait_until_ready()
+            );
+            ready.set(true);
+            info!("caches synced; reconciling");
+        }
+    };
+    tokio::spawn(stores_ready);
+    // The controller wants a `Sync` shutdown future; a oneshot receiver is one.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tx.send(());
+    });
+    controller
+        .owns_stream(job_stream)
+        .watches_stream(exc_stream, |e: ScheduleException| {
+            Some(
+                ObjectRef::new(&e.spec.plan_ref.name)
+                    .within(e.namespace().as_deref().unwrap_or_default()),
+            )
+        })
+        .watches_stream(prov_stream, move |p: CloudProvider| {
+            by_provider(p.namespace(), p.name_any())
+        })
+        .watches_stream(cl_stream, move |c: K8SCluster| {
+            by_cluster(c.namespace(), c.name_any())
+        })
+        .reconcile_on(wake)
+        .graceful_shutdown_on(async move {
+            let _ = stop_rx.await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("reconcile loop: {e}");
+            }
+        })
+        .await;
+}
+
+/// The caches a [`Context`] is built with.
+pub struct ControllerStores {
+    /// Runner Jobs.
+    pub jobs: Store<Job>,
+    /// ScheduleExceptions.
+    pub exceptions: Store<ScheduleException>,
+    /// CloudProviders.
+    pub providers: Store<CloudProvider>,
+    /// K8SClusters.
+    pub clusters: Store<K8SCluster>,
+    /// Plans.
+    pub plans: Store<DeserializeGuard<HibernationPlan>>,
+}
+
+fn error_policy(
+    _: Arc<DeserializeGuard<HibernationPlan>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    warn!(category = error.category(), "reconcile failed: {error}");
+    ctx.metrics.reconciled("error", 0.0);
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Reconciles one plan.
+async fn reconcile(
+    guard: Arc<DeserializeGuard<HibernationPlan>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = match &guard.0 {
+        Ok(plan) => reconcile_plan(plan, &ctx).await,
+        Err(invalid) => reconcile_unreadable(invalid, &ctx).await,
+    };
+    if result.is_ok() {
+        ctx.metrics
+            .reconciled("ok", started.elapsed().as_secs_f64());
+        count_phases(&ctx);
+    }
+    result
+}
+
+fn count_phases(ctx: &Context) {
+    let mut counts: BTreeMap<&'static str, i64> = [
+        Phase::Active,
+        Phase::Hibernating,
+        Phase::Hibernated,
+        Phase::WakingUp,
+        Phase::Suspended,
+        Phase::Error,
+    ]
+    .iter()
+    .map(|p| (p.as_str(), 0))
+    .collect();
+    for g in ctx.plans.state() {
+        if let Ok(p) = &g.0
+            && let Some(phase) = p.status.as_ref().and_then(|s| s.phase)
+        {
+            *counts.entry(phase.as_str()).or_default() += 1;
+        }
+    }
+    ctx.metrics
+        .set_plans(&counts.into_iter().collect::<Vec<_>>());
+}
+
+/// A plan the controller cannot even read (its stored object does not match the types):
+/// report it as Stalled and wait for a change.
+async fn reconcile_unreadable(
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let (Some(name), Some(ns)) = (&invalid.metadata.name, &invalid.metadata.namespace) else {
+        return Ok(Action::await_change());
+    };
+    let now = ctx.clock.now();
+    let generation = invalid.metadata.generation;
+    let message = format!("the plan cannot be read: {}", invalid.error);
+    let status = json!({
+        "observedGeneration": generation,
+        "conditions": [
+            condition(condition_types::READY, false, "InvalidSpec", message.clone(), generation, now),
+            condition(condition_types::STALLED, true, "InvalidSpec", message, generation, now),
+        ],
+    });
+    patch_status(ctx, ns, name, status).await?;
+    Ok(Action::await_change())
+}
+
+#[instrument(skip_all, fields(plan = %plan.name_any(), namespace = plan.namespace().unwrap_or_default()))]
+async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action, Error> {
+    let name = plan.name_any();
+    let ns = plan.namespace().unwrap_or_default();
+    let deleting = plan.metadata.deletion_timestamp.is_some();
+    let has_finalizer = plan.finalizers().iter().any(|f| f == FINALIZER);
+    if deleting && !has_finalizer {
+        return Ok(Action::await_change());
+    }
+    if !deleting && !has_finalizer {
+        set_finalizer(ctx, &ns, &name, true).await?;
+    }
+    let now = ctx.clock.now();
+    let real_now = Timestamp::now();
+    let prev = plan.status.clone().unwrap_or_default();
+
+    // Validate (the same checks as `kubectl hibernator validate`).
+    let problems = plan_semantics(plan);
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut status = prev.clone();
+        status.observed_generation = plan.metadata.generation;
+        let generation = plan.metadata.generation;
+        set_condition(
+            &mut status.conditions,
+            condition(
+                condition_types::READY,
+                false,
+                "InvalidSpec",
+                message.clone(),
+                generation,
+                now,
+            ),
+        );
+        set_condition(
+            &mut status.conditions,
+            condition(
+                condition_types::STALLED,
+                true,
+                "InvalidSpec",
+                message.clone(),
+                generation,
+                now,
+            ),
+        );
+        write_status(ctx, plan, &prev, &status).await?;
+        if deleting {
+            set_finalizer(ctx, &ns, &name, false).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    // The schedule with its exceptions.
+    let mut exceptions = Vec::new();
+    for e in ctx.exceptions.state() {
+        if e.namespace().as_deref() == Some(ns.as_str()) && e.spec.plan_ref.name == name {
+            match Exception::from_object(&e) {
+                Ok(x) => exceptions.push((e.clone(), Some(x))),
+                Err(err) => {
+                    warn!(exception = %e.name_any(), "unusable ScheduleException: {err}");
+                    exceptions.push((e.clone(), None));
+                }
+            }
+        }
+    }
+    let schedule = CompiledSchedule::new(
+        &plan.spec.schedule,
+        exceptions.iter().filter_map(|(_, x)| x.clone()).collect(),
+    )
+    .expect("validated above");
+    let evaluation = schedule.evaluate(now);
+
+    // Resolve every target's connector.
+    let (connectors, reference_problem) = resolve_connectors(plan, ctx);
+
+    // Observe Jobs and restore data.
+    let plan_label = label_value(&name);
+    let jobs: Vec<JobObservation> = {
+        let mut v = Vec::new();
+        for j in ctx.jobs.state() {
+            if j.namespace().as_deref() != Some(ns.as_str())
+                || j.labels().get(labels::PLAN) != Some(&plan_label)
+            {
+                continue;
+            }
+            if !j
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == plan.metadata.uid.as_ref())
+            {
+                continue;
+            }
+            if let Some(obs) = observe_job(&j, ctx).await {
+                v.push(obs);
+            }
+        }
+        v
+    };
+    let restore_data = ctx.store.load(&ns, &name).await?;
+    let restore = crate::restore::summary(&restore_data);
+    let graph = ExecutionGraph::compile(&plan.spec).expect("validated above");
+
+    let d = decide(&Observed {
+        plan,
+        graph: &graph,
+        schedule: &evaluation,
+        now,
+        real_now,
+        jobs: &jobs,
+        restore: &restore,
+        reference_problem: reference_problem.clone(),
+        reference_grace: ctx.timing.reference_grace,
+        deletion_timeout: ctx.timing.deletion_timeout,
+    });
+
+    apply(plan, ctx, &d, &connectors, &evaluation).await?;
+    update_exceptions(ctx, &exceptions, now).await;
+
+    if d.release_finalizer {
+        set_finalizer(ctx, &ns, &name, false).await?;
+        info!("finalizer released");
+        return Ok(Action::await_change());
+    }
+    // Exceptions change state at the edges of their validity.
+    let edge = exceptions
+        .iter()
+        .filter_map(|(_, x)| x.as_ref())
+        .flat_map(|x| [x.valid_from, x.valid_until])
+        .filter(|t| *t > now)
+        .min();
+    let requeue_at = match (d.requeue_at, edge) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let delay = requeue_at
+        .map(|t| ctx.clock.real_delay_until(t))
+        .unwrap_or(ctx.timing.max_requeue)
+        .min(ctx.timing.max_requeue);
+    // A boundary reached exactly: look again right after it.
+    Ok(Action::requeue(delay.max(Duration::from_millis(20))))
+}
+
+/// Creates Jobs, clears restore data, publishes Events and writes the status.
+async fn apply(
+    plan: &HibernationPlan,
+    ctx: &Context,
+    d: &Decision,
+    connectors: &BTreeMap<usize, ResolvedConnector>,
+    evaluation: &hibernator_api::schedule::Evaluation,
+) -> Result<(), Error> {
+    let ns = plan.namespace().unwrap_or_default();
+    let name = plan.name_any();
+    let prev = plan.status.clone().unwrap_or_default();
+    // Restore data first: a cleared record must never outlive a status that says so.
+    for (target, cycle) in &d.clear_restore {
+        ctx.store.clear(&ns, &name, target, cycle).await?;
+        ctx.metrics.api_write("ConfigMap");
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    for req in &d.create {
+        let Some(connector) = connectors.get(&req.target) else {
+            continue;
+        };
+        let job = build_job(plan, req, connector, &ctx.runner);
+        let job_name = job.name_any();
+        match jobs.create(&pp, &job).await {
+            Ok(_) => {
+                ctx.metrics.api_write("Job");
+                info!(job = %job_name, target = %plan.spec.targets[req.target].name, operation = %req.operation, attempt = req.attempt, "runner Job created");
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(api_err("create", format!("Job {ns}/{job_name}"))(e)),
+        }
+    }
+    // How late was the start of an operation, measured against its boundary?
+    if let Some(c) = &d.status.current_cycle
+        && prev.current_cycle.as_ref().map(|p| (&p.id, p.operation)) != Some((&c.id, c.operation))
+        && let Some(boundary) = match c.operation {
+            Operation::Hibernate => evaluation.current_since,
+            Operation::WakeUp => prev
+                .schedule
+                .as_ref()
+                .and_then(|s| s.next_wake_up_at.as_ref())
+                .map(|t| t.0),
+        }
+    {
+        ctx.metrics
+            .boundary_lag(c.started_at.0.duration_since(boundary).as_secs_f64());
+    }
+    // Executions that ended since the last status.
+    let same_cycle = prev.current_cycle.as_ref().map(|c| (&c.id, c.operation))
+        == d.status
+            .current_cycle
+            .as_ref()
+            .map(|c| (&c.id, c.operation));
+    if let Some(c) = &d.status.current_cycle {
+        for (i, t) in d.status.targets.iter().enumerate() {
+            let before = prev
+                .targets
+                .iter()
+                .find(|p| p.name == t.name)
+                .filter(|_| same_cycle);
+            let result = match t.state {
+                hibernator_api::TargetState::Completed => "succeeded",
+                hibernator_api::TargetState::Failed => "failed",
+                _ => continue,
+            };
+            if before.is_some_and(|b| b.state == t.state && b.attempts == t.attempts) {
+                continue;
+            }
+            let type_ = plan
+                .spec
+                .targets
+                .get(i)
+                .map(|t| t.type_.as_str())
+                .unwrap_or_default();
+            ctx.metrics.execution(type_, c.operation.as_str(), result);
+        }
+    }
+    write_status(ctx, plan, &prev, &d.status).await?;
+    for e in &d.events {
+        publish_event(ctx, plan, e.warning, e.reason, &e.note).await;
+    }
+    Ok(())
+}
+
+/// Turns a Job (and what its runner reported) into an observation.
+async fn observe_job(job: &Job, ctx: &Context) -> Option<JobObservation> {
+    let l = job.labels();
+    let ns = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let is = |t: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
+    let outcome = if is("Complete") {
+        JobOutcome::Succeeded
+    } else if is("Failed") {
+        JobOutcome::Failed
+    } else {
+        JobOutcome::Running
+    };
+    let report = ctx.reports.get(&ns, &name).unwrap_or_default();
+    let mut message = report.completion.as_ref().map(|(_, m)| m.clone());
+    if message.is_none() && outcome != JobOutcome::Running {
+        message = termination_message(ctx, &ns, &name).await.or_else(|| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+                .and_then(|c| c.message.clone())
+        });
+    }
+    Some(JobObservation {
+        name,
+        target: l.get(labels::TARGET)?.clone(),
+        operation: Operation::parse(l.get(labels::OPERATION)?)?,
+        cycle: l.get(labels::CYCLE)?.clone(),
+        attempt: l.get(labels::ATTEMPT)?.parse().ok()?,
+        outcome,
+        message,
+        progress: report.progress,
+    })
+}
+
+/// The runner's one-line summary from its pod's termination message.
+async fn termination_message(ctx: &Context, ns: &str, job: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .ok()?;
+    list.items.iter().find_map(|p| {
+        p.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+            .map(|m| m.trim().lines().last().unwrap_or_default().to_string())
+            .filter(|m| !m.is_empty())
+    })
+}
+
+/// Resolves each target's connector into runner settings. Returns the problem when a
+/// referenced connector is missing or unusable (no secret values are read here).
+fn resolve_connectors(
+    plan: &HibernationPlan,
+    ctx: &Context,
+) -> (BTreeMap<usize, ResolvedConnector>, Option<(String, String)>) {
+    let ns = plan.namespace().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    let mut problems: Vec<String> = Vec::new();
+    let find_provider = |pns: &str, pname: &str| {
+        ctx.providers
+            .get(&ObjectRef::new(pname).within(pns))
+            .map(|p| (*p).clone())
+    };
+    let aws_settings = |p: &CloudProvider| -> Result<(AwsSettings, Option<String>), String> {
+        let aws = p
+            .spec
+            .aws
+            .as_ref()
+            .ok_or_else(|| format!("CloudProvider {} has no aws section", p.name_any()))?;
+        let (credentials, secret) = match (&aws.auth.service_account, &aws.auth.static_) {
+            (_, Some(s)) => (AwsCredentials::Static, Some(s.secret_ref.name.clone())),
+            _ => (AwsCredentials::ServiceAccount, None),
+        };
+        Ok((
+            AwsSettings {
+                account_id: aws.account_id.clone(),
+                region: aws.region.clone(),
+                assume_role_arn: aws.assume_role_arn.clone(),
+                credentials,
+                eks_cluster_name: None,
+            },
+            secret,
+        ))
+    };
+    for (i, t) in plan.spec.targets.iter().enumerate() {
+        let Some(cref) = &t.connector_ref else {
+            out.insert(
+                i,
+                ResolvedConnector {
+                    settings: ConnectorSettings::None,
+                    static_secret: None,
+                    kubeconfig_secret: None,
+                },
+            );
+            continue;
+        };
+        let cns = cref.namespace.clone().unwrap_or_else(|| ns.clone());
+        match cref.kind {
+            ConnectorKind::CloudProvider => match find_provider(&cns, &cref.name) {
+                None => problems.push(format!(
+                    "CloudProvider {cns}/{} (target {}) not found",
+                    cref.name, t.name
+                )),
+                Some(p) => match aws_settings(&p) {
+                    Err(e) => problems.push(e),
+                    Ok((mut settings, secret)) => {
+                        if t.type_ == TargetType::Eks {
+                            // `clusterName` names a K8SCluster in the plan's namespace, or else the
+                            // EKS cluster itself.
+                            let cluster_name = t
+                                .parameters
+                                .as_ref()
+                                .and_then(|v| v.get("clusterName"))
+                                .and_then(|v| v.as_str())
+                                .unwrap_or_default()
+                                .to_string();
+                            let eks = ctx
+                                .clusters
+                                .get(&ObjectRef::new(&cluster_name).within(&ns))
+                                .and_then(|c| c.spec.eks.clone());
+                            settings.eks_cluster_name =
+                                Some(eks.as_ref().map(|e| e.name.clone()).unwrap_or(cluster_name));
+                            if let Some(e) = eks {
+                                settings.region = e.region;
+                            }
+                        }
+                        out.insert(
+                            i,
+                            ResolvedConnector {
+                                settings: ConnectorSettings::Aws(settings),
+                                static_secret: secret,
+                                kubeconfig_secret: None,
+                            },
+                        );
+                    }
+                },
+            },
+            ConnectorKind::K8SCluster => {
+                match ctx.clusters.get(&ObjectRef::new(&cref.name).within(&cns)) {
+                    None => problems.push(format!(
+                        "K8SCluster {cns}/{} (target {}) not found",
+                        cref.name, t.name
+                    )),
+                    Some(c) => {
+                        let mut settings = KubernetesSettings {
+                            kubeconfig_path: None,
+                            eks: None,
+                        };
+                        let mut kubeconfig_secret = None;
+                        if let Some(k8s) = &c.spec.k8s
+                            && let Some(r) = &k8s.kubeconfig_ref
+                        {
+                            settings.kubeconfig_path =
+                                Some("/var/run/secrets/hibernator-kubeconfig/kubeconfig".into());
+                            kubeconfig_secret = Some((
+                                r.name.clone(),
+                                r.key.clone().unwrap_or_else(|| "kubeconfig".into()),
+                            ));
+                        }
+                        let mut static_secret = None;
+                        if let (Some(eks), Some(pref)) = (&c.spec.eks, &c.spec.provider_ref) {
+                            match find_provider(&cns, &pref.name) {
+                                None => problems.push(format!(
+                                    "CloudProvider {cns}/{} (of K8SCluster {}) not found",
+                                    pref.name, cref.name
+                                )),
+                                Some(p) => match aws_settings(&p) {
+                                    Err(e) => problems.push(e),
+                                    Ok((mut s, secret)) => {
+                                        s.eks_cluster_name = Some(eks.name.clone());
+                                        s.region = eks.region.clone();
+                                        settings.eks = Some(s);
+                                        static_secret = secret;
+                                    }
+                                },
+                            }
+                        }
+                        out.insert(
+                            i,
+                            ResolvedConnector {
+                                settings: ConnectorSettings::Kubernetes(settings),
+                                static_secret,
+                                kubeconfig_secret,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let problem =
+        (!problems.is_empty()).then(|| ("ReferenceNotFound".to_string(), problems.join("; ")));
+    (out, problem)
+}
+
+/// Writes the status with server-side apply, only when it changed.
+async fn write_status(
+    ctx: &Context,
+    plan: &HibernationPlan,
+    prev: &HibernationPlanStatus,
+    status: &HibernationPlanStatus,
+) -> Result<(), Error> {
+    if plan.status.is_some() && prev == status {
+        return Ok(());
+    }
+    let value = serde_json::to_value(status).expect("status serializes");
+    patch_status(
+        ctx,
+        &plan.namespace().unwrap_or_default(),
+        &plan.name_any(),
+        value,
+    )
+    .await
+}
+
+async fn patch_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: serde_json::Value,
+) -> Result<(), Error> {
+    let api: Api<HibernationPlan> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": HibernationPlan::api_version(&()),
+        "kind": HibernationPlan::kind(&()),
+        "status": status,
+    });
+    match api
+        .patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics.api_write("HibernationPlan/status");
+            Ok(())
+        }
+        // Deleted in the meantime: nothing to report on.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(api_err(
+            "update status of",
+            format!("HibernationPlan {ns}/{name}"),
+        )(e)),
+    }
+}
+
+/// Adds or removes the controller's finalizer (server-side apply owns just that entry).
+async fn set_finalizer(ctx: &Context, ns: &str, name: &str, present: bool) -> Result<(), Error> {
+    let api: Api<HibernationPlan> = Api::namespaced(ctx.client.clone(), ns);
+    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
+    let patch = json!({
+        "apiVersion": HibernationPlan::api_version(&()),
+        "kind": HibernationPlan::kind(&()),
+        "metadata": {"name": name, "finalizers": finalizers},
+    });
+    match api
+        .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics.api_write("HibernationPlan/finalizer");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(api_err(
+            "update finalizers of",
+            format!("HibernationPlan {ns}/{name}"),
+        )(e)),
+    }
+}
+
+/// Publishes an Event on the plan. Failures are logged, never fatal.
+async fn publish_event(
+    ctx: &Context,
+    plan: &HibernationPlan,
+    warning: bool,
+    reason: &str,
+    note: &str,
+) {
+    let ns = plan.namespace().unwrap_or_default();
+    let now = Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", plan.name_any(), now.as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        action: Some(reason.to_string()),
+        reason: Some(reason.to_string()),
+        note: Some(note.chars().take(1000).collect()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(ObjectReference {
+            api_version: Some(HibernationPlan::api_version(&()).to_string()),
+            kind: Some(HibernationPlan::kind(&()).to_string()),
+            name: Some(plan.name_any()),
+            namespace: Some(ns.clone()),
+            uid: plan.metadata.uid.clone(),
+            resource_version: plan.metadata.resource_version.clone(),
+            field_path: None,
+        }),
+        reporting_controller: Some(format!("hibernator.ardikasaputro.io/{MANAGER}")),
+        reporting_instance: Some(ctx.instance.clone()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&pp, &event).await {
+        Ok(_) => ctx.metrics.api_write("Event"),
+        Err(e) => warn!("failed to publish Event {reason}: {e}"),
+    }
+}
+
+/// Keeps each ScheduleException's status (Pending / Active / Expired) current.
+async fn update_exceptions(
+    ctx: &Context,
+    exceptions: &[(Arc<ScheduleException>, Option<Exception>)],
+    now: Timestamp,
+) {
+    for (e, parsed) in exceptions {
+        let generation = e.metadata.generation;
+        let prev = e.status.clone().unwrap_or_default();
+        let mut status = ScheduleExceptionStatus {
+            observed_generation: generation,
+            conditions: prev.conditions.clone(),
+            ..Default::default()
+        };
+        match parsed {
+            None => {
+                let msg = "the exception cannot be used: check leadTime and windows".to_string();
+                set_condition(
+                    &mut status.conditions,
+                    condition(
+                        condition_types::READY,
+                        false,
+                        "InvalidSpec",
+                        msg.clone(),
+                        generation,
+                        now,
+                    ),
+                );
+                set_condition(
+                    &mut status.conditions,
+                    condition(
+                        condition_types::STALLED,
+                        true,
+                        "InvalidSpec",
+                        msg,
+                        generation,
+                        now,
+                    ),
+                );
+            }
+            Some(x) => {
+                let (state, message) = if now < x.valid_from {
+                    (
+                        ExceptionState::Pending,
+                        format!("applies from {}", x.valid_from),
+                    )
+                } else if now < x.valid_until {
+                    (
+                        ExceptionState::Active,
+                        format!("applies until {}", x.valid_until),
+                    )
+                } else {
+                    (
+                        ExceptionState::Expired,
+                        format!("expired at {}", x.valid_until),
+                    )
+                };
+                status.state = Some(state);
+                status.message = Some(message.clone());
+                set_condition(
+                    &mut status.conditions,
+                    condition(
+                        condition_types::READY,
+                        true,
+                        "Accepted",
+                        message,
+                        generation,
+                        now,
+                    ),
+                );
+                hibernator_api::common::remove_condition(
+                    &mut status.conditions,
+                    condition_types::STALLED,
+                );
+            }
+        }
+        if e.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let api: Api<ScheduleException> =
+            Api::namespaced(ctx.client.clone(), &e.namespace().unwrap_or_default());
+        let patch = json!({
+            "apiVersion": ScheduleException::api_version(&()),
+            "kind": ScheduleException::kind(&()),
+            "status": status,
+        });
+        match api
+            .patch_status(
+                &e.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => ctx.metrics.api_write("ScheduleException/status"),
+            Err(err) => warn!(exception = %e.name_any(), "failed to update status: {err}"),
+        }
+    }
+}
