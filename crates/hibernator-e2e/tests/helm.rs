@@ -1,0 +1,135 @@
+//! The Helm chart, with the real `helm` built by the test-cluster tools.
+
+use hibernator_e2e::{helm, of_kind, render_chart};
+use serde_json::Value;
+
+fn args(docs: &[Value]) -> Vec<String> {
+    let d = of_kind(docs, "Deployment")[0];
+    d["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn lint_passes() {
+    let out = helm(&["lint", "deploy/helm/hibernator", "--strict"]).unwrap();
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+fn default_render_has_crds_rbac_and_a_locked_down_controller() {
+    let docs = render_chart(&[]).unwrap();
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 4);
+    for crd in &crds {
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+    }
+    let roles = of_kind(&docs, "ClusterRole");
+    assert_eq!(roles.len(), 1, "the runner gets no ClusterRole by default");
+    let rules = roles[0]["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r["resources"][0] == "tokenreviews"));
+    assert_eq!(of_kind(&docs, "Role").len(), 1, "leader election Role");
+    let sas: Vec<&str> = of_kind(&docs, "ServiceAccount")
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(sas, ["hib-hibernator", "hibernator-runner"]);
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    assert_eq!(
+        pod["containers"][0]["readinessProbe"]["httpGet"]["path"],
+        "/readyz"
+    );
+    let a = args(&docs);
+    assert!(a.contains(&"--leader-elect".to_string()), "{a:?}");
+    assert!(
+        a.contains(
+            &"--controller-endpoint=http://hib-hibernator.hibernator-system.svc:9444".to_string()
+        ),
+        "{a:?}"
+    );
+    assert!(of_kind(&docs, "ServiceMonitor").is_empty());
+    assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
+}
+
+#[test]
+fn toggles() {
+    let docs = render_chart(&["crds.enabled=false"]).unwrap();
+    assert!(of_kind(&docs, "CustomResourceDefinition").is_empty());
+
+    let docs = render_chart(&["crds.keep=false"]).unwrap();
+    assert!(of_kind(&docs, "CustomResourceDefinition")[0]["metadata"]["annotations"].is_null());
+
+    let docs = render_chart(&[
+        "replicaCount=2",
+        "leaderElection.enabled=true",
+        "podDisruptionBudget.enabled=true",
+    ])
+    .unwrap();
+    assert_eq!(of_kind(&docs, "Deployment")[0]["spec"]["replicas"], 2);
+    assert!(args(&docs).contains(&"--leader-elect".to_string()));
+    assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
+
+    let docs = render_chart(&["leaderElection.enabled=false"]).unwrap();
+    assert!(!args(&docs).contains(&"--leader-elect".to_string()));
+    assert!(of_kind(&docs, "Role").is_empty());
+
+    let docs = render_chart(&[
+        "runner.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/hibernator-runner",
+    ])
+    .unwrap();
+    let runner_sa = of_kind(&docs, "ServiceAccount")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "hibernator-runner")
+        .unwrap();
+    assert_eq!(
+        runner_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/hibernator-runner"
+    );
+
+    let docs = render_chart(&[
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prom",
+    ])
+    .unwrap();
+    let sm = of_kind(&docs, "ServiceMonitor");
+    assert_eq!(sm.len(), 1);
+    assert_eq!(sm[0]["metadata"]["labels"]["release"], "prom");
+    assert_eq!(sm[0]["spec"]["endpoints"][0]["port"], "http-metrics");
+
+    let docs = render_chart(&[
+        "runner.extraEnv[0].name=AWS_ENDPOINT_URL",
+        "runner.extraEnv[0].value=http://localstack:4566",
+        "runner.inClusterRbac.enabled=true",
+    ])
+    .unwrap();
+    assert!(
+        args(&docs).contains(&"--runner-env=AWS_ENDPOINT_URL=http://localstack:4566".to_string())
+    );
+    assert_eq!(of_kind(&docs, "ClusterRole").len(), 2);
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let a = helm(&["template", "hib", "deploy/helm/hibernator"]).unwrap();
+    let b = helm(&["template", "hib", "deploy/helm/hibernator"]).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn the_values_schema_rejects_nonsense() {
+    let err = render_chart(&["logFormat=xml"]).unwrap_err().to_string();
+    assert!(err.contains("logFormat"), "{err}");
+    let err = render_chart(&["replicas=2"]).unwrap_err().to_string();
+    assert!(err.contains("replicas"), "{err}");
+}
