@@ -83,11 +83,11 @@ impl std::fmt::Display for DayOfWeek {
     .field_path(".end"))]
 pub struct OffHourWindow {
     /// Local time (`HH:MM`, 24 h) at which the targets go to sleep.
-    #[schemars(regex(pattern = TIME_PATTERN))]
+    #[schemars(regex(pattern = TIME_PATTERN), length(max = 5))]
     pub start: String,
     /// Local time (`HH:MM`, 24 h) at which the targets wake up. Earlier than `start` means the
     /// next listed day.
-    #[schemars(regex(pattern = TIME_PATTERN))]
+    #[schemars(regex(pattern = TIME_PATTERN), length(max = 5))]
     pub end: String,
     /// Days on which the window starts (`MON`..`SUN`, each at most once).
     #[schemars(length(min = 1, max = 7))]

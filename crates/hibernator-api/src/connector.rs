@@ -62,7 +62,7 @@ pub enum CloudType {
 pub struct AwsSpec {
     /// The 12-digit account id; runners refuse to act when their credentials belong to another
     /// account.
-    #[schemars(regex(pattern = "^[0-9]{12}$"))]
+    #[schemars(regex(pattern = "^[0-9]{12}$"), length(max = 12))]
     pub account_id: String,
     /// Default region of the account's resources, for example `us-east-1`.
     #[schemars(regex(pattern = "^[a-z]{2}(-[a-z]+)+-[0-9]+$"), length(max = 32))]

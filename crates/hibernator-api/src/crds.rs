@@ -48,6 +48,14 @@ fn tidy(crd: CustomResourceDefinition) -> CustomResourceDefinition {
                 if let Some(Value::String(d)) = map.get_mut("description") {
                     *d = fold_lines(d);
                 }
+                // The API server estimates CEL costs from string lengths: bound every enum.
+                if map.get("type").and_then(Value::as_str) == Some("string")
+                    && !map.contains_key("maxLength")
+                    && let Some(Value::Array(values)) = map.get("enum")
+                {
+                    let longest = values.iter().filter_map(Value::as_str).map(str::len).max().unwrap_or(0);
+                    map.insert("maxLength".into(), Value::from(longest));
+                }
                 for (key, child) in map.iter_mut() {
                     // Rules and enums hold data, not schemas.
                     if key != "x-kubernetes-validations" && key != "enum" {

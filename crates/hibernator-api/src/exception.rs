@@ -37,7 +37,7 @@ pub const MAX_LEAD_TIME_SECONDS: i64 = 24 * 3600;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("self.validUntil > self.validFrom")
-    .message(kube::core::Message::Expression("'validUntil (' + string(self.validUntil) + ') must be after validFrom (' + string(self.validFrom) + ')'".into()))
+    .message("validUntil must be after validFrom")
     .field_path(".validUntil"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.leadTime) || self.type == 'suspend'")
     .message(kube::core::Message::Expression("'leadTime applies only to type suspend, not ' + self.type".into()))

@@ -54,7 +54,10 @@ fn seed_plan_sleeps_weeknights_and_the_whole_weekend() {
     let e = s.evaluate(local(ny, "2026-11-25T20:00"));
     assert!(e.in_off_hours, "asleep from the boundary instant on");
     assert_eq!(e.current_since, Some(local(ny, "2026-11-25T20:00")));
-    assert_eq!(s.evaluate(local(ny, "2026-11-29T20:00")).current_since, Some(local(ny, "2026-11-27T20:00")));
+    assert_eq!(
+        s.evaluate(local(ny, "2026-11-29T20:00")).current_since,
+        Some(local(ny, "2026-11-27T20:00"))
+    );
     assert!(
         e.reason.contains("MON,TUE,WED,THU,FRI 20:00-06:00"),
         "{}",
