@@ -48,7 +48,8 @@ fn stream() -> String {
 fn validate_accepts_the_seed_directory() {
     let o = run(&["validate", examples().to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("3 objects valid"), "{}", stdout(&o));
+    // Two CloudProviders, two K8SClusters and three plans.
+    assert!(stdout(&o).contains("7 objects valid"), "{}", stdout(&o));
 }
 
 #[test]
