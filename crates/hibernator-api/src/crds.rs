@@ -53,7 +53,12 @@ fn tidy(crd: CustomResourceDefinition) -> CustomResourceDefinition {
                     && !map.contains_key("maxLength")
                     && let Some(Value::Array(values)) = map.get("enum")
                 {
-                    let longest = values.iter().filter_map(Value::as_str).map(str::len).max().unwrap_or(0);
+                    let longest = values
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::len)
+                        .max()
+                        .unwrap_or(0);
                     map.insert("maxLength".into(), Value::from(longest));
                 }
                 for (key, child) in map.iter_mut() {

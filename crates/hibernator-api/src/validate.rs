@@ -279,18 +279,12 @@ fn check_object(kind: Kind, value: &Value, problems: &mut Problems<'_>) {
         }
     }
     let structure_ok = problems.list.len() == before;
-    if structure_ok {
-        cel(schema, value, problems);
-    }
+    // Semantic checks name the targets involved, so they come before the CEL rules, whose
+    // messages must stay static to fit the API server's cost budget.
     match kind {
         Kind::HibernationPlan => {
             if let Ok(plan) = serde_json::from_value::<HibernationPlan>(value.clone()) {
                 for p in plan_semantics(&plan) {
-                    // The CEL rules already name unknown, self-referencing or badly staged
-                    // targets; the graph adds cycles, which no schema can see.
-                    if structure_ok && p.graph_error && !p.cycle {
-                        continue;
-                    }
                     problems.push_semantic(p);
                 }
             }
@@ -303,6 +297,9 @@ fn check_object(kind: Kind, value: &Value, problems: &mut Problems<'_>) {
             }
         }
         Kind::CloudProvider | Kind::K8SCluster => {}
+    }
+    if structure_ok {
+        cel(schema, value, problems);
     }
 }
 
@@ -333,8 +330,6 @@ pub struct SemanticProblem {
     pub message: String,
     /// What to do.
     pub hint: Option<String>,
-    graph_error: bool,
-    cycle: bool,
 }
 
 impl SemanticProblem {
@@ -343,8 +338,6 @@ impl SemanticProblem {
             field,
             message,
             hint,
-            graph_error: false,
-            cycle: false,
         }
     }
 }
@@ -393,8 +386,6 @@ pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
                 field: e.field(),
                 message: e.to_string(),
                 hint,
-                graph_error: true,
-                cycle: matches!(e, GraphError::Cycle { .. }),
             });
         }
     }
@@ -418,8 +409,6 @@ pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
                     cref.kind.as_str()
                 ),
                 hint: None,
-                graph_error: true,
-                cycle: false,
             });
         }
     }

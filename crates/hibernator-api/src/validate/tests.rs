@@ -207,9 +207,9 @@ fn cases() -> Vec<Case> {
                     json!("prod-cache"),
                 )
             },
-            field: "spec.execution.strategy.dependencies",
-            message: "dependencies name unknown targets: prod-cache",
-            value: None,
+            field: "spec.execution.strategy.dependencies[0].to",
+            message: "unknown target \"prod-cache\"",
+            value: Some("\"prod-cache\""),
         },
         Case {
             name: "self-edge",
@@ -222,7 +222,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             field: "spec.execution.strategy.dependencies[0].to",
-            message: "target prod-db cannot depend on itself",
+            message: "target \"prod-db\" depends on itself",
             value: Some("\"prod-db\""),
         },
         Case {
@@ -260,7 +260,7 @@ fn cases() -> Vec<Case> {
                 );
             },
             field: "spec.execution.strategy.stages",
-            message: "every target must be in exactly one stage; not so for: prod-db",
+            message: "target \"prod-db\" is in more than one stage: data, compute",
             value: None,
         },
         Case {
@@ -274,7 +274,7 @@ fn cases() -> Vec<Case> {
                 );
             },
             field: "spec.execution.strategy.stages",
-            message: "not so for: prod-cluster",
+            message: "targets in no stage: prod-cluster",
             value: None,
         },
         Case {
@@ -522,7 +522,7 @@ fn cases() -> Vec<Case> {
             kind: "ScheduleException",
             change: |p| set(p, "/spec/validUntil", json!("2026-12-01T00:00:00Z")),
             field: "spec.validUntil",
-            message: "must be after validFrom",
+            message: "validUntil must be after validFrom",
             value: Some("\"2026-12-01T00:00:00Z\""),
         },
         Case {
