@@ -12,6 +12,7 @@ pub mod crds;
 pub mod exception;
 pub mod fixtures;
 pub mod graph;
+pub mod naming;
 pub mod params;
 pub mod plan;
 pub mod runner;

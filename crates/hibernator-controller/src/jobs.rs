@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use hibernator_api::plan::{HibernationPlan, Operation};
+use hibernator_api::plan::HibernationPlan;
 use hibernator_api::runner::{ConnectorSettings, env};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -19,26 +19,8 @@ use kube::Resource;
 
 use crate::decide::JobRequest;
 
-/// Label keys on runner Jobs and their pods.
-pub mod labels {
-    /// Plan name (hashed when longer than a label value may be).
-    pub const PLAN: &str = "hibernator.ardikasaputro.io/plan";
-    /// Target name.
-    pub const TARGET: &str = "hibernator.ardikasaputro.io/target";
-    /// `hibernate` or `wakeUp`.
-    pub const OPERATION: &str = "hibernator.ardikasaputro.io/operation";
-    /// Cycle identifier.
-    pub const CYCLE: &str = "hibernator.ardikasaputro.io/cycle";
-    /// Attempt number.
-    pub const ATTEMPT: &str = "hibernator.ardikasaputro.io/attempt";
-    /// Standard name label.
-    pub const NAME: &str = "app.kubernetes.io/name";
-    /// Standard managed-by label.
-    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-}
+pub use hibernator_api::naming::{MANAGER, job_name, label_value, labels, short_hash};
 
-/// The value of `app.kubernetes.io/managed-by` on everything the controller creates.
-pub const MANAGER: &str = "hibernator-controller";
 /// Where the controller token is mounted in runner pods.
 pub const TOKEN_DIR: &str = "/var/run/secrets/hibernator";
 const KUBECONFIG_DIR: &str = "/var/run/secrets/hibernator-kubeconfig";
@@ -112,46 +94,6 @@ pub struct ResolvedConnector {
     pub static_secret: Option<String>,
     /// Secret and key holding a kubeconfig, for K8SCluster targets that use one.
     pub kubeconfig_secret: Option<(String, String)>,
-}
-
-/// A value usable as a label value (at most 63 characters; hashed when longer).
-pub fn label_value(s: &str) -> String {
-    if s.len() <= 63 {
-        s.to_string()
-    } else {
-        format!(
-            "{}-{}",
-            s[..54].trim_end_matches(['-', '.', '_']),
-            short_hash(s)
-        )
-    }
-}
-
-/// Eight hex digits of a stable hash (FNV-1a; stable across versions, unlike `DefaultHasher`).
-pub fn short_hash(s: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{:08x}", h as u32)
-}
-
-/// The deterministic Job name of an execution: `<plan>-<target>-<h|w>-<cycle>-<attempt>`,
-/// shortened with a hash when longer than 63 characters.
-pub fn job_name(plan: &str, target: &str, op: Operation, cycle: &str, attempt: i32) -> String {
-    let op = match op {
-        Operation::Hibernate => "h",
-        Operation::WakeUp => "w",
-    };
-    let full = format!("{plan}-{target}-{op}-{cycle}-{attempt}");
-    if full.len() <= 63 {
-        return full;
-    }
-    let tail = format!("-{op}-{cycle}-{attempt}-{}", short_hash(&full));
-    let room = 63usize.saturating_sub(tail.len());
-    let head: String = format!("{plan}-{target}").chars().take(room).collect();
-    format!("{}{tail}", head.trim_end_matches(['-', '.']))
 }
 
 fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
@@ -413,6 +355,7 @@ pub fn owner_reference(plan: &HibernationPlan) -> OwnerReference {
 mod tests {
     use hibernator_api::fixtures::PlanBuilder;
     use hibernator_api::params::TargetType;
+    use hibernator_api::plan::Operation;
     use hibernator_api::runner::{AwsCredentials, AwsSettings};
     use serde_json::json;
 
@@ -478,50 +421,6 @@ mod tests {
         assert_eq!(
             yaml, golden,
             "the runner Job changed; review and update the golden file"
-        );
-    }
-
-    #[test]
-    fn job_names_are_deterministic_and_short() {
-        let n = job_name(
-            "prod-offhours",
-            "prod-db",
-            Operation::Hibernate,
-            "20261127t0100",
-            1,
-        );
-        assert_eq!(n, "prod-offhours-prod-db-h-20261127t0100-1");
-        let long = job_name(
-            &"p".repeat(60),
-            &"t".repeat(60),
-            Operation::WakeUp,
-            "20261127t0100-2",
-            3,
-        );
-        assert!(long.len() <= 63, "{long}");
-        assert!(
-            long.ends_with("-w-20261127t0100-2-3-") || long.contains("-w-20261127t0100-2-3-"),
-            "{long}"
-        );
-        assert_eq!(
-            long,
-            job_name(
-                &"p".repeat(60),
-                &"t".repeat(60),
-                Operation::WakeUp,
-                "20261127t0100-2",
-                3
-            )
-        );
-        assert_ne!(
-            long,
-            job_name(
-                &"p".repeat(61),
-                &"t".repeat(59),
-                Operation::WakeUp,
-                "20261127t0100-2",
-                3
-            )
         );
     }
 

@@ -19,19 +19,13 @@ use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::jobs::{MANAGER, label_value, labels, short_hash};
+use crate::jobs::{MANAGER, label_value, labels};
 
-/// Label marking restore ConfigMaps.
-pub const RESTORE_LABEL: &str = "hibernator.ardikasaputro.io/restore-data";
+pub use hibernator_api::naming::labels::RESTORE as RESTORE_LABEL;
 
 /// The restore ConfigMap's name for a plan.
 pub fn config_map_name(plan: &str) -> String {
-    let name = format!("hibernator-restore-{plan}");
-    if name.len() <= 253 {
-        name
-    } else {
-        format!("{}-{}", &name[..243], short_hash(&name))
-    }
+    hibernator_api::naming::restore_config_map(plan)
 }
 
 /// One target's records, as stored under its key.
@@ -454,14 +448,5 @@ mod tests {
     fn records_must_be_objects() {
         let mut data = BTreeMap::new();
         assert!(merge_record(&mut data, "cm", "db", "c1", "k", json!("x"), now()).is_err());
-    }
-
-    #[test]
-    fn long_plan_names_fit() {
-        assert_eq!(
-            config_map_name("prod-offhours"),
-            "hibernator-restore-prod-offhours"
-        );
-        assert!(config_map_name(&"x".repeat(253)).len() <= 253);
     }
 }

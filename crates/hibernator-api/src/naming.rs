@@ -1,0 +1,134 @@
+//! Names and labels shared by the controller (which creates the objects) and the CLI (which
+//! finds them): runner Job names, label keys, restore ConfigMap names.
+
+use crate::plan::Operation;
+
+/// Label keys on runner Jobs and their pods.
+pub mod labels {
+    /// Plan name (hashed when longer than a label value may be).
+    pub const PLAN: &str = "hibernator.ardikasaputro.io/plan";
+    /// Target name.
+    pub const TARGET: &str = "hibernator.ardikasaputro.io/target";
+    /// `hibernate` or `wakeUp`.
+    pub const OPERATION: &str = "hibernator.ardikasaputro.io/operation";
+    /// Cycle identifier.
+    pub const CYCLE: &str = "hibernator.ardikasaputro.io/cycle";
+    /// Attempt number.
+    pub const ATTEMPT: &str = "hibernator.ardikasaputro.io/attempt";
+    /// Standard name label.
+    pub const NAME: &str = "app.kubernetes.io/name";
+    /// Standard managed-by label.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Marks restore ConfigMaps.
+    pub const RESTORE: &str = "hibernator.ardikasaputro.io/restore-data";
+}
+
+/// The controller's name: `app.kubernetes.io/managed-by` value and field manager.
+pub const MANAGER: &str = "hibernator-controller";
+
+/// Eight hex digits of a stable hash (FNV-1a; stable across versions, unlike `DefaultHasher`).
+pub fn short_hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{:08x}", h as u32)
+}
+
+/// A value usable as a label value (at most 63 characters; hashed when longer).
+pub fn label_value(s: &str) -> String {
+    if s.len() <= 63 {
+        s.to_string()
+    } else {
+        format!(
+            "{}-{}",
+            s[..54].trim_end_matches(['-', '.', '_']),
+            short_hash(s)
+        )
+    }
+}
+
+/// The deterministic Job name of an execution: `<plan>-<target>-<h|w>-<cycle>-<attempt>`,
+/// shortened with a hash when longer than 63 characters.
+pub fn job_name(plan: &str, target: &str, op: Operation, cycle: &str, attempt: i32) -> String {
+    let op = match op {
+        Operation::Hibernate => "h",
+        Operation::WakeUp => "w",
+    };
+    let full = format!("{plan}-{target}-{op}-{cycle}-{attempt}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let tail = format!("-{op}-{cycle}-{attempt}-{}", short_hash(&full));
+    let room = 63usize.saturating_sub(tail.len());
+    let head: String = format!("{plan}-{target}").chars().take(room).collect();
+    format!("{}{tail}", head.trim_end_matches(['-', '.']))
+}
+
+/// The restore ConfigMap's name for a plan.
+pub fn restore_config_map(plan: &str) -> String {
+    let name = format!("hibernator-restore-{plan}");
+    if name.len() <= 253 {
+        name
+    } else {
+        format!("{}-{}", &name[..243], short_hash(&name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_are_deterministic_and_short() {
+        let n = job_name(
+            "prod-offhours",
+            "prod-db",
+            Operation::Hibernate,
+            "20261127t0100",
+            1,
+        );
+        assert_eq!(n, "prod-offhours-prod-db-h-20261127t0100-1");
+        let long = job_name(
+            &"p".repeat(60),
+            &"t".repeat(60),
+            Operation::WakeUp,
+            "20261127t0100-2",
+            3,
+        );
+        assert!(long.len() <= 63, "{long}");
+        assert!(long.contains("-w-20261127t0100-2-3-"), "{long}");
+        assert_eq!(
+            long,
+            job_name(
+                &"p".repeat(60),
+                &"t".repeat(60),
+                Operation::WakeUp,
+                "20261127t0100-2",
+                3
+            )
+        );
+        assert_ne!(
+            long,
+            job_name(
+                &"p".repeat(61),
+                &"t".repeat(59),
+                Operation::WakeUp,
+                "20261127t0100-2",
+                3
+            )
+        );
+    }
+
+    #[test]
+    fn long_names_fit() {
+        assert_eq!(
+            restore_config_map("prod-offhours"),
+            "hibernator-restore-prod-offhours"
+        );
+        assert!(restore_config_map(&"x".repeat(253)).len() <= 253);
+        assert!(label_value(&"x".repeat(100)).len() <= 63);
+        assert_eq!(label_value("short"), "short");
+    }
+}
