@@ -7,6 +7,9 @@ pub mod v1 {
     tonic::include_proto!("hibernator.runner.v1");
 }
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// Metadata key carrying the runner's bearer token.
 pub const AUTHORIZATION: &str = "authorization";
 

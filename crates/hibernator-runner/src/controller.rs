@@ -1,0 +1,356 @@
+//! The runner's side of the protocol with the controller (`proto/hibernator/runner/v1`).
+//!
+//! `RecordRestoreState` and `FetchRestoreState` must succeed (a runner that cannot record does
+//! not act); progress, logs, heartbeats and the completion are best effort.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hibernator_proto::v1::runner_client::RunnerClient;
+use hibernator_proto::v1::{
+    Completion, FetchRestoreStateRequest, HeartbeatRequest, LogEntry, ProgressReport,
+    RecordRestoreStateRequest,
+};
+use tokio::sync::mpsc;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// How often a failed `RecordRestoreState` / `FetchRestoreState` is tried in total.
+const ATTEMPTS: u32 = 3;
+
+/// A failed call to the controller, as one line (code and message, never metadata).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RpcError(String);
+
+impl RpcError {
+    fn from_status(status: &Status) -> Self {
+        let mut text = format!("{:?}", status.code());
+        if !status.message().is_empty() {
+            text.push_str(": ");
+            text.push_str(status.message());
+        }
+        // Transport failures carry their cause (connection refused, ...) as a source.
+        let mut source = std::error::Error::source(status);
+        while let Some(s) = source {
+            let s_text = s.to_string();
+            if !text.contains(&s_text) {
+                text.push_str(": ");
+                text.push_str(&s_text);
+            }
+            source = s.source();
+        }
+        Self(text)
+    }
+}
+
+/// Why the controller could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The token file could not be read.
+    #[error("failed to read the controller token from {path}")]
+    Token {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token has characters that cannot go into a header (its content is never shown).
+    #[error("failed to use the controller token from {path}: it is not printable ASCII")]
+    TokenText {
+        /// The file.
+        path: String,
+    },
+    /// The endpoint is not a URL.
+    #[error("failed to parse the controller endpoint {endpoint:?}")]
+    Endpoint {
+        /// The endpoint.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// Write-ahead failed: nothing was changed.
+    #[error(
+        "failed to record the state of {key} with the controller at {endpoint}; changed nothing"
+    )]
+    Record {
+        /// The resource key.
+        key: String,
+        /// The endpoint.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: RpcError,
+    },
+    /// The controller answered with a record that is not the executor's.
+    #[error("failed to read the stored record of {key} ({stored})")]
+    StoredRecord {
+        /// The resource key.
+        key: String,
+        /// The record as stored.
+        stored: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The restore data of a wake-up could not be fetched.
+    #[error("failed to fetch the restore data from the controller at {endpoint}; changed nothing")]
+    Fetch {
+        /// The endpoint.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: RpcError,
+    },
+}
+
+/// A record as kept by the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// True when an earlier record of the resource was kept.
+    pub already_recorded: bool,
+    /// The record the controller holds (the earlier one when `already_recorded`).
+    pub stored_state_json: String,
+}
+
+/// The controller's stop request, set by heartbeats.
+#[derive(Debug, Default)]
+pub struct StopSignal {
+    requested: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl StopSignal {
+    /// The reason, when the controller asked the runner to stop.
+    pub fn requested(&self) -> Option<String> {
+        self.requested.load(Ordering::SeqCst).then(|| {
+            self.reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+    }
+
+    fn request(&self, reason: String) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        self.requested.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A client of the controller for one execution.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    client: RunnerClient<Channel>,
+    authorization: MetadataValue<Ascii>,
+    execution_id: String,
+    endpoint: String,
+    retry_pause: Duration,
+    call_timeout: Duration,
+}
+
+impl Controller {
+    /// Reads the token and prepares a lazily connecting channel (nothing is sent yet).
+    pub fn new(
+        endpoint: &str,
+        token_path: &Path,
+        execution_id: &str,
+        call_timeout: Duration,
+    ) -> Result<Self, ControllerError> {
+        let path = token_path.display().to_string();
+        let token =
+            std::fs::read_to_string(token_path).map_err(|source| ControllerError::Token {
+                path: path.clone(),
+                source,
+            })?;
+        let authorization = MetadataValue::try_from(format!("Bearer {}", token.trim()))
+            .map_err(|_| ControllerError::TokenText { path })?;
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|source| ControllerError::Endpoint {
+                endpoint: endpoint.to_string(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self {
+            client: RunnerClient::new(channel),
+            authorization,
+            execution_id: execution_id.to_string(),
+            endpoint: endpoint.to_string(),
+            retry_pause: Duration::from_millis(500),
+            call_timeout,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(hibernator_proto::AUTHORIZATION, self.authorization.clone());
+        request
+    }
+
+    /// Runs one unary call with the call deadline (not set on the channel, which also
+    /// carries the long-lived log stream).
+    async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Status> {
+        match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {} s",
+                self.call_timeout.as_secs()
+            ))),
+        }
+    }
+
+    fn retryable(status: &Status) -> bool {
+        matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+        )
+    }
+
+    /// Write-ahead: stores `state_json` for `key` and returns what the controller holds.
+    pub async fn record(&self, key: &str, state_json: &str) -> Result<Recorded, ControllerError> {
+        let mut attempt = 1;
+        loop {
+            let request = self.request(RecordRestoreStateRequest {
+                execution_id: self.execution_id.clone(),
+                resource_key: key.to_string(),
+                state_json: state_json.to_string(),
+            });
+            let mut client = self.client.clone();
+            match self.call(client.record_restore_state(request)).await {
+                Ok(response) => {
+                    return Ok(Recorded {
+                        already_recorded: response.already_recorded,
+                        stored_state_json: response.stored_state_json,
+                    });
+                }
+                Err(status) if attempt < ATTEMPTS && Self::retryable(&status) => {
+                    tokio::time::sleep(self.retry_pause * attempt).await;
+                    attempt += 1;
+                }
+                Err(status) => {
+                    return Err(ControllerError::Record {
+                        key: key.to_string(),
+                        endpoint: self.endpoint.clone(),
+                        source: RpcError::from_status(&status),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The restore data of the target: resource key -> record, and the cycle it belongs to.
+    pub async fn fetch(&self) -> Result<(BTreeMap<String, String>, String), ControllerError> {
+        let mut attempt = 1;
+        loop {
+            let request = self.request(FetchRestoreStateRequest {
+                execution_id: self.execution_id.clone(),
+            });
+            let mut client = self.client.clone();
+            match self.call(client.fetch_restore_state(request)).await {
+                Ok(response) => {
+                    return Ok((response.resources.into_iter().collect(), response.cycle_id));
+                }
+                Err(status) if attempt < ATTEMPTS && Self::retryable(&status) => {
+                    tokio::time::sleep(self.retry_pause * attempt).await;
+                    attempt += 1;
+                }
+                Err(status) => {
+                    return Err(ControllerError::Fetch {
+                        endpoint: self.endpoint.clone(),
+                        source: RpcError::from_status(&status),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Progress (best effort: the error is returned for the caller to ignore or note).
+    pub async fn progress(
+        &self,
+        message: &str,
+        completed: u32,
+        total: u32,
+    ) -> Result<(), RpcError> {
+        let request = self.request(ProgressReport {
+            execution_id: self.execution_id.clone(),
+            message: message.to_string(),
+            completed,
+            total,
+        });
+        let mut client = self.client.clone();
+        self.call(client.report_progress(request))
+            .await
+            .map(|_| ())
+            .map_err(|s| RpcError::from_status(&s))
+    }
+
+    /// The outcome (best effort).
+    pub async fn complete(&self, completion: Completion) -> Result<(), RpcError> {
+        let request = self.request(Completion {
+            execution_id: self.execution_id.clone(),
+            ..completion
+        });
+        let mut client = self.client.clone();
+        self.call(client.complete(request))
+            .await
+            .map(|_| ())
+            .map_err(|s| RpcError::from_status(&s))
+    }
+
+    /// Opens the log stream: lines sent to the returned sender are streamed until it is
+    /// dropped. The task ends with the stream's outcome.
+    pub fn stream_logs(
+        &self,
+    ) -> (
+        mpsc::UnboundedSender<LogEntry>,
+        tokio::task::JoinHandle<Result<(), RpcError>>,
+    ) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let request = self.request(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            receiver,
+        ));
+        let mut client = self.client.clone();
+        let task = tokio::spawn(async move {
+            client
+                .stream_logs(request)
+                .await
+                .map(|_| ())
+                .map_err(|s| RpcError::from_status(&s))
+        });
+        (sender, task)
+    }
+
+    /// Sends a heartbeat every `interval` until aborted; a `stop` answer sets `signal`.
+    pub fn heartbeats(
+        &self,
+        interval: Duration,
+        signal: Arc<StopSignal>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let request = this.request(HeartbeatRequest {
+                    execution_id: this.execution_id.clone(),
+                });
+                let mut client = this.client.clone();
+                if let Ok(response) = this.call(client.heartbeat(request)).await
+                    && response.stop
+                {
+                    signal.request(response.reason);
+                }
+                tokio::time::sleep(interval).await;
+            }
+        })
+    }
+}

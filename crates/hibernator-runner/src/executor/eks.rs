@@ -1,0 +1,206 @@
+//! `eks`: managed node groups of one EKS cluster. Hibernate records min/desired/max and sets
+//! min = desired = 0 (max is kept: AWS rejects a `maxSize` of 0); wake-up restores them.
+
+use aws_sdk_eks::Client;
+use aws_sdk_eks::types::NodegroupScalingConfig;
+use hibernator_api::Operation;
+use hibernator_api::params::EksParameters;
+
+use super::rds::wake_summary;
+use super::scale::{self, Condition, Look, Scalable, Sizes};
+use super::{AwsError, Ctx, Outcome, RunError, summary};
+use crate::aws::Aws;
+
+struct NodeGroups<'a> {
+    client: &'a Client,
+    cluster: &'a str,
+}
+
+impl Scalable for NodeGroups<'_> {
+    fn noun(&self) -> &'static str {
+        "node group"
+    }
+
+    fn key_prefix(&self) -> &'static str {
+        "nodegroup"
+    }
+
+    async fn look(&self, name: &str) -> Result<Option<Look>, AwsError> {
+        let out = match self
+            .client
+            .describe_nodegroup()
+            .cluster_name(self.cluster)
+            .nodegroup_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(AwsError::new(
+                    "describe",
+                    format!("node group {name} of EKS cluster {}", self.cluster),
+                    &e,
+                ));
+            }
+        };
+        let Some(group) = out.nodegroup() else {
+            return Ok(None);
+        };
+        let state = group
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "UNKNOWN".into());
+        let scaling = group.scaling_config();
+        let sizes = Sizes {
+            min_size: scaling.and_then(|s| s.min_size()).unwrap_or(0),
+            desired_size: scaling.and_then(|s| s.desired_size()).unwrap_or(0),
+            max_size: scaling.and_then(|s| s.max_size()).unwrap_or(0),
+        };
+        let condition = match state.as_str() {
+            "ACTIVE" | "DEGRADED" => Condition::Ready,
+            "CREATING" | "UPDATING" => Condition::Busy,
+            "DELETING" => Condition::Leaving,
+            _ => Condition::Broken,
+        };
+        Ok(Some(Look {
+            sizes,
+            // An update is finished when the group is ACTIVE again.
+            steady: condition == Condition::Ready,
+            state,
+            condition,
+        }))
+    }
+
+    async fn resize(&self, name: &str, sizes: Sizes) -> Result<(), AwsError> {
+        self.client
+            .update_nodegroup_config()
+            .cluster_name(self.cluster)
+            .nodegroup_name(name)
+            .scaling_config(
+                NodegroupScalingConfig::builder()
+                    .min_size(sizes.min_size)
+                    .desired_size(sizes.desired_size)
+                    .max_size(sizes.max_size)
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                AwsError::new(
+                    "resize",
+                    format!("node group {name} of EKS cluster {}", self.cluster),
+                    &e,
+                )
+            })
+    }
+}
+
+/// Runs an `eks` target on the cluster the controller resolved (`eksClusterName`).
+pub async fn run(
+    ctx: &Ctx<'_>,
+    aws: &Aws,
+    cluster: &str,
+    params: &EksParameters,
+) -> Result<Outcome, RunError> {
+    let client = Client::new(&aws.config);
+    let groups = NodeGroups {
+        client: &client,
+        cluster,
+    };
+    match ctx.execution.operation {
+        Operation::Hibernate => {
+            match client.describe_cluster().name(cluster).send().await {
+                Ok(out) => {
+                    let status = out
+                        .cluster()
+                        .and_then(|c| c.status())
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|| "UNKNOWN".into());
+                    ctx.reporter
+                        .info(format!("found EKS cluster {cluster} ({status})"));
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
+                    ctx.reporter.warn(format!(
+                        "EKS cluster {cluster} does not exist; nothing to do"
+                    ));
+                    return Ok(Outcome {
+                        summary: format!("nothing to do: EKS cluster {cluster} does not exist"),
+                        changed: 0,
+                    });
+                }
+                Err(e) => {
+                    return Err(
+                        AwsError::new("describe", format!("EKS cluster {cluster}"), &e).into(),
+                    );
+                }
+            }
+            let names: Vec<String> = match params.node_groups.as_deref() {
+                Some(list) if !list.is_empty() => list.iter().map(|n| n.name.clone()).collect(),
+                _ => {
+                    let all = client
+                        .list_nodegroups()
+                        .cluster_name(cluster)
+                        .into_paginator()
+                        .items()
+                        .send()
+                        .try_collect()
+                        .await
+                        .map_err(|e| {
+                            AwsError::new(
+                                "list",
+                                format!("node groups of EKS cluster {cluster}"),
+                                &e,
+                            )
+                        })?;
+                    ctx.reporter.info(format!(
+                        "no node groups listed: taking all {} managed node group(s) of {cluster}",
+                        all.len()
+                    ));
+                    all
+                }
+            };
+            ctx.add_total(names.len());
+            let tally = scale::hibernate(ctx, &groups, &names).await?;
+            Ok(Outcome {
+                summary: summary(
+                    "scaled to zero",
+                    "already at zero",
+                    "left alone",
+                    &[("node group", tally)],
+                ),
+                changed: tally.changed,
+            })
+        }
+        Operation::WakeUp => {
+            let records = ctx.fetch().await?;
+            ctx.ignore_other_records(&records, &["nodegroup"]);
+            let records: Vec<(String, Sizes)> = ctx.records_of(&records, "nodegroup")?;
+            ctx.add_total(records.len());
+            let tally = scale::wake(ctx, &groups, &records).await?;
+            let summary = if tally.total == 0 {
+                wake_summary(&[("node group", tally)])
+            } else {
+                summary(
+                    "restored",
+                    "already restored",
+                    "left alone",
+                    &[("node group", tally)],
+                )
+            };
+            Ok(Outcome {
+                summary,
+                changed: tally.changed,
+            })
+        }
+    }
+}

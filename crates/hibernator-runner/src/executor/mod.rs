@@ -1,0 +1,397 @@
+//! Executors: one per target type. Each finds its resources, records their state with the
+//! controller before changing them (write-ahead), changes them, and waits until they reach
+//! the target state.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hibernator_api::runner::Execution;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::aws::{AwsCallError, SetupError};
+use crate::config::{ConfigError, Timing};
+use crate::controller::{Controller, ControllerError, StopSignal};
+use crate::output::Reporter;
+use crate::wait::WaitError;
+
+pub mod asg;
+pub mod ec2;
+pub mod eks;
+pub mod noop;
+pub mod rds;
+mod scale;
+mod switch;
+
+/// A failed AWS call on a resource.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} {resource}")]
+pub struct AwsError {
+    /// What was attempted, e.g. `stop`.
+    pub action: &'static str,
+    /// The resource, e.g. `DB instance prod-db`.
+    pub resource: String,
+    /// The cause.
+    #[source]
+    pub source: AwsCallError,
+}
+
+impl AwsError {
+    /// Wraps an SDK error.
+    pub fn new<E, R>(
+        action: &'static str,
+        resource: impl Into<String>,
+        error: &aws_sdk_sts::error::SdkError<E, R>,
+    ) -> Self
+    where
+        E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug,
+    {
+        Self {
+            action,
+            resource: resource.into(),
+            source: AwsCallError::from_sdk(error),
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The controller could not record or fetch.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The AWS account could not be used.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// A wait failed.
+    #[error(transparent)]
+    Wait(#[from] WaitError<AwsError>),
+    /// A resource is in a state that cannot be changed as needed.
+    #[error("cannot {verb} {resource}: it is {status}")]
+    Unactionable {
+        /// `start`, `resize`, ...
+        verb: &'static str,
+        /// The resource.
+        resource: String,
+        /// Its state.
+        status: String,
+    },
+    /// The controller asked the runner to stop.
+    #[error("stopped at the controller's request: {reason}")]
+    StopRequested {
+        /// The controller's reason.
+        reason: String,
+    },
+    /// A noop target told to fail.
+    #[error("failed on purpose (noop target with fail: {fail})")]
+    NoopFailure {
+        /// The `fail` parameter.
+        fail: &'static str,
+    },
+    /// The overall deadline passed.
+    #[error("did not finish within HIBERNATOR_TIMEOUT_SECONDS = {seconds}")]
+    Deadline {
+        /// The deadline.
+        seconds: u64,
+    },
+    /// Several resources failed; the first error is shown, the others were logged.
+    #[error("{failed} of {total} {noun} failed; the first failure")]
+    Several {
+        /// How many failed.
+        failed: usize,
+        /// How many were attempted.
+        total: usize,
+        /// What they are.
+        noun: String,
+        /// The first failure.
+        #[source]
+        first: Box<RunError>,
+    },
+}
+
+impl RunError {
+    /// Exit code: 2 for configuration problems, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The outcome of a successful run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// One line, e.g. `stopped 2 of 3 DB instances (1 already stopped)`.
+    pub summary: String,
+    /// Resources changed by this run.
+    pub changed: u32,
+}
+
+/// What a run needs besides its cloud client.
+pub struct Ctx<'a> {
+    /// The story.
+    pub reporter: &'a Reporter,
+    /// The controller.
+    pub controller: &'a Controller,
+    /// Waits.
+    pub timing: Timing,
+    /// The execution.
+    pub execution: &'a Execution,
+    /// The controller's stop request.
+    pub stop: &'a StopSignal,
+    done: Cell<u32>,
+    total: Cell<u32>,
+    progress_lost: Cell<bool>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context.
+    pub fn new(
+        reporter: &'a Reporter,
+        controller: &'a Controller,
+        timing: Timing,
+        execution: &'a Execution,
+        stop: &'a StopSignal,
+    ) -> Self {
+        Self {
+            reporter,
+            controller,
+            timing,
+            execution,
+            stop,
+            done: Cell::new(0),
+            total: Cell::new(0),
+            progress_lost: Cell::new(false),
+        }
+    }
+
+    /// Fails when the controller asked the runner to stop (checked between resources).
+    pub fn check_stop(&self) -> Result<(), RunError> {
+        match self.stop.requested() {
+            Some(reason) => Err(RunError::StopRequested { reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds resources to the progress total.
+    pub fn add_total(&self, n: usize) {
+        self.total.set(self.total.get() + n as u32);
+    }
+
+    /// Reports progress (best effort): `message`, and whether one more resource is done.
+    pub async fn progress(&self, message: &str, one_more_done: bool) {
+        if one_more_done {
+            self.done.set(self.done.get() + 1);
+        }
+        let result = self
+            .controller
+            .progress(message, self.done.get(), self.total.get())
+            .await;
+        if let Err(e) = result
+            && !self.progress_lost.replace(true)
+        {
+            self.reporter.warn(format!(
+                "could not report progress to the controller ({e}); carrying on"
+            ));
+        }
+    }
+
+    /// Write-ahead: records `current` for `key` and returns the record the controller keeps
+    /// (the earlier one if the resource was recorded before in this cycle) and whether it is
+    /// that earlier one.
+    pub async fn record<R>(&self, key: &str, current: &R) -> Result<(R, bool), RunError>
+    where
+        R: Serialize + DeserializeOwned,
+    {
+        let json = serde_json::to_string(current).expect("records serialize");
+        let recorded = self.controller.record(key, &json).await?;
+        let stored: R = serde_json::from_str(&recorded.stored_state_json).map_err(|source| {
+            ControllerError::StoredRecord {
+                key: key.to_string(),
+                stored: recorded.stored_state_json.clone(),
+                source,
+            }
+        })?;
+        Ok((stored, recorded.already_recorded))
+    }
+
+    /// The records of a wake-up whose key starts with `prefix:`, as `(id, record)`.
+    pub fn records_of<R: DeserializeOwned>(
+        &self,
+        records: &BTreeMap<String, String>,
+        prefix: &str,
+    ) -> Result<Vec<(String, R)>, RunError> {
+        let mut out = Vec::new();
+        for (key, json) in records {
+            let Some(id) = key
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix(':'))
+            else {
+                continue;
+            };
+            let record =
+                serde_json::from_str(json).map_err(|source| ControllerError::StoredRecord {
+                    key: key.clone(),
+                    stored: json.clone(),
+                    source,
+                })?;
+            out.push((id.to_string(), record));
+        }
+        Ok(out)
+    }
+
+    /// Fetches the restore data of a wake-up and says what it holds.
+    pub async fn fetch(&self) -> Result<BTreeMap<String, String>, RunError> {
+        let (records, cycle) = self.controller.fetch().await?;
+        let cycle = if cycle.is_empty() {
+            String::new()
+        } else {
+            format!(" of cycle {cycle}")
+        };
+        self.reporter.info(format!(
+            "fetched restore data{cycle}: {} record{}",
+            records.len(),
+            if records.len() == 1 { "" } else { "s" }
+        ));
+        Ok(records)
+    }
+
+    /// Warns about records no executor claimed.
+    pub fn ignore_other_records(&self, records: &BTreeMap<String, String>, prefixes: &[&str]) {
+        for key in records.keys() {
+            let ours = prefixes
+                .iter()
+                .any(|p| key.strip_prefix(p).is_some_and(|r| r.starts_with(':')));
+            if !ours {
+                self.reporter.warn(format!(
+                    "ignoring restore record {key}: not a resource of a {} target",
+                    self.execution.target_type
+                ));
+            }
+        }
+    }
+}
+
+/// Counts of one kind of resource, for the summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Resources looked at.
+    pub total: u32,
+    /// Changed by this run.
+    pub changed: u32,
+    /// Already in the target state.
+    pub already: u32,
+    /// Left as they were on purpose (stopped before hibernation, not changeable).
+    pub left: u32,
+    /// Vanished.
+    pub missing: u32,
+}
+
+/// Builds the summary line from per-kind tallies: `stopped 1 of 2 DB instances (1 already
+/// stopped)`.
+pub fn summary(verb: &str, already: &str, left: &str, parts: &[(&str, Tally)]) -> String {
+    let counted: Vec<&(&str, Tally)> = parts.iter().filter(|(_, t)| t.total > 0).collect();
+    if counted.is_empty() {
+        let nouns: Vec<&str> = parts.iter().map(|(n, _)| *n).collect();
+        return format!("nothing to do: no {} found", nouns.join(" or "));
+    }
+    let main: Vec<String> = counted
+        .iter()
+        .map(|(noun, t)| format!("{} of {} {noun}s", t.changed, t.total))
+        .collect();
+    let mut extra = Vec::new();
+    let sum = |f: fn(&Tally) -> u32| counted.iter().map(|(_, t)| f(t)).sum::<u32>();
+    let (a, l, m) = (sum(|t| t.already), sum(|t| t.left), sum(|t| t.missing));
+    if a > 0 {
+        extra.push(format!("{a} {already}"));
+    }
+    if l > 0 {
+        extra.push(format!("{l} {left}"));
+    }
+    if m > 0 {
+        extra.push(format!("{m} no longer there"));
+    }
+    let mut line = format!("{verb} {}", main.join(" and "));
+    if !extra.is_empty() {
+        line.push_str(&format!(" ({})", extra.join(", ")));
+    }
+    line
+}
+
+/// Runs `futures` together and returns the first error after logging every failure.
+pub async fn all<F>(ctx: &Ctx<'_>, noun: &str, futures: Vec<F>) -> Result<(), RunError>
+where
+    F: std::future::Future<Output = Result<(), RunError>>,
+{
+    let total = futures.len();
+    let results = futures_util::future::join_all(futures).await;
+    let mut errors: Vec<RunError> = results.into_iter().filter_map(Result::err).collect();
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        failed => {
+            for e in &errors[1..] {
+                ctx.reporter.error(crate::aws::chain(e));
+            }
+            Err(RunError::Several {
+                failed,
+                total,
+                noun: noun.to_string(),
+                first: Box::new(errors.remove(0)),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_read_well() {
+        let t = |total, changed, already, left, missing| Tally {
+            total,
+            changed,
+            already,
+            left,
+            missing,
+        };
+        assert_eq!(
+            summary(
+                "stopped",
+                "already stopped",
+                "left alone",
+                &[
+                    ("DB instance", t(1, 1, 0, 0, 0)),
+                    ("Aurora cluster", t(0, 0, 0, 0, 0))
+                ]
+            ),
+            "stopped 1 of 1 DB instances"
+        );
+        assert_eq!(
+            summary(
+                "stopped",
+                "already stopped",
+                "left alone",
+                &[
+                    ("DB instance", t(3, 1, 1, 0, 1)),
+                    ("Aurora cluster", t(1, 1, 0, 0, 0))
+                ]
+            ),
+            "stopped 1 of 3 DB instances and 1 of 1 Aurora clusters (1 already stopped, 1 no longer there)"
+        );
+        assert_eq!(
+            summary("stopped", "a", "l", &[("EC2 instance", Tally::default())]),
+            "nothing to do: no EC2 instance found"
+        );
+    }
+}

@@ -1,0 +1,607 @@
+//! `rds`: DB instances and Aurora clusters. Hibernate takes an optional manual snapshot, then
+//! stops what is available; wake-up starts what was running.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_rds::Client;
+use hibernator_api::Operation;
+use hibernator_api::params::RdsParameters;
+
+use super::switch::{self, RunRecord, States, Switchable};
+use super::{AwsError, Ctx, Outcome, RunError, Tally, all, summary};
+use crate::aws::Aws;
+use crate::output::took;
+use crate::wait::{self, Probe, Waited};
+
+const INSTANCE_STATES: States = States {
+    running: "available",
+    stopped: "stopped",
+    stopping: "stopping",
+    starting: &["starting"],
+    settling: &[
+        "starting",
+        "creating",
+        "modifying",
+        "backing-up",
+        "rebooting",
+        "upgrading",
+        "maintenance",
+        "configuring-enhanced-monitoring",
+        "configuring-iam-database-auth",
+        "configuring-log-exports",
+        "converting-to-vpc",
+        "moving-to-vpc",
+        "renaming",
+        "resetting-master-credentials",
+        "storage-optimization",
+    ],
+    leaving: &["deleting"],
+};
+
+const CLUSTER_STATES: States = States {
+    running: "available",
+    stopped: "stopped",
+    stopping: "stopping",
+    starting: &["starting"],
+    settling: &[
+        "starting",
+        "creating",
+        "modifying",
+        "backing-up",
+        "backtracking",
+        "failing-over",
+        "maintenance",
+        "migrating",
+        "promoting",
+        "renaming",
+        "resetting-master-credentials",
+        "upgrading",
+    ],
+    leaving: &["deleting"],
+};
+
+/// DB instances.
+struct Instances<'a> {
+    client: &'a Client,
+    snapshot_cycle: Option<String>,
+}
+
+/// Aurora clusters.
+struct Clusters<'a> {
+    client: &'a Client,
+    snapshot_cycle: Option<String>,
+}
+
+/// What `DescribeDBInstances` says about one instance.
+struct SeenInstance {
+    status: String,
+    cluster: Option<String>,
+}
+
+async fn describe_instance(client: &Client, id: &str) -> Result<Option<SeenInstance>, AwsError> {
+    match client
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.db_instances().first().map(|i| SeenInstance {
+            status: i.db_instance_status().unwrap_or("unknown").to_string(),
+            cluster: i.db_cluster_identifier().map(str::to_string),
+        })),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(AwsError::new("describe", format!("DB instance {id}"), &e)),
+    }
+}
+
+async fn describe_cluster(client: &Client, id: &str) -> Result<Option<String>, AwsError> {
+    match client
+        .describe_db_clusters()
+        .db_cluster_identifier(id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .db_clusters()
+            .first()
+            .map(|c| c.status().unwrap_or("unknown").to_string())),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(AwsError::new(
+            "describe",
+            format!("Aurora cluster {id}"),
+            &e,
+        )),
+    }
+}
+
+/// A snapshot identifier: `<id>-hibernate-<cycle>` within RDS's rules (letters, digits and
+/// single hyphens, at most 255 characters, no trailing hyphen).
+pub fn snapshot_id(id: &str, cycle: &str) -> String {
+    let raw = format!("{id}-hibernate-{cycle}").to_ascii_lowercase();
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if c == '-' && (out.is_empty() || out.ends_with('-')) {
+            continue;
+        }
+        out.push(c);
+    }
+    out.truncate(255);
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// Creates the snapshots (or finds those an earlier attempt created) and waits until they are
+/// available.
+async fn snapshots(
+    ctx: &Ctx<'_>,
+    ids: &[String],
+    cycle: &str,
+    create: impl AsyncFn(&str, &str) -> Result<bool, AwsError>,
+    status: impl AsyncFn(&str) -> Result<Option<String>, AwsError>,
+) -> Result<(), RunError> {
+    let mut names = Vec::new();
+    for id in ids {
+        let snapshot = snapshot_id(id, cycle);
+        if create(id, &snapshot).await? {
+            ctx.reporter
+                .info(format!("creating snapshot {snapshot} of {id}"));
+        } else {
+            ctx.reporter.info(format!(
+                "snapshot {snapshot} of {id} exists (from an earlier attempt)"
+            ));
+        }
+        names.push(snapshot);
+    }
+    let status = &status;
+    let futures: Vec<_> = names
+        .iter()
+        .map(|snapshot| async move {
+            let what = format!("snapshot {snapshot} to be available");
+            let waited = wait::until(ctx.timing, &what, || async move {
+                Ok(match status(snapshot).await? {
+                    None => Probe::Gone,
+                    Some(s) if s == "available" => Probe::Done(()),
+                    Some(s) if s == "failed" || s == "error" => Probe::Gone,
+                    Some(s) => Probe::Pending(s),
+                })
+            })
+            .await?;
+            match waited {
+                Waited::Done { took: t, .. } => {
+                    ctx.reporter
+                        .info(format!("snapshot {snapshot} created (took {})", took(t)));
+                    Ok(())
+                }
+                Waited::Gone => Err(RunError::Unactionable {
+                    verb: "use",
+                    resource: format!("snapshot {snapshot}"),
+                    status: "failed or gone".into(),
+                }),
+            }
+        })
+        .collect();
+    all(ctx, "snapshots", futures).await
+}
+
+impl Switchable for Instances<'_> {
+    fn noun(&self) -> &'static str {
+        "DB instance"
+    }
+
+    fn key_prefix(&self) -> &'static str {
+        "instance"
+    }
+
+    fn states(&self) -> &'static States {
+        &INSTANCE_STATES
+    }
+
+    async fn status(&self, id: &str) -> Result<Option<String>, AwsError> {
+        Ok(describe_instance(self.client, id).await?.map(|s| s.status))
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), AwsError> {
+        self.client
+            .stop_db_instance()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::new("stop", format!("DB instance {id}"), &e))
+    }
+
+    async fn start(&self, id: &str) -> Result<(), AwsError> {
+        self.client
+            .start_db_instance()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::new("start", format!("DB instance {id}"), &e))
+    }
+
+    async fn before_stop(&self, ctx: &Ctx<'_>, ids: &[String]) -> Result<(), RunError> {
+        let Some(cycle) = &self.snapshot_cycle else {
+            return Ok(());
+        };
+        let client = self.client;
+        snapshots(
+            ctx,
+            ids,
+            cycle,
+            async |id: &str, snapshot: &str| match client
+                .create_db_snapshot()
+                .db_instance_identifier(id)
+                .db_snapshot_identifier(snapshot)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_snapshot_already_exists_fault()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(AwsError::new(
+                    "create",
+                    format!("snapshot {snapshot} of DB instance {id}"),
+                    &e,
+                )),
+            },
+            async |snapshot: &str| match client
+                .describe_db_snapshots()
+                .db_snapshot_identifier(snapshot)
+                .send()
+                .await
+            {
+                Ok(out) => Ok(out
+                    .db_snapshots()
+                    .first()
+                    .map(|s| s.status().unwrap_or("unknown").to_string())),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_snapshot_not_found_fault()) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(AwsError::new(
+                    "describe",
+                    format!("snapshot {snapshot}"),
+                    &e,
+                )),
+            },
+        )
+        .await
+    }
+}
+
+impl Switchable for Clusters<'_> {
+    fn noun(&self) -> &'static str {
+        "Aurora cluster"
+    }
+
+    fn key_prefix(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn states(&self) -> &'static States {
+        &CLUSTER_STATES
+    }
+
+    async fn status(&self, id: &str) -> Result<Option<String>, AwsError> {
+        describe_cluster(self.client, id).await
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), AwsError> {
+        self.client
+            .stop_db_cluster()
+            .db_cluster_identifier(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::new("stop", format!("Aurora cluster {id}"), &e))
+    }
+
+    async fn start(&self, id: &str) -> Result<(), AwsError> {
+        self.client
+            .start_db_cluster()
+            .db_cluster_identifier(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::new("start", format!("Aurora cluster {id}"), &e))
+    }
+
+    async fn before_stop(&self, ctx: &Ctx<'_>, ids: &[String]) -> Result<(), RunError> {
+        let Some(cycle) = &self.snapshot_cycle else {
+            return Ok(());
+        };
+        let client = self.client;
+        snapshots(
+            ctx,
+            ids,
+            cycle,
+            async |id: &str, snapshot: &str| match client
+                .create_db_cluster_snapshot()
+                .db_cluster_identifier(id)
+                .db_cluster_snapshot_identifier(snapshot)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_cluster_snapshot_already_exists_fault()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(AwsError::new(
+                    "create",
+                    format!("snapshot {snapshot} of Aurora cluster {id}"),
+                    &e,
+                )),
+            },
+            async |snapshot: &str| match client
+                .describe_db_cluster_snapshots()
+                .db_cluster_snapshot_identifier(snapshot)
+                .send()
+                .await
+            {
+                Ok(out) => Ok(out
+                    .db_cluster_snapshots()
+                    .first()
+                    .map(|s| s.status().unwrap_or("unknown").to_string())),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_cluster_snapshot_not_found_fault()) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(AwsError::new(
+                    "describe",
+                    format!("snapshot {snapshot}"),
+                    &e,
+                )),
+            },
+        )
+        .await
+    }
+}
+
+/// Tags match when every selector tag is present; an empty selector value matches any value.
+pub fn tags_match<'t>(
+    selector: &BTreeMap<String, String>,
+    tags: impl IntoIterator<Item = (&'t str, &'t str)>,
+) -> bool {
+    let tags: BTreeMap<&str, &str> = tags.into_iter().collect();
+    selector.iter().all(|(k, v)| {
+        tags.get(k.as_str())
+            .is_some_and(|actual| v.is_empty() || actual == v)
+    })
+}
+
+/// Finds the instances and clusters a target covers.
+async fn resolve(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    target: &str,
+    params: &RdsParameters,
+) -> Result<(Vec<String>, Vec<String>, u32), RunError> {
+    let mut instances = Vec::new();
+    let mut clusters = Vec::new();
+    let mut missing = 0;
+    let member = |id: &str, cluster: &str| {
+        ctx.reporter.info(format!(
+            "DB instance {id} belongs to Aurora cluster {cluster}: it stops and starts with the cluster, not on its own; skipped"
+        ));
+    };
+    match &params.selector {
+        None => match describe_instance(client, target).await? {
+            Some(SeenInstance {
+                cluster: Some(cluster),
+                ..
+            }) => {
+                member(target, &cluster);
+                clusters.push(cluster);
+            }
+            Some(_) => instances.push(target.to_string()),
+            None => match describe_cluster(client, target).await? {
+                Some(_) => clusters.push(target.to_string()),
+                None => {
+                    ctx.reporter.warn(format!(
+                        "no DB instance or Aurora cluster is named {target}; nothing to do"
+                    ));
+                    missing += 1;
+                }
+            },
+        },
+        Some(selector) if selector.tags.is_some() => {
+            let tags = selector.tags.as_ref().expect("checked");
+            let all_instances = client
+                .describe_db_instances()
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| AwsError::new("list", "DB instances", &e))?;
+            for i in &all_instances {
+                let id = i.db_instance_identifier().unwrap_or_default();
+                let pairs = i
+                    .tag_list()
+                    .iter()
+                    .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()));
+                if !tags_match(tags, pairs) {
+                    continue;
+                }
+                match i.db_cluster_identifier() {
+                    Some(cluster) => member(id, cluster),
+                    None => instances.push(id.to_string()),
+                }
+            }
+            let all_clusters = client
+                .describe_db_clusters()
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| AwsError::new("list", "Aurora clusters", &e))?;
+            for c in &all_clusters {
+                let pairs = c
+                    .tag_list()
+                    .iter()
+                    .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()));
+                if tags_match(tags, pairs) {
+                    clusters.push(c.db_cluster_identifier().unwrap_or_default().to_string());
+                }
+            }
+            let shown: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            ctx.reporter.info(format!(
+                "tags {} select {} DB instance(s) and {} Aurora cluster(s)",
+                shown.join(","),
+                instances.len(),
+                clusters.len()
+            ));
+        }
+        Some(selector) => {
+            for id in selector.instance_ids.iter().flatten() {
+                match describe_instance(client, id).await? {
+                    Some(SeenInstance {
+                        cluster: Some(cluster),
+                        ..
+                    }) => member(id, &cluster),
+                    Some(_) => instances.push(id.clone()),
+                    None => {
+                        ctx.reporter
+                            .warn(format!("DB instance {id} does not exist; skipped"));
+                        missing += 1;
+                    }
+                }
+            }
+            for id in selector.cluster_ids.iter().flatten() {
+                if clusters.contains(id) {
+                    continue;
+                }
+                match describe_cluster(client, id).await? {
+                    Some(_) => clusters.push(id.clone()),
+                    None => {
+                        ctx.reporter
+                            .warn(format!("Aurora cluster {id} does not exist; skipped"));
+                        missing += 1;
+                    }
+                }
+            }
+        }
+    }
+    clusters.dedup();
+    Ok((instances, clusters, missing))
+}
+
+/// Runs an `rds` target.
+pub async fn run(
+    ctx: &Ctx<'_>,
+    aws: &Aws,
+    target: &str,
+    params: &RdsParameters,
+) -> Result<Outcome, RunError> {
+    let client = Client::new(&aws.config);
+    let snapshot_cycle = params
+        .snapshot_before_stop
+        .unwrap_or(false)
+        .then(|| ctx.execution.cycle_id.clone());
+    let instances = Instances {
+        client: &client,
+        snapshot_cycle: snapshot_cycle.clone(),
+    };
+    let clusters = Clusters {
+        client: &client,
+        snapshot_cycle,
+    };
+    let (instance_tally, cluster_tally) = match ctx.execution.operation {
+        Operation::Hibernate => {
+            let (instance_ids, cluster_ids, missing) =
+                resolve(ctx, &client, target, params).await?;
+            ctx.add_total(instance_ids.len() + cluster_ids.len());
+            let mut i = switch::hibernate(ctx, &instances, &instance_ids).await?;
+            let c = switch::hibernate(ctx, &clusters, &cluster_ids).await?;
+            i.missing += missing;
+            i.total += missing;
+            (i, c)
+        }
+        Operation::WakeUp => {
+            let records = ctx.fetch().await?;
+            ctx.ignore_other_records(&records, &["instance", "cluster"]);
+            let instance_records: Vec<(String, RunRecord)> =
+                ctx.records_of(&records, "instance")?;
+            let cluster_records: Vec<(String, RunRecord)> = ctx.records_of(&records, "cluster")?;
+            ctx.add_total(instance_records.len() + cluster_records.len());
+            // Clusters first: their member instances come up with them.
+            let c = switch::wake(ctx, &clusters, &cluster_records).await?;
+            let i = switch::wake(ctx, &instances, &instance_records).await?;
+            (i, c)
+        }
+    };
+    let changed = instance_tally.changed + cluster_tally.changed;
+    let parts = [
+        ("DB instance", instance_tally),
+        ("Aurora cluster", cluster_tally),
+    ];
+    let summary = match ctx.execution.operation {
+        Operation::Hibernate => summary("stopped", "already stopped", "left alone", &parts),
+        Operation::WakeUp => wake_summary(&parts),
+    };
+    Ok(Outcome { summary, changed })
+}
+
+/// The wake-up summary, or `nothing recorded` when there was nothing to wake.
+pub fn wake_summary(parts: &[(&str, Tally)]) -> String {
+    if parts.iter().all(|(_, t)| t.total == 0) {
+        return "nothing to wake up: no restore data recorded for this target".into();
+    }
+    summary(
+        "started",
+        "already running",
+        "were stopped before hibernation and stay stopped",
+        parts,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_ids_follow_rds_rules() {
+        assert_eq!(
+            snapshot_id("prod-db", "2026-11-26T20:00Z"),
+            "prod-db-hibernate-2026-11-26t20-00z"
+        );
+        assert_eq!(snapshot_id("db", "--a__b--"), "db-hibernate-a-b");
+        let long = snapshot_id(&"d".repeat(250), "cycle");
+        assert!(long.len() <= 255 && !long.ends_with('-'));
+    }
+
+    #[test]
+    fn tag_selectors_match_all_tags_and_empty_values_match_any() {
+        let selector: BTreeMap<String, String> =
+            [("env".into(), "dev".into()), ("team".into(), String::new())].into();
+        assert!(tags_match(&selector, [("env", "dev"), ("team", "x")]));
+        assert!(!tags_match(&selector, [("env", "dev")]));
+        assert!(!tags_match(&selector, [("env", "prod"), ("team", "x")]));
+    }
+}

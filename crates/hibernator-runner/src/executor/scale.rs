@@ -1,0 +1,304 @@
+//! The engine for resources with sizes (EKS managed node groups, auto-scaling groups): record
+//! min/desired/max, scale to min = desired = 0 keeping max, restore exactly.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AwsError, Ctx, RunError, Tally, all};
+use crate::output::took;
+use crate::wait::{self, Probe, Waited};
+
+/// The record of a sized resource: `{"minSize":1,"desiredSize":2,"maxSize":3}`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sizes {
+    /// Minimum size.
+    pub min_size: i32,
+    /// Desired size.
+    pub desired_size: i32,
+    /// Maximum size.
+    pub max_size: i32,
+}
+
+impl Sizes {
+    /// Asleep: min = desired = 0, max kept (AWS rejects a node group's `maxSize` of 0).
+    pub fn asleep(self) -> Self {
+        Self {
+            min_size: 0,
+            desired_size: 0,
+            max_size: self.max_size,
+        }
+    }
+}
+
+impl fmt::Display for Sizes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "min {}, desired {}, max {}",
+            self.min_size, self.desired_size, self.max_size
+        )
+    }
+}
+
+/// Whether a resource can be resized now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Can be resized.
+    Ready,
+    /// Busy with something that ends by itself (an update): wait.
+    Busy,
+    /// On its way out: treated as gone.
+    Leaving,
+    /// Failed: cannot be resized.
+    Broken,
+}
+
+/// One look at a sized resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look {
+    /// Its sizes.
+    pub sizes: Sizes,
+    /// Its state as AWS says it (for messages).
+    pub state: String,
+    /// Whether it can be resized.
+    pub condition: Condition,
+    /// True when its capacity follows its sizes (no update running, instances launched or
+    /// terminated).
+    pub steady: bool,
+}
+
+/// A kind of sized resource.
+pub trait Scalable {
+    /// `node group`, `auto-scaling group`.
+    fn noun(&self) -> &'static str;
+    /// Key prefix of its records (`nodegroup`, `asg`).
+    fn key_prefix(&self) -> &'static str;
+    /// Looks at it; `None` when it does not exist.
+    async fn look(&self, name: &str) -> Result<Option<Look>, AwsError>;
+    /// Sets its sizes.
+    async fn resize(&self, name: &str, sizes: Sizes) -> Result<(), AwsError>;
+}
+
+fn label<S: Scalable>(kind: &S, name: &str) -> String {
+    format!("{} {name}", kind.noun())
+}
+
+/// Waits until `ready(look)`; `None` when the resource vanished.
+async fn wait_until<S: Scalable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    name: &str,
+    description: &str,
+    ready: impl Fn(&Look) -> bool,
+) -> Result<Option<(Look, std::time::Duration, u32)>, RunError> {
+    let what = format!("{} to {description}", label(kind, name));
+    let ready = &ready;
+    let waited = wait::until(ctx.timing, &what, || async move {
+        Ok(match kind.look(name).await? {
+            None => Probe::Gone,
+            Some(look) if look.condition == Condition::Leaving => Probe::Gone,
+            Some(look) if ready(&look) => Probe::Done(look),
+            Some(look) => Probe::Pending(format!("{}, {}", look.state, look.sizes)),
+        })
+    })
+    .await?;
+    Ok(match waited {
+        Waited::Done { value, took, looks } => Some((value, took, looks)),
+        Waited::Gone => None,
+    })
+}
+
+/// Looks, waiting out busy states; `None` when it does not exist.
+async fn settled<S: Scalable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    name: &str,
+) -> Result<Option<Look>, RunError> {
+    let Some(look) = kind.look(name).await? else {
+        return Ok(None);
+    };
+    match look.condition {
+        Condition::Leaving => Ok(None),
+        Condition::Ready | Condition::Broken => Ok(Some(look)),
+        Condition::Busy => {
+            ctx.reporter.info(format!(
+                "{} is {}; waiting for it to settle",
+                label(kind, name),
+                look.state
+            ));
+            Ok(wait_until(ctx, kind, name, "settle", |l| {
+                l.condition != Condition::Busy
+            })
+            .await?
+            .map(|(l, _, _)| l))
+        }
+    }
+}
+
+fn reached(look: &Look, target: Sizes) -> bool {
+    look.condition == Condition::Ready && look.steady && look.sizes == target
+}
+
+async fn resize_and_wait<S: Scalable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    to_resize: &[(String, Sizes)],
+    to_wait: &[(String, Sizes)],
+    done_word: &str,
+) -> Result<u32, RunError> {
+    for (name, target) in to_resize {
+        ctx.check_stop()?;
+        kind.resize(name, *target).await?;
+        ctx.reporter
+            .info(format!("resizing {} to {target}", label(kind, name)));
+        ctx.progress(&format!("resizing {name}"), false).await;
+    }
+    let changed = std::cell::Cell::new(0u32);
+    let futures: Vec<_> = to_resize
+        .iter()
+        .map(|(n, t)| (n, *t, true))
+        .chain(to_wait.iter().map(|(n, t)| (n, *t, false)))
+        .map(|(name, target, ours)| {
+            let changed = &changed;
+            async move {
+                let description = format!("reach {target}");
+                match wait_until(ctx, kind, name, &description, |l| reached(l, target)).await? {
+                    Some((_, t, looks)) => {
+                        ctx.reporter.info(format!(
+                            "{name} {done_word}: {target} (took {}, {looks} look{})",
+                            took(t),
+                            if looks == 1 { "" } else { "s" }
+                        ));
+                        ctx.progress(&format!("{name} {done_word}"), true).await;
+                        if ours {
+                            changed.set(changed.get() + 1);
+                        }
+                    }
+                    None => {
+                        ctx.reporter
+                            .warn(format!("{} vanished; skipped", label(kind, name)));
+                        ctx.progress(&format!("{name} vanished"), true).await;
+                    }
+                }
+                Ok(())
+            }
+        })
+        .collect();
+    all(ctx, &format!("{}s", kind.noun()), futures).await?;
+    Ok(changed.get())
+}
+
+/// Scales the resources to zero, recording their sizes first.
+pub async fn hibernate<S: Scalable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    names: &[String],
+) -> Result<Tally, RunError> {
+    let mut tally = Tally {
+        total: names.len() as u32,
+        ..Tally::default()
+    };
+    let mut to_resize = Vec::new();
+    let mut to_wait = Vec::new();
+    for name in names {
+        ctx.check_stop()?;
+        let Some(look) = settled(ctx, kind, name).await? else {
+            ctx.reporter
+                .warn(format!("{} no longer exists; skipped", label(kind, name)));
+            tally.missing += 1;
+            ctx.progress(&format!("skipped {name} (gone)"), true).await;
+            continue;
+        };
+        ctx.reporter.info(format!(
+            "found {} ({}, {})",
+            label(kind, name),
+            look.state,
+            look.sizes
+        ));
+        let key = format!("{}:{name}", kind.key_prefix());
+        let (stored, already) = ctx.record(&key, &look.sizes).await?;
+        if already {
+            ctx.reporter.info(format!(
+                "{name} was recorded earlier in this cycle (was {stored}); keeping that record"
+            ));
+        } else {
+            ctx.reporter.info(format!("recorded {name}: was {stored}"));
+        }
+        let target = look.sizes.asleep();
+        if look.condition == Condition::Broken {
+            ctx.reporter.warn(format!(
+                "{} is {}, which cannot be resized; left alone",
+                label(kind, name),
+                look.state
+            ));
+            tally.left += 1;
+            ctx.progress(&format!("{name} left alone"), true).await;
+        } else if look.sizes != target {
+            to_resize.push((name.clone(), target));
+        } else if reached(&look, target) {
+            ctx.reporter
+                .info(format!("{} is already scaled to zero", label(kind, name)));
+            tally.already += 1;
+            ctx.progress(&format!("{name} already at zero"), true).await;
+        } else {
+            to_wait.push((name.clone(), target));
+        }
+    }
+    tally.changed = resize_and_wait(ctx, kind, &to_resize, &to_wait, "scaled to zero").await?;
+    tally.already += to_wait.len() as u32;
+    Ok(tally)
+}
+
+/// Restores the recorded sizes.
+pub async fn wake<S: Scalable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    records: &[(String, Sizes)],
+) -> Result<Tally, RunError> {
+    let mut tally = Tally {
+        total: records.len() as u32,
+        ..Tally::default()
+    };
+    let mut to_resize = Vec::new();
+    let mut to_wait = Vec::new();
+    for (name, recorded) in records {
+        ctx.check_stop()?;
+        let Some(look) = settled(ctx, kind, name).await? else {
+            ctx.reporter
+                .warn(format!("{} no longer exists; skipped", label(kind, name)));
+            tally.missing += 1;
+            ctx.progress(&format!("skipped {name} (gone)"), true).await;
+            continue;
+        };
+        ctx.reporter.info(format!(
+            "found {} ({}, {}); recorded {recorded}",
+            label(kind, name),
+            look.state,
+            look.sizes
+        ));
+        if look.sizes == *recorded {
+            if reached(&look, *recorded) {
+                ctx.reporter
+                    .info(format!("{} is already at {recorded}", label(kind, name)));
+                tally.already += 1;
+                ctx.progress(&format!("{name} already restored"), true)
+                    .await;
+            } else {
+                to_wait.push((name.clone(), *recorded));
+            }
+        } else if look.condition == Condition::Broken {
+            return Err(RunError::Unactionable {
+                verb: "resize",
+                resource: label(kind, name),
+                status: look.state,
+            });
+        } else {
+            to_resize.push((name.clone(), *recorded));
+        }
+    }
+    tally.changed = resize_and_wait(ctx, kind, &to_resize, &to_wait, "restored").await?;
+    tally.already += to_wait.len() as u32;
+    Ok(tally)
+}
