@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod argocd;
 mod crdgen;
+mod schemas;
 
 #[derive(Parser)]
 #[command(about = "Hibernator project tasks")]
@@ -19,6 +21,18 @@ enum Task {
     /// Write the CRD YAML under deploy/crds/ from the Rust types.
     Crdgen {
         /// Fail when the committed files differ from the generated ones instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write kubeconform-layout JSON schemas of the kinds under deploy/schemas/.
+    Schemas {
+        /// Fail when the committed files differ from the generated ones instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write deploy/argocd/argocd-cm.yaml from the Argo CD health checks (health.lua files).
+    ArgocdCm {
+        /// Fail when the committed file differs from the generated one instead of writing.
         #[arg(long)]
         check: bool,
     },
@@ -62,6 +76,18 @@ fn main() -> Result<()> {
         Task::Crdgen { check } => {
             if !crdgen::run(check)? {
                 bail!("generated files are stale: run `cargo xtask crdgen` and commit the result");
+            }
+        }
+        Task::Schemas { check } => {
+            if !schemas::run(check)? {
+                bail!("generated files are stale: run `cargo xtask schemas` and commit the result");
+            }
+        }
+        Task::ArgocdCm { check } => {
+            if !argocd::run(check)? {
+                bail!(
+                    "generated files are stale: run `cargo xtask argocd-cm` and commit the result"
+                );
             }
         }
     }

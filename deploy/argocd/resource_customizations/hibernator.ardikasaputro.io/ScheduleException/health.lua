@@ -1,0 +1,69 @@
+-- Argo CD health check for hibernator.ardikasaputro.io/ScheduleException (Lua 5.1, as Argo CD
+-- runs it). Healthy once the controller accepted the exception (Ready=True), whether it is
+-- Pending, Active or Expired; Degraded when it cannot be used (Stalled=True); Progressing
+-- while there is no status, the status is for an older generation, or Ready is not True.
+local hs = {}
+
+local function find(conditions, kind)
+  if type(conditions) ~= "table" then
+    return nil
+  end
+  for _, c in ipairs(conditions) do
+    if c.type == kind then
+      return c
+    end
+  end
+  return nil
+end
+
+local function describe(c)
+  local text = c.reason or c.type
+  if c.message ~= nil and c.message ~= "" then
+    text = text .. ": " .. c.message
+  end
+  return text
+end
+
+local status = obj.status
+if status == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the controller to report status"
+  return hs
+end
+
+local generation = nil
+if obj.metadata ~= nil then
+  generation = obj.metadata.generation
+end
+if status.observedGeneration ~= nil and generation ~= nil and status.observedGeneration ~= generation then
+  hs.status = "Progressing"
+  hs.message = string.format("Waiting for the controller to take in generation %d (status is for generation %d)",
+    generation, status.observedGeneration)
+  return hs
+end
+
+local stalled = find(status.conditions, "Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(stalled)
+  return hs
+end
+
+local ready = find(status.conditions, "Ready")
+if ready == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Ready condition"
+  return hs
+end
+if ready.status == "True" then
+  hs.status = "Healthy"
+  if status.state ~= nil then
+    hs.message = status.state .. ": " .. (status.message or ready.message or "")
+  else
+    hs.message = describe(ready)
+  end
+  return hs
+end
+hs.status = "Progressing"
+hs.message = describe(ready)
+return hs
