@@ -1,4 +1,5 @@
-//! The `kubectl-hibernator` command: offline `validate` and `preview` for pull-request CI.
+//! The `kubectl-hibernator` command: offline `validate` and `preview` for pull-request CI, and
+//! live `status`, `retry`, `suspend`/`resume`, `logs` and `restore` for operators.
 //!
 //! Exit codes: 0 success (valid), 1 invalid input, 2 usage or I/O error.
 
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod input;
+mod live;
 mod preview;
 mod validate;
 
@@ -25,6 +27,19 @@ enum Command {
     Validate(validate::Args),
     /// Show the next hibernations and wake-ups of the plans in the manifests.
     Preview(preview::Args),
+    /// Show plans in the cluster: phase, conditions, schedule, targets, history.
+    Status(live::StatusArgs),
+    /// Retry the failed targets of a plan now (sets the retry annotation to a new token).
+    Retry(live::PlanArgs),
+    /// Keep a plan's targets awake until `resume` (or `--until`). GitOps tools revert this
+    /// unless it is in Git; prefer a ScheduleException for planned exceptions.
+    Suspend(live::SuspendArgs),
+    /// Undo `suspend`.
+    Resume(live::PlanArgs),
+    /// Print the logs of the current cycle's runners.
+    Logs(live::LogsArgs),
+    /// Print the restore data recorded for a plan's targets.
+    Restore(live::RestoreArgs),
 }
 
 /// Output formats.
@@ -64,6 +79,12 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Preview(args) => preview::run(args),
+        Command::Status(args) => live::status(args),
+        Command::Retry(args) => live::retry(args),
+        Command::Suspend(args) => live::suspend_cmd(args),
+        Command::Resume(args) => live::resume_cmd(args),
+        Command::Logs(args) => live::logs(args),
+        Command::Restore(args) => live::restore(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

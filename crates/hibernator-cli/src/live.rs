@@ -1,0 +1,406 @@
+//! Live commands against a cluster (the current kubeconfig context): `status`, `retry`,
+//! `suspend`, `resume`, `logs`, `restore`.
+
+use anyhow::{Context, Result, bail};
+use hibernator_api::naming::restore_config_map;
+use hibernator_api::plan::{HibernationPlan, RETRY_ANNOTATION};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::{Output, exit};
+
+/// The field manager of the CLI's writes.
+const FIELD_MANAGER: &str = "kubectl-hibernator";
+
+/// Which namespace to act in.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Scope {
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(long, short)]
+    namespace: Option<String>,
+}
+
+/// Arguments of `status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// A plan; every plan of the namespace when absent.
+    plan: Option<String>,
+    #[command(flatten)]
+    scope: Scope,
+    /// All namespaces.
+    #[arg(long, short = 'A')]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// Arguments naming one plan.
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The plan.
+    plan: String,
+    #[command(flatten)]
+    scope: Scope,
+}
+
+/// Arguments of `suspend`.
+#[derive(clap::Args, Debug)]
+pub struct SuspendArgs {
+    /// The plan.
+    plan: String,
+    #[command(flatten)]
+    scope: Scope,
+    /// Suspend until this instant (RFC 3339) instead of until `resume`.
+    #[arg(long)]
+    until: Option<String>,
+}
+
+/// Arguments of `logs`.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// The plan.
+    plan: String,
+    #[command(flatten)]
+    scope: Scope,
+    /// Only this target.
+    #[arg(long)]
+    target: Option<String>,
+}
+
+/// Arguments of `restore`.
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// The plan.
+    plan: String,
+    #[command(flatten)]
+    scope: Scope,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: Output,
+}
+
+async fn client_and_namespace(scope: &Scope) -> Result<(Client, String)> {
+    let config = kube::Config::infer()
+        .await
+        .context("failed to load a kubeconfig (set KUBECONFIG or use a context)")?;
+    let namespace = scope
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).context("failed to create a Kubernetes client")?;
+    Ok((client, namespace))
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
+async fn get_plan(api: &Api<HibernationPlan>, name: &str, ns: &str) -> Result<HibernationPlan> {
+    api.get_opt(name)
+        .await
+        .with_context(|| format!("failed to read HibernationPlan {ns}/{name}"))?
+        .with_context(|| format!("HibernationPlan {ns}/{name} not found"))
+}
+
+/// Runs `status`.
+pub fn status(args: StatusArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let (client, ns) = client_and_namespace(&args.scope).await?;
+        let api: Api<HibernationPlan> = if args.all_namespaces {
+            Api::all(client)
+        } else {
+            Api::namespaced(client, &ns)
+        };
+        let plans = match &args.plan {
+            Some(name) => vec![get_plan(&api, name, &ns).await?],
+            None => {
+                api.list(&ListParams::default())
+                    .await
+                    .context("failed to list plans")?
+                    .items
+            }
+        };
+        match args.output {
+            Output::Json => {
+                let rows: Vec<Value> = plans
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "name": p.name_any(),
+                            "namespace": p.namespace(),
+                            "status": p.status,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            }
+            Output::Text if args.plan.is_some() => print_plan(&plans[0]),
+            Output::Text => {
+                println!(
+                    "{:<20} {:<24} {:<12} {:<6} NEXT",
+                    "NAMESPACE", "NAME", "PHASE", "READY"
+                );
+                for p in &plans {
+                    let s = p.status.clone().unwrap_or_default();
+                    let ready = hibernator_api::common::find_condition(&s.conditions, "Ready")
+                        .map(|c| c.status.clone())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<20} {:<24} {:<12} {:<6} {}",
+                        p.namespace().unwrap_or_default(),
+                        p.name_any(),
+                        s.phase.map(|p| p.as_str()).unwrap_or("-"),
+                        ready,
+                        s.schedule
+                            .and_then(|s| s.next_transition)
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Ok(exit::OK)
+    })
+}
+
+fn print_plan(p: &HibernationPlan) {
+    let s = p.status.clone().unwrap_or_default();
+    println!(
+        "{} ({}): {}",
+        p.name_any(),
+        p.namespace().unwrap_or_default(),
+        s.phase.map(|p| p.as_str()).unwrap_or("not reconciled yet")
+    );
+    for c in &s.conditions {
+        println!("  {}={} ({}): {}", c.type_, c.status, c.reason, c.message);
+    }
+    if let Some(sch) = &s.schedule {
+        println!(
+            "  schedule ({}): {}{}",
+            p.spec.schedule.timezone,
+            sch.reason.clone().unwrap_or_default(),
+            sch.next_transition
+                .as_ref()
+                .map(|n| format!("; next: {n}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(c) = &s.current_cycle {
+        println!(
+            "  cycle {} {}: started {}{}",
+            c.id,
+            c.operation,
+            c.started_at.0,
+            c.finished_at
+                .as_ref()
+                .map(|f| format!(", finished {}", f.0))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(e) = &s.last_error {
+        println!("  last error: {e}");
+    }
+    if let Some(r) = &s.retry {
+        println!(
+            "  retries: {}{}",
+            r.count,
+            r.next_at
+                .as_ref()
+                .map(|t| format!(", next at {}", t.0))
+                .unwrap_or_default()
+        );
+    }
+    if !s.targets.is_empty() {
+        println!(
+            "  {:<20} {:<10} {:<8} {:<44} MESSAGE",
+            "TARGET", "STATE", "ATTEMPTS", "JOB"
+        );
+        for t in &s.targets {
+            println!(
+                "  {:<20} {:<10} {:<8} {:<44} {}",
+                t.name,
+                format!("{:?}", t.state),
+                t.attempts,
+                t.job.clone().unwrap_or_default(),
+                t.progress.clone().or(t.message.clone()).unwrap_or_default()
+            );
+        }
+    }
+    for h in &s.history {
+        let part = |name: &str, o: &Option<hibernator_api::plan::OperationRecord>| {
+            o.as_ref()
+                .map(|r| {
+                    format!(
+                        "{name} {}{}",
+                        if r.succeeded { "ok" } else { "FAILED" },
+                        if r.failed_targets.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", r.failed_targets.join(", "))
+                        }
+                    )
+                })
+                .unwrap_or_default()
+        };
+        println!(
+            "  history {}: {} {}",
+            h.id,
+            part("hibernate", &h.hibernate),
+            part("wake-up", &h.wake_up)
+        );
+    }
+}
+
+/// Runs `retry`: sets the retry annotation to a new token.
+pub fn retry(args: PlanArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let (client, ns) = client_and_namespace(&args.scope).await?;
+        let api: Api<HibernationPlan> = Api::namespaced(client, &ns);
+        get_plan(&api, &args.plan, &ns).await?;
+        let token = jiff::Timestamp::now().to_string();
+        let patch = json!({"metadata": {"annotations": {RETRY_ANNOTATION: token}}});
+        api.patch(&args.plan, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("failed to annotate HibernationPlan {ns}/{}", args.plan))?;
+        println!("retry requested for {ns}/{} (token {token})", args.plan);
+        Ok(exit::OK)
+    })
+}
+
+/// Runs `suspend`.
+pub fn suspend_cmd(args: SuspendArgs) -> Result<u8> {
+    suspend(args.plan, args.scope, args.until, true)
+}
+
+/// Runs `resume`.
+pub fn resume_cmd(args: PlanArgs) -> Result<u8> {
+    suspend(args.plan, args.scope, None, false)
+}
+
+/// Sets (or clears) `spec.suspend` / `spec.suspendUntil`.
+fn suspend(plan: String, scope: Scope, until: Option<String>, suspend: bool) -> Result<u8> {
+    runtime()?.block_on(async {
+        let (client, ns) = client_and_namespace(&scope).await?;
+        let api: Api<HibernationPlan> = Api::namespaced(client, &ns);
+        get_plan(&api, &plan, &ns).await?;
+        let patch = match (suspend, until) {
+            (true, Some(u)) => {
+                let t: jiff::Timestamp = u
+                    .parse()
+                    .with_context(|| format!("--until {u:?} is not an RFC 3339 instant"))?;
+                json!({"spec": {"suspendUntil": t.to_string(), "suspend": null}})
+            }
+            (true, None) => json!({"spec": {"suspend": true}}),
+            (false, _) => json!({"spec": {"suspend": null, "suspendUntil": null}}),
+        };
+        api.patch(&plan, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("failed to update HibernationPlan {ns}/{plan}"))?;
+        println!("{} {ns}/{plan}", if suspend { "suspended" } else { "resumed" });
+        eprintln!(
+            "note: Argo CD and Flux revert changes to spec that are not in Git; for lasting changes commit \
+             spec.suspend or a ScheduleException instead"
+        );
+        Ok(exit::OK)
+    })
+}
+
+/// Runs `logs`: the logs of the latest runner of each target of the current cycle.
+pub fn logs(args: LogsArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let (client, ns) = client_and_namespace(&args.scope).await?;
+        let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), &ns);
+        let plan = get_plan(&plans, &args.plan, &ns).await?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client, &ns);
+        let status = plan.status.unwrap_or_default();
+        let mut shown = 0;
+        for t in &status.targets {
+            if args.target.as_ref().is_some_and(|x| *x != t.name) {
+                continue;
+            }
+            let Some(job) = &t.job else { continue };
+            if jobs.get_opt(job).await?.is_none() {
+                println!(
+                    "== {} ({job}): the Job is gone (cleaned up after its TTL)",
+                    t.name
+                );
+                continue;
+            }
+            let list = pods
+                .list(&ListParams::default().labels(&format!("job-name={job}")))
+                .await
+                .context("failed to list runner pods")?;
+            for pod in list.items {
+                println!("== {} ({})", t.name, pod.name_any());
+                match pods.logs(&pod.name_any(), &LogParams::default()).await {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => println!("(no logs: {e})"),
+                }
+                shown += 1;
+            }
+        }
+        if shown == 0 && args.target.is_some() {
+            bail!(
+                "no runner of target {:?} in the current cycle",
+                args.target.unwrap_or_default()
+            );
+        }
+        Ok(exit::OK)
+    })
+}
+
+/// Runs `restore`: prints the restore data recorded for each target.
+pub fn restore(args: RestoreArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let (client, ns) = client_and_namespace(&args.scope).await?;
+        let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+        let name = restore_config_map(&args.plan);
+        let data = api
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("failed to read ConfigMap {ns}/{name}"))?
+            .and_then(|c| c.data)
+            .unwrap_or_default();
+        let parsed: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::from_str(v).unwrap_or(Value::String(v.clone())),
+                )
+            })
+            .collect();
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&parsed)?),
+            Output::Text => {
+                if parsed.is_empty() {
+                    println!("no restore data for {ns}/{} (nothing asleep)", args.plan);
+                }
+                for (target, records) in &parsed {
+                    println!("{target}:");
+                    for (key, r) in records["resources"].as_object().into_iter().flatten() {
+                        println!(
+                            "  {key}: {} (cycle {}, recorded {})",
+                            r["state"], r["cycleId"], r["recordedAt"]
+                        );
+                    }
+                }
+            }
+        }
+        Ok(exit::OK)
+    })
+}
