@@ -194,6 +194,11 @@ fn is_executable(p: &Path) -> bool {
 /// builds (from its pinned Go module; cached after the first build). Panics when neither
 /// works.
 pub fn kubeconform() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(find_kubeconform).clone()
+}
+
+fn find_kubeconform() -> PathBuf {
     if let Some(p) = std::env::var_os(KUBECONFORM_ENV) {
         let p = PathBuf::from(p);
         assert!(
