@@ -9,9 +9,9 @@
 
 use std::path::Path;
 
+use cel::Context;
 use cel::objects::Value as CelValue;
 use cel::parser::Parser;
-use cel::Context;
 use gitops_checks::{relative, repo_root};
 use serde_json::Value;
 
