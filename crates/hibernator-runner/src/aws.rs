@@ -19,21 +19,45 @@ use hibernator_api::runner::{AwsCredentials, AwsSettings};
 pub struct AwsCallError(String);
 
 impl AwsCallError {
-    /// The service error code (`DBInstanceNotFound`, ...) when AWS answered.
-    pub fn from_sdk<E, R>(error: &SdkError<E, R>) -> Self
+    /// The service's error code and message when AWS answered (`DBInstanceNotFound: ...`),
+    /// else the transport's error chain.
+    pub fn from_sdk<E>(error: &SdkError<E>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
-        if let Some(service) = error.as_service_error() {
-            let code = service.code().unwrap_or("ServiceError");
-            return Self(match service.message() {
-                Some(message) if !message.is_empty() => format!("{code}: {message}"),
-                _ => code.to_string(),
-            });
+        let Some(service) = error.as_service_error() else {
+            return Self(chain(error));
+        };
+        if let Some(code) = service.code() {
+            return Self(join(code, service.message()));
         }
-        Self(chain(error))
+        // An error document the SDK could not read (some emulators use other shapes): its
+        // raw text still names the problem.
+        let raw = error.raw_response();
+        let body = raw
+            .and_then(|r| r.body().bytes())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let status = raw.map(|r| r.status().as_u16()).unwrap_or_default();
+        let code = between(&body, "<Code>", "</Code>").unwrap_or_else(|| format!("HTTP {status}"));
+        Self(join(
+            &code,
+            between(&body, "<Message>", "</Message>").as_deref(),
+        ))
     }
+}
+
+fn join(code: &str, message: Option<&str>) -> String {
+    match message {
+        Some(message) if !message.is_empty() => format!("{code}: {message}"),
+        _ => code.to_string(),
+    }
+}
+
+fn between(text: &str, start: &str, end: &str) -> Option<String> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(text[from..to].trim().to_string())
 }
 
 /// An error and its causes on one line.

@@ -331,7 +331,20 @@ impl Controller {
         (sender, task)
     }
 
-    /// Sends a heartbeat every `interval` until aborted; a `stop` answer sets `signal`.
+    /// Sends one heartbeat (best effort); a `stop` answer sets `signal`.
+    pub async fn heartbeat(&self, signal: &StopSignal) {
+        let request = self.request(HeartbeatRequest {
+            execution_id: self.execution_id.clone(),
+        });
+        let mut client = self.client.clone();
+        if let Ok(response) = self.call(client.heartbeat(request)).await
+            && response.stop
+        {
+            signal.request(response.reason);
+        }
+    }
+
+    /// Sends a heartbeat every `interval` (the first after one interval) until aborted.
     pub fn heartbeats(
         &self,
         interval: Duration,
@@ -340,16 +353,8 @@ impl Controller {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                let request = this.request(HeartbeatRequest {
-                    execution_id: this.execution_id.clone(),
-                });
-                let mut client = this.client.clone();
-                if let Ok(response) = this.call(client.heartbeat(request)).await
-                    && response.stop
-                {
-                    signal.request(response.reason);
-                }
                 tokio::time::sleep(interval).await;
+                this.heartbeat(&signal).await;
             }
         })
     }

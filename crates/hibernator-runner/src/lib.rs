@@ -102,6 +102,8 @@ pub async fn run(args: Args) -> u8 {
     let (sender, log_task) = controller.stream_logs();
     reporter.stream_to(sender);
     let stop = Arc::new(StopSignal::default());
+    // The controller may already want the runner to stop (the plan went away).
+    controller.heartbeat(&stop).await;
     let heartbeat = controller.heartbeats(config.heartbeat_interval, Arc::clone(&stop));
 
     let ctx = Ctx::new(&reporter, &controller, config.timing, e, &stop);
@@ -186,6 +188,7 @@ fn termination_message(reporter: &Reporter, args: &Args, line: &str) {
 
 async fn execute(config: &Config, ctx: &Ctx<'_>) -> Result<Outcome, RunError> {
     let type_ = config.execution.target_type;
+    ctx.check_stop()?;
     if let TargetParameters::Noop(params) = &config.parameters {
         return executor::noop::run(ctx, params).await;
     }

@@ -4,7 +4,6 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fmt;
 
 use hibernator_api::runner::Execution;
 use serde::Serialize;
@@ -39,14 +38,13 @@ pub struct AwsError {
 
 impl AwsError {
     /// Wraps an SDK error.
-    pub fn new<E, R>(
+    pub fn new<E>(
         action: &'static str,
         resource: impl Into<String>,
-        error: &aws_sdk_sts::error::SdkError<E, R>,
+        error: &aws_sdk_sts::error::SdkError<E>,
     ) -> Self
     where
         E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug,
     {
         Self {
             action,

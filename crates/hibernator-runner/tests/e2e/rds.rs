@@ -1,0 +1,232 @@
+use anyhow::Result;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn instances_hibernate_with_snapshot_and_wake_to_their_exact_state() -> Result<()> {
+    let h = Harness::start().await?;
+    create_db(&h, "app-db", &[]).await?;
+    create_db(&h, "old-db", &[]).await?;
+    h.rds()
+        .stop_db_instance()
+        .db_instance_identifier("old-db")
+        .send()
+        .await?;
+    let params = json!({
+        "snapshotBeforeStop": true,
+        "selector": {"instanceIds": ["app-db", "old-db", "ghost-db"]}
+    });
+
+    let ran = h
+        .runner("rds", "databases", "hibernate")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert!(
+        ran.has("found DB instance app-db (available)"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.has("recorded app-db: was available"), "{}", ran.stdout);
+    assert!(
+        ran.has("DB instance ghost-db does not exist; skipped"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.has("DB instance old-db is already stopped"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.has("snapshot app-db-hibernate-20261126-2000 created"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.termination
+            .starts_with("stopped 1 of 3 DB instances (1 already stopped, 1 no longer there) in "),
+        "{}",
+        ran.termination
+    );
+    assert_eq!(db_status(&h, "app-db").await?, "stopped");
+    assert_eq!(db_status(&h, "old-db").await?, "stopped");
+    let snapshot = h
+        .rds()
+        .describe_db_snapshots()
+        .db_snapshot_identifier("app-db-hibernate-20261126-2000")
+        .send()
+        .await?;
+    assert_eq!(snapshot.db_snapshots()[0].status(), Some("available"));
+    assert_eq!(
+        snapshot.db_snapshots()[0].db_instance_identifier(),
+        Some("app-db")
+    );
+    let recorded = records(&h.controller);
+    assert_eq!(
+        recorded,
+        [
+            (
+                "instance:app-db".to_string(),
+                json!({"status": "available", "wasRunning": true})
+            ),
+            (
+                "instance:old-db".to_string(),
+                json!({"status": "stopped", "wasRunning": false})
+            ),
+        ]
+        .into()
+    );
+
+    // A second hibernation changes nothing and keeps the records.
+    let again = h
+        .runner("rds", "databases", "hibernate")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert!(
+        again.has("app-db was recorded earlier in this cycle (was available); keeping that record"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.has("DB instance app-db is already stopped"),
+        "{}",
+        again.stdout
+    );
+    assert!(!again.has("snapshot"), "no new snapshot: {}", again.stdout);
+    assert_eq!(records(&h.controller), recorded);
+    let completions = h.controller.observed().completions;
+    assert_eq!(completions.last().map(|c| c.changed), Some(0));
+    assert_eq!(completions.first().map(|c| c.changed), Some(1));
+
+    let woke = h
+        .runner("rds", "databases", "wakeUp")
+        .param(params)
+        .run()
+        .await?
+        .ok();
+    assert!(
+        woke.has("fetched restore data of cycle 20261126-2000: 2 records"),
+        "{}",
+        woke.stdout
+    );
+    assert!(
+        woke.has("DB instance old-db was stopped before hibernation; leaving it as it is"),
+        "{}",
+        woke.stdout
+    );
+    assert!(
+        woke.termination.starts_with(
+            "started 1 of 2 DB instances (1 were stopped before hibernation and stay stopped) in "
+        ),
+        "{}",
+        woke.termination
+    );
+    assert_eq!(db_status(&h, "app-db").await?, "available");
+    assert_eq!(db_status(&h, "old-db").await?, "stopped");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_target_name_is_an_instance_or_else_an_aurora_cluster() -> Result<()> {
+    let h = Harness::start().await?;
+    create_aurora(&h, "orders", &[]).await?;
+    let ran = h
+        .runner("rds", "orders", "hibernate")
+        .param(json!({"snapshotBeforeStop": true}))
+        .run()
+        .await?
+        .ok();
+    assert!(
+        ran.has("found Aurora cluster orders (available)"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.termination
+            .starts_with("stopped 1 of 1 Aurora clusters in "),
+        "{}",
+        ran.termination
+    );
+    assert_eq!(cluster_status(&h, "orders").await?, "stopped");
+    let snapshot = h
+        .rds()
+        .describe_db_cluster_snapshots()
+        .db_cluster_snapshot_identifier("orders-hibernate-20261126-2000")
+        .send()
+        .await?;
+    assert_eq!(snapshot.db_cluster_snapshots().len(), 1);
+    assert_eq!(
+        records(&h.controller).keys().cloned().collect::<Vec<_>>(),
+        vec!["cluster:orders".to_string()]
+    );
+    h.runner("rds", "orders", "wakeUp").run().await?.ok();
+    assert_eq!(cluster_status(&h, "orders").await?, "available");
+
+    // A name that is neither: nothing to do, and no failure.
+    let none = h
+        .runner("rds", "nothing-here", "hibernate")
+        .run()
+        .await?
+        .ok();
+    assert!(
+        none.has("warning: no DB instance or Aurora cluster is named nothing-here; nothing to do"),
+        "{}",
+        none.stdout
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tags_select_instances_and_clusters_and_leave_members_to_their_cluster() -> Result<()> {
+    let h = Harness::start().await?;
+    create_db(&h, "tagged-db", &[("env", "dev"), ("team", "a")]).await?;
+    create_db(&h, "prod-db", &[("env", "prod")]).await?;
+    create_aurora(&h, "tagged-cluster", &[("env", "dev")]).await?;
+    // The member instance carries the tag too: it must not be stopped on its own.
+    h.rds()
+        .add_tags_to_resource()
+        .resource_name(format!(
+            "arn:aws:rds:{REGION}:{}:db:tagged-cluster-writer",
+            moto_server::ACCOUNT_ID
+        ))
+        .tags(
+            aws_sdk_rds::types::Tag::builder()
+                .key("env")
+                .value("dev")
+                .build(),
+        )
+        .send()
+        .await?;
+    let params = json!({"selector": {"tags": {"env": "dev"}}});
+    let ran = h
+        .runner("rds", "dev-dbs", "hibernate")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert!(
+        ran.has("DB instance tagged-cluster-writer belongs to Aurora cluster tagged-cluster"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(db_status(&h, "tagged-db").await?, "stopped");
+    assert_eq!(db_status(&h, "prod-db").await?, "available");
+    assert_eq!(cluster_status(&h, "tagged-cluster").await?, "stopped");
+    let keys: Vec<String> = records(&h.controller).keys().cloned().collect();
+    assert_eq!(keys, vec!["cluster:tagged-cluster", "instance:tagged-db"]);
+
+    h.runner("rds", "dev-dbs", "wakeUp")
+        .param(params)
+        .run()
+        .await?
+        .ok();
+    assert_eq!(db_status(&h, "tagged-db").await?, "available");
+    assert_eq!(cluster_status(&h, "tagged-cluster").await?, "available");
+    assert_eq!(db_status(&h, "prod-db").await?, "available");
+    Ok(())
+}
