@@ -1,5 +1,7 @@
 //! Shared helpers of the end-to-end tests.
 
+pub mod world;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

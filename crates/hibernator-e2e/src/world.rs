@@ -1,0 +1,536 @@
+//! A world for end-to-end tests: the shared test cluster (real control plane, process kubelet),
+//! a namespace of the test's own, moto with a small AWS estate, and controller processes
+//! running with the permissions of their own ClusterRole and a simulated clock.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hibernator_api::plan::HibernationPlan;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use kube_testbed::{Image, TestCluster};
+use moto_server::MotoServer;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use crate::root;
+
+/// The image name runner Jobs use in these tests; the kubelet runs the runner binary for it.
+pub const RUNNER_IMAGE: &str = "hibernator-runner:e2e";
+
+/// Built binaries of the workspace.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// hibernator-controller.
+    pub controller: PathBuf,
+    /// hibernator-runner.
+    pub runner: PathBuf,
+    /// kubectl-hibernator.
+    pub cli: PathBuf,
+}
+
+/// Builds (once per test process) and returns the workspace binaries.
+pub fn binaries() -> Result<&'static Binaries> {
+    static BINS: OnceLock<std::result::Result<Binaries, String>> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "hibernator-controller",
+                "-p",
+                "hibernator-runner",
+                "-p",
+                "hibernator-cli",
+                "--bins",
+            ])
+            .current_dir(root())
+            .output()
+            .map_err(|e| format!("failed to run cargo build: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"))
+            .join("debug");
+        Ok(Binaries {
+            controller: dir.join("hibernator-controller"),
+            runner: dir.join("hibernator-runner"),
+            cli: dir.join("kubectl-hibernator"),
+        })
+    })
+    .as_ref()
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The shared test cluster with the CRDs installed and the runner image mapped.
+pub async fn cluster() -> Result<&'static TestCluster> {
+    static READY: OnceCell<std::result::Result<(), String>> = OnceCell::const_new();
+    let cluster = TestCluster::shared().await?;
+    READY
+        .get_or_init(|| async {
+            let b = binaries().map_err(|e| e.to_string())?;
+            cluster.map_image(RUNNER_IMAGE, Image::new(&b.runner));
+            install_crds(cluster).await.map_err(|e| format!("{e:#}"))?;
+            install_controller_role(cluster)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
+        .await
+        .clone()
+        .map_err(anyhow::Error::msg)?;
+    Ok(cluster)
+}
+
+async fn install_crds(cluster: &TestCluster) -> Result<()> {
+    let client = cluster.client()?;
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    for (_, crd) in hibernator_api::crds::all() {
+        api.patch(
+            &crd.name_any(),
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("failed to install CRD {}", crd.name_any()))?;
+    }
+    for (_, crd) in hibernator_api::crds::all() {
+        wait_for(Duration::from_secs(30), "CRD established", || {
+            let api = api.clone();
+            let name = crd.name_any();
+            async move {
+                let c = api.get(&name).await.ok()?;
+                c.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The documents of a YAML file of the repository.
+pub fn yaml_docs(path: &str) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(root().join(path))
+        .with_context(|| format!("failed to read {path}"))?;
+    Ok(serde_saphyr::from_multiple::<Value>(&text)?
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect())
+}
+
+/// Applies any object (server-side apply, field manager `e2e`).
+pub async fn apply(client: &Client, obj: &Value) -> Result<()> {
+    let api_version = obj["apiVersion"].as_str().context("apiVersion")?;
+    let kind = obj["kind"].as_str().context("kind")?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| format!("failed to discover {api_version}/{kind}"))?;
+    let name = obj["metadata"]["name"].as_str().context("metadata.name")?;
+    let api: Api<DynamicObject> = match (caps.scope, obj["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => {
+            Api::namespaced_with(client.clone(), ns, &ar)
+        }
+        (kube::discovery::Scope::Namespaced, None) => {
+            Api::default_namespaced_with(client.clone(), &ar)
+        }
+        (kube::discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &ar),
+    };
+    let _: &ApiResource = &ar;
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(obj))
+        .await
+        .with_context(|| format!("failed to apply {kind} {name}"))?;
+    Ok(())
+}
+
+async fn install_controller_role(cluster: &TestCluster) -> Result<()> {
+    let client = cluster.client()?;
+    for doc in yaml_docs("deploy/rbac/controller-clusterrole.yaml")? {
+        if doc["kind"] == "ClusterRole" {
+            apply(&client, &doc).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// One test's world.
+pub struct World {
+    /// The cluster.
+    pub cluster: &'static TestCluster,
+    /// An admin client.
+    pub client: Client,
+    /// The test's namespace.
+    pub ns: String,
+    /// The test's moto.
+    pub moto: MotoServer,
+    dir: PathBuf,
+    controller_kubeconfig: PathBuf,
+}
+
+impl World {
+    /// A namespace with the runner and controller ServiceAccounts (the controller bound to its
+    /// ClusterRole and leader-election Role), a static-credentials Secret for moto, and moto.
+    pub async fn new(prefix: &str) -> Result<World> {
+        let cluster = cluster().await?;
+        let client = cluster.client()?;
+        let ns = cluster.create_namespace(prefix).await?;
+        let dir = crate::tempdir_for(&ns);
+        let moto = tokio::task::spawn_blocking(MotoServer::start).await??;
+        let pp = PostParams::default();
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+        for name in ["hibernator-runner", "hibernator-controller"] {
+            sas.create(
+                &pp,
+                &serde_json::from_value(json!({"metadata": {"name": name}}))?,
+            )
+            .await
+            .with_context(|| format!("failed to create ServiceAccount {name}"))?;
+        }
+        apply(
+            &client,
+            &json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": format!("hibernator-controller-{ns}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "hibernator-controller"},
+                "subjects": [{"kind": "ServiceAccount", "name": "hibernator-controller", "namespace": ns}],
+            }),
+        )
+        .await?;
+        for mut doc in yaml_docs("deploy/rbac/controller-clusterrole.yaml")? {
+            if doc["kind"] == "Role" {
+                doc["metadata"]["namespace"] = json!(ns);
+                apply(&client, &doc).await?;
+            }
+        }
+        apply(
+            &client,
+            &json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "hibernator-controller-leader-election", "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hibernator-controller-leader-election"},
+                "subjects": [{"kind": "ServiceAccount", "name": "hibernator-controller", "namespace": ns}],
+            }),
+        )
+        .await?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        secrets
+            .create(
+                &pp,
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "aws-keys"},
+                    "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-value"},
+                }))?,
+            )
+            .await
+            .context("failed to create Secret aws-keys")?;
+        // The controller's own credentials: a token of its ServiceAccount.
+        let token = sas
+            .create_token_request(
+                "hibernator-controller",
+                &pp,
+                &TokenRequest {
+                    spec: Some(TokenRequestSpec {
+                        expiration_seconds: Some(7200),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("failed to request a token for the controller")?
+            .status
+            .and_then(|s| s.token)
+            .context("the token request returned no token")?;
+        let controller_kubeconfig = dir.join("controller.kubeconfig");
+        write_kubeconfig(
+            &controller_kubeconfig,
+            &cluster.server_url(),
+            cluster.ca_pem(),
+            &token,
+            &ns,
+        )?;
+        Ok(World {
+            cluster,
+            client,
+            ns,
+            moto,
+            dir,
+            controller_kubeconfig,
+        })
+    }
+
+    /// Creates AWS resources in moto (see `estate.py`); returns the snapshot after creation.
+    pub fn estate(&self, spec: Value) -> Result<Value> {
+        estate(self.moto.endpoint(), &["create", &spec.to_string()])
+    }
+
+    /// The state of every AWS resource in moto.
+    pub fn snapshot(&self) -> Result<Value> {
+        estate(self.moto.endpoint(), &["snapshot"])
+    }
+
+    /// Applies an object into the test's namespace.
+    pub async fn apply(&self, mut obj: Value) -> Result<()> {
+        obj["metadata"]["namespace"] = json!(self.ns);
+        apply(&self.client, &obj).await
+    }
+
+    /// A CloudProvider `name` for moto's account with static keys from Secret aws-keys.
+    pub async fn cloud_provider(&self, name: &str) -> Result<()> {
+        self.apply(json!({
+            "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
+            "kind": "CloudProvider",
+            "metadata": {"name": name},
+            "spec": {"type": "aws", "aws": {"accountId": moto_server::ACCOUNT_ID, "region": "us-east-1",
+                     "auth": {"static": {"secretRef": {"name": "aws-keys"}}}}},
+        }))
+        .await
+    }
+
+    /// The plan `name`.
+    pub async fn plan(&self, name: &str) -> Result<HibernationPlan> {
+        Api::<HibernationPlan>::namespaced(self.client.clone(), &self.ns)
+            .get(name)
+            .await
+            .with_context(|| format!("failed to read plan {name}"))
+    }
+
+    /// Waits until the plan satisfies `pred`; the error shows the last status.
+    pub async fn wait_plan(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&HibernationPlan) -> bool,
+    ) -> Result<HibernationPlan> {
+        let api: Api<HibernationPlan> = Api::namespaced(self.client.clone(), &self.ns);
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Ok(Some(p)) = api.get_opt(name).await {
+                if pred(&p) {
+                    return Ok(p);
+                }
+                last = Some(p);
+            }
+            if Instant::now() > deadline {
+                let status = last
+                    .and_then(|p| p.status)
+                    .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default())
+                    .unwrap_or_else(|| "no status".into());
+                bail!(
+                    "timed out after {timeout:?} waiting for plan {name}: {what}; last status:\n{status}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts a controller for this namespace.
+    pub fn controller(&self, opts: ControllerOptions) -> Result<ControllerProcess> {
+        let b = binaries()?;
+        let grpc = free_port()?;
+        let http = free_port()?;
+        let log_path = self
+            .dir
+            .join(format!("controller-{}-{grpc}.log", opts.identity));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(&b.controller);
+        cmd.env("KUBECONFIG", &self.controller_kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("WATCH_NAMESPACE")
+            .args(["--namespace", &self.ns])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--controller-endpoint", &format!("http://127.0.0.1:{grpc}")])
+            .args(["--runner-image", RUNNER_IMAGE])
+            .args(["--runner-service-account", "hibernator-runner"])
+            .args(["--runner-ttl-seconds", "3600"])
+            .args([
+                "--runner-env",
+                &format!("AWS_ENDPOINT_URL={}", self.moto.endpoint()),
+            ])
+            .args(["--runner-env", "HIBERNATOR_POLL_INTERVAL_MS=100"])
+            .args(["--pod-name", &opts.identity])
+            .args(["--log-format", "text"])
+            .args(["--clock-start", &opts.clock_start.to_string()])
+            .args(["--clock-speed", &opts.clock_speed.to_string()]);
+        if opts.leader_elect {
+            cmd.args(["--leader-elect", "--leader-election-namespace", &self.ns])
+                .args(["--leader-election-duration-seconds", "4"]);
+        }
+        cmd.args(&opts.extra_args);
+        let child = cmd
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("failed to start the controller")?;
+        Ok(ControllerProcess {
+            child,
+            http_port: http,
+            log: log_path,
+        })
+    }
+
+    /// Where this world keeps its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// How to start a controller.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Schedule time at start.
+    pub clock_start: jiff::Timestamp,
+    /// Schedule seconds per real second.
+    pub clock_speed: f64,
+    /// Instance name (pod name).
+    pub identity: String,
+    /// Run leader election.
+    pub leader_elect: bool,
+    /// Extra flags.
+    pub extra_args: Vec<String>,
+}
+
+impl ControllerOptions {
+    /// A controller whose clock starts at `start` and runs `speed` times faster.
+    pub fn at(start: &str, speed: f64) -> Self {
+        Self {
+            clock_start: start.parse().expect("an RFC 3339 instant"),
+            clock_speed: speed,
+            identity: "controller-0".into(),
+            leader_elect: false,
+            extra_args: vec![],
+        }
+    }
+}
+
+/// A running controller process; killed on drop.
+pub struct ControllerProcess {
+    child: Child,
+    http_port: u16,
+    log: PathBuf,
+}
+
+impl ControllerProcess {
+    /// Kills it hard (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        http_get(self.http_port, "/metrics").await
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub async fn ready(&self) -> bool {
+        http_get(self.http_port, "/readyz").await.is_ok()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn estate(endpoint: &str, args: &[&str]) -> Result<Value> {
+    let venv = moto_server::install()?;
+    let out = Command::new(venv.join("bin/python"))
+        .arg(root().join("crates/hibernator-e2e/estate.py"))
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .context("failed to run estate.py")?;
+    if !out.status.success() {
+        bail!(
+            "estate.py {}: {}",
+            args[0],
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("estate.py prints JSON")
+}
+
+fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, token: &str, ns: &str) -> Result<()> {
+    use base64::Engine as _;
+    let encode = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testbed\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: controller\n  user:\n    token: {token}\ncontexts:\n- name: controller\n  context:\n    cluster: testbed\n    user: controller\n    namespace: {ns}\ncurrent-context: controller\n",
+        encode(ca_pem.as_bytes())
+    );
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The status of every resource kind the tests compare.
+pub type Snapshot = BTreeMap<String, Value>;

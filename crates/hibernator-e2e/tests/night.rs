@@ -1,0 +1,219 @@
+//! A full night of a plan shaped like the seed's, end to end: the real control plane, the
+//! controller as a process with its own ClusterRole, real runner pods (processes run by the
+//! test kubelet), moto for AWS, and a simulated clock (ten hours pass in about a minute).
+
+use std::time::Duration;
+
+use hibernator_api::common::find_condition;
+use hibernator_api::plan::{HibernationPlan, Phase};
+use hibernator_e2e::world::{ControllerOptions, World};
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+
+fn condition(p: &HibernationPlan, t: &str) -> Option<(String, String)> {
+    p.status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, t))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn phase(p: &HibernationPlan) -> Option<Phase> {
+    p.status.as_ref().and_then(|s| s.phase)
+}
+
+fn seed_plan() -> Value {
+    json!({
+        "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "HibernationPlan",
+        "metadata": {"name": "prod-offhours"},
+        "spec": {
+            "schedule": {"timezone": "America/New_York",
+                         "offHours": [{"start": "20:00", "end": "06:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI"]}]},
+            "execution": {"strategy": {"type": "DAG", "maxConcurrency": 2,
+                                       "dependencies": [{"from": "prod-db", "to": "prod-cluster"}]}},
+            "targets": [
+                {"name": "prod-db", "type": "rds", "connectorRef": {"kind": "CloudProvider", "name": "aws-prod"},
+                 "parameters": {"snapshotBeforeStop": true}},
+                {"name": "prod-cluster", "type": "eks", "connectorRef": {"kind": "CloudProvider", "name": "aws-prod"},
+                 "parameters": {"clusterName": "eks-prod", "nodeGroups": [{"name": "default-ng"}, {"name": "gpu-ng"}]}},
+            ],
+        },
+    })
+}
+
+/// (creation time, completion time) of the Job of `target` and `operation`.
+async fn job_times(jobs: &Api<Job>, target: &str, operation: &str) -> (Timestamp, Timestamp) {
+    let list = jobs
+        .list(&ListParams::default().labels(&format!(
+            "hibernator.ardikasaputro.io/target={target},hibernator.ardikasaputro.io/operation={operation}"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1, "one {operation} Job for {target}");
+    let j = &list.items[0];
+    let created = j.metadata.creation_timestamp.clone().unwrap().0;
+    let done = j
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.clone())
+        .expect("the Job completed")
+        .0;
+    (created, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_night_of_the_seed_plan() {
+    let w = World::new("night").await.unwrap();
+    let before = w
+        .estate(json!({"rds": ["prod-db"], "eks": {"prod-eks-1": {"default-ng": [1, 2, 3], "gpu-ng": [1, 1, 2]}}}))
+        .unwrap();
+    w.cloud_provider("aws-prod").await.unwrap();
+    w.apply(json!({
+        "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "K8SCluster",
+        "metadata": {"name": "eks-prod"},
+        "spec": {"providerRef": {"kind": "CloudProvider", "name": "aws-prod"}, "eks": {"name": "prod-eks-1", "region": "us-east-1"}},
+    }))
+    .await
+    .unwrap();
+    w.apply(seed_plan()).await.unwrap();
+
+    // Thursday 19:00 New York; 600x: an hour takes six seconds.
+    let controller = w
+        .controller(ControllerOptions::at("2026-11-27T00:00:00Z", 600.0))
+        .unwrap();
+    let report = |e: anyhow::Error| format!("{e:#}\n--- controller log:\n{}", controller.log());
+
+    // Before 20:00: Active and Ready, with the next transition announced.
+    let p = w
+        .wait_plan(
+            "prod-offhours",
+            Duration::from_secs(20),
+            "Active and Ready",
+            |p| {
+                phase(p) == Some(Phase::Active)
+                    && condition(p, "Ready") == Some(("True".into(), "Active".into()))
+            },
+        )
+        .await
+        .map_err(report)
+        .unwrap();
+    let s = p.status.clone().unwrap();
+    assert_eq!(s.observed_generation, p.metadata.generation);
+    assert_eq!(
+        s.schedule.unwrap().next_hibernate_at.unwrap().0.to_string(),
+        "2026-11-27T01:00:00Z"
+    );
+
+    // At 20:00 the hibernation runs in dependency order and the plan ends Hibernated.
+    let p = w
+        .wait_plan(
+            "prod-offhours",
+            Duration::from_secs(90),
+            "Hibernated",
+            |p| phase(p) == Some(Phase::Hibernated),
+        )
+        .await
+        .map_err(report)
+        .unwrap();
+    assert_eq!(
+        condition(&p, "Ready"),
+        Some(("True".into(), "Hibernated".into()))
+    );
+    assert_eq!(
+        condition(&p, "Hibernated"),
+        Some(("True".into(), "Hibernated".into()))
+    );
+    let cycle = p.status.as_ref().unwrap().current_cycle.clone().unwrap();
+    assert_eq!(cycle.id, "20261127t0100");
+    let jobs: Api<Job> = Api::namespaced(w.client.clone(), &w.ns);
+    let (_, db_done) = job_times(&jobs, "prod-db", "hibernate").await;
+    let (cluster_created, _) = job_times(&jobs, "prod-cluster", "hibernate").await;
+    assert!(
+        cluster_created >= db_done,
+        "prod-cluster started only after prod-db finished"
+    );
+
+    let asleep = w.snapshot().unwrap();
+    assert_eq!(asleep["rds"]["prod-db"], "stopped", "{asleep}");
+    assert_eq!(
+        asleep["nodegroups"]["prod-eks-1/default-ng"],
+        json!([0, 0, 3])
+    );
+    assert_eq!(asleep["nodegroups"]["prod-eks-1/gpu-ng"], json!([0, 0, 2]));
+    let manual: Vec<&Value> = asleep["rdsSnapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s.as_str().is_some_and(|s| s.starts_with("prod-db")))
+        .collect();
+    assert_eq!(
+        manual.len(),
+        1,
+        "a snapshot was taken before stopping: {asleep}"
+    );
+
+    // At 06:00 the wake-up runs in reverse order and everything is as it was.
+    let p = w
+        .wait_plan(
+            "prod-offhours",
+            Duration::from_secs(120),
+            "awake again",
+            |p| {
+                phase(p) == Some(Phase::Active)
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.current_cycle.as_ref())
+                        .is_some_and(|c| {
+                            c.operation == hibernator_api::Operation::WakeUp
+                                && c.finished_at.is_some()
+                        })
+            },
+        )
+        .await
+        .map_err(report)
+        .unwrap();
+    let (_, cluster_woken) = job_times(&jobs, "prod-cluster", "wakeUp").await;
+    let (db_wake_created, _) = job_times(&jobs, "prod-db", "wakeUp").await;
+    assert!(
+        db_wake_created >= cluster_woken,
+        "prod-db woke only after prod-cluster"
+    );
+    let after = w.snapshot().unwrap();
+    assert_eq!(after["rds"], before["rds"]);
+    assert_eq!(after["nodegroups"], before["nodegroups"]);
+    assert_eq!(
+        condition(&p, "Hibernated"),
+        Some(("False".into(), "Awake".into()))
+    );
+    let history = &p.status.as_ref().unwrap().history;
+    assert!(
+        history[0].hibernate.as_ref().unwrap().succeeded
+            && history[0].wake_up.as_ref().unwrap().succeeded
+    );
+    // The restore data is gone once everything woke up.
+    let cm: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(w.client.clone(), &w.ns);
+    let data = cm
+        .get("hibernator-restore-prod-offhours")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert!(data.is_empty(), "{data:?}");
+    let names: Vec<String> = jobs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|j| j.name_any())
+        .collect();
+    assert_eq!(
+        names.len(),
+        4,
+        "one Job per target and operation: {names:?}"
+    );
+}
