@@ -258,7 +258,12 @@ impl FakeController {
     /// Serves on 127.0.0.1 (a free port), accepting `Bearer <token>`; restore data belongs to
     /// cycle `cycle_id`.
     pub async fn start(token: &str, cycle_id: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), token, cycle_id).await
+    }
+
+    /// Like [`Self::start`], on a chosen address.
+    pub async fn start_at(addr: SocketAddr, token: &str, cycle_id: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             token: token.to_string(),

@@ -28,6 +28,20 @@ pub const VENV_ENV: &str = "MOTO_SERVER_VENV";
 /// Overrides the Python interpreter used to create the venv (default `python3`).
 pub const PYTHON_ENV: &str = "MOTO_SERVER_PYTHON";
 
+/// Starts `moto_server` and ends it when its parent goes away, so a test process that is
+/// killed (and so never drops its [`MotoServer`]) leaves no server behind.
+const LAUNCHER: &str = r#"
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from moto.server import main
+sys.exit(main(sys.argv[1:]))
+"#;
+
 /// How long moto may take to start and answer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -119,9 +133,11 @@ impl Builder {
     /// Installs moto if needed and starts it.
     pub fn start(self) -> Result<MotoServer, Error> {
         let venv = install()?;
-        let program = venv.join("bin").join("moto_server");
+        let program = venv.join("bin").join("python");
         let mut command = Command::new(&program);
         command
+            .arg("-c")
+            .arg(LAUNCHER)
             .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -130,7 +146,7 @@ impl Builder {
             command.env(key, value);
         }
         let mut child = command.spawn().map_err(|source| Error::Spawn {
-            command: format!("{} -H 127.0.0.1 -p 0", program.display()),
+            command: format!("{} -c <moto launcher> -H 127.0.0.1 -p 0", program.display()),
             source,
         })?;
 

@@ -576,7 +576,7 @@ pub fn wake_summary(parts: &[(&str, Tally)]) -> String {
     summary(
         "started",
         "already running",
-        "were stopped before hibernation and stay stopped",
+        "left as they were before hibernation",
         parts,
     )
 }

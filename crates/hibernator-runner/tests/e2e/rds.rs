@@ -121,7 +121,7 @@ async fn instances_hibernate_with_snapshot_and_wake_to_their_exact_state() -> Re
     );
     assert!(
         woke.termination.starts_with(
-            "started 1 of 2 DB instances (1 were stopped before hibernation and stay stopped) in "
+            "started 1 of 2 DB instances (1 left as they were before hibernation) in "
         ),
         "{}",
         woke.termination
