@@ -292,12 +292,20 @@ impl Worker {
                 }
             }
 
-            if let Some(deleted) = &self.pod.metadata.deletion_timestamp {
-                // deletionTimestamp is when the grace period ends; a second deletion with a
-                // shorter grace period moves it earlier.
-                let left = deleted.0.duration_since(now());
-                let deadline = Instant::now() + Duration::try_from(left).unwrap_or(Duration::ZERO);
-                self.begin_stop(Stopping::Deleting, deadline).await;
+            if self.pod.metadata.deletion_timestamp.is_some() {
+                // The grace period counts from when the kubelet sees the deletion (as a
+                // kubelet's kill does); a later deletion with a shorter one moves it earlier.
+                let grace = self
+                    .pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .unwrap_or(30)
+                    .max(0) as u64;
+                self.begin_stop(
+                    Stopping::Deleting,
+                    Instant::now() + Duration::from_secs(grace),
+                )
+                .await;
             }
 
             if self.stopping.is_none() && !self.phase.terminal() {
