@@ -534,3 +534,99 @@ fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, token: &str, ns: &s
 
 /// The status of every resource kind the tests compare.
 pub type Snapshot = BTreeMap<String, Value>;
+
+/// A plan of `noop` targets `t0..t{n-1}` (no connector) with the seed's schedule; `extra`
+/// is merged into the spec.
+pub fn noop_plan(name: &str, targets: &[(&str, Value)], extra: Value) -> Value {
+    let mut spec = json!({
+        "schedule": {"timezone": "America/New_York",
+                     "offHours": [{"start": "20:00", "end": "06:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI"]}]},
+        "execution": {"strategy": {"type": "Parallel"}},
+        "targets": targets.iter().map(|(n, p)| json!({"name": n, "type": "noop", "parameters": p})).collect::<Vec<_>>(),
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "HibernationPlan",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+/// The phase of a plan, if reported.
+pub fn phase(p: &HibernationPlan) -> Option<hibernator_api::Phase> {
+    p.status.as_ref().and_then(|s| s.phase)
+}
+
+/// `(status, reason)` of a plan condition.
+pub fn condition(p: &HibernationPlan, t: &str) -> Option<(String, String)> {
+    p.status
+        .as_ref()
+        .and_then(|s| hibernator_api::common::find_condition(&s.conditions, t))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// `(status, reason)` as owned strings, for comparisons.
+pub fn cond(status: &str, reason: &str) -> Option<(String, String)> {
+    Some((status.to_string(), reason.to_string()))
+}
+
+/// A target's state in the plan's status.
+pub fn target_state(p: &HibernationPlan, target: &str) -> Option<hibernator_api::TargetState> {
+    p.status
+        .as_ref()?
+        .targets
+        .iter()
+        .find(|t| t.name == target)
+        .map(|t| t.state)
+}
+
+impl World {
+    /// Runner Jobs of a target and operation (`hibernate` / `wakeUp`), oldest first.
+    pub async fn jobs(
+        &self,
+        target: &str,
+        operation: &str,
+    ) -> Result<Vec<k8s_openapi::api::batch::v1::Job>> {
+        let api: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let mut items = api
+            .list(&kube::api::ListParams::default().labels(&format!(
+                "hibernator.ardikasaputro.io/target={target},hibernator.ardikasaputro.io/operation={operation}"
+            )))
+            .await?
+            .items;
+        items.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
+        Ok(items)
+    }
+
+    /// Merge-patches the plan (as a user would, with kubectl).
+    pub async fn patch_plan(&self, name: &str, patch: Value) -> Result<()> {
+        Api::<HibernationPlan>::namespaced(self.client.clone(), &self.ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("failed to patch plan {name}"))?;
+        Ok(())
+    }
+
+    /// The restore data of a plan, by target.
+    pub async fn restore_data(&self, plan: &str) -> Result<BTreeMap<String, String>> {
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        Ok(api
+            .get_opt(&hibernator_api::naming::restore_config_map(plan))
+            .await?
+            .and_then(|c| c.data)
+            .unwrap_or_default())
+    }
+}
+
+/// Schedule time of a controller started at `start` with `speed`, `elapsed` real time later.
+pub fn sim_now(opts: &ControllerOptions, started: Instant) -> jiff::Timestamp {
+    opts.clock_start
+        + jiff::SignedDuration::from_secs_f64(started.elapsed().as_secs_f64() * opts.clock_speed)
+}

@@ -1,0 +1,615 @@
+//! The controller's behaviour end to end (issue "Controller", acceptance 2-6, 8, 9): failures
+//! and retries, crashes, catch-up, spec edits, suspension, exceptions, status for GitOps and
+//! deletion. Each test has its own namespace, moto and controller with a simulated clock.
+
+use std::time::{Duration, Instant};
+
+use hibernator_api::plan::{Phase, RETRY_ANNOTATION};
+use hibernator_api::{Operation, TargetState};
+use hibernator_e2e::world::{
+    ControllerOptions, World, cond, condition, noop_plan, phase, sim_now, target_state,
+};
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_failure_retries_with_backoff_then_stalls_and_the_annotation_retries_at_once() {
+    let w = World::new("strict").await.unwrap();
+    w.apply(noop_plan(
+        "p",
+        &[("t0", json!({"fail": "hibernate"})), ("t1", json!({}))],
+        json!({"behavior": {"mode": "Strict", "retries": 2},
+               "execution": {"strategy": {"type": "Sequential"}}}),
+    ))
+    .await
+    .unwrap();
+    // Thursday 19:59:50 New York; 60x: a minute of backoff takes a second.
+    let c = w
+        .controller(ControllerOptions::at("2026-11-27T00:59:50Z", 60.0))
+        .unwrap();
+    let p = w
+        .wait_plan("p", SECS(60), "Error after the first failure", |p| {
+            phase(p) == Some(Phase::Error)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(condition(&p, "Ready"), cond("False", "TargetFailed"));
+    assert_eq!(
+        condition(&p, "Stalled"),
+        None,
+        "automatic retries pending: nobody must act yet"
+    );
+    assert_eq!(
+        target_state(&p, "t1"),
+        Some(TargetState::Pending),
+        "strict: t1 never started"
+    );
+    assert!(
+        p.status
+            .as_ref()
+            .unwrap()
+            .last_error
+            .as_ref()
+            .unwrap()
+            .contains("t0")
+    );
+
+    let p = w
+        .wait_plan("p", SECS(90), "Stalled after two retries", |p| {
+            condition(p, "Stalled") == cond("True", "RetriesExhausted")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(phase(&p), Some(Phase::Error));
+    let jobs = w.jobs("t0", "hibernate").await.unwrap();
+    assert_eq!(jobs.len(), 3, "the first attempt and two retries");
+    assert!(w.jobs("t1", "hibernate").await.unwrap().is_empty());
+    // Backoff: the retries started one and two (schedule) minutes after the failures, so at
+    // 60x they are at least a second apart in real time.
+    let created: Vec<_> = jobs
+        .iter()
+        .map(|j| j.metadata.creation_timestamp.clone().unwrap().0)
+        .collect();
+    assert!(
+        created[1].duration_since(created[0]) >= jiff::SignedDuration::from_millis(900),
+        "{created:?}"
+    );
+    assert!(
+        created[2].duration_since(created[1]) >= jiff::SignedDuration::from_millis(1900),
+        "{created:?}"
+    );
+
+    // Fix the cause and ask for a retry: it runs at once.
+    w.patch_plan("p", json!({"spec": {"targets": [{"name": "t0", "type": "noop", "parameters": {"fail": "none"}},
+                                                   {"name": "t1", "type": "noop", "parameters": {}}]},
+                            "metadata": {"annotations": {RETRY_ANNOTATION: "fixed-1"}}}))
+        .await
+        .unwrap();
+    let p = w
+        .wait_plan("p", SECS(60), "Hibernated after the requested retry", |p| {
+            phase(p) == Some(Phase::Hibernated)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(condition(&p, "Ready"), cond("True", "Hibernated"));
+    assert_eq!(condition(&p, "Stalled"), None);
+    assert_eq!(
+        p.status
+            .as_ref()
+            .unwrap()
+            .last_handled_retry_token
+            .as_deref(),
+        Some("fixed-1")
+    );
+    assert_eq!(w.jobs("t0", "hibernate").await.unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_aborts_dependents_and_completes_the_independent_branch() {
+    let w = World::new("besteffort").await.unwrap();
+    w.apply(noop_plan(
+        "p",
+        &[("t0", json!({"fail": "hibernate"})), ("t1", json!({})), ("t2", json!({}))],
+        json!({"behavior": {"mode": "BestEffort"},
+               "execution": {"strategy": {"type": "DAG", "dependencies": [{"from": "t0", "to": "t1"}]}}}),
+    ))
+    .await
+    .unwrap();
+    let c = w
+        .controller(ControllerOptions::at("2026-11-27T00:59:50Z", 60.0))
+        .unwrap();
+    let p = w
+        .wait_plan("p", SECS(60), "the operation ended", |p| {
+            phase(p) == Some(Phase::Hibernated)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(target_state(&p, "t0"), Some(TargetState::Failed));
+    assert_eq!(target_state(&p, "t1"), Some(TargetState::Aborted));
+    assert_eq!(target_state(&p, "t2"), Some(TargetState::Completed));
+    assert!(
+        w.jobs("t1", "hibernate").await.unwrap().is_empty(),
+        "an aborted target never runs"
+    );
+    assert_eq!(condition(&p, "Ready"), cond("False", "TargetFailed"));
+    assert_eq!(
+        condition(&p, "Hibernated"),
+        cond("False", "PartiallyHibernated")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_hibernation_finishes_the_cycle_after_restart() {
+    let w = World::new("crash").await.unwrap();
+    let before = w
+        .estate(json!({"rds": ["db-a", "db-b"], "eks": {"eks-1": {"ng-1": [1, 3, 5]}}}))
+        .unwrap();
+    w.cloud_provider("aws").await.unwrap();
+    w.apply(json!({
+        "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "HibernationPlan",
+        "metadata": {"name": "p"},
+        "spec": {
+            "schedule": {"timezone": "America/New_York", "offHours": [{"start": "20:00", "end": "06:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI"]}]},
+            "execution": {"strategy": {"type": "Sequential"}},
+            "targets": [
+                {"name": "db-a", "type": "rds", "connectorRef": {"kind": "CloudProvider", "name": "aws"}},
+                {"name": "db-b", "type": "rds", "connectorRef": {"kind": "CloudProvider", "name": "aws"}},
+                {"name": "cluster", "type": "eks", "connectorRef": {"kind": "CloudProvider", "name": "aws"}, "parameters": {"clusterName": "eks-1"}},
+            ],
+        },
+    }))
+    .await
+    .unwrap();
+    let opts = ControllerOptions::at("2026-11-27T00:59:00Z", 120.0);
+    let started = Instant::now();
+    let mut c = w.controller(opts.clone()).unwrap();
+    // Kill it as soon as the second target's Job exists.
+    hibernator_e2e::world::wait_for(SECS(90), "db-b's runner Job", || async {
+        (!w.jobs("db-b", "hibernate").await.ok()?.is_empty()).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    c.kill();
+    tokio::time::sleep(SECS(2)).await;
+    // The schedule clock goes on where it was.
+    let mut again = opts.clone();
+    again.clock_start = sim_now(&opts, started);
+    again.clock_speed = 600.0;
+    let c = w.controller(again).unwrap();
+    let p = w
+        .wait_plan("p", SECS(120), "Hibernated after the restart", |p| {
+            phase(p) == Some(Phase::Hibernated)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(condition(&p, "Ready"), cond("True", "Hibernated"));
+    // No second Job for a completed target: db-a had finished before the crash. db-b's runner
+    // may have failed while the controller was away (no answer, no action) and been retried.
+    assert_eq!(
+        w.jobs("db-a", "hibernate").await.unwrap().len(),
+        1,
+        "no second Job for db-a"
+    );
+    for t in ["db-a", "db-b", "cluster"] {
+        let jobs = w.jobs(t, "hibernate").await.unwrap();
+        let complete = |j: &k8s_openapi::api::batch::v1::Job| {
+            j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0
+        };
+        assert_eq!(
+            jobs.iter().filter(|j| complete(j)).count(),
+            1,
+            "{t} completed once"
+        );
+        assert!(
+            complete(jobs.last().unwrap()),
+            "nothing ran for {t} after it completed"
+        );
+    }
+    let data = w.restore_data("p").await.unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["cluster", "db-a", "db-b"],
+        "restore data intact"
+    );
+    assert!(
+        data["cluster"].contains("\"desiredSize\":3") || data["cluster"].contains("desired"),
+        "{data:?}"
+    );
+    let asleep = w.snapshot().unwrap();
+    assert_eq!(asleep["rds"]["db-a"], "stopped");
+    assert_eq!(asleep["nodegroups"]["eks-1/ng-1"], json!([0, 0, 5]));
+    w.wait_plan("p", SECS(120), "awake", |p| {
+        phase(p) == Some(Phase::Active)
+            && p.status
+                .as_ref()
+                .and_then(|s| s.current_cycle.as_ref())
+                .is_some_and(|c| c.operation == Operation::WakeUp)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let after = w.snapshot().unwrap();
+    assert_eq!(after["rds"], before["rds"]);
+    assert_eq!(after["nodegroups"], before["nodegroups"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inside_off_hours_it_sleeps_at_once_and_a_missed_wake_up_happens_on_start() {
+    let w = World::new("catchup").await.unwrap();
+    w.apply(noop_plan("p", &[("t0", json!({}))], json!({})))
+        .await
+        .unwrap();
+    // Saturday noon New York: inside the weekend's sleep.
+    let mut c = w
+        .controller(ControllerOptions::at("2026-11-28T17:00:00Z", 1.0))
+        .unwrap();
+    let p = w
+        .wait_plan("p", SECS(60), "Hibernated at once", |p| {
+            phase(p) == Some(Phase::Hibernated)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(
+        p.status.unwrap().current_cycle.unwrap().id,
+        "20261128t0100",
+        "the cycle of the sleep that began Friday 20:00"
+    );
+    c.kill();
+    // The controller was down across Monday 06:00; it comes back at 09:00.
+    let c = w
+        .controller(ControllerOptions::at("2026-11-30T14:00:00Z", 1.0))
+        .unwrap();
+    w.wait_plan("p", SECS(60), "awake after the restart", |p| {
+        phase(p) == Some(Phase::Active)
+            && p.status
+                .as_ref()
+                .and_then(|s| s.current_cycle.as_ref())
+                .is_some_and(|c| c.operation == Operation::WakeUp)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_start_time_moves_the_next_hibernation_and_reverting_moves_it_back() {
+    let w = World::new("edit").await.unwrap();
+    w.apply(noop_plan("p", &[("t0", json!({}))], json!({})))
+        .await
+        .unwrap();
+    // Wednesday noon New York, real speed: nothing happens but the status.
+    let c = w
+        .controller(ControllerOptions::at("2026-11-25T17:00:00Z", 1.0))
+        .unwrap();
+    let next = |p: &hibernator_api::HibernationPlan| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.schedule.as_ref())
+            .and_then(|s| s.next_hibernate_at.as_ref())
+            .map(|t| t.0.to_string())
+    };
+    let gen_seen = |p: &hibernator_api::HibernationPlan| {
+        p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation
+    };
+    let p = w
+        .wait_plan("p", SECS(30), "Ready", |p| {
+            condition(p, "Ready") == cond("True", "Active") && gen_seen(p)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(next(&p).as_deref(), Some("2026-11-26T01:00:00Z"));
+    let window = |start: &str| {
+        json!({"spec": {"schedule": {"timezone": "America/New_York",
+        "offHours": [{"start": start, "end": "06:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI"]}]}}})
+    };
+    w.patch_plan("p", window("19:00")).await.unwrap();
+    let p = w
+        .wait_plan("p", SECS(30), "19:00 taken in", |p| {
+            p.metadata.generation == Some(2) && gen_seen(p)
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&p).as_deref(), Some("2026-11-26T00:00:00Z"));
+    assert_eq!(condition(&p, "Ready"), cond("True", "Active"));
+    w.patch_plan("p", window("20:00")).await.unwrap();
+    let p = w
+        .wait_plan("p", SECS(30), "20:00 again", |p| {
+            p.metadata.generation == Some(3) && gen_seen(p)
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&p).as_deref(), Some("2026-11-26T01:00:00Z"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_and_suspend_until() {
+    let w = World::new("suspend").await.unwrap();
+    w.apply(noop_plan("p", &[("t0", json!({}))], json!({})))
+        .await
+        .unwrap();
+    w.apply(noop_plan(
+        "q",
+        &[("t0", json!({}))],
+        json!({"suspendUntil": "2026-11-27T01:30:00Z"}),
+    ))
+    .await
+    .unwrap();
+    let c = w
+        .controller(ControllerOptions::at("2026-11-27T00:59:50Z", 60.0))
+        .unwrap();
+    w.wait_plan("p", SECS(60), "Hibernated", |p| {
+        phase(p) == Some(Phase::Hibernated)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    // q is suspended until 20:30 New York.
+    let q = w.plan("q").await.unwrap();
+    assert_eq!(phase(&q), Some(Phase::Suspended));
+    assert_eq!(condition(&q, "Ready"), cond("True", "Suspended"));
+    assert!(
+        w.jobs("t0", "hibernate").await.unwrap().len() == 1,
+        "only p hibernated so far"
+    );
+
+    // Suspending a hibernated plan wakes it up.
+    w.patch_plan("p", json!({"spec": {"suspend": true}}))
+        .await
+        .unwrap();
+    w.wait_plan("p", SECS(60), "Suspended", |p| {
+        phase(p) == Some(Phase::Suspended)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    w.patch_plan("p", json!({"spec": {"suspend": null}}))
+        .await
+        .unwrap();
+    w.wait_plan("p", SECS(60), "asleep again after resume", |p| {
+        phase(p) == Some(Phase::Hibernated)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    // After 20:30, q follows the schedule again.
+    w.wait_plan("q", SECS(90), "q hibernated after suspendUntil", |p| {
+        phase(p) == Some(Phase::Hibernated)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_exceptions_extend_replace_and_suspend_with_lead_time() {
+    let w = World::new("exceptions").await.unwrap();
+    let exception =
+        |name: &str, plan: &str, t: &str, lead: Option<&str>, start: &str, end: &str| {
+            let mut e = json!({
+                "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+                "kind": "ScheduleException",
+                "metadata": {"name": name},
+                "spec": {"planRef": {"name": plan}, "type": t,
+                         "validFrom": "2026-11-25T05:00:00Z", "validUntil": "2026-11-26T05:00:00Z",
+                         "windows": [{"start": start, "end": end, "daysOfWeek": ["WED"]}]},
+            });
+            if let Some(l) = lead {
+                e["spec"]["leadTime"] = json!(l);
+            }
+            e
+        };
+    for plan in ["ext", "rep", "sus"] {
+        w.apply(noop_plan(plan, &[("t0", json!({}))], json!({})))
+            .await
+            .unwrap();
+    }
+    w.apply(exception(
+        "more-sleep",
+        "ext",
+        "extend",
+        None,
+        "12:00",
+        "13:00",
+    ))
+    .await
+    .unwrap();
+    w.apply(exception(
+        "other-hours",
+        "rep",
+        "replace",
+        None,
+        "14:00",
+        "15:00",
+    ))
+    .await
+    .unwrap();
+    w.apply(exception(
+        "late-release",
+        "sus",
+        "suspend",
+        Some("2h"),
+        "21:00",
+        "23:00",
+    ))
+    .await
+    .unwrap();
+    // Wednesday 11:59:30 New York, 60x.
+    let c = w
+        .controller(ControllerOptions::at("2026-11-25T16:59:30Z", 60.0))
+        .unwrap();
+    let s = |p: &hibernator_api::HibernationPlan| {
+        p.status
+            .clone()
+            .unwrap_or_default()
+            .schedule
+            .unwrap_or_default()
+    };
+
+    // extend: the extra window sleeps at noon.
+    let p = w
+        .wait_plan("ext", SECS(60), "asleep in the extra window", |p| {
+            phase(p) == Some(Phase::Hibernated)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(s(&p).active_exceptions, ["more-sleep"]);
+    assert!(
+        s(&p)
+            .reason
+            .unwrap()
+            .contains("extend exception \"more-sleep\"")
+    );
+    // replace: today's windows are the exception's, not the plan's.
+    let r = w.plan("rep").await.unwrap();
+    assert_eq!(
+        s(&r).next_hibernate_at.unwrap().0.to_string(),
+        "2026-11-25T19:00:00Z"
+    );
+    // suspend: the 20:00 hibernation would be undone at 21:00 (within the 2 h lead time), so it
+    // does not start; the plan sleeps after the suspension, at 23:00.
+    let x = w.plan("sus").await.unwrap();
+    assert_eq!(
+        s(&x).next_hibernate_at.unwrap().0.to_string(),
+        "2026-11-26T04:00:00Z"
+    );
+    assert_eq!(phase(&x), Some(Phase::Active));
+    // The exceptions report their state.
+    let exc: Api<hibernator_api::ScheduleException> = Api::namespaced(w.client.clone(), &w.ns);
+    let e = exc.get("more-sleep").await.unwrap();
+    assert_eq!(
+        e.status.unwrap().state,
+        Some(hibernator_api::exception::ExceptionState::Active)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_status_invalid_specs_stall_and_missing_connectors_resolve() {
+    let w = World::new("kstatus").await.unwrap();
+    let mut bad = noop_plan("bad", &[("t0", json!({}))], json!({}));
+    bad["spec"]["schedule"]["timezone"] = json!("Mars/Olympus_Mons");
+    w.apply(bad).await.unwrap();
+    w.apply(json!({
+        "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "HibernationPlan",
+        "metadata": {"name": "waiting"},
+        "spec": {"schedule": {"timezone": "UTC", "offHours": [{"start": "20:00", "end": "06:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI"]}]},
+                 "execution": {"strategy": {"type": "Parallel"}},
+                 "targets": [{"name": "db", "type": "rds", "connectorRef": {"kind": "CloudProvider", "name": "aws-late"}}]},
+    }))
+    .await
+    .unwrap();
+    w.apply(noop_plan("good", &[("t0", json!({}))], json!({})))
+        .await
+        .unwrap();
+    let created = Instant::now();
+    let c = w
+        .controller(ControllerOptions::at("2026-11-25T17:00:00Z", 1.0))
+        .unwrap();
+    let g = w
+        .wait_plan("good", SECS(30), "Ready", |p| {
+            condition(p, "Ready") == cond("True", "Active")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(
+        g.status.as_ref().unwrap().observed_generation,
+        g.metadata.generation
+    );
+    assert!(
+        created.elapsed() < SECS(15),
+        "Ready within seconds of the controller starting"
+    );
+    let b = w
+        .wait_plan("bad", SECS(30), "Stalled", |p| {
+            condition(p, "Stalled") == cond("True", "InvalidSpec")
+        })
+        .await
+        .unwrap();
+    let stalled = b
+        .status
+        .as_ref()
+        .and_then(|s| hibernator_api::common::find_condition(&s.conditions, "Stalled").cloned())
+        .unwrap();
+    assert!(
+        stalled
+            .message
+            .contains("spec.schedule.timezone: unknown time zone \"Mars/Olympus_Mons\""),
+        "{}",
+        stalled.message
+    );
+    let p = w
+        .wait_plan("waiting", SECS(30), "ReferenceNotFound", |p| {
+            condition(p, "Ready") == cond("False", "ReferenceNotFound")
+        })
+        .await
+        .unwrap();
+    assert_eq!(condition(&p, "Stalled"), None, "within the grace period");
+    w.cloud_provider("aws-late").await.unwrap();
+    w.wait_plan(
+        "waiting",
+        SECS(30),
+        "Ready once the connector exists",
+        |p| condition(p, "Ready") == cond("True", "Active"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_hibernated_plan_wakes_it_up_unless_leave() {
+    let w = World::new("delete").await.unwrap();
+    w.estate(json!({"rds": ["db-wake", "db-leave"]})).unwrap();
+    w.cloud_provider("aws").await.unwrap();
+    let plan = |name: &str, db: &str, on_delete: &str| {
+        json!({
+            "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+            "kind": "HibernationPlan",
+            "metadata": {"name": name},
+            "spec": {"schedule": {"timezone": "America/New_York", "offHours": [{"start": "20:00", "end": "06:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI"]}]},
+                     "execution": {"strategy": {"type": "Parallel"}},
+                     "onDelete": on_delete,
+                     "targets": [{"name": db, "type": "rds", "connectorRef": {"kind": "CloudProvider", "name": "aws"}}]},
+        })
+    };
+    w.apply(plan("wake", "db-wake", "WakeUp")).await.unwrap();
+    w.apply(plan("leave", "db-leave", "Leave")).await.unwrap();
+    let c = w
+        .controller(ControllerOptions::at("2026-11-27T00:59:50Z", 30.0))
+        .unwrap();
+    for p in ["wake", "leave"] {
+        w.wait_plan(p, SECS(90), "Hibernated", |p| {
+            phase(p) == Some(Phase::Hibernated)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    }
+    let s = w.snapshot().unwrap();
+    assert_eq!(
+        (s["rds"]["db-wake"].as_str(), s["rds"]["db-leave"].as_str()),
+        (Some("stopped"), Some("stopped"))
+    );
+    let api: Api<hibernator_api::HibernationPlan> = Api::namespaced(w.client.clone(), &w.ns);
+    api.delete("leave", &DeleteParams::default()).await.unwrap();
+    api.delete("wake", &DeleteParams::default()).await.unwrap();
+    hibernator_e2e::world::wait_for(SECS(10), "plan leave gone at once", || async {
+        api.get_opt("leave").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert!(
+        api.get_opt("wake").await.unwrap().is_some(),
+        "plan wake waits for its wake-up"
+    );
+    hibernator_e2e::world::wait_for(SECS(120), "plan wake gone after waking up", || async {
+        api.get_opt("wake").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let s = w.snapshot().unwrap();
+    assert_eq!(
+        s["rds"]["db-wake"], "available",
+        "woken before the plan went"
+    );
+    assert_eq!(s["rds"]["db-leave"], "stopped", "Leave leaves it asleep");
+    assert!(
+        !w.restore_data("leave").await.unwrap().is_empty(),
+        "Leave keeps the restore data"
+    );
+}
