@@ -89,7 +89,9 @@ async fn up(args: UpArgs) -> Result<()> {
         _ = int.recv() => {}
     }
     eprintln!("kube-testbed: shutting down");
+    let started = std::time::Instant::now();
     cluster.shutdown().await;
+    tracing::debug!(took = ?started.elapsed(), "cluster shut down");
     let _ = std::fs::remove_file(&args.kubeconfig);
     Ok(())
 }

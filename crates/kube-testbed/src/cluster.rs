@@ -851,11 +851,15 @@ impl ControlPlane {
 
     async fn stop(&mut self) {
         if let Some(kubelet) = self.kubelet.take() {
+            let started = Instant::now();
             kubelet.stop().await;
+            tracing::debug!(took = ?started.elapsed(), "stopped the kubelet");
         }
         while let Some(mut component) = self.components.pop() {
             let pid = component.pid();
+            let started = Instant::now();
             component.stop(Duration::from_secs(10)).await;
+            tracing::debug!(component = component.name, took = ?started.elapsed(), "stopped");
             if let (Some(w), Some(pid)) = (&self.watchdog, pid) {
                 w.handle().remove_group(pid);
             }
@@ -868,7 +872,9 @@ impl ControlPlane {
             }
         }
         if let Some(w) = self.watchdog.take() {
+            let started = Instant::now();
             w.finish().await;
+            tracing::debug!(took = ?started.elapsed(), "the watchdog finished");
         }
     }
 }

@@ -53,10 +53,12 @@ pub struct Image {
 }
 
 impl Image {
-    /// An image running `executable` as root by default.
+    /// An image running `executable` as root by default. A relative path is taken relative to
+    /// the current directory now (containers start in their own working directory).
     pub fn new(executable: impl Into<PathBuf>) -> Image {
+        let executable = executable.into();
         Image {
-            executable: executable.into(),
+            executable: std::path::absolute(&executable).unwrap_or(executable),
             user: None,
         }
     }

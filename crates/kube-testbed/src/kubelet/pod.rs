@@ -178,6 +178,9 @@ pub(crate) struct Worker {
     deadline: Option<Instant>,
     next_status_retry: Option<Instant>,
     recorder: Recorder,
+    /// Warning events already published (a real kubelet aggregates repeats too).
+    warned: std::sync::Mutex<std::collections::HashSet<String>>,
+    volume_failures: u32,
     generation: u64,
 }
 
@@ -255,6 +258,8 @@ impl Worker {
             deadline,
             next_status_retry: None,
             recorder,
+            warned: std::sync::Mutex::new(std::collections::HashSet::new()),
+            volume_failures: 0,
             generation: 0,
         };
         // A pod that finished before this kubelet saw it (a restart of `kube-testbed up` does
@@ -408,6 +413,15 @@ impl Worker {
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: String) {
+        if type_ == EventType::Warning
+            && !self
+                .warned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(format!("{reason}/{note}"))
+        {
+            return;
+        }
         let event = Event {
             type_,
             reason: reason.into(),
@@ -498,7 +512,11 @@ impl Worker {
                         format!("MountVolume.SetUp failed: {message}"),
                     )
                     .await;
-                    self.next_volume_try = now_i + Duration::from_secs(1);
+                    // 1 s, 2 s, 4 s ... up to 30 s between attempts.
+                    let delay = Duration::from_secs(1 << self.volume_failures.min(5))
+                        .min(Duration::from_secs(30));
+                    self.volume_failures += 1;
+                    self.next_volume_try = now_i + delay;
                     return;
                 }
             }
