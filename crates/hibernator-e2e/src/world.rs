@@ -407,6 +407,7 @@ impl World {
         Ok(ControllerProcess {
             child,
             http_port: http,
+            grpc_port: grpc,
             log: log_path,
         })
     }
@@ -449,6 +450,7 @@ impl ControllerOptions {
 pub struct ControllerProcess {
     child: Child,
     http_port: u16,
+    grpc_port: u16,
     log: PathBuf,
 }
 
@@ -467,6 +469,11 @@ impl ControllerProcess {
     /// `/metrics`.
     pub async fn metrics(&self) -> Result<String> {
         http_get(self.http_port, "/metrics").await
+    }
+
+    /// The gRPC endpoint for runners.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
     }
 
     /// Whether `/readyz` answers 200.
@@ -629,4 +636,83 @@ impl World {
 pub fn sim_now(opts: &ControllerOptions, started: Instant) -> jiff::Timestamp {
     opts.clock_start
         + jiff::SignedDuration::from_secs_f64(started.elapsed().as_secs_f64() * opts.clock_speed)
+}
+
+impl World {
+    /// Every write the API server recorded from this namespace's controller ServiceAccount.
+    pub fn controller_writes(&self) -> Result<Vec<kube_testbed::AuditEvent>> {
+        let user = format!("system:serviceaccount:{}:hibernator-controller", self.ns);
+        Ok(self
+            .cluster
+            .audit_events()?
+            .into_iter()
+            .filter(|e| e.user.username == user && e.is_write())
+            .collect())
+    }
+}
+
+/// Checks that the controller wrote only what it may: plan status and its own finalizer (never
+/// spec, labels or annotations), exception status, runner Jobs, the restore ConfigMap, Events,
+/// TokenReviews and Leases, always with field manager `hibernator-controller` (Leases:
+/// `hibernator-controller-<instance>`). Returns the writes by kind, for further checks.
+pub fn check_controller_writes(
+    writes: &[kube_testbed::AuditEvent],
+) -> Result<BTreeMap<String, usize>> {
+    let mut by_kind = BTreeMap::new();
+    for e in writes {
+        let r = e.object_ref.clone().unwrap_or_default();
+        let resource = r.resource.clone().unwrap_or_default();
+        let sub = r.subresource.clone().unwrap_or_default();
+        let key = if sub.is_empty() {
+            resource.clone()
+        } else {
+            format!("{resource}/{sub}")
+        };
+        let manager = e.field_manager.clone().unwrap_or_default();
+        let allowed = match (key.as_str(), e.verb.as_str()) {
+            ("hibernationplans/status", "patch") | ("scheduleexceptions/status", "patch") => {
+                manager == "hibernator-controller"
+            }
+            ("hibernationplans", "patch") => {
+                // Only its finalizer: the applied object holds nothing but identity and finalizers.
+                let obj = e.request_object.clone().unwrap_or_default();
+                let meta_keys: Vec<&String> = obj["metadata"]
+                    .as_object()
+                    .map(|m| m.keys().collect())
+                    .unwrap_or_default();
+                let top_keys: Vec<&String> = obj
+                    .as_object()
+                    .map(|m| m.keys().collect())
+                    .unwrap_or_default();
+                manager == "hibernator-controller"
+                    && top_keys
+                        .iter()
+                        .all(|k| ["apiVersion", "kind", "metadata"].contains(&k.as_str()))
+                    && meta_keys
+                        .iter()
+                        .all(|k| ["name", "finalizers"].contains(&k.as_str()))
+            }
+            ("jobs", "create") | ("events", "create") | ("tokenreviews", "create") => {
+                manager == "hibernator-controller"
+            }
+            ("configmaps", "create") | ("configmaps", "update") => {
+                manager == "hibernator-controller"
+            }
+            ("leases", "create") => manager == "hibernator-controller",
+            ("leases", "patch") | ("leases", "update") => {
+                manager.starts_with("hibernator-controller")
+            }
+            _ => false,
+        };
+        if !allowed {
+            bail!(
+                "unexpected write by the controller: {} {} (field manager {manager:?}): {}",
+                e.verb,
+                e.request_uri,
+                e.request_object.clone().unwrap_or_default()
+            );
+        }
+        *by_kind.entry(key).or_insert(0) += 1;
+    }
+    Ok(by_kind)
 }
