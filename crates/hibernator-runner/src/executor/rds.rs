@@ -415,7 +415,9 @@ async fn resolve(
                 cluster: Some(cluster),
                 ..
             }) => {
-                member(target, &cluster);
+                ctx.reporter.info(format!(
+                    "DB instance {target} belongs to Aurora cluster {cluster}: taking the cluster"
+                ));
                 clusters.push(cluster);
             }
             Some(_) => instances.push(target.to_string()),

@@ -280,3 +280,31 @@ async fn the_binary_starts_and_explains_itself() -> Result<()> {
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
     Ok(())
 }
+
+/// The SDK's HTTPS client is built even for an https endpoint nobody serves: one rustls crypto
+/// provider (aws-lc-rs) is compiled in, so it starts, fails to connect, and says so in one line.
+#[tokio::test]
+async fn the_https_client_starts_and_reports_a_dead_endpoint_in_one_line() -> Result<()> {
+    let h = Harness::start().await?;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let ran = h
+        .runner("rds", "app-db", "hibernate")
+        .env("AWS_ENDPOINT_URL", &format!("https://127.0.0.1:{port}"))
+        .env("HIBERNATOR_AWS_MAX_ATTEMPTS", "1")
+        .run()
+        .await?
+        .failed(1);
+    assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
+    assert_eq!(ran.error_lines().len(), 1, "{}", ran.stdout);
+    assert!(
+        ran.error_lines()[0].starts_with(
+            "error: failed to verify the AWS credentials with STS GetCallerIdentity: "
+        ),
+        "{}",
+        ran.stdout
+    );
+    Ok(())
+}

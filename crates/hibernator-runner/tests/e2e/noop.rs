@@ -80,5 +80,21 @@ async fn noop_records_waits_fails_on_request_and_speaks_json() -> Result<()> {
         completion.error,
         "failed on purpose (noop target with fail: wake)"
     );
+    // An unwritable termination-message file is reported, never fatal.
+    let unwritable = h
+        .runner("noop", "demo", "hibernate")
+        .unset("HIBERNATOR_CONNECTOR")
+        .env(
+            "HIBERNATOR_TERMINATION_MESSAGE_PATH",
+            "/nonexistent/dir/termination-log",
+        )
+        .run()
+        .await?
+        .ok();
+    assert!(
+        unwritable.has("warning: could not write the summary to /nonexistent/dir/termination-log"),
+        "{}",
+        unwritable.stdout
+    );
     Ok(())
 }
