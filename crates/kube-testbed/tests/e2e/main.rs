@@ -10,3 +10,4 @@ mod jobs;
 mod kubectl;
 mod pods;
 mod tokens;
+mod up;

@@ -561,3 +561,44 @@ async fn a_deployment_gets_a_running_ready_pod() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn init_containers_run_first_in_order() -> anyhow::Result<()> {
+    let cluster = cluster().await?;
+    let ns = cluster.create_namespace("init").await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client()?, &ns);
+    let step = |name: &str, script: &str| {
+        json!({
+            "name": name, "image": SHELL, "command": ["sh", "-c", script],
+            "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+        })
+    };
+    let pod: Pod = object(json!({
+        "metadata": {"name": "staged"},
+        "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [
+                step("fetch", "echo fetched > /work/data"),
+                step("check", "grep -q fetched /work/data && echo checked >> /work/data"),
+            ],
+            "containers": [step("main", "cat /work/data")],
+            "volumes": [{"name": "work", "emptyDir": {}}],
+        }
+    }));
+    let done = create_and_wait(&pods, &pod, &["Succeeded", "Failed"]).await?;
+    assert_eq!(phase(&done), "Succeeded");
+    let inits = done
+        .status
+        .and_then(|s| s.init_container_statuses)
+        .unwrap_or_default();
+    assert_eq!(inits.len(), 2);
+    for status in inits {
+        let terminated = status.state.and_then(|s| s.terminated).expect("terminated");
+        assert_eq!(
+            (terminated.exit_code, terminated.reason.as_deref()),
+            (0, Some("Completed"))
+        );
+    }
+    assert_eq!(logs(&pods, "staged").await?, "fetched\nchecked\n");
+    Ok(())
+}
