@@ -98,3 +98,23 @@ async fn noop_records_waits_fails_on_request_and_speaks_json() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_overall_deadline_ends_a_run_that_takes_too_long() -> Result<()> {
+    let h = Harness::start().await?;
+    let started = Instant::now();
+    let ran = h
+        .runner("noop", "slow", "hibernate")
+        .unset("HIBERNATOR_CONNECTOR")
+        .env("HIBERNATOR_TIMEOUT_SECONDS", "1")
+        .param(json!({"delaySeconds": 30}))
+        .run()
+        .await?
+        .failed(1);
+    assert!(started.elapsed().as_secs() < 15, "{:?}", started.elapsed());
+    assert_eq!(
+        ran.error_lines(),
+        vec!["error: did not finish within HIBERNATOR_TIMEOUT_SECONDS = 1"]
+    );
+    Ok(())
+}
