@@ -275,6 +275,11 @@ impl Worker {
             }
             _ => {}
         }
+        // First report: Pending, containers waiting in ContainerCreating (as a kubelet's first
+        // sync does, before the sandbox exists).
+        if worker.dirty && worker.pod.metadata.deletion_timestamp.is_none() {
+            worker.send_status().await;
+        }
         worker.main_loop(&mut updates).await;
         worker.cleanup().await;
     }

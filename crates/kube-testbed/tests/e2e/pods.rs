@@ -602,3 +602,48 @@ async fn init_containers_run_first_in_order() -> anyhow::Result<()> {
     assert_eq!(logs(&pods, "staged").await?, "fetched\nchecked\n");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_pod_waits_in_container_creating_until_its_secret_exists() -> anyhow::Result<()> {
+    let cluster = cluster().await?;
+    let ns = cluster.create_namespace("creating").await?;
+    let client = cluster.client()?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = object(json!({
+        "metadata": {"name": "needs-secret"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main", "image": SHELL,
+                "command": ["sh", "-c", "cat /etc/late/value"],
+                "volumeMounts": [{"name": "late", "mountPath": "/etc/late"}],
+            }],
+            "volumes": [{"name": "late", "secret": {"secretName": "late"}}],
+        }
+    }));
+    pods.create(&PostParams::default(), &pod).await?;
+    eventually(
+        "Pending in ContainerCreating",
+        Duration::from_secs(30),
+        || async {
+            let pod = pods.get("needs-secret").await?;
+            let waiting =
+                container_status(&pod)["state"]["waiting"]["reason"] == "ContainerCreating";
+            Ok((phase(&pod) == "Pending" && waiting).then_some(()))
+        },
+    )
+    .await?;
+    // The kubelet keeps retrying the mount (a FailedMount event says why) ...
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(phase(&pods.get("needs-secret").await?), "Pending");
+    // ... and runs the pod once the secret is there.
+    let secret: Secret =
+        object(json!({"metadata": {"name": "late"}, "stringData": {"value": "arrived"}}));
+    Api::<Secret>::namespaced(client, &ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let done = wait_phase(&pods, "needs-secret", &["Succeeded", "Failed"]).await?;
+    assert_eq!(phase(&done), "Succeeded");
+    assert_eq!(logs(&pods, "needs-secret").await?, "arrived");
+    Ok(())
+}
