@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end tests.
 
+pub mod stack;
 pub mod world;
 
 use std::path::{Path, PathBuf};

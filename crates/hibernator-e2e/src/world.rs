@@ -24,6 +24,9 @@ use tokio::sync::OnceCell;
 
 use crate::root;
 
+/// The controller's ClusterRole (the rules of `deploy/rbac/`) as the tests install it.
+pub const E2E_CLUSTER_ROLE: &str = "e2e-hibernator-controller";
+
 /// The image name runner Jobs use in these tests; the kubelet runs the runner binary for it.
 pub const RUNNER_IMAGE: &str = "hibernator-runner:e2e";
 
@@ -164,8 +167,10 @@ pub async fn apply(client: &Client, obj: &Value) -> Result<()> {
 
 async fn install_controller_role(cluster: &TestCluster) -> Result<()> {
     let client = cluster.client()?;
-    for doc in yaml_docs("deploy/rbac/controller-clusterrole.yaml")? {
+    for mut doc in yaml_docs("deploy/rbac/controller-clusterrole.yaml")? {
         if doc["kind"] == "ClusterRole" {
+            // Its own name, so that a Helm release in the same cluster can own its copy.
+            doc["metadata"]["name"] = json!(E2E_CLUSTER_ROLE);
             apply(&client, &doc).await?;
         }
     }
@@ -229,7 +234,7 @@ impl World {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "ClusterRoleBinding",
                 "metadata": {"name": format!("hibernator-controller-{ns}")},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "hibernator-controller"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": E2E_CLUSTER_ROLE},
                 "subjects": [{"kind": "ServiceAccount", "name": "hibernator-controller", "namespace": ns}],
             }),
         )
@@ -300,12 +305,12 @@ impl World {
 
     /// Creates AWS resources in moto (see `estate.py`); returns the snapshot after creation.
     pub fn estate(&self, spec: Value) -> Result<Value> {
-        estate(self.moto.endpoint(), &["create", &spec.to_string()])
+        estate_at(self.moto.endpoint(), &["create", &spec.to_string()])
     }
 
     /// The state of every AWS resource in moto.
     pub fn snapshot(&self) -> Result<Value> {
-        estate(self.moto.endpoint(), &["snapshot"])
+        estate_at(self.moto.endpoint(), &["snapshot"])
     }
 
     /// Applies an object into the test's namespace.
@@ -509,7 +514,8 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
-fn estate(endpoint: &str, args: &[&str]) -> Result<Value> {
+/// Runs `estate.py` against moto at `endpoint` (see the script for the commands).
+pub fn estate_at(endpoint: &str, args: &[&str]) -> Result<Value> {
     let venv = moto_server::install()?;
     let out = Command::new(venv.join("bin/python"))
         .arg(root().join("crates/hibernator-e2e/estate.py"))

@@ -1,0 +1,90 @@
+//! `helm install` of the chart into the test cluster: the Deployment gets a Ready controller pod
+//! that runs with the chart's RBAC, and the seed's manifests, applied with real kubectl, become
+//! Ready plans (issue "GitOps and deployment", acceptance 2).
+
+use std::time::Duration;
+
+use hibernator_api::plan::HibernationPlan;
+use hibernator_e2e::stack::{Stack, StackOptions, seed_estate};
+use hibernator_e2e::world::{cond, condition, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_runs_the_controller_and_the_seed_becomes_ready() {
+    let cluster = hibernator_e2e::world::cluster().await.unwrap();
+    // The shared cluster already has the CRDs (installed by the test harness, so not owned by
+    // Helm); the demo installs them with the chart into a cluster of its own.
+    let opts = StackOptions {
+        crds: false,
+        // Wednesday noon in New York: the plan is Active.
+        clock_start: "2026-11-25T17:00:00Z".into(),
+        clock_speed: 1.0,
+        ..StackOptions::default()
+    };
+    let stack = Stack::install(cluster, &opts, seed_estate(), &mut |_| {})
+        .await
+        .unwrap();
+    let client = cluster.client().unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &stack.namespace);
+    let pod = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=controller"))
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .expect("a controller pod");
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert!(ready, "the controller pod is Ready");
+    assert_eq!(
+        pod.spec.as_ref().unwrap().service_account_name.as_deref(),
+        Some("hibernator")
+    );
+
+    let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), &stack.namespace);
+    let plan = wait_for(Duration::from_secs(60), "prod-offhours Ready", || async {
+        let p = plans.get_opt("prod-offhours").await.ok()??;
+        (condition(&p, "Ready") == cond("True", "Active")).then_some(p)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        plan.status.as_ref().unwrap().observed_generation,
+        plan.metadata.generation
+    );
+    // The controller acted with the chart's ServiceAccount (and so its ClusterRole).
+    let user = format!("system:serviceaccount:{}:hibernator", stack.namespace);
+    let writes: Vec<_> = cluster
+        .audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.user.username == user && e.is_write())
+        .collect();
+    assert!(!writes.is_empty(), "the controller wrote as {user}");
+    let by_kind = hibernator_e2e::world::check_controller_writes(&writes).unwrap();
+    assert!(
+        by_kind.contains_key("hibernationplans/status"),
+        "{by_kind:?}"
+    );
+    // `kubectl hibernator status` reads it back.
+    let out = std::process::Command::new(hibernator_e2e::stack::cli().unwrap())
+        .args(["status", "prod-offhours", "-n", &stack.namespace])
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("prod-offhours (hibernator-system): Active"),
+        "{text}"
+    );
+    assert!(text.contains("Ready=True (Active)"), "{text}");
+}
