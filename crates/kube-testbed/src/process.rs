@@ -72,7 +72,13 @@ impl Component {
             .open(&log)
             .map_err(|e| Error::io("create", &log, e))?;
         let err = file.try_clone().map_err(|e| Error::io("open", &log, e))?;
-        let child = supervised_command(program, &args)?
+        let mut command = supervised_command(program, &args)?;
+        // Anything a component writes relative to its working directory stays in the cluster
+        // directory (where its log is).
+        if let Some(dir) = log.parent() {
+            command.current_dir(dir);
+        }
+        let child = command
             .stdout(file)
             .stderr(err)
             .spawn()

@@ -364,7 +364,10 @@ impl Worker {
         if let Some((_, t, false)) = &self.stopping {
             times.push(*t);
         }
+        // Tokens are refreshed by `progress`, which runs while the pod is neither stopping nor
+        // finished.
         if let Some(v) = &self.volumes
+            && self.stopping.is_none()
             && !self.phase.terminal()
         {
             times.extend(v.tokens.iter().map(|t| t.refresh_at));
