@@ -284,9 +284,10 @@ impl TestCluster {
         &self.images
     }
 
-    /// A real kubectl (see [`find_kubectl`]) with its own home and cache directory.
+    /// A real kubectl (see [`find_kubectl`]); each call runs with its own home and cache
+    /// directory.
     pub fn kubectl(&self) -> Result<Kubectl> {
-        Kubectl::new(find_kubectl()?, self.info.kubeconfig.clone())
+        Ok(Kubectl::new(find_kubectl()?, self.info.kubeconfig.clone()))
     }
 
     /// The real helm built by the tools module, with its own home.

@@ -79,26 +79,21 @@ pub async fn run_tool(
     Ok(Output { stdout, stderr })
 }
 
-/// A real kubectl bound to one kubeconfig, with a private `HOME` and `--cache-dir`.
-#[derive(Debug)]
+/// A real kubectl bound to one kubeconfig. Every call gets a fresh `HOME` and `--cache-dir`, so
+/// no discovery cache or configuration leaks between calls (or from the user's own).
+#[derive(Debug, Clone)]
 pub struct Kubectl {
     program: PathBuf,
     kubeconfig: PathBuf,
-    home: tempfile::TempDir,
 }
 
 impl Kubectl {
     /// kubectl `program` talking to the cluster in `kubeconfig`.
-    pub fn new(program: PathBuf, kubeconfig: PathBuf) -> Result<Kubectl> {
-        let home = tempfile::Builder::new()
-            .prefix("kube-testbed-kubectl.")
-            .tempdir()
-            .map_err(|e| Error::io("create a temporary directory in", std::env::temp_dir(), e))?;
-        Ok(Kubectl {
+    pub fn new(program: PathBuf, kubeconfig: PathBuf) -> Kubectl {
+        Kubectl {
             program,
             kubeconfig,
-            home,
-        })
+        }
     }
 
     /// The kubectl binary.
@@ -106,9 +101,9 @@ impl Kubectl {
         &self.program
     }
 
-    /// The private home directory of this kubectl.
-    pub fn home(&self) -> &Path {
-        self.home.path()
+    /// The kubeconfig it uses.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
     }
 
     /// Runs `kubectl --kubeconfig K --cache-dir C args...`.
@@ -126,8 +121,12 @@ impl Kubectl {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let home = tempfile::Builder::new()
+            .prefix("kube-testbed-kubectl.")
+            .tempdir()
+            .map_err(|e| Error::io("create a temporary directory in", std::env::temp_dir(), e))?;
         let args: Vec<S> = args.into_iter().collect();
-        let cache = self.home.path().join(".kube/cache");
+        let cache = home.path().join(".kube/cache");
         let mut all: Vec<&OsStr> = vec![
             OsStr::new("--kubeconfig"),
             self.kubeconfig.as_os_str(),
@@ -135,7 +134,7 @@ impl Kubectl {
             cache.as_os_str(),
         ];
         all.extend(args.iter().map(AsRef::as_ref));
-        let env = [("HOME", self.home.path().as_os_str())];
+        let env = [("HOME", home.path().as_os_str())];
         run_tool(&self.program, &all, &env, input).await
     }
 }
