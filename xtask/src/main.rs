@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod argocd;
 mod crdgen;
+mod demo;
 mod schemas;
 
 #[derive(Parser)]
@@ -30,6 +31,8 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Run a full night of the seed's plan on a real control plane with AWS emulated by moto.
+    Demo(demo::Args),
     /// Write deploy/argocd/argocd-cm.yaml from the Argo CD health checks (health.lua files).
     ArgocdCm {
         /// Fail when the committed file differs from the generated one instead of writing.
@@ -83,6 +86,7 @@ fn main() -> Result<()> {
                 bail!("generated files are stale: run `cargo xtask schemas` and commit the result");
             }
         }
+        Task::Demo(args) => demo::exit_code(demo::run(args)?)?,
         Task::ArgocdCm { check } => {
             if !argocd::run(check)? {
                 bail!(

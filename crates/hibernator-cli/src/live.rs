@@ -235,7 +235,12 @@ fn print_plan(p: &HibernationPlan) {
                 format!("{:?}", t.state),
                 t.attempts,
                 t.job.clone().unwrap_or_default(),
-                t.progress.clone().or(t.message.clone()).unwrap_or_default()
+                if t.state.is_terminal() {
+                    t.message.clone().or(t.progress.clone())
+                } else {
+                    t.progress.clone().or(t.message.clone())
+                }
+                .unwrap_or_default()
             );
         }
     }

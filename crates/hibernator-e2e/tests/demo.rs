@@ -1,0 +1,33 @@
+//! The README's first command, run non-interactively: `cargo xtask demo --plain` must complete a
+//! night and verify that every resource was restored.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_restores_everything() {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["run", "--quiet", "-p", "xtask", "--", "demo", "--plain"])
+        .current_dir(hibernator_e2e::root())
+        .output()
+        .expect("cargo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Every resource slept during the night and is back exactly as it was."),
+        "{stdout}"
+    );
+    for row in [
+        "rds prod-db                    available    stopped      available    ok: slept, restored",
+        "eks prod-eks-1/default-ng      2/3/6        0/0/6        2/3/6        ok: slept, restored",
+        "eks prod-eks-1/gpu-ng          1/1/2        0/0/2        1/1/2        ok: slept, restored",
+        "ec2 bastion                    running      running      running      ok: untouched",
+    ] {
+        assert!(stdout.contains(row), "missing {row:?} in:\n{stdout}");
+    }
+    // The live view showed the night as it happened.
+    assert!(
+        stderr.contains("Hibernating") && stderr.contains("WakingUp"),
+        "{stderr}"
+    );
+}
