@@ -37,6 +37,26 @@ pub mod env {
     pub const TIMEOUT_SECONDS: &str = "HIBERNATOR_TIMEOUT_SECONDS";
     /// `text` (default) or `json` log lines on stdout.
     pub const LOG_FORMAT: &str = "HIBERNATOR_LOG_FORMAT";
+
+    // Runner tuning. The controller does not set these; they exist for operators (through
+    // the controller's extra runner environment), tests and local runs.
+
+    /// Where the runner writes its one-line summary (default
+    /// [`super::TERMINATION_MESSAGE_PATH`]).
+    pub const TERMINATION_MESSAGE_PATH: &str = "HIBERNATOR_TERMINATION_MESSAGE_PATH";
+    /// How long to wait for one resource to reach its target state, in seconds (default 1800).
+    pub const WAIT_TIMEOUT_SECONDS: &str = "HIBERNATOR_WAIT_TIMEOUT_SECONDS";
+    /// Pause between two looks at a resource while waiting, in milliseconds (default 10000).
+    pub const POLL_INTERVAL_MS: &str = "HIBERNATOR_POLL_INTERVAL_MS";
+    /// Attempts per AWS call (the SDK's adaptive retry; default 5).
+    pub const AWS_MAX_ATTEMPTS: &str = "HIBERNATOR_AWS_MAX_ATTEMPTS";
+    /// Deadline of one call to the controller, in seconds (default 10).
+    pub const CONTROLLER_TIMEOUT_SECONDS: &str = "HIBERNATOR_CONTROLLER_TIMEOUT_SECONDS";
+    /// How long `RecordRestoreState` and `FetchRestoreState` are retried while the controller
+    /// is unavailable (a restart, a leader hand-over), in seconds (default 60).
+    pub const CONTROLLER_RETRY_SECONDS: &str = "HIBERNATOR_CONTROLLER_RETRY_SECONDS";
+    /// Seconds between two heartbeats (default 15).
+    pub const HEARTBEAT_SECONDS: &str = "HIBERNATOR_HEARTBEAT_SECONDS";
 }
 
 /// Where the runner mounts its controller token by default.
@@ -91,16 +111,31 @@ pub enum AwsCredentials {
     Static,
 }
 
-/// How a runner reaches a Kubernetes cluster.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// How a runner reaches a Kubernetes cluster (from a K8SCluster): exactly one of
+/// `inCluster`, `kubeconfigPath` or `eks`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesSettings {
-    /// Path of a mounted kubeconfig file; in-cluster credentials when absent.
+    /// The cluster the runner pod runs in, with the pod's own service-account credentials
+    /// (`k8s.inCluster: true`). Only these runner pods get an API token mounted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_cluster: bool,
+    /// Path of a mounted kubeconfig file (`k8s.kubeconfigRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_path: Option<String>,
-    /// For EKS clusters: the AWS account to obtain a token from.
+    /// An EKS cluster: the AWS account and region to describe it in and to sign the token
+    /// with, and its name in `eksClusterName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eks: Option<AwsSettings>,
+}
+
+impl KubernetesSettings {
+    /// How many of the three ways in are set (a valid setting has exactly one).
+    pub fn access_count(&self) -> usize {
+        usize::from(self.in_cluster)
+            + usize::from(self.kubeconfig_path.is_some())
+            + usize::from(self.eks.is_some())
+    }
 }
 
 /// Everything a runner is told about its execution.
@@ -122,4 +157,32 @@ pub struct Execution {
     pub cycle_id: String,
     /// Attempt, from 1.
     pub attempt: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_settings_name_their_one_way_in() {
+        let in_cluster = ConnectorSettings::Kubernetes(KubernetesSettings {
+            in_cluster: true,
+            ..KubernetesSettings::default()
+        });
+        let text = serde_json::to_string(&in_cluster).unwrap();
+        assert_eq!(text, r#"{"kind":"kubernetes","inCluster":true}"#);
+        assert_eq!(
+            serde_json::from_str::<ConnectorSettings>(&text).unwrap(),
+            in_cluster
+        );
+        let kubeconfig: ConnectorSettings =
+            serde_json::from_str(r#"{"kind":"kubernetes","kubeconfigPath":"/k/kubeconfig"}"#)
+                .unwrap();
+        let ConnectorSettings::Kubernetes(k) = kubeconfig else {
+            panic!("a kubernetes connector");
+        };
+        assert!(!k.in_cluster);
+        assert_eq!(k.access_count(), 1);
+        assert_eq!(KubernetesSettings::default().access_count(), 0);
+    }
 }

@@ -250,7 +250,7 @@ pub fn build_job(
     // Only targets that act on the cluster the runner runs in need its API credentials.
     let in_cluster = matches!(
         &connector.settings,
-        ConnectorSettings::Kubernetes(k) if k.kubeconfig_path.is_none() && k.eks.is_none()
+        ConnectorSettings::Kubernetes(k) if k.in_cluster
     );
 
     let quantity = |s: &str| Quantity(s.to_string());
@@ -356,7 +356,7 @@ mod tests {
     use hibernator_api::fixtures::PlanBuilder;
     use hibernator_api::params::TargetType;
     use hibernator_api::plan::Operation;
-    use hibernator_api::runner::{AwsCredentials, AwsSettings};
+    use hibernator_api::runner::{AwsCredentials, AwsSettings, KubernetesSettings};
     use serde_json::json;
 
     use super::*;
@@ -422,6 +422,88 @@ mod tests {
             yaml, golden,
             "the runner Job changed; review and update the golden file"
         );
+    }
+
+    #[test]
+    fn only_in_cluster_kubernetes_runners_get_the_pods_api_token() {
+        let plan = PlanBuilder::new("apps-offhours")
+            .namespace("team-a")
+            .target_with(
+                "apps",
+                TargetType::Workloads,
+                json!({"namespaces": ["team-a"]}),
+            )
+            .build();
+        let job_for = |settings: KubernetesSettings, kubeconfig: Option<(String, String)>| {
+            let job = build_job(
+                &plan,
+                &JobRequest {
+                    target: 0,
+                    operation: Operation::Hibernate,
+                    cycle: "c".into(),
+                    attempt: 1,
+                },
+                &ResolvedConnector {
+                    settings: ConnectorSettings::Kubernetes(settings),
+                    static_secret: None,
+                    kubeconfig_secret: kubeconfig,
+                },
+                &RunnerSettings::default(),
+            );
+            job.spec.unwrap().template.spec.unwrap()
+        };
+        let connector_of = |pod: &PodSpec| -> serde_json::Value {
+            let env = pod.containers[0].env.clone().unwrap();
+            let value = env
+                .iter()
+                .find(|e| e.name == env::CONNECTOR)
+                .and_then(|e| e.value.clone())
+                .unwrap();
+            serde_json::from_str(&value).unwrap()
+        };
+
+        let pod = job_for(
+            KubernetesSettings {
+                in_cluster: true,
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        assert_eq!(
+            connector_of(&pod),
+            json!({"kind": "kubernetes", "inCluster": true})
+        );
+
+        let pod = job_for(
+            KubernetesSettings {
+                kubeconfig_path: Some(format!("{KUBECONFIG_DIR}/kubeconfig")),
+                ..Default::default()
+            },
+            Some(("remote-kubeconfig".into(), "config".into())),
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let volumes = pod.volumes.clone().unwrap();
+        let kubeconfig = volumes.iter().find(|v| v.name == "kubeconfig").unwrap();
+        assert_eq!(
+            kubeconfig.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("remote-kubeconfig")
+        );
+
+        let pod = job_for(
+            KubernetesSettings {
+                eks: Some(AwsSettings {
+                    account_id: "123456789012".into(),
+                    region: "eu-west-1".into(),
+                    assume_role_arn: None,
+                    credentials: AwsCredentials::ServiceAccount,
+                    eks_cluster_name: Some("dev".into()),
+                }),
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
     }
 
     #[test]

@@ -760,11 +760,14 @@ fn resolve_connectors(
                         cref.name, t.name
                     )),
                     Some(c) => {
-                        let mut settings = KubernetesSettings {
-                            kubeconfig_path: None,
-                            eks: None,
-                        };
+                        let mut settings = KubernetesSettings::default();
                         let mut kubeconfig_secret = None;
+                        if let Some(k8s) = &c.spec.k8s
+                            && k8s.kubeconfig_ref.is_none()
+                            && k8s.in_cluster == Some(true)
+                        {
+                            settings.in_cluster = true;
+                        }
                         if let Some(k8s) = &c.spec.k8s
                             && let Some(r) = &k8s.kubeconfig_ref
                         {
