@@ -10,22 +10,6 @@ use hibernator_api::runner::{
 };
 use hibernator_api::{Operation, TargetParameters, TargetType};
 
-/// Runner-local settings that are not part of the controller's contract (tuning and tests).
-pub mod local_env {
-    /// Where the one-line summary goes (the container's `terminationMessagePath`).
-    pub const TERMINATION_MESSAGE_PATH: &str = "HIBERNATOR_TERMINATION_MESSAGE_PATH";
-    /// How long to wait for one resource to reach its target state.
-    pub const WAIT_TIMEOUT_SECONDS: &str = "HIBERNATOR_WAIT_TIMEOUT_SECONDS";
-    /// Pause between two looks at a resource while waiting, in milliseconds.
-    pub const POLL_INTERVAL_MS: &str = "HIBERNATOR_POLL_INTERVAL_MS";
-    /// Attempts per AWS call (the SDK's adaptive retry, for throttling and transient errors).
-    pub const AWS_MAX_ATTEMPTS: &str = "HIBERNATOR_AWS_MAX_ATTEMPTS";
-    /// Deadline of one call to the controller, in seconds.
-    pub const CONTROLLER_TIMEOUT_SECONDS: &str = "HIBERNATOR_CONTROLLER_TIMEOUT_SECONDS";
-    /// Seconds between two heartbeats.
-    pub const HEARTBEAT_SECONDS: &str = "HIBERNATOR_HEARTBEAT_SECONDS";
-}
-
 /// Performs one hibernation or wake-up of one target, recording restore data with the
 /// controller before changing anything. Every option can also be given through the
 /// environment variable shown (that is how the controller configures runner Jobs).
@@ -44,7 +28,7 @@ pub struct Args {
     /// Target name.
     #[arg(long, hide_env_values = true, env = env::TARGET)]
     pub target: Option<String>,
-    /// Target type: rds, eks, ec2, asg or noop.
+    /// Target type: rds, eks, ec2, asg, workloads, karpenter or noop.
     #[arg(long, hide_env_values = true, env = env::TARGET_TYPE)]
     pub target_type: Option<String>,
     /// `hibernate` or `wakeUp`.
@@ -76,23 +60,27 @@ pub struct Args {
     #[arg(long, hide_env_values = true, env = env::LOG_FORMAT)]
     pub log_format: Option<String>,
     /// Where the one-line summary is written.
-    #[arg(long, hide_env_values = true, env = local_env::TERMINATION_MESSAGE_PATH, default_value = TERMINATION_MESSAGE_PATH)]
+    #[arg(long, hide_env_values = true, env = env::TERMINATION_MESSAGE_PATH, default_value = TERMINATION_MESSAGE_PATH)]
     pub termination_message_path: PathBuf,
     /// How long to wait for one resource to reach its target state, in seconds.
-    #[arg(long, hide_env_values = true, env = local_env::WAIT_TIMEOUT_SECONDS)]
+    #[arg(long, hide_env_values = true, env = env::WAIT_TIMEOUT_SECONDS)]
     pub wait_timeout_seconds: Option<String>,
     /// Pause between two looks at a resource while waiting, in milliseconds.
-    #[arg(long, hide_env_values = true, env = local_env::POLL_INTERVAL_MS)]
+    #[arg(long, hide_env_values = true, env = env::POLL_INTERVAL_MS)]
     pub poll_interval_ms: Option<String>,
     /// Attempts per AWS call (adaptive retry).
-    #[arg(long, hide_env_values = true, env = local_env::AWS_MAX_ATTEMPTS)]
+    #[arg(long, hide_env_values = true, env = env::AWS_MAX_ATTEMPTS)]
     pub aws_max_attempts: Option<String>,
     /// Deadline of one call to the controller, in seconds.
-    #[arg(long, hide_env_values = true, env = local_env::CONTROLLER_TIMEOUT_SECONDS)]
+    #[arg(long, hide_env_values = true, env = env::CONTROLLER_TIMEOUT_SECONDS)]
     pub controller_timeout_seconds: Option<String>,
     /// Seconds between two heartbeats.
-    #[arg(long, hide_env_values = true, env = local_env::HEARTBEAT_SECONDS)]
+    #[arg(long, hide_env_values = true, env = env::HEARTBEAT_SECONDS)]
     pub heartbeat_seconds: Option<String>,
+    /// How long recording or fetching restore data is retried while the controller is
+    /// unavailable (a restart, a leader hand-over), in seconds.
+    #[arg(long, hide_env_values = true, env = env::CONTROLLER_RETRY_SECONDS)]
+    pub controller_retry_seconds: Option<String>,
 }
 
 /// How lines are written on stdout.
@@ -137,6 +125,8 @@ pub struct Config {
     pub controller_timeout: Duration,
     /// Interval of heartbeats.
     pub heartbeat_interval: Duration,
+    /// How long restore-data calls are retried while the controller is unavailable.
+    pub controller_retry: Duration,
 }
 
 /// What is wrong with the configuration. Each message names the setting and the value.
@@ -206,11 +196,26 @@ pub enum ConfigError {
         /// The kind given.
         got: &'static str,
     },
-    /// This runner has no executor for the type.
+    /// A label selector of the parameters cannot be used.
+    #[error("parameters.{field} is not a valid label selector: {message}")]
+    Selector {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The Kubernetes connector does not say how to reach the cluster, or says it twice.
     #[error(
-        "target type {0} is not supported by this runner (it runs rds, eks, ec2, asg and noop)"
+        "{type_} targets need a kubernetes connector with exactly one of inCluster, kubeconfigPath or eks (in {var}), got {count}"
     )]
-    Unsupported(TargetType),
+    KubernetesAccess {
+        /// The environment variable.
+        var: &'static str,
+        /// The target type.
+        type_: TargetType,
+        /// How many were given.
+        count: usize,
+    },
 }
 
 fn required(value: &Option<String>, var: &'static str) -> Result<String, ConfigError> {
@@ -283,9 +288,6 @@ impl Config {
             "a number >= 1",
         )?;
 
-        if matches!(target_type, TargetType::Workloads | TargetType::Karpenter) {
-            return Err(ConfigError::Unsupported(target_type));
-        }
         let parameters = match args.parameters.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(serde_json::from_str::<serde_json::Value>(text).map_err(
@@ -335,38 +337,45 @@ impl Config {
         };
         let wait_timeout = number(
             &args.wait_timeout_seconds,
-            local_env::WAIT_TIMEOUT_SECONDS,
+            env::WAIT_TIMEOUT_SECONDS,
             1800u64,
             |n| *n >= 1,
             "a number of seconds >= 1",
         )?;
         let poll_ms = number(
             &args.poll_interval_ms,
-            local_env::POLL_INTERVAL_MS,
+            env::POLL_INTERVAL_MS,
             10_000u64,
             |n| *n >= 1,
             "a number of milliseconds >= 1",
         )?;
         let aws_max_attempts = number(
             &args.aws_max_attempts,
-            local_env::AWS_MAX_ATTEMPTS,
+            env::AWS_MAX_ATTEMPTS,
             5u32,
             |n| (1..=20).contains(n),
             "a number from 1 to 20",
         )?;
         let controller_timeout = number(
             &args.controller_timeout_seconds,
-            local_env::CONTROLLER_TIMEOUT_SECONDS,
+            env::CONTROLLER_TIMEOUT_SECONDS,
             10u64,
             |n| *n >= 1,
             "a number of seconds >= 1",
         )?;
         let heartbeat = number(
             &args.heartbeat_seconds,
-            local_env::HEARTBEAT_SECONDS,
+            env::HEARTBEAT_SECONDS,
             15u64,
             |n| *n >= 1,
             "a number of seconds >= 1",
+        )?;
+        let controller_retry = number(
+            &args.controller_retry_seconds,
+            env::CONTROLLER_RETRY_SECONDS,
+            60u64,
+            |n| *n <= 3600,
+            "a number of seconds from 0 to 3600",
         )?;
 
         Ok(Self {
@@ -392,6 +401,7 @@ impl Config {
             aws_max_attempts,
             controller_timeout: Duration::from_secs(controller_timeout),
             heartbeat_interval: Duration::from_secs(heartbeat),
+            controller_retry: Duration::from_secs(controller_retry),
         })
     }
 
@@ -413,6 +423,9 @@ fn kind_name(connector: &ConnectorSettings) -> &'static str {
 }
 
 fn check_connector(type_: TargetType, connector: &ConnectorSettings) -> Result<(), ConfigError> {
+    if matches!(type_, TargetType::Workloads | TargetType::Karpenter) {
+        return check_kubernetes(type_, connector);
+    }
     let needs_aws = matches!(
         type_,
         TargetType::Rds | TargetType::Eks | TargetType::Ec2 | TargetType::Asg
@@ -444,6 +457,56 @@ fn check_connector(type_: TargetType, connector: &ConnectorSettings) -> Result<(
             field: "eksClusterName",
             type_,
         });
+    }
+    Ok(())
+}
+
+fn check_kubernetes(type_: TargetType, connector: &ConnectorSettings) -> Result<(), ConfigError> {
+    let k8s = match connector {
+        ConnectorSettings::Kubernetes(k8s) => k8s,
+        ConnectorSettings::None => {
+            return Err(ConfigError::Missing {
+                var: env::CONNECTOR,
+            });
+        }
+        other => {
+            return Err(ConfigError::ConnectorKind {
+                var: env::CONNECTOR,
+                type_,
+                expected: "kubernetes",
+                got: kind_name(other),
+            });
+        }
+    };
+    let count = k8s.access_count();
+    if count != 1 {
+        return Err(ConfigError::KubernetesAccess {
+            var: env::CONNECTOR,
+            type_,
+            count,
+        });
+    }
+    if let Some(path) = &k8s.kubeconfig_path
+        && path.trim().is_empty()
+    {
+        return Err(ConfigError::Setting {
+            field: "kubeconfigPath",
+            value: path.clone(),
+            expected: "the path of a mounted kubeconfig file",
+        });
+    }
+    if let Some(aws) = &k8s.eks {
+        check_aws(aws)?;
+        if aws
+            .eks_cluster_name
+            .as_deref()
+            .is_none_or(|n| n.trim().is_empty())
+        {
+            return Err(ConfigError::MissingSetting {
+                field: "eks.eksClusterName",
+                type_,
+            });
+        }
     }
     Ok(())
 }
@@ -600,7 +663,50 @@ mod tests {
 
         let mut a = args();
         a.target_type = Some("workloads".into());
-        assert!(message(&a).contains("not supported"));
+        a.parameters = Some(r#"{"namespaces":["apps"]}"#.into());
+        assert_eq!(
+            message(&a),
+            "workloads targets need a connector of kind kubernetes, got aws (in HIBERNATOR_CONNECTOR)"
+        );
+        a.connector = Some(r#"{"kind":"kubernetes"}"#.into());
+        assert_eq!(
+            message(&a),
+            "workloads targets need a kubernetes connector with exactly one of inCluster, kubeconfigPath or eks (in HIBERNATOR_CONNECTOR), got 0"
+        );
+        a.connector =
+            Some(r#"{"kind":"kubernetes","inCluster":true,"kubeconfigPath":"/k"}"#.into());
+        assert!(message(&a).ends_with("got 2"), "{}", message(&a));
+        a.target_type = Some("karpenter".into());
+        a.parameters = Some(r#"{"nodePools":["default"]}"#.into());
+        a.connector = Some(
+            r#"{"kind":"kubernetes","eks":{"accountId":"123456789012","region":"eu-west-1","credentials":"serviceAccount"}}"#
+                .into(),
+        );
+        assert_eq!(
+            message(&a),
+            "connector setting eks.eksClusterName is missing (needed by karpenter targets)"
+        );
+
+        let mut a = args();
+        a.controller_retry_seconds = Some("forever".into());
+        assert!(message(&a).starts_with("HIBERNATOR_CONTROLLER_RETRY_SECONDS = \"forever\""));
+    }
+
+    #[test]
+    fn kubernetes_targets_take_one_way_in() {
+        for connector in [
+            r#"{"kind":"kubernetes","inCluster":true}"#,
+            r#"{"kind":"kubernetes","kubeconfigPath":"/var/run/secrets/hibernator-kubeconfig/kubeconfig"}"#,
+            r#"{"kind":"kubernetes","eks":{"accountId":"123456789012","region":"eu-west-1","credentials":"serviceAccount","eksClusterName":"dev"}}"#,
+        ] {
+            let mut a = args();
+            a.target_type = Some("workloads".into());
+            a.parameters = Some(r#"{"namespaces":["apps"],"kinds":["Deployment"]}"#.into());
+            a.connector = Some(connector.into());
+            let config = Config::from_args(&a).unwrap();
+            assert!(matches!(config.connector, ConnectorSettings::Kubernetes(_)));
+            assert_eq!(config.controller_retry, Duration::from_secs(60));
+        }
     }
 
     #[test]

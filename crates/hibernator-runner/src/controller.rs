@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hibernator_proto::v1::runner_client::RunnerClient;
 use hibernator_proto::v1::{
@@ -19,8 +19,10 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-/// How often a failed `RecordRestoreState` / `FetchRestoreState` is tried in total.
-const ATTEMPTS: u32 = 3;
+/// The first pause before retrying a restore-data call; it doubles after each failure.
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(4);
 
 /// A failed call to the controller, as one line (code and message, never metadata).
 #[derive(Debug, thiserror::Error)]
@@ -150,17 +152,20 @@ pub struct Controller {
     authorization: MetadataValue<Ascii>,
     execution_id: String,
     endpoint: String,
-    retry_pause: Duration,
     call_timeout: Duration,
+    retry_window: Duration,
 }
 
 impl Controller {
-    /// Reads the token and prepares a lazily connecting channel (nothing is sent yet).
+    /// Reads the token and prepares a lazily connecting channel (nothing is sent yet). Each
+    /// call has `call_timeout`; restore-data calls are retried for `retry_window` while the
+    /// controller is unavailable.
     pub fn new(
         endpoint: &str,
         token_path: &Path,
         execution_id: &str,
         call_timeout: Duration,
+        retry_window: Duration,
     ) -> Result<Self, ControllerError> {
         let path = token_path.display().to_string();
         let token =
@@ -182,8 +187,8 @@ impl Controller {
             authorization,
             execution_id: execution_id.to_string(),
             endpoint: endpoint.to_string(),
-            retry_pause: Duration::from_millis(500),
             call_timeout,
+            retry_window,
         })
     }
 
@@ -217,62 +222,98 @@ impl Controller {
         )
     }
 
-    /// Write-ahead: stores `state_json` for `key` and returns what the controller holds.
-    pub async fn record(&self, key: &str, state_json: &str) -> Result<Recorded, ControllerError> {
-        let mut attempt = 1;
+    /// Runs `call` until it succeeds, fails with an error that retrying cannot fix, or the
+    /// controller has been unavailable for the retry window. Pauses grow from 0.25 s to 4 s
+    /// (a restart or a leader hand-over takes a few seconds); `note` hears about the first
+    /// retry. Nothing is assumed done without the controller's answer.
+    async fn with_retry<T, F, Fut>(&self, mut call: F, note: &dyn Fn(String)) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let started = Instant::now();
+        let mut pause = FIRST_PAUSE;
+        let mut retries = 0u32;
         loop {
-            let request = self.request(RecordRestoreStateRequest {
-                execution_id: self.execution_id.clone(),
-                resource_key: key.to_string(),
-                state_json: state_json.to_string(),
-            });
-            let mut client = self.client.clone();
-            match self.call(client.record_restore_state(request)).await {
-                Ok(response) => {
-                    return Ok(Recorded {
-                        already_recorded: response.already_recorded,
-                        stored_state_json: response.stored_state_json,
-                    });
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(status)
+                    if Self::retryable(&status)
+                        && started.elapsed() + pause <= self.retry_window =>
+                {
+                    if retries == 0 {
+                        note(format!(
+                            "the controller is not answering ({}); retrying for up to {} s",
+                            RpcError::from_status(&status),
+                            self.retry_window.as_secs()
+                        ));
+                    }
+                    retries += 1;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
                 }
-                Err(status) if attempt < ATTEMPTS && Self::retryable(&status) => {
-                    tokio::time::sleep(self.retry_pause * attempt).await;
-                    attempt += 1;
-                }
-                Err(status) => {
-                    return Err(ControllerError::Record {
-                        key: key.to_string(),
-                        endpoint: self.endpoint.clone(),
-                        source: RpcError::from_status(&status),
-                    });
-                }
+                Err(status) => return Err(status),
             }
         }
     }
 
-    /// The restore data of the target: resource key -> record, and the cycle it belongs to.
-    pub async fn fetch(&self) -> Result<(BTreeMap<String, String>, String), ControllerError> {
-        let mut attempt = 1;
-        loop {
-            let request = self.request(FetchRestoreStateRequest {
-                execution_id: self.execution_id.clone(),
-            });
-            let mut client = self.client.clone();
-            match self.call(client.fetch_restore_state(request)).await {
-                Ok(response) => {
-                    return Ok((response.resources.into_iter().collect(), response.cycle_id));
-                }
-                Err(status) if attempt < ATTEMPTS && Self::retryable(&status) => {
-                    tokio::time::sleep(self.retry_pause * attempt).await;
-                    attempt += 1;
-                }
-                Err(status) => {
-                    return Err(ControllerError::Fetch {
-                        endpoint: self.endpoint.clone(),
-                        source: RpcError::from_status(&status),
+    /// Write-ahead: stores `state_json` for `key` and returns what the controller holds.
+    /// Retried while the controller is unavailable (`note` hears about it); an error means
+    /// the controller never acknowledged the record.
+    pub async fn record(
+        &self,
+        key: &str,
+        state_json: &str,
+        note: &dyn Fn(String),
+    ) -> Result<Recorded, ControllerError> {
+        let response = self
+            .with_retry(
+                || {
+                    let request = self.request(RecordRestoreStateRequest {
+                        execution_id: self.execution_id.clone(),
+                        resource_key: key.to_string(),
+                        state_json: state_json.to_string(),
                     });
-                }
-            }
-        }
+                    let mut client = self.client.clone();
+                    async move { self.call(client.record_restore_state(request)).await }
+                },
+                note,
+            )
+            .await
+            .map_err(|status| ControllerError::Record {
+                key: key.to_string(),
+                endpoint: self.endpoint.clone(),
+                source: RpcError::from_status(&status),
+            })?;
+        Ok(Recorded {
+            already_recorded: response.already_recorded,
+            stored_state_json: response.stored_state_json,
+        })
+    }
+
+    /// The restore data of the target: resource key -> record, and the cycle it belongs to.
+    /// Retried while the controller is unavailable, like [`Self::record`].
+    pub async fn fetch(
+        &self,
+        note: &dyn Fn(String),
+    ) -> Result<(BTreeMap<String, String>, String), ControllerError> {
+        let response = self
+            .with_retry(
+                || {
+                    let request = self.request(FetchRestoreStateRequest {
+                        execution_id: self.execution_id.clone(),
+                    });
+                    let mut client = self.client.clone();
+                    async move { self.call(client.fetch_restore_state(request)).await }
+                },
+                note,
+            )
+            .await
+            .map_err(|status| ControllerError::Fetch {
+                endpoint: self.endpoint.clone(),
+                source: RpcError::from_status(&status),
+            })?;
+        Ok((response.resources.into_iter().collect(), response.cycle_id))
     }
 
     /// Progress (best effort: the error is returned for the caller to ignore or note).
@@ -357,5 +398,130 @@ impl Controller {
                 this.heartbeat(&signal).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use hibernator_proto::testing::{FakeController, Rpc};
+
+    use super::*;
+
+    const TOKEN: &str = "unit-token";
+
+    fn free_addr() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    fn client(dir: &tempfile::TempDir, addr: SocketAddr, token: &str, window: u64) -> Controller {
+        let path = dir.path().join("token");
+        std::fs::write(&path, token).unwrap();
+        Controller::new(
+            &format!("http://{addr}"),
+            &path,
+            "job-1",
+            Duration::from_secs(2),
+            Duration::from_secs(window),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_record_waits_for_a_controller_that_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let c = client(&dir, addr, TOKEN, 30);
+        // The controller restarts: nobody listens for three seconds.
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            FakeController::start_at(addr, TOKEN, "c1").await.unwrap()
+        });
+        let notes = Mutex::new(Vec::new());
+        let started = Instant::now();
+        let recorded = c
+            .record("noop:t", r#"{"wasRunning":true}"#, &|m| {
+                notes.lock().unwrap().push(m)
+            })
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        let fake = later.await.unwrap();
+        assert!(!recorded.already_recorded);
+        assert!(waited >= Duration::from_secs(3), "{waited:?}");
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        assert_eq!(
+            fake.records().get("noop:t").map(String::as_str),
+            Some(r#"{"wasRunning":true}"#)
+        );
+        // Acknowledged once: the retries never reached a controller before it was there.
+        assert_eq!(fake.observed().count(Rpc::RecordRestoreState), 1);
+        let notes = notes.into_inner().unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("the controller is not answering (Unavailable")
+                && notes[0].ends_with("retrying for up to 30 s"),
+            "{notes:?}"
+        );
+
+        // A fetch after the same kind of outage.
+        drop(fake);
+        let c = client(&dir, addr, TOKEN, 30);
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let fake = FakeController::start_at(addr, TOKEN, "c1").await.unwrap();
+            fake.set_records(BTreeMap::from([("noop:t".to_string(), "{}".to_string())]));
+            fake
+        });
+        let (records, cycle) = c.fetch(&|_| {}).await.unwrap();
+        let _fake = later.await.unwrap();
+        assert_eq!(cycle, "c1");
+        assert_eq!(records.keys().collect::<Vec<_>>(), ["noop:t"]);
+    }
+
+    #[tokio::test]
+    async fn the_retry_window_bounds_the_wait_and_the_error_says_nothing_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let c = client(&dir, addr, TOKEN, 2);
+        let started = Instant::now();
+        let err = c.record("noop:t", "{}", &|_| {}).await.unwrap_err();
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        let text = crate::aws::chain(&err);
+        assert!(
+            text.starts_with(&format!(
+                "failed to record the state of noop:t with the controller at http://{addr}; changed nothing: Unavailable"
+            )),
+            "{text}"
+        );
+
+        // A window of zero: one attempt.
+        let c = client(&dir, addr, TOKEN, 0);
+        let started = Instant::now();
+        assert!(c.fetch(&|_| {}).await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn errors_that_retrying_cannot_fix_fail_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeController::start(TOKEN, "c1").await.unwrap();
+        let addr: SocketAddr = fake
+            .endpoint()
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        let c = client(&dir, addr, "wrong-token", 30);
+        let started = Instant::now();
+        let err = c.record("noop:t", "{}", &|_| {}).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(crate::aws::chain(&err).contains("Unauthenticated"));
+        assert_eq!(fake.observed().unauthenticated, 1);
+        assert!(fake.records().is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! The Hibernator runner: one short-lived process per (target, operation). It reads its
 //! configuration from the environment the controller sets ([`hibernator_api::runner`]),
 //! records each resource's state with the controller before changing it (write-ahead), acts on
-//! AWS, waits for the resources to reach their target state, and tells the story on stdout,
+//! AWS or a Kubernetes cluster, waits for the resources to reach their target state, and tells the story on stdout,
 //! over the controller's log stream and in the termination-message file.
 //!
 //! Exit codes: 0 done, 1 failed, 2 configuration error.
@@ -20,6 +20,7 @@ pub mod aws;
 pub mod config;
 pub mod controller;
 pub mod executor;
+pub mod k8s;
 pub mod output;
 pub mod wait;
 
@@ -95,6 +96,7 @@ pub async fn run(args: Args) -> u8 {
         &config.token_path,
         &e.execution_id,
         config.controller_timeout,
+        config.controller_retry,
     ) {
         Ok(controller) => controller,
         Err(err) => return fail_early(&reporter, &args, &RunError::Controller(err)),
@@ -192,6 +194,29 @@ async fn execute(config: &Config, ctx: &Ctx<'_>) -> Result<Outcome, RunError> {
     if let TargetParameters::Noop(params) = &config.parameters {
         return executor::noop::run(ctx, params).await;
     }
+    if let ConnectorSettings::Kubernetes(settings) = &config.connector {
+        let session = aws::session_name(&config.execution.execution_id);
+        let kube = k8s::connect(settings, &session, config.aws_max_attempts).await?;
+        let reached = kube.reach().await?;
+        ctx.reporter.info(format!(
+            "Kubernetes API {} ({}) reached with {}{}",
+            kube.server,
+            reached.version,
+            kube.via,
+            reached.user.map(|u| format!(" as {u}")).unwrap_or_default()
+        ));
+        return match &config.parameters {
+            TargetParameters::Workloads(p) => executor::workloads::run(ctx, &kube, p).await,
+            TargetParameters::Karpenter(p) => executor::karpenter::run(ctx, &kube, p).await,
+            _ => Err(ConfigError::ConnectorKind {
+                var: hibernator_api::runner::env::CONNECTOR,
+                type_,
+                expected: "aws",
+                got: "kubernetes",
+            }
+            .into()),
+        };
+    }
     let ConnectorSettings::Aws(settings) = &config.connector else {
         return Err(ConfigError::Missing {
             var: hibernator_api::runner::env::CONNECTOR,
@@ -226,8 +251,18 @@ async fn execute(config: &Config, ctx: &Ctx<'_>) -> Result<Outcome, RunError> {
         }
         TargetParameters::Ec2(p) => executor::ec2::run(ctx, &aws, p).await,
         TargetParameters::Asg(p) => executor::asg::run(ctx, &aws, p).await,
-        TargetParameters::Workloads(_)
-        | TargetParameters::Karpenter(_)
-        | TargetParameters::Noop(_) => Err(ConfigError::Unsupported(type_).into()),
+        TargetParameters::Workloads(_) | TargetParameters::Karpenter(_) => {
+            Err(ConfigError::ConnectorKind {
+                var: hibernator_api::runner::env::CONNECTOR,
+                type_,
+                expected: "kubernetes",
+                got: "aws",
+            }
+            .into())
+        }
+        TargetParameters::Noop(_) => Ok(Outcome {
+            summary: "noop: nothing to do".into(),
+            changed: 0,
+        }),
     }
 }

@@ -12,16 +12,19 @@ use serde::de::DeserializeOwned;
 use crate::aws::{AwsCallError, SetupError};
 use crate::config::{ConfigError, Timing};
 use crate::controller::{Controller, ControllerError, StopSignal};
+use crate::k8s::KubeCallError;
 use crate::output::Reporter;
 use crate::wait::WaitError;
 
 pub mod asg;
 pub mod ec2;
 pub mod eks;
+pub mod karpenter;
 pub mod noop;
 pub mod rds;
 mod scale;
 mod switch;
+pub mod workloads;
 
 /// A failed AWS call on a resource.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,30 @@ impl AwsError {
     }
 }
 
+/// A failed Kubernetes API call on a resource.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} {resource}")]
+pub struct KubeError {
+    /// What was attempted, e.g. `scale`.
+    pub action: &'static str,
+    /// The resource, e.g. `Deployment team-a/web`.
+    pub resource: String,
+    /// The cause.
+    #[source]
+    pub source: KubeCallError,
+}
+
+impl KubeError {
+    /// Wraps a kube error.
+    pub fn new(action: &'static str, resource: impl Into<String>, error: &kube::Error) -> Self {
+        Self {
+            action,
+            resource: resource.into(),
+            source: KubeCallError::from_kube(error),
+        }
+    }
+}
+
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -72,6 +99,15 @@ pub enum RunError {
     /// A wait failed.
     #[error(transparent)]
     Wait(#[from] WaitError<AwsError>),
+    /// The Kubernetes cluster could not be used.
+    #[error(transparent)]
+    KubeSetup(#[from] crate::k8s::SetupError),
+    /// A Kubernetes API call failed.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    /// A wait on a Kubernetes resource failed.
+    #[error(transparent)]
+    KubeWait(WaitError<KubeError>),
     /// A resource is in a state that cannot be changed as needed.
     #[error("cannot {verb} {resource}: it is {status}")]
     Unactionable {
@@ -211,7 +247,10 @@ impl<'a> Ctx<'a> {
         R: Serialize + DeserializeOwned,
     {
         let json = serde_json::to_string(current).expect("records serialize");
-        let recorded = self.controller.record(key, &json).await?;
+        let recorded = self
+            .controller
+            .record(key, &json, &|m| self.reporter.warn(m))
+            .await?;
         let stored: R = serde_json::from_str(&recorded.stored_state_json).map_err(|source| {
             ControllerError::StoredRecord {
                 key: key.to_string(),
@@ -249,7 +288,7 @@ impl<'a> Ctx<'a> {
 
     /// Fetches the restore data of a wake-up and says what it holds.
     pub async fn fetch(&self) -> Result<BTreeMap<String, String>, RunError> {
-        let (records, cycle) = self.controller.fetch().await?;
+        let (records, cycle) = self.controller.fetch(&|m| self.reporter.warn(m)).await?;
         let cycle = if cycle.is_empty() {
             String::new()
         } else {

@@ -1,0 +1,548 @@
+//! `karpenter`: Karpenter v1 NodePools (`karpenter.sh/v1`, cluster-scoped). Hibernate records a
+//! NodePool's `spec.limits` exactly (`nodepool:<name>`: `{"limits": {...}}`, or `null` when it
+//! has none), caps them to `{"cpu": "0", "memory": "0"}` with server-side apply (field manager
+//! `hibernator-runner`; the NodePool itself, usually owned by Git, is never deleted), then
+//! deletes the pool's NodeClaims so Karpenter drains and removes its nodes, and waits until
+//! none is left. Wake-up puts `spec.limits` back exactly as recorded (removes it when there
+//! was none); Karpenter then launches nodes for pending pods again.
+
+use hibernator_api::Operation;
+use hibernator_api::params::KarpenterParameters;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind, Selector};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Ctx, KubeError, Outcome, RunError, Tally, all, summary};
+use crate::config::ConfigError;
+use crate::k8s::{Kube, is_conflict, is_not_found};
+use crate::output::took;
+use crate::wait::{self, Probe, Waited};
+
+/// The field manager of the runner's writes.
+pub const FIELD_MANAGER: &str = "hibernator-runner";
+/// The label Karpenter puts on a NodeClaim naming its NodePool.
+pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
+/// How often a change is retried when the NodePool changed between the look and the patch.
+const CONFLICT_ATTEMPTS: u32 = 5;
+
+/// `karpenter.sh/v1` NodePool.
+pub fn node_pool_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("karpenter.sh", "v1", "NodePool"),
+        "nodepools",
+    )
+}
+
+/// `karpenter.sh/v1` NodeClaim.
+pub fn node_claim_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("karpenter.sh", "v1", "NodeClaim"),
+        "nodeclaims",
+    )
+}
+
+/// The record of a NodePool: its `spec.limits` exactly as found (`None`: it had none).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// `spec.limits`.
+    pub limits: Option<Value>,
+}
+
+/// The limits of a sleeping NodePool.
+pub fn capped() -> Value {
+    json!({"cpu": "0", "memory": "0"})
+}
+
+fn is_zero(v: Option<&Value>) -> bool {
+    matches!(v, Some(Value::String(s)) if s == "0") || v.and_then(Value::as_i64) == Some(0)
+}
+
+fn is_capped(limits: Option<&Value>) -> bool {
+    limits.is_some_and(|l| is_zero(l.get("cpu")) && is_zero(l.get("memory")))
+}
+
+fn describe(limits: Option<&Value>) -> String {
+    match limits {
+        None => "no limits".into(),
+        Some(v) => format!("limits {v}"),
+    }
+}
+
+/// A merge patch of `spec.limits` turning `current` into exactly `recorded`: the recorded
+/// keys with their values, `null` for keys that were not there.
+fn exact(current: Option<&Value>, recorded: &Value) -> Value {
+    let (Some(Value::Object(current)), Value::Object(wanted)) = (current, recorded) else {
+        return recorded.clone();
+    };
+    let mut patch = wanted.clone();
+    for key in current.keys() {
+        if !wanted.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    Value::Object(patch)
+}
+
+fn limits_of(pool: &DynamicObject) -> Option<Value> {
+    pool.data
+        .get("spec")
+        .and_then(|s| s.get("limits"))
+        .filter(|l| !l.is_null())
+        .cloned()
+}
+
+struct Pools {
+    pools: Api<DynamicObject>,
+    claims: Api<DynamicObject>,
+}
+
+impl Pools {
+    async fn get(&self, name: &str) -> Result<Option<DynamicObject>, KubeError> {
+        self.pools
+            .get_opt(name)
+            .await
+            .map_err(|e| KubeError::new("read", format!("NodePool {name}"), &e))
+    }
+
+    /// NodeClaims of the pool: `(name, being deleted)`.
+    async fn claims_of(&self, pool: &str) -> Result<Vec<(String, bool)>, KubeError> {
+        let list = self
+            .claims
+            .list_metadata(&ListParams::default().labels(&format!("{NODEPOOL_LABEL}={pool}")))
+            .await
+            .map_err(|e| KubeError::new("list", format!("NodeClaims of NodePool {pool}"), &e))?;
+        let mut claims: Vec<(String, bool)> = list
+            .items
+            .into_iter()
+            .filter_map(|c| {
+                let deleting = c.metadata.deletion_timestamp.is_some();
+                c.metadata.name.map(|n| (n, deleting))
+            })
+            .collect();
+        claims.sort();
+        Ok(claims)
+    }
+
+    /// Deletes the pool's NodeClaims not yet being deleted; returns their names.
+    async fn delete_claims(&self, pool: &str) -> Result<Vec<String>, KubeError> {
+        let mut deleted = Vec::new();
+        for (name, deleting) in self.claims_of(pool).await? {
+            if deleting {
+                continue;
+            }
+            match self.claims.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => deleted.push(name),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(KubeError::new("delete", format!("NodeClaim {name}"), &e)),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Runs a `karpenter` target.
+pub async fn run(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    params: &KarpenterParameters,
+) -> Result<Outcome, RunError> {
+    let pools = Pools {
+        pools: Api::all_with(kube.client.clone(), &node_pool_resource()),
+        claims: Api::all_with(kube.client.clone(), &node_claim_resource()),
+    };
+    match ctx.execution.operation {
+        Operation::Hibernate => hibernate(ctx, &pools, params).await,
+        Operation::WakeUp => wake(ctx, &pools).await,
+    }
+}
+
+/// The NodePools of the target, and how many listed ones do not exist.
+async fn resolve(
+    ctx: &Ctx<'_>,
+    pools: &Pools,
+    params: &KarpenterParameters,
+) -> Result<(Vec<String>, u32), RunError> {
+    if let Some(names) = &params.node_pools {
+        let mut found = Vec::new();
+        let mut missing = 0;
+        for name in names {
+            if pools.get(name).await?.is_some() {
+                found.push(name.clone());
+            } else {
+                ctx.reporter
+                    .warn(format!("NodePool {name} does not exist; skipped"));
+                missing += 1;
+            }
+        }
+        return Ok((found, missing));
+    }
+    let selector = params
+        .selector
+        .clone()
+        .map(Selector::try_from)
+        .transpose()
+        .map_err(|e| {
+            RunError::Config(ConfigError::Selector {
+                field: "selector",
+                message: e.to_string(),
+            })
+        })?
+        .unwrap_or_default();
+    let list = pools
+        .pools
+        .list_metadata(&ListParams::default().labels_from(&selector))
+        .await
+        .map_err(|e| KubeError::new("list", "NodePools", &e))?;
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    ctx.reporter.info(format!(
+        "selector {selector} selects {} NodePool{}{}",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", names.join(", "))
+        }
+    ));
+    Ok((names, 0))
+}
+
+async fn hibernate(
+    ctx: &Ctx<'_>,
+    pools: &Pools,
+    params: &KarpenterParameters,
+) -> Result<Outcome, RunError> {
+    let (names, missing) = resolve(ctx, pools, params).await?;
+    ctx.add_total(names.len());
+    let mut tally = Tally {
+        total: names.len() as u32 + missing,
+        missing,
+        ..Tally::default()
+    };
+    let mut to_drain = Vec::new();
+    for name in &names {
+        ctx.check_stop()?;
+        let mut attempt = 1;
+        let capped_now = loop {
+            let Some(pool) = pools.get(name).await? else {
+                break None;
+            };
+            let limits = limits_of(&pool);
+            if attempt == 1 {
+                ctx.reporter.info(format!(
+                    "found NodePool {name} ({})",
+                    describe(limits.as_ref())
+                ));
+            }
+            let key = format!("nodepool:{name}");
+            let (stored, already) = ctx
+                .record(
+                    &key,
+                    &Limits {
+                        limits: limits.clone(),
+                    },
+                )
+                .await?;
+            if attempt == 1 {
+                ctx.reporter.info(if already {
+                    format!(
+                        "{key} was recorded earlier in this cycle ({}); keeping that record",
+                        describe(stored.limits.as_ref())
+                    )
+                } else {
+                    format!("recorded {key}: {}", describe(limits.as_ref()))
+                });
+            }
+            if is_capped(limits.as_ref()) {
+                break Some(false);
+            }
+            ctx.reporter.info(format!(
+                "capping the limits of NodePool {name} to {}",
+                capped()
+            ));
+            let apply = json!({
+                "apiVersion": "karpenter.sh/v1",
+                "kind": "NodePool",
+                // The resource version makes this an update of what was recorded, never a
+                // create of a NodePool that vanished meanwhile.
+                "metadata": {"name": name, "resourceVersion": pool.metadata.resource_version},
+                "spec": {"limits": capped()},
+            });
+            match pools
+                .pools
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&apply),
+                )
+                .await
+            {
+                Ok(_) => break Some(true),
+                Err(e) if is_not_found(&e) => break None,
+                Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                    ctx.reporter
+                        .info(format!("NodePool {name} changed meanwhile; looking again"));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(KubeError::new(
+                        "cap the limits of",
+                        format!("NodePool {name}"),
+                        &e,
+                    )
+                    .into());
+                }
+            }
+        };
+        match capped_now {
+            None => {
+                ctx.reporter
+                    .warn(format!("NodePool {name} no longer exists; skipped"));
+                tally.missing += 1;
+                ctx.progress(&format!("skipped NodePool {name} (gone)"), true)
+                    .await;
+                continue;
+            }
+            Some(true) => tally.changed += 1,
+            Some(false) => {
+                ctx.reporter
+                    .info(format!("NodePool {name} is already capped to zero"));
+                tally.already += 1;
+            }
+        }
+        to_drain.push(name.clone());
+    }
+
+    let removed = std::cell::Cell::new(0u32);
+    let futures: Vec<_> = to_drain
+        .iter()
+        .map(|name| {
+            let removed = &removed;
+            async move {
+                let what = format!("NodePool {name} to have no NodeClaims");
+                let waited = wait::until(ctx.timing, &what, || async move {
+                    // Deletes every NodeClaim not yet going, also one launched just before
+                    // the cap took effect.
+                    let deleted = pools.delete_claims(name).await?;
+                    if !deleted.is_empty() {
+                        removed.set(removed.get() + deleted.len() as u32);
+                        ctx.reporter.info(format!(
+                            "deleting {} NodeClaim{} of NodePool {name}: {}",
+                            deleted.len(),
+                            if deleted.len() == 1 { "" } else { "s" },
+                            deleted.join(", ")
+                        ));
+                    }
+                    let left = pools.claims_of(name).await?;
+                    Ok::<_, KubeError>(if left.is_empty() {
+                        Probe::Done(())
+                    } else {
+                        Probe::Pending(format!(
+                            "{} NodeClaim{} terminating: {}",
+                            left.len(),
+                            if left.len() == 1 { "" } else { "s" },
+                            left.iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })
+                })
+                .await
+                .map_err(RunError::KubeWait)?;
+                if let Waited::Done { took: t, looks, .. } = waited {
+                    ctx.reporter.info(format!(
+                        "NodePool {name} has no NodeClaims left (took {}, {looks} look{})",
+                        took(t),
+                        if looks == 1 { "" } else { "s" }
+                    ));
+                }
+                ctx.progress(&format!("NodePool {name} asleep"), true).await;
+                Ok(())
+            }
+        })
+        .collect();
+    all(ctx, "NodePools", futures).await?;
+
+    let mut line = summary(
+        "capped",
+        "already capped",
+        "left alone",
+        &[("NodePool", tally)],
+    );
+    if tally.total > 0 {
+        let n = removed.get();
+        line.push_str(&format!(
+            "; deleted {n} NodeClaim{}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(Outcome {
+        summary: line,
+        changed: tally.changed + removed.get(),
+    })
+}
+
+async fn wake(ctx: &Ctx<'_>, pools: &Pools) -> Result<Outcome, RunError> {
+    let records = ctx.fetch().await?;
+    ctx.ignore_other_records(&records, &["nodepool"]);
+    let records: Vec<(String, Limits)> = ctx.records_of(&records, "nodepool")?;
+    ctx.add_total(records.len());
+    let mut tally = Tally {
+        total: records.len() as u32,
+        ..Tally::default()
+    };
+    for (name, recorded) in &records {
+        ctx.check_stop()?;
+        let mut attempt = 1;
+        let restored = loop {
+            let Some(pool) = pools.get(name).await? else {
+                break None;
+            };
+            let current = limits_of(&pool);
+            if attempt == 1 {
+                ctx.reporter.info(format!(
+                    "found NodePool {name} ({}); it had {} before hibernation",
+                    describe(current.as_ref()),
+                    describe(recorded.limits.as_ref())
+                ));
+            }
+            if current == recorded.limits {
+                break Some(false);
+            }
+            // A merge patch that puts back exactly what was recorded (keys added while asleep
+            // are removed), if the NodePool is still the version just read.
+            let limits = match &recorded.limits {
+                Some(limits) => {
+                    ctx.reporter.info(format!(
+                        "restoring the limits of NodePool {name} to {limits}"
+                    ));
+                    exact(current.as_ref(), limits)
+                }
+                None => {
+                    ctx.reporter.info(format!(
+                        "removing the limits of NodePool {name} (it had none)"
+                    ));
+                    Value::Null
+                }
+            };
+            let patch = json!({
+                "metadata": {"resourceVersion": pool.metadata.resource_version},
+                "spec": {"limits": limits},
+            });
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            match pools
+                .pools
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => break Some(true),
+                Err(e) if is_not_found(&e) => break None,
+                Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                    ctx.reporter
+                        .info(format!("NodePool {name} changed meanwhile; looking again"));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(KubeError::new(
+                        "restore the limits of",
+                        format!("NodePool {name}"),
+                        &e,
+                    )
+                    .into());
+                }
+            }
+        };
+        match restored {
+            None => {
+                ctx.reporter
+                    .warn(format!("NodePool {name} no longer exists; skipped"));
+                tally.missing += 1;
+                ctx.progress(&format!("skipped NodePool {name} (gone)"), true)
+                    .await;
+            }
+            Some(true) => {
+                ctx.reporter.info(format!("NodePool {name} restored"));
+                tally.changed += 1;
+                ctx.progress(&format!("NodePool {name} restored"), true)
+                    .await;
+            }
+            Some(false) => {
+                ctx.reporter.info(format!(
+                    "NodePool {name} already has its limits from before hibernation"
+                ));
+                tally.already += 1;
+                ctx.progress(&format!("NodePool {name} already restored"), true)
+                    .await;
+            }
+        }
+    }
+    let summary = if tally.total == 0 {
+        "nothing to wake up: no restore data recorded for this target".to_string()
+    } else {
+        summary(
+            "restored the limits of",
+            "already restored",
+            "left alone",
+            &[("NodePool", tally)],
+        )
+    };
+    Ok(Outcome {
+        summary,
+        changed: tally.changed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_keep_limits_exactly_and_absence_as_null() {
+        let absent = Limits { limits: None };
+        assert_eq!(
+            serde_json::to_string(&absent).unwrap(),
+            r#"{"limits":null}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Limits>(r#"{"limits":null}"#).unwrap(),
+            absent
+        );
+        let present = Limits {
+            limits: Some(json!({"cpu": 1000, "memory": "1000Gi", "nvidia.com/gpu": "8"})),
+        };
+        let text = serde_json::to_string(&present).unwrap();
+        assert_eq!(serde_json::from_str::<Limits>(&text).unwrap(), present);
+    }
+
+    #[test]
+    fn the_restore_patch_removes_keys_added_while_asleep() {
+        let current = json!({"cpu": "0", "memory": "0", "pods": "10"});
+        let recorded = json!({"cpu": "100", "nvidia.com/gpu": 4});
+        assert_eq!(
+            exact(Some(&current), &recorded),
+            json!({"cpu": "100", "nvidia.com/gpu": 4, "memory": null, "pods": null})
+        );
+        assert_eq!(exact(None, &recorded), recorded);
+    }
+
+    #[test]
+    fn capped_means_zero_cpu_and_memory() {
+        assert!(is_capped(Some(&capped())));
+        assert!(is_capped(Some(
+            &json!({"cpu": 0, "memory": "0", "pods": 10})
+        )));
+        assert!(!is_capped(Some(&json!({"cpu": "0"}))));
+        assert!(!is_capped(Some(&json!({"cpu": "10", "memory": "0"}))));
+        assert!(!is_capped(None));
+    }
+}
