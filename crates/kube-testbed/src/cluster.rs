@@ -33,6 +33,7 @@ pub const CONTROLLERS: &[&str] = &[
     "ttl-after-finished-controller",
     "deployment-controller",
     "replicaset-controller",
+    "statefulset-controller",
     "disruption-controller",
     "garbage-collector-controller",
     "pod-garbage-collector-controller",

@@ -6,7 +6,7 @@
 //! `tools/k8s/build.sh` (a no-op when cached), generates a PKI, and starts on free 127.0.0.1
 //! ports: etcd, kube-apiserver (RBAC and Node authorization, audit log of every write),
 //! kube-controller-manager (job, cronjob, ttl-after-finished, deployment, replicaset,
-//! disruption, garbage collector, pod garbage collector, namespace, serviceaccount,
+//! statefulset, disruption, garbage collector, pod garbage collector, namespace, serviceaccount,
 //! serviceaccount-token, root-ca-certificate-publisher, clusterrole-aggregation,
 //! endpointslice and node-lifecycle controllers), kube-scheduler and the process kubelet.
 //! Everything but the kubelet is the official Kubernetes v1.37.2 code.
