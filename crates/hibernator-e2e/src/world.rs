@@ -47,16 +47,9 @@ pub fn binaries() -> Result<&'static Binaries> {
     BINS.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "hibernator-controller",
-                "-p",
-                "hibernator-runner",
-                "-p",
-                "hibernator-cli",
-                "--bins",
-            ])
+            // The same command `.ci/run` runs before the tests, so that this is a no-op there
+            // (a different package selection would resolve features differently and rebuild).
+            .args(["build", "--workspace", "--bins"])
             .current_dir(root())
             .output()
             .map_err(|e| format!("failed to run cargo build: {e}"))?;
