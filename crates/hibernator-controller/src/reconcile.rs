@@ -464,7 +464,13 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
             {
                 continue;
             }
-            if let Some(obs) = observe_job(&j, ctx).await {
+            // A finished Job whose outcome the status already records needs no pod lookup.
+            let known = prev.targets.iter().any(|t| {
+                t.job.as_deref() == Some(j.name_any().as_str())
+                    && t.state.is_terminal()
+                    && t.message.is_some()
+            });
+            if let Some(obs) = observe_job(&j, ctx, known).await {
                 v.push(obs);
             }
         }
@@ -603,7 +609,7 @@ async fn apply(
 }
 
 /// Turns a Job (and what its runner reported) into an observation.
-async fn observe_job(job: &Job, ctx: &Context) -> Option<JobObservation> {
+async fn observe_job(job: &Job, ctx: &Context, known: bool) -> Option<JobObservation> {
     let l = job.labels();
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
@@ -626,7 +632,7 @@ async fn observe_job(job: &Job, ctx: &Context) -> Option<JobObservation> {
     };
     let report = ctx.reports.get(&ns, &name).unwrap_or_default();
     let mut message = report.completion.as_ref().map(|(_, m)| m.clone());
-    if message.is_none() && outcome != JobOutcome::Running {
+    if message.is_none() && outcome != JobOutcome::Running && !known {
         message = termination_message(ctx, &ns, &name).await.or_else(|| {
             conditions
                 .iter()
