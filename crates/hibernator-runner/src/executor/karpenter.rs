@@ -177,18 +177,18 @@ async fn resolve(
         }
         return Ok((found, missing));
     }
-    let selector = params
-        .selector
-        .clone()
-        .map(Selector::try_from)
-        .transpose()
-        .map_err(|e| {
-            RunError::Config(ConfigError::Selector {
-                field: "selector",
-                message: e.to_string(),
-            })
-        })?
-        .unwrap_or_default();
+    let Some(selector) = params.selector.clone() else {
+        // The schema requires one of the two; without either, nothing is chosen (never all).
+        ctx.reporter
+            .warn("neither nodePools nor selector is set; no NodePool chosen");
+        return Ok((Vec::new(), 0));
+    };
+    let selector = Selector::try_from(selector).map_err(|e| {
+        RunError::Config(ConfigError::Selector {
+            field: "selector",
+            message: e.to_string(),
+        })
+    })?;
     let list = pools
         .pools
         .list_metadata(&ListParams::default().labels_from(&selector))

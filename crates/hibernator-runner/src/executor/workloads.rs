@@ -37,6 +37,11 @@ struct Workload {
     name: String,
 }
 
+/// `1 replica`, `3 replicas`.
+fn count(replicas: i32) -> String {
+    format!("{replicas} replica{}", if replicas == 1 { "" } else { "s" })
+}
+
 fn noun(kind: WorkloadKind) -> &'static str {
     match kind {
         WorkloadKind::Deployment => "Deployment",
@@ -357,45 +362,47 @@ async fn hibernate(
         let t = &mut tally[slot(w.kind)];
         t.total += 1;
         let mut attempt = 1;
-        let scaled =
-            loop {
-                let Some((replicas, version)) = api.scale_of(&w).await? else {
-                    break None;
-                };
-                if attempt == 1 {
-                    ctx.reporter
-                        .info(format!("found {} ({replicas} replicas)", w.label()));
-                }
-                let (stored, already) = ctx.record(&w.key(), &Replicas { replicas }).await?;
-                if attempt == 1 {
-                    ctx.reporter.info(if already {
+        let scaled = loop {
+            let Some((replicas, version)) = api.scale_of(&w).await? else {
+                break None;
+            };
+            if attempt == 1 {
+                ctx.reporter
+                    .info(format!("found {} ({})", w.label(), count(replicas)));
+            }
+            let (stored, already) = ctx.record(&w.key(), &Replicas { replicas }).await?;
+            if attempt == 1 {
+                ctx.reporter.info(if already {
                     format!(
-                        "{} was recorded earlier in this cycle ({} replicas); keeping that record",
+                        "{} was recorded earlier in this cycle ({}); keeping that record",
                         w.key(),
-                        stored.replicas
+                        count(stored.replicas)
                     )
                 } else if replicas == 0 {
-                    format!("recorded {}: 0 replicas, stays that way on wake-up", w.key())
+                    format!(
+                        "recorded {}: 0 replicas, stays that way on wake-up",
+                        w.key()
+                    )
                 } else {
-                    format!("recorded {}: {replicas} replicas", w.key())
+                    format!("recorded {}: {}", w.key(), count(replicas))
                 });
+            }
+            if replicas == 0 {
+                break Some(false);
+            }
+            ctx.reporter
+                .info(format!("scaling {} from {replicas} to 0", w.label()));
+            match api.scale(&w, 0, &version).await {
+                Ok(()) => break Some(true),
+                Err(e) if is_not_found(&e) => break None,
+                Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                    ctx.reporter
+                        .info(format!("{} changed meanwhile; looking again", w.label()));
+                    attempt += 1;
                 }
-                if replicas == 0 {
-                    break Some(false);
-                }
-                ctx.reporter
-                    .info(format!("scaling {} from {replicas} to 0", w.label()));
-                match api.scale(&w, 0, &version).await {
-                    Ok(()) => break Some(true),
-                    Err(e) if is_not_found(&e) => break None,
-                    Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
-                        ctx.reporter
-                            .info(format!("{} changed meanwhile; looking again", w.label()));
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(KubeError::new("scale", w.label(), &e).into()),
-                }
-            };
+                Err(e) => return Err(KubeError::new("scale", w.label(), &e).into()),
+            }
+        };
         match scaled {
             None => {
                 ctx.reporter
@@ -519,8 +526,9 @@ async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
             };
             if attempt == 1 {
                 ctx.reporter.info(format!(
-                    "found {} ({current} replicas); it had {replicas} before hibernation",
-                    w.label()
+                    "found {} ({}); it had {replicas} before hibernation",
+                    w.label(),
+                    count(current)
                 ));
             }
             if current == replicas {

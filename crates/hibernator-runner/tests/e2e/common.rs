@@ -114,6 +114,8 @@ impl Harness {
         set("HIBERNATOR_WAIT_TIMEOUT_SECONDS", "30");
         set("HIBERNATOR_AWS_MAX_ATTEMPTS", "3");
         set("HIBERNATOR_CONTROLLER_TIMEOUT_SECONDS", "5");
+        // Short, so that refusing or missing controllers fail quickly (default 60 s).
+        set("HIBERNATOR_CONTROLLER_RETRY_SECONDS", "2");
         let termination = self
             .dir
             .path()

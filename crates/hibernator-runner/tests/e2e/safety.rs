@@ -35,8 +35,62 @@ async fn a_refused_record_changes_nothing_and_fails_clearly() -> Result<()> {
         .filter(|s| s.snapshot_type() == Some("manual"))
         .collect();
     assert!(manual.is_empty(), "no snapshot may be taken: {manual:?}");
-    // It tried a few times before giving up.
-    assert_eq!(h.controller.observed().count(Rpc::RecordRestoreState), 3);
+    // It retried within HIBERNATOR_CONTROLLER_RETRY_SECONDS (2 s here) before giving up, and
+    // said so.
+    let attempts = h.controller.observed().count(Rpc::RecordRestoreState);
+    assert!((3..=6).contains(&attempts), "{attempts} attempts");
+    assert!(
+        ran.has("warning: the controller is not answering (Unavailable: the restore ConfigMap could not be written); retrying for up to 2 s"),
+        "{}",
+        ran.stdout
+    );
+    Ok(())
+}
+
+/// A controller restart or leader hand-over takes seconds: the runner waits for the controller
+/// (the restore-data calls are retried with backoff) and acts only once its record is
+/// acknowledged.
+#[tokio::test]
+async fn a_controller_that_comes_back_within_the_retry_window_gets_the_records_first() -> Result<()>
+{
+    let h = Harness::start().await?;
+    let ids = run_instances(&h, 2, &[]).await?;
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?
+    };
+    let child = h
+        .runner("ec2", "vms", "hibernate")
+        .env("HIBERNATOR_CONTROLLER_ENDPOINT", &format!("http://{addr}"))
+        .env("HIBERNATOR_CONTROLLER_RETRY_SECONDS", "30")
+        .param(json!({"selector": {"instanceIds": ids}}))
+        .spawn()?;
+    // Nobody answers for four seconds: nothing may change meanwhile.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    for id in &ids {
+        assert_eq!(instance_state(&h, id).await?, "running");
+    }
+    let controller = FakeController::start_at(addr, TOKEN, CYCLE).await?;
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for id in &ids {
+        assert_eq!(instance_state(&h, id).await?, "stopped");
+    }
+    let recorded = controller.records();
+    for id in &ids {
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&recorded[&format!("ec2:{id}")])?,
+            json!({"status": "running", "wasRunning": true}),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("warning: the controller is not answering (Unavailable")
+            && stdout.contains("retrying for up to 30 s"),
+        "{stdout}"
+    );
     Ok(())
 }
 
