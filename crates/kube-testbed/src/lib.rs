@@ -69,8 +69,9 @@
 //!   rest of a container's process group is killed when its main process exits.
 //! - **No resource isolation**: requests/limits are not enforced (no cgroups); QoS, OOM kills,
 //!   eviction and pressure conditions never happen.
-//! - **Probes and lifecycle hooks are ignored**: a container is ready as soon as it runs;
-//!   `preStop`/`postStart` do not run.
+//! - **Probes**: readiness probes run (`httpGet` over HTTP and `tcpSocket`, against
+//!   127.0.0.1), so a pod is Ready only once they pass; `exec`, `grpc` and HTTPS readiness
+//!   probes count as passing; liveness and startup probes and lifecycle hooks are ignored.
 //! - **Volumes**: no `..data` symlink swap; secret and configMap contents are read when the pod
 //!   starts and not refreshed (tokens are); persistent volumes, CSI, `image` volumes,
 //!   `clusterTrustBundle` and `podCertificate` projections are not supported (the pod stays in

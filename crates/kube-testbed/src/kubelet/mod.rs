@@ -13,6 +13,7 @@
 mod env;
 mod logs;
 mod pod;
+mod probe;
 pub(crate) mod sandbox;
 mod server;
 mod volumes;

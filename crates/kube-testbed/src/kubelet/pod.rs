@@ -82,6 +82,8 @@ struct Ctr {
     starts: u64,
     /// An init container that finished successfully.
     done: bool,
+    /// The readiness probe of the running instance, if the container has one.
+    readiness: Option<super::probe::Readiness>,
 }
 
 impl Ctr {
@@ -98,6 +100,7 @@ impl Ctr {
             backoff_step: 0,
             next_start: Instant::now(),
             run: None,
+            readiness: None,
             image_id: String::new(),
             starts: 0,
             done: false,
@@ -106,6 +109,11 @@ impl Ctr {
 
     fn running(&self) -> bool {
         self.run.is_some()
+    }
+
+    /// Running and, if it has a readiness probe, passing it.
+    fn ready(&self) -> bool {
+        self.running() && self.readiness.as_ref().is_none_or(|r| r.ok)
     }
 }
 
@@ -320,6 +328,7 @@ impl Worker {
 
             if self.stopping.is_none() && !self.phase.terminal() {
                 self.progress().await;
+                self.run_probes().await;
             }
             self.check_stopping().await;
             self.update_phase();
@@ -345,9 +354,27 @@ impl Worker {
         }
     }
 
+    /// Runs the readiness probes that are due.
+    async fn run_probes(&mut self) {
+        let now = Instant::now();
+        for c in &mut self.ctrs {
+            if let Some(r) = c.readiness.as_mut()
+                && r.next <= now
+                && r.run().await
+            {
+                self.dirty = true;
+            }
+        }
+    }
+
     fn next_wakeup(&self) -> Option<Instant> {
         let mut times: Vec<Instant> = Vec::new();
         if self.stopping.is_none() && !self.phase.terminal() {
+            times.extend(
+                self.ctrs
+                    .iter()
+                    .filter_map(|c| c.readiness.as_ref().map(|r| r.next)),
+            );
             if self.volumes.is_none() {
                 times.push(self.next_volume_try);
             } else {
@@ -874,6 +901,12 @@ impl Worker {
             generation,
         });
         c.state = State::Running { started_at };
+        c.readiness = (!c.init)
+            .then(|| container.readiness_probe.clone())
+            .flatten()
+            .map(|p| {
+                super::probe::Readiness::start(p, container.ports.clone().unwrap_or_default())
+            });
         self.logs.add_instance(&container.name, log);
         self.dirty = true;
         let name = container.name.clone();
@@ -922,6 +955,7 @@ impl Worker {
         let Some(run) = c.run.take() else {
             return;
         };
+        c.readiness = None;
         let (exit_code, signal) = match (exit.status.code(), exit.status.signal()) {
             (Some(code), _) => (code, None),
             (None, Some(sig)) => (128 + sig, Some(sig)),
@@ -1210,7 +1244,7 @@ impl Worker {
             "name": c.spec.name,
             "image": c.spec.image.clone().unwrap_or_default(),
             "imageID": c.image_id,
-            "ready": running && !c.init,
+            "ready": c.ready() && !c.init,
             "started": running,
             "restartCount": c.restart_count,
             "state": state(&c.state),
@@ -1247,7 +1281,7 @@ impl Worker {
         let unready: Vec<String> = self
             .ctrs
             .iter()
-            .filter(|c| !c.init && !c.running())
+            .filter(|c| !c.init && !c.ready())
             .map(|c| c.spec.name.clone())
             .collect();
         let sandbox =
@@ -1281,15 +1315,14 @@ impl Worker {
             (
                 Some("ContainersNotReady"),
                 Some(format!(
-                        "containers with unready status: [{}]",
-                        self.ctrs
-                            .iter()
-                            .filter(|c| !c.init
-                                && (!c.running() || terminal || self.stopping.is_some()))
-                            .map(|c| c.spec.name.clone())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )),
+                    "containers with unready status: [{}]",
+                    self.ctrs
+                        .iter()
+                        .filter(|c| !c.init && (!c.ready() || terminal || self.stopping.is_some()))
+                        .map(|c| c.spec.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )),
             )
         };
         self.set_condition("ContainersReady", ready, reason, message.clone());

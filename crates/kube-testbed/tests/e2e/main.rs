@@ -9,5 +9,6 @@ mod helm;
 mod jobs;
 mod kubectl;
 mod pods;
+mod probes;
 mod tokens;
 mod up;
