@@ -115,6 +115,19 @@ pub enum SetupError {
         /// The cluster's status.
         status: String,
     },
+    /// The endpoint or certificate authority of the EKS cluster cannot be used.
+    #[error(
+        "failed to use the endpoint {endpoint} and certificate authority of EKS cluster {cluster}"
+    )]
+    EksConfig {
+        /// The cluster.
+        cluster: String,
+        /// Its endpoint.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
     /// The EKS token could not be signed.
     #[error("failed to sign the EKS token for cluster {cluster}: {message}")]
     Token {
@@ -292,8 +305,9 @@ async fn connect_eks(
         .to_string();
     let config = eks_config(&endpoint, &ca)
         .await
-        .map_err(|source| SetupError::Kubeconfig {
-            path: format!("(built from EKS cluster {cluster})"),
+        .map_err(|source| SetupError::EksConfig {
+            cluster: cluster.clone(),
+            endpoint: endpoint.clone(),
             source,
         })?;
 
@@ -346,7 +360,10 @@ async fn connect_eks(
         .build();
     Ok(Kube {
         client,
-        via: format!("EKS cluster {cluster} (region {})", settings.region),
+        via: format!(
+            "an EKS token for cluster {cluster} (region {}, signed as {})",
+            settings.region, aws.caller_arn
+        ),
         server,
         refresher: Some(refresher),
     })

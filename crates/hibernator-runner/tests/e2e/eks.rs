@@ -135,3 +135,57 @@ async fn listed_node_groups_only_and_missing_ones_or_clusters_are_skipped() -> R
     );
     Ok(())
 }
+
+/// `workloads`/`karpenter` on an EKS cluster: the runner verifies the account, describes the
+/// cluster with the connector's AWS settings and builds its client from the endpoint and CA.
+/// moto's clusters have an endpoint nobody serves, so this proves the path up to the first
+/// request to the Kubernetes API (the token itself is checked in unit tests against botocore);
+/// nothing is recorded when the cluster cannot be used.
+#[tokio::test]
+async fn eks_kubernetes_access_describes_the_cluster_and_fails_clearly_before_acting() -> Result<()>
+{
+    let h = Harness::start().await?;
+    create_eks(&h, "apps-eks", &[]).await?;
+    let eks = |name: &str| {
+        let mut aws = aws_connector();
+        aws["eksClusterName"] = json!(name);
+        aws.as_object_mut().unwrap().remove("kind");
+        json!({"kind": "kubernetes", "eks": aws}).to_string()
+    };
+    let ran = h
+        .runner("workloads", "apps", "hibernate")
+        .env("HIBERNATOR_CONNECTOR", &eks("apps-eks"))
+        .param(json!({"namespaces": ["default"]}))
+        .run()
+        .await?
+        .failed(1);
+    let errors = ran.error_lines();
+    assert_eq!(errors.len(), 1, "{}", ran.stdout);
+    // Described, configured with the endpoint and CA, and the first request sent: moto's
+    // endpoint does not exist.
+    assert!(
+        errors[0].starts_with("error: failed to reach the Kubernetes API at https://")
+            && errors[0].contains(".us-east-1.eks.amazonaws.com/: "),
+        "{}",
+        ran.stdout
+    );
+    assert!(h.controller.records().is_empty());
+
+    let ran = h
+        .runner("karpenter", "pools", "hibernate")
+        .env("HIBERNATOR_CONNECTOR", &eks("no-such-eks"))
+        .param(json!({"nodePools": ["default"]}))
+        .run()
+        .await?
+        .failed(1);
+    assert_eq!(
+        ran.error_lines(),
+        vec![
+            "error: failed to describe EKS cluster no-such-eks: ResourceNotFoundException: No cluster found for name: no-such-eks."
+        ],
+        "{}",
+        ran.stdout
+    );
+    assert!(h.controller.records().is_empty());
+    Ok(())
+}
