@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod argocd;
+mod bench;
 mod crdgen;
 mod demo;
 mod schemas;
@@ -31,6 +32,9 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Measure the performance targets (scale, API writes per target, boundary lag, runner
+    /// start-up) and print a table.
+    Bench(bench::Args),
     /// Run a full night of the seed's plan on a real control plane with AWS emulated by moto.
     Demo(demo::Args),
     /// Write deploy/argocd/argocd-cm.yaml from the Argo CD health checks (health.lua files).
@@ -87,6 +91,7 @@ fn main() -> Result<()> {
             }
         }
         Task::Demo(args) => demo::exit_code(demo::run(args)?)?,
+        Task::Bench(args) => bench::run(args)?,
         Task::ArgocdCm { check } => {
             if !argocd::run(check)? {
                 bail!(

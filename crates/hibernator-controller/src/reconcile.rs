@@ -155,6 +155,13 @@ pub async fn run_controller(
         watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY)),
     )
     .default_backoff()
+    // Only labels, owners and status are read: drop the rest before caching.
+    .modify(|j: &mut Job| {
+        j.managed_fields_mut().clear();
+        if let Some(spec) = j.spec.as_mut() {
+            spec.template = Default::default();
+        }
+    })
     .reflect(job_writer)
     .touched_objects();
     let (exceptions, exc_writer) = reflector::store();
@@ -163,6 +170,7 @@ pub async fn run_controller(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
     .reflect(exc_writer)
     .touched_objects();
     let (providers, prov_writer) = reflector::store();
@@ -171,6 +179,7 @@ pub async fn run_controller(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
     .reflect(prov_writer)
     .touched_objects();
     let (clusters, cl_writer) = reflector::store();
@@ -179,11 +188,29 @@ pub async fn run_controller(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
     .reflect(cl_writer)
     .touched_objects();
 
-    let controller = Controller::new(plans, watcher::Config::default());
-    let plan_store = controller.store();
+    // The plan cache keeps no managedFields (server-side apply makes them large).
+    let (plan_store, plan_writer) = reflector::store();
+    let plan_stream = watcher(plans, watcher::Config::default())
+        .default_backoff()
+        .modify(|g: &mut DeserializeGuard<HibernationPlan>| match &mut g.0 {
+            Ok(p) => p.managed_fields_mut().clear(),
+            Err(invalid) => invalid.metadata.managed_fields = None,
+        })
+        .reflect(plan_writer)
+        .touched_objects();
+    let controller = Controller::for_stream(plan_stream, plan_store.clone()).with_config(
+        // Runner reports and Job changes arriving together become one reconcile (and one
+        // status write).
+        // A bounded number of reconciles at a time keeps memory flat when many plans need work at
+        // once (start-up, a shared schedule boundary).
+        kube::runtime::controller::Config::default()
+            .debounce(Duration::from_millis(200))
+            .concurrency(8),
+    );
     let referencing = |store: Store<DeserializeGuard<HibernationPlan>>, kind: ConnectorKind| {
         move |obj_ns: Option<String>, name: String| {
             store

@@ -366,8 +366,10 @@ impl World {
     /// Starts a controller for this namespace.
     pub fn controller(&self, opts: ControllerOptions) -> Result<ControllerProcess> {
         let b = binaries()?;
-        let grpc = free_port()?;
-        let http = free_port()?;
+        let (grpc, http) = match opts.ports {
+            Some(p) => p,
+            None => (free_port()?, free_port()?),
+        };
         let log_path = self
             .dir
             .join(format!("controller-{}-{grpc}.log", opts.identity));
@@ -429,6 +431,9 @@ pub struct ControllerOptions {
     pub leader_elect: bool,
     /// Extra flags.
     pub extra_args: Vec<String>,
+    /// Listen on these ports `(grpc, http)` instead of free ones (a restarted controller
+    /// keeps its address, as a Service would).
+    pub ports: Option<(u16, u16)>,
 }
 
 impl ControllerOptions {
@@ -440,6 +445,7 @@ impl ControllerOptions {
             identity: "controller-0".into(),
             leader_elect: false,
             extra_args: vec![],
+            ports: None,
         }
     }
 }
@@ -467,6 +473,11 @@ impl ControllerProcess {
     /// `/metrics`.
     pub async fn metrics(&self) -> Result<String> {
         http_get(self.http_port, "/metrics").await
+    }
+
+    /// The ports `(grpc, http)` it listens on.
+    pub fn ports(&self) -> (u16, u16) {
+        (self.grpc_port, self.http_port)
     }
 
     /// The gRPC endpoint for runners.
@@ -714,4 +725,39 @@ pub fn check_controller_writes(
         *by_kind.entry(key).or_insert(0) += 1;
     }
     Ok(by_kind)
+}
+
+impl World {
+    /// Jobs, pods and every runner's log, for failure messages.
+    pub async fn dump(&self) -> String {
+        let mut out = String::new();
+        let Ok(kubectl) = self.cluster.kubectl() else {
+            return out;
+        };
+        for args in [
+            vec!["-n", self.ns.as_str(), "get", "jobs,pods", "-o", "wide"],
+            vec![
+                "-n",
+                self.ns.as_str(),
+                "get",
+                "events",
+                "--sort-by=.metadata.creationTimestamp",
+            ],
+        ] {
+            if let Ok(o) = kubectl.run(&args).await {
+                out.push_str(&o.stdout);
+            }
+        }
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        if let Ok(pods) = api.list(&Default::default()).await {
+            for p in pods.items {
+                let name = p.name_any();
+                if let Ok(log) = api.logs(&name, &Default::default()).await {
+                    out.push_str(&format!("--- {name}\n{log}"));
+                }
+            }
+        }
+        out
+    }
 }

@@ -174,17 +174,22 @@ async fn a_controller_killed_mid_hibernation_finishes_the_cycle_after_restart() 
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
     c.kill();
     tokio::time::sleep(SECS(2)).await;
-    // The schedule clock goes on where it was.
+    // The schedule clock goes on where it was; the controller comes back at the same address
+    // (as behind its Service), so the runner that waited for it carries on.
     let mut again = opts.clone();
     again.clock_start = sim_now(&opts, started);
     again.clock_speed = 600.0;
+    again.ports = Some(c.ports());
     let c = w.controller(again).unwrap();
     let p = w
         .wait_plan("p", SECS(120), "Hibernated after the restart", |p| {
             phase(p) == Some(Phase::Hibernated)
         })
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+        .await;
+    let p = match p {
+        Ok(p) => p,
+        Err(e) => panic!("{e:#}\n{}\n{}", c.log(), w.dump().await),
+    };
     assert_eq!(condition(&p, "Ready"), cond("True", "Hibernated"));
     // No second Job for a completed target: db-a had finished before the crash. db-b's runner
     // may have failed while the controller was away (no answer, no action) and been retried.
