@@ -36,6 +36,9 @@ pub struct Args {
 
 struct Row(String, String, String);
 
+/// Schedule seconds per real second in the night run.
+const NIGHT_SPEED: f64 = 600.0;
+
 /// Runs the benchmarks and prints the table.
 pub fn run(args: Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
