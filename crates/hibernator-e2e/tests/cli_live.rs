@@ -1,0 +1,114 @@
+//! `kubectl-hibernator`'s live commands against a plan the controller runs: status, logs,
+//! restore, retry, suspend and resume.
+
+use std::process::Command;
+use std::time::Duration;
+
+use hibernator_api::plan::Phase;
+use hibernator_e2e::world::{ControllerOptions, World, binaries, noop_plan, phase};
+use serde_json::json;
+
+fn cli(w: &World, args: &[&str]) -> (bool, String) {
+    let out = Command::new(&binaries().unwrap().cli)
+        .args(args)
+        .args(["-n", &w.ns])
+        .env("KUBECONFIG", w.cluster.kubeconfig_path())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_logs_restore_retry_suspend_and_resume() {
+    let w = World::new("cli").await.unwrap();
+    w.apply(noop_plan(
+        "p",
+        &[("t0", json!({})), ("t1", json!({}))],
+        json!({}),
+    ))
+    .await
+    .unwrap();
+    let c = w
+        .controller(ControllerOptions::at("2026-11-27T00:59:50Z", 60.0))
+        .unwrap();
+    w.wait_plan("p", Duration::from_secs(60), "Hibernated", |p| {
+        phase(p) == Some(Phase::Hibernated)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+
+    let (ok, text) = cli(&w, &["status", "p"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("p (") && text.contains("): Hibernated"),
+        "{text}"
+    );
+    assert!(text.contains("Hibernated=True (Hibernated)"), "{text}");
+    assert!(text.contains("t0") && text.contains("Completed"), "{text}");
+    let (ok, text) = cli(&w, &["status"]);
+    assert!(ok && text.contains("Hibernated"), "{text}");
+
+    let (ok, text) = cli(&w, &["logs", "p", "--target", "t1"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("== t1 (p-t1-h-20261127t0100-1-"), "{text}");
+    assert!(text.contains("hibernate noop target t1"), "{text}");
+
+    let (ok, text) = cli(&w, &["restore", "p", "-o", "json"]);
+    assert!(ok, "{text}");
+    let data: serde_json::Value =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(
+        data["t0"]["resources"]
+            .as_object()
+            .is_some_and(|r| !r.is_empty()),
+        "{data}"
+    );
+
+    let (ok, text) = cli(&w, &["retry", "p"]);
+    assert!(ok, "{text}");
+    let token = text
+        .split("(token ")
+        .nth(1)
+        .and_then(|t| t.strip_suffix(")\n"))
+        .unwrap()
+        .to_string();
+    w.wait_plan("p", Duration::from_secs(30), "the token handled", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.last_handled_retry_token.clone())
+            == Some(token.clone())
+    })
+    .await
+    .unwrap();
+
+    let (ok, text) = cli(&w, &["suspend", "p"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("revert changes to spec"),
+        "the GitOps caveat is printed: {text}"
+    );
+    w.wait_plan("p", Duration::from_secs(60), "Suspended", |p| {
+        phase(p) == Some(Phase::Suspended)
+    })
+    .await
+    .unwrap();
+    let (ok, text) = cli(&w, &["resume", "p"]);
+    assert!(ok, "{text}");
+    let p = w
+        .wait_plan("p", Duration::from_secs(60), "asleep again", |p| {
+            phase(p) == Some(Phase::Hibernated)
+        })
+        .await
+        .unwrap();
+    assert!(p.spec.suspend.is_none() && p.spec.suspend_until.is_none());
+
+    let (ok, text) = cli(&w, &["status", "no-such-plan"]);
+    assert!(!ok && text.contains("not found"), "{text}");
+}
