@@ -446,6 +446,16 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         );
         write_status(ctx, plan, &prev, &status).await?;
         if deleting {
+            // Nothing can be woken up without a valid spec: say so, keep the restore data.
+            let restore = ctx.store.load(&ns, &name).await?;
+            if !restore.is_empty() {
+                let note = format!(
+                    "deleted while its spec is invalid: {} not woken up; their restore data stays in ConfigMap {}",
+                    restore.keys().cloned().collect::<Vec<_>>().join(", "),
+                    crate::restore::config_map_name(&name)
+                );
+                publish_event(ctx, plan, true, "DeletedWithoutWakeUp", &note).await;
+            }
             set_finalizer(ctx, &ns, &name, false).await?;
         }
         return Ok(Action::await_change());
