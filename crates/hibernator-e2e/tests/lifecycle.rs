@@ -575,6 +575,9 @@ async fn deleting_a_hibernated_plan_wakes_it_up_unless_leave() {
     };
     w.apply(plan("wake", "db-wake", "WakeUp")).await.unwrap();
     w.apply(plan("leave", "db-leave", "Leave")).await.unwrap();
+    w.apply(noop_plan("broken", &[("t0", json!({}))], json!({})))
+        .await
+        .unwrap();
     let c = w
         .controller(ControllerOptions::at("2026-11-27T00:59:50Z", 30.0))
         .unwrap();
