@@ -116,6 +116,39 @@ async fn get_plan(api: &Api<HibernationPlan>, name: &str, ns: &str) -> Result<Hi
         .with_context(|| format!("HibernationPlan {ns}/{name} not found"))
 }
 
+/// The plans and ScheduleExceptions of a namespace, as documents (for `preview --live`).
+pub fn documents(namespace: Option<String>) -> Result<crate::input::Inputs> {
+    runtime()?.block_on(async {
+        let (client, ns) = client_and_namespace(&Scope { namespace }).await?;
+        let mut inputs = crate::input::Inputs::default();
+        let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), &ns);
+        for p in plans
+            .list(&ListParams::default())
+            .await
+            .context("failed to list plans")?
+            .items
+        {
+            inputs.documents.push(hibernator_api::validate::Document {
+                source: format!("{ns}/{}", p.name_any()),
+                value: serde_json::to_value(&p)?,
+            });
+        }
+        let exceptions: Api<hibernator_api::ScheduleException> = Api::namespaced(client, &ns);
+        for e in exceptions
+            .list(&ListParams::default())
+            .await
+            .context("failed to list ScheduleExceptions")?
+            .items
+        {
+            inputs.documents.push(hibernator_api::validate::Document {
+                source: format!("{ns}/{}", e.name_any()),
+                value: serde_json::to_value(&e)?,
+            });
+        }
+        Ok(inputs)
+    })
+}
+
 /// Runs `status`.
 pub fn status(args: StatusArgs) -> Result<u8> {
     runtime()?.block_on(async {

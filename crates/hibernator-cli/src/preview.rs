@@ -1,4 +1,5 @@
-//! `kubectl hibernator preview`: the next transitions of each plan, offline.
+//! `kubectl hibernator preview`: the next transitions of each plan, from manifests (offline)
+//! or from the cluster (`--live`).
 
 use anyhow::{Context, Result, bail};
 use hibernator_api::exception::ScheduleException;
@@ -17,6 +18,12 @@ pub struct Args {
     /// Files or directories with plans (and their ScheduleExceptions); `-` or nothing reads
     /// standard input.
     paths: Vec<String>,
+    /// Read the plans and ScheduleExceptions from the cluster instead of files.
+    #[arg(long, conflicts_with = "paths")]
+    live: bool,
+    /// With --live: the namespace (default: the kubeconfig context's).
+    #[arg(long, short, requires = "live")]
+    namespace: Option<String>,
     /// Only this plan.
     #[arg(long)]
     plan: Option<String>,
@@ -51,7 +58,11 @@ pub fn run(args: Args) -> Result<u8> {
         })?,
         None => Timestamp::now(),
     };
-    let inputs = input::read(&args.paths)?;
+    let inputs = if args.live {
+        crate::live::documents(args.namespace.clone())?
+    } else {
+        input::read(&args.paths)?
+    };
     if let Some(f) = inputs.failures.first() {
         eprintln!("{}: not valid YAML: {}", f.source, f.message);
         return Ok(exit::INVALID);

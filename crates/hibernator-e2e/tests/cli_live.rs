@@ -109,6 +109,27 @@ async fn status_logs_restore_retry_suspend_and_resume() {
         .unwrap();
     assert!(p.spec.suspend.is_none() && p.spec.suspend_until.is_none());
 
+    let (ok, text) = cli(
+        &w,
+        &[
+            "preview",
+            "--live",
+            "--plan",
+            "p",
+            "--from",
+            "2026-11-27T12:00:00Z",
+            "--count",
+            "2",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(ok, "{text}");
+    let rows: serde_json::Value =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(rows[0]["at"], "2026-11-28T01:00:00Z", "{rows}");
+    assert_eq!(rows[1]["operation"], "wakeUp", "{rows}");
+
     let (ok, text) = cli(&w, &["status", "no-such-plan"]);
     assert!(!ok && text.contains("not found"), "{text}");
 }
