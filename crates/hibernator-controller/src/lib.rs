@@ -3,6 +3,7 @@
 //! apply (Jobs, restore data, Events) -> one status patch when something changed.
 
 pub mod clock;
+pub mod connectors;
 pub mod decide;
 pub mod grpc;
 pub mod http;
@@ -130,15 +131,22 @@ pub async fn run(config: Config) -> Result<()> {
 
     match &config.leader_election {
         None => {
-            reconcile::run_controller(
-                client.clone(),
-                config.namespace.clone(),
-                |s| make_ctx(&config, s),
-                wake_tx.subscribe(),
-                ready.clone(),
-                stopped(stop_rx.clone()),
-            )
-            .await;
+            tokio::join!(
+                reconcile::run_controller(
+                    client.clone(),
+                    config.namespace.clone(),
+                    |s| make_ctx(&config, s),
+                    wake_tx.subscribe(),
+                    ready.clone(),
+                    stopped(stop_rx.clone()),
+                ),
+                connectors::run(
+                    client.clone(),
+                    config.namespace.clone(),
+                    config.clock,
+                    stopped(stop_rx.clone())
+                ),
+            );
         }
         Some(le) => {
             ensure_lease(&client, le).await?;
@@ -160,7 +168,7 @@ pub async fn run(config: Config) -> Result<()> {
                     _ = stopped(stop_rx.clone()) => break,
                 }
                 info!(identity = %le.identity, "became the leader");
-                let lost = {
+                let lost = || {
                     let mut l = leader.clone();
                     let stop = stop_rx.clone();
                     async move {
@@ -170,15 +178,22 @@ pub async fn run(config: Config) -> Result<()> {
                         }
                     }
                 };
-                reconcile::run_controller(
-                    client.clone(),
-                    config.namespace.clone(),
-                    |s| make_ctx(&config, s),
-                    wake_tx.subscribe(),
-                    ready.clone(),
-                    lost,
-                )
-                .await;
+                tokio::join!(
+                    reconcile::run_controller(
+                        client.clone(),
+                        config.namespace.clone(),
+                        |s| make_ctx(&config, s),
+                        wake_tx.subscribe(),
+                        ready.clone(),
+                        lost(),
+                    ),
+                    connectors::run(
+                        client.clone(),
+                        config.namespace.clone(),
+                        config.clock,
+                        lost()
+                    ),
+                );
                 if *stop_rx.borrow() {
                     break;
                 }

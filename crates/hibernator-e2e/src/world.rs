@@ -662,7 +662,7 @@ impl World {
 }
 
 /// Checks that the controller wrote only what it may: plan status and its own finalizer (never
-/// spec, labels or annotations), exception status, runner Jobs, the restore ConfigMap, Events,
+/// spec, labels or annotations), exception and connector status, runner Jobs, the restore ConfigMap, Events,
 /// TokenReviews and Leases, always with field manager `hibernator-controller` (Leases:
 /// `hibernator-controller-<instance>`). Returns the writes by kind, for further checks.
 pub fn check_controller_writes(
@@ -680,9 +680,10 @@ pub fn check_controller_writes(
         };
         let manager = e.field_manager.clone().unwrap_or_default();
         let allowed = match (key.as_str(), e.verb.as_str()) {
-            ("hibernationplans/status", "patch") | ("scheduleexceptions/status", "patch") => {
-                manager == "hibernator-controller"
-            }
+            ("hibernationplans/status", "patch")
+            | ("scheduleexceptions/status", "patch")
+            | ("cloudproviders/status", "patch")
+            | ("k8sclusters/status", "patch") => manager == "hibernator-controller",
             ("hibernationplans", "patch") => {
                 // Only its finalizer: the applied object holds nothing but identity and finalizers.
                 let obj = e.request_object.clone().unwrap_or_default();

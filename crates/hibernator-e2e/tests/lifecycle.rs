@@ -503,6 +503,15 @@ async fn gitops_status_invalid_specs_stall_and_missing_connectors_resolve() {
     w.apply(noop_plan("good", &[("t0", json!({}))], json!({})))
         .await
         .unwrap();
+    // A K8SCluster applied before its CloudProvider (GitOps applies in any order).
+    w.apply(json!({
+        "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "K8SCluster",
+        "metadata": {"name": "late-cluster"},
+        "spec": {"providerRef": {"kind": "CloudProvider", "name": "aws-late"}, "eks": {"name": "eks-late", "region": "us-east-1"}},
+    }))
+    .await
+    .unwrap();
     let created = Instant::now();
     let c = w
         .controller(ControllerOptions::at("2026-11-25T17:00:00Z", 1.0))

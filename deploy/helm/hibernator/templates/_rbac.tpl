@@ -41,6 +41,14 @@
   - list
   - watch
 - apiGroups:
+  - connector.hibernator.ardikasaputro.io
+  resources:
+  - cloudproviders/status
+  - k8sclusters/status
+  verbs:
+  - get
+  - patch
+- apiGroups:
   - batch
   resources:
   - jobs
