@@ -48,6 +48,8 @@ pub struct Identity {
     pub operation: Operation,
     /// Cycle.
     pub cycle: String,
+    /// Target type (from the Job's annotation).
+    pub target_type: String,
 }
 
 /// Checks a caller's token against the execution it claims.
@@ -180,6 +182,11 @@ impl Authenticator for TokenReviewAuthenticator {
                 Status::permission_denied(format!("Job {execution_id} has no operation label"))
             })?,
             cycle: label(labels::CYCLE),
+            target_type: job
+                .annotations()
+                .get("hibernator.ardikasaputro.io/target-type")
+                .cloned()
+                .unwrap_or_default(),
         };
         self.cache
             .lock()
@@ -446,6 +453,12 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             .identify(&request, &request.get_ref().execution_id, "Complete")
             .await?;
         let c = request.into_inner();
+        self.metrics.runner_duration(
+            &id.target_type,
+            id.operation.as_str(),
+            c.success,
+            c.duration_ms as f64 / 1000.0,
+        );
         let text = if c.success { c.summary } else { c.error };
         self.reports.update(&id.namespace, &id.job, |rep| {
             rep.completion = Some((c.success, truncate(&text, 500)))

@@ -24,6 +24,7 @@ pub struct Metrics {
     grpc_refused: Family<Labels, Counter>,
     restore_records: Family<Labels, Counter>,
     api_writes: Family<Labels, Counter>,
+    runner_seconds: Family<Labels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -80,8 +81,17 @@ impl Metrics {
             "Writes to the Kubernetes API by kind",
             api_writes.clone(),
         );
+        let runner_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.5, 2.0, 14))
+        });
+        registry.register(
+            "runner_duration_seconds",
+            "How long runners took, as they report it, by target type, operation and result",
+            runner_seconds.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
+            runner_seconds,
             reconciles,
             reconcile_seconds,
             executions,
@@ -139,6 +149,20 @@ impl Metrics {
         self.restore_records
             .get_or_create(&vec![("outcome", outcome.to_string())])
             .inc();
+    }
+
+    /// A runner finished after `seconds`.
+    pub fn runner_duration(&self, target_type: &str, operation: &str, success: bool, seconds: f64) {
+        self.runner_seconds
+            .get_or_create(&vec![
+                ("target_type", target_type.to_string()),
+                ("operation", operation.to_string()),
+                (
+                    "result",
+                    if success { "succeeded" } else { "failed" }.to_string(),
+                ),
+            ])
+            .observe(seconds);
     }
 
     /// A write to the API server.
