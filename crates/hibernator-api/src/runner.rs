@@ -33,6 +33,9 @@ pub mod env {
     pub const CONTROLLER_ENDPOINT: &str = "HIBERNATOR_CONTROLLER_ENDPOINT";
     /// Path of the projected service-account token (audience `hibernator`).
     pub const TOKEN_PATH: &str = "HIBERNATOR_TOKEN_PATH";
+    /// PEM of the certificate authority that signed the controller's gRPC serving certificate;
+    /// set when the endpoint is `https://`.
+    pub const CONTROLLER_CA: &str = "HIBERNATOR_CONTROLLER_CA";
     /// Overall deadline of the runner in seconds.
     pub const TIMEOUT_SECONDS: &str = "HIBERNATOR_TIMEOUT_SECONDS";
     /// `text` (default) or `json` log lines on stdout.

@@ -56,6 +56,8 @@ pub struct RunnerSettings {
     pub tolerations: Vec<Toleration>,
     /// `text` or `json` runner logs.
     pub log_format: String,
+    /// PEM of the CA runners trust for an `https://` controller endpoint.
+    pub controller_ca: Option<String>,
 }
 
 impl Default for RunnerSettings {
@@ -81,6 +83,7 @@ impl Default for RunnerSettings {
             node_selector: BTreeMap::new(),
             tolerations: vec![],
             log_format: "text".into(),
+            controller_ca: None,
         }
     }
 }
@@ -180,6 +183,9 @@ pub fn build_job(
         ),
         env_var(env::LOG_FORMAT, &settings.log_format),
     ];
+    if let Some(ca) = &settings.controller_ca {
+        env_vars.push(env_var(env::CONTROLLER_CA, ca));
+    }
     if let Some(secret) = &connector.static_secret {
         env_vars.push(secret_env(
             "AWS_ACCESS_KEY_ID",

@@ -49,6 +49,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// gRPC listen address for runners.
     pub grpc_addr: SocketAddr,
+    /// Serve gRPC over TLS with this certificate chain and key (PEM).
+    pub grpc_tls: Option<(String, String)>,
     /// Metrics and health listen address.
     pub http_addr: SocketAddr,
     /// How runner Jobs are built.
@@ -87,13 +89,22 @@ pub async fn run(config: Config) -> Result<()> {
         wake_tx.clone(),
         metrics.clone(),
     );
-    let grpc = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &config.grpc_tls {
+        server = server
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .context("failed to use the gRPC TLS certificate and key")?;
+    }
+    let grpc = server
         .add_service(hibernator_proto::v1::runner_server::RunnerServer::new(
             service,
         ))
         .serve_with_shutdown(config.grpc_addr, stopped(stop_rx.clone()));
     let grpc = tokio::spawn(grpc);
-    info!(addr = %config.grpc_addr, "serving runners (gRPC)");
+    info!(addr = %config.grpc_addr, tls = config.grpc_tls.is_some(), "serving runners (gRPC)");
     let http = tokio::spawn(http::serve(
         config.http_addr,
         metrics.clone(),

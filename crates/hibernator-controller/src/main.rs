@@ -20,6 +20,16 @@ struct Args {
     /// Listen address of the gRPC service for runners.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:9444")]
     grpc_addr: SocketAddr,
+    /// Serve the runners' gRPC over TLS with this certificate (PEM; a chain, leaf first).
+    #[arg(long, env = "GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<std::path::PathBuf>,
+    /// The key of --grpc-tls-cert (PEM).
+    #[arg(long, env = "GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<std::path::PathBuf>,
+    /// The CA runners should trust for the controller (PEM); by default the last certificate of
+    /// --grpc-tls-cert.
+    #[arg(long, env = "GRPC_TLS_CA", requires = "grpc_tls_cert")]
+    grpc_tls_ca: Option<std::path::PathBuf>,
     /// Listen address of /metrics, /livez and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -125,6 +135,21 @@ fn config(args: Args) -> Result<Config> {
         }
         _ => Clock::System,
     };
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("failed to read {}", p.display()))
+    };
+    let grpc_tls = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
+        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+        _ => None,
+    };
+    let controller_ca = match (&args.grpc_tls_ca, &grpc_tls) {
+        (Some(ca), _) => Some(read(ca)?),
+        // A self-signed certificate, or a chain ending with its CA.
+        (None, Some((cert, _))) => cert
+            .rfind("-----BEGIN CERTIFICATE-----")
+            .map(|i| cert[i..].to_string()),
+        (None, None) => None,
+    };
     let instance = args
         .pod_name
         .clone()
@@ -145,6 +170,7 @@ fn config(args: Args) -> Result<Config> {
     Ok(Config {
         namespace: args.namespace,
         grpc_addr: args.grpc_addr,
+        grpc_tls,
         http_addr: args.http_addr,
         runner: RunnerSettings {
             image: args.runner_image.unwrap_or(defaults.image),
@@ -160,6 +186,7 @@ fn config(args: Args) -> Result<Config> {
             memory_request: args.runner_memory_request,
             memory_limit: args.runner_memory_limit,
             log_format: args.runner_log_format,
+            controller_ca,
             ..defaults
         },
         leader_election,

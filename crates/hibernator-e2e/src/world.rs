@@ -381,7 +381,17 @@ impl World {
             .args(["--namespace", &self.ns])
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--controller-endpoint", &format!("http://127.0.0.1:{grpc}")])
+            .args([
+                "--controller-endpoint",
+                &format!(
+                    "{}://127.0.0.1:{grpc}",
+                    if opts.grpc_tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    }
+                ),
+            ])
             .args(["--runner-image", RUNNER_IMAGE])
             .args(["--runner-service-account", "hibernator-runner"])
             .args(["--runner-ttl-seconds", "3600"])
@@ -397,6 +407,12 @@ impl World {
         if opts.leader_elect {
             cmd.args(["--leader-elect", "--leader-election-namespace", &self.ns])
                 .args(["--leader-election-duration-seconds", "4"]);
+        }
+        if let Some((cert, key)) = &opts.grpc_tls {
+            cmd.arg("--grpc-tls-cert")
+                .arg(cert)
+                .arg("--grpc-tls-key")
+                .arg(key);
         }
         cmd.args(&opts.extra_args);
         let child = cmd
@@ -434,6 +450,9 @@ pub struct ControllerOptions {
     /// Listen on these ports `(grpc, http)` instead of free ones (a restarted controller
     /// keeps its address, as a Service would).
     pub ports: Option<(u16, u16)>,
+    /// Serve gRPC over TLS with this certificate and key (PEM files); runners then use an
+    /// `https://` endpoint.
+    pub grpc_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ControllerOptions {
@@ -446,6 +465,7 @@ impl ControllerOptions {
             leader_elect: false,
             extra_args: vec![],
             ports: None,
+            grpc_tls: None,
         }
     }
 }

@@ -120,6 +120,40 @@ fn toggles() {
 }
 
 #[test]
+fn grpc_tls_mounts_the_secret_and_switches_the_endpoint_to_https() {
+    let docs = render_chart(&["grpc.tls.secretName=hibernator-grpc-tls"]).unwrap();
+    let a = args(&docs);
+    for want in [
+        "--controller-endpoint=https://hib-hibernator.hibernator-system.svc:9444",
+        "--grpc-tls-cert=/etc/hibernator/grpc-tls/tls.crt",
+        "--grpc-tls-key=/etc/hibernator/grpc-tls/tls.key",
+        "--grpc-tls-ca=/etc/hibernator/grpc-tls/ca.crt",
+    ] {
+        assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
+    }
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        "hibernator-grpc-tls"
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/etc/hibernator/grpc-tls"
+    );
+
+    // Without a CA entry the controller hands runners the end of the chain.
+    let docs =
+        render_chart(&["grpc.tls.secretName=hibernator-grpc-tls", "grpc.tls.caKey="]).unwrap();
+    assert!(!args(&docs).iter().any(|a| a.starts_with("--grpc-tls-ca")));
+
+    // Off by default: no mounts, plain http.
+    let docs = render_chart(&[]).unwrap();
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert!(pod["volumes"].is_null());
+    assert!(!args(&docs).iter().any(|a| a.starts_with("--grpc-tls")));
+}
+
+#[test]
 fn rendering_is_deterministic() {
     let a = helm(&["template", "hib", "deploy/helm/hibernator"]).unwrap();
     let b = helm(&["template", "hib", "deploy/helm/hibernator"]).unwrap();

@@ -59,6 +59,9 @@ pub struct Args {
     /// `text` or `json` lines on stdout.
     #[arg(long, hide_env_values = true, env = env::LOG_FORMAT)]
     pub log_format: Option<String>,
+    /// PEM of the CA of the controller's serving certificate (for an `https://` endpoint).
+    #[arg(long, hide_env_values = true, env = env::CONTROLLER_CA)]
+    pub controller_ca: Option<String>,
     /// Where the one-line summary is written.
     #[arg(long, hide_env_values = true, env = env::TERMINATION_MESSAGE_PATH, default_value = TERMINATION_MESSAGE_PATH)]
     pub termination_message_path: PathBuf,
@@ -113,6 +116,8 @@ pub struct Config {
     pub connector: ConnectorSettings,
     /// The controller's endpoint.
     pub controller_endpoint: String,
+    /// CA of the controller's certificate (PEM), for `https://` endpoints.
+    pub controller_ca: Option<String>,
     /// Bearer token file.
     pub token_path: PathBuf,
     /// Overall deadline.
@@ -391,6 +396,7 @@ impl Config {
             },
             parameters,
             connector,
+            controller_ca: args.controller_ca.clone().filter(|c| !c.trim().is_empty()),
             controller_endpoint,
             token_path: args.token_path.clone(),
             deadline,

@@ -16,7 +16,7 @@ use hibernator_proto::v1::{
 };
 use tokio::sync::mpsc;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 /// The first pause before retrying a restore-data call; it doubles after each failure.
@@ -68,8 +68,16 @@ pub enum ControllerError {
         /// The file.
         path: String,
     },
-    /// The endpoint is not a URL.
-    #[error("failed to parse the controller endpoint {endpoint:?}")]
+    /// An `https://` endpoint without the CA to trust.
+    #[error(
+        "failed to set up TLS to the controller endpoint {endpoint:?}: HIBERNATOR_CONTROLLER_CA (the PEM of the CA of its certificate) is not set"
+    )]
+    MissingCa {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// The endpoint is not a URL, or its TLS settings are unusable.
+    #[error("failed to use the controller endpoint {endpoint:?}")]
     Endpoint {
         /// The endpoint.
         endpoint: String,
@@ -162,6 +170,7 @@ impl Controller {
     /// controller is unavailable.
     pub fn new(
         endpoint: &str,
+        ca_pem: Option<&str>,
         token_path: &Path,
         execution_id: &str,
         call_timeout: Duration,
@@ -175,13 +184,24 @@ impl Controller {
             })?;
         let authorization = MetadataValue::try_from(format!("Bearer {}", token.trim()))
             .map_err(|_| ControllerError::TokenText { path })?;
-        let channel = Endpoint::from_shared(endpoint.to_string())
+        let mut channel = Endpoint::from_shared(endpoint.to_string())
             .map_err(|source| ControllerError::Endpoint {
                 endpoint: endpoint.to_string(),
                 source,
             })?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .connect_timeout(Duration::from_secs(5));
+        if endpoint.starts_with("https://") {
+            let ca = ca_pem.ok_or_else(|| ControllerError::MissingCa {
+                endpoint: endpoint.to_string(),
+            })?;
+            channel = channel
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+                .map_err(|source| ControllerError::Endpoint {
+                    endpoint: endpoint.to_string(),
+                    source,
+                })?;
+        }
+        let channel = channel.connect_lazy();
         Ok(Self {
             client: RunnerClient::new(channel),
             authorization,
@@ -417,11 +437,33 @@ mod tests {
         listener.local_addr().unwrap()
     }
 
+    #[test]
+    fn an_https_endpoint_needs_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "t").unwrap();
+        let Err(err) = Controller::new(
+            "https://hibernator.hibernator-system.svc:9444",
+            None,
+            &path,
+            "job-1",
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        ) else {
+            panic!("an https endpoint without a CA was accepted");
+        };
+        assert!(
+            err.to_string().contains("HIBERNATOR_CONTROLLER_CA"),
+            "{err}"
+        );
+    }
+
     fn client(dir: &tempfile::TempDir, addr: SocketAddr, token: &str, window: u64) -> Controller {
         let path = dir.path().join("token");
         std::fs::write(&path, token).unwrap();
         Controller::new(
             &format!("http://{addr}"),
+            None,
             &path,
             "job-1",
             Duration::from_secs(2),

@@ -93,6 +93,7 @@ pub async fn run(args: Args) -> u8 {
 
     let controller = match Controller::new(
         &config.controller_endpoint,
+        config.controller_ca.as_deref(),
         &config.token_path,
         &e.execution_id,
         config.controller_timeout,
