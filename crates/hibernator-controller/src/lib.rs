@@ -96,7 +96,9 @@ pub async fn run(config: Config) -> Result<()> {
                 tonic::transport::ServerTlsConfig::new()
                     .identity(tonic::transport::Identity::from_pem(cert, key)),
             )
-            .context("failed to use the gRPC TLS certificate and key")?;
+            .context(
+                "failed to use the gRPC TLS certificate and key (--grpc-tls-cert, --grpc-tls-key)",
+            )?;
     }
     let grpc = server
         .add_service(hibernator_proto::v1::runner_server::RunnerServer::new(
