@@ -174,4 +174,7 @@ pub mod condition_types {
     pub const STALLED: &str = "Stalled";
     /// The plan's targets are asleep.
     pub const HIBERNATED: &str = "Hibernated";
+    /// Everything the last wake-up had to restore is back (False: something stayed asleep or
+    /// its restore data was lost; a person must look).
+    pub const RESTORED: &str = "Restored";
 }

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod naming;
 pub mod params;
 pub mod plan;
+pub mod restore;
 pub mod runner;
 pub mod schedule;
 pub mod status;

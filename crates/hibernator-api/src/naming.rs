@@ -21,6 +21,9 @@ pub mod labels {
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Marks restore ConfigMaps.
     pub const RESTORE: &str = "hibernator.ardikasaputro.io/restore-data";
+    /// The UID of the plan a restore ConfigMap belongs to (the ConfigMap has no owner
+    /// reference, so that deleting a plan with `onDelete: Leave` keeps it).
+    pub const PLAN_UID: &str = "hibernator.ardikasaputro.io/plan-uid";
 }
 
 /// The controller's name: `app.kubernetes.io/managed-by` value and field manager.

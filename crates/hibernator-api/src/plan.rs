@@ -11,6 +11,11 @@ use crate::params::TargetType;
 /// Annotation whose value, when it differs from `status.lastHandledRetryToken`, asks the
 /// controller to retry failed targets now. The controller never removes it.
 pub const RETRY_ANNOTATION: &str = "hibernator.ardikasaputro.io/retry-requested-at";
+/// Annotation a person sets (to any new value) to acknowledge that a wake-up could not restore
+/// something (`Restored=False`); `kubectl hibernator restore PLAN --acknowledge` sets it.
+pub const RESTORE_ACK_ANNOTATION: &str = "hibernator.ardikasaputro.io/restore-acknowledged-at";
+/// Most resource keys listed per target in `status.asleep`.
+pub const ASLEEP_KEYS_LISTED: usize = 200;
 /// Finalizer the controller puts on plans so that deletion can wake the targets first.
 pub const FINALIZER: &str = "hibernator.ardikasaputro.io/wake-on-delete";
 /// Default number of retries of a failed target in Strict mode.
@@ -220,6 +225,11 @@ pub struct Behavior {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10))]
     pub retries: Option<i32>,
+    /// Lets targets put to sleep what the controller itself runs on (its own Deployment, the
+    /// node group or Karpenter NodePool of its node). Refused by default; set it only when the
+    /// controller runs in another cluster than the one these targets name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_self_hibernation: Option<bool>,
 }
 
 /// How failures are handled. `Strict` (default): a failed target stops new starts; the plan
@@ -353,6 +363,32 @@ pub struct HibernationPlanStatus {
     /// Name of the ConfigMap holding the restore data (`hibernator-restore-<plan>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_ref: Option<String>,
+    /// What is asleep: per target, the resources recorded since the last hibernation began and
+    /// not yet restored. Kept independently of the restore ConfigMap, so that lost restore data
+    /// is noticed (`Restored=False`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub asleep: Vec<AsleepTarget>,
+    /// The value of the restore-acknowledgement annotation the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_restore_ack: Option<String>,
+}
+
+/// A target with resources asleep.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AsleepTarget {
+    /// Target name (it may have been removed from the spec since).
+    pub name: String,
+    /// The cycle its oldest record belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle_id: Option<String>,
+    /// How many of its resources are asleep.
+    pub resources: i32,
+    /// Their record keys (at most 200 are listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    pub keys: Vec<String>,
 }
 
 /// Where the plan is in its cycle: `Active` (awake, following the schedule), `Hibernating`,
@@ -518,6 +554,12 @@ pub struct TargetStatus {
     /// When the target reached a terminal state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// Wake-up: how many of its resources were asleep when it began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources_recorded: Option<i32>,
+    /// Wake-up: how many of them are back in their recorded state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources_restored: Option<i32>,
 }
 
 /// Automatic retry state.

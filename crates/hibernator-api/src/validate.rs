@@ -390,12 +390,13 @@ pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
         }
     }
     for (i, t) in spec.targets.iter().enumerate() {
-        if let Err(e) = TargetParameters::parse(t.type_, t.parameters.as_ref()) {
-            out.push(SemanticProblem::new(
+        match TargetParameters::parse(t.type_, t.parameters.as_ref()) {
+            Err(e) => out.push(SemanticProblem::new(
                 format!("spec.targets[{i}].parameters"),
                 e.to_string(),
                 None,
-            ));
+            )),
+            Ok(params) => out.extend(empty_selectors(i, &params)),
         }
         if let (Some(kind), Some(cref)) = (t.type_.connector_kind(), &t.connector_ref)
             && kind != cref.kind
@@ -413,6 +414,47 @@ pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
         }
     }
     out
+}
+
+/// A label selector without `matchLabels` or `matchExpressions` selects everything: for a
+/// target that puts things to sleep that is almost never meant, so it is refused (name the
+/// namespaces or NodePools, or give labels).
+fn empty_selectors(i: usize, params: &TargetParameters) -> Vec<SemanticProblem> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let empty = |s: &Option<LabelSelector>| {
+        s.as_ref().is_some_and(|s| {
+            s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        })
+    };
+    let mut fields = Vec::new();
+    match params {
+        TargetParameters::Workloads(p) => {
+            if empty(&p.namespace_selector) {
+                fields.push(("namespaceSelector", "every namespace of the cluster"));
+            }
+            if empty(&p.selector) {
+                fields.push((
+                    "selector",
+                    "every workload of its namespaces (leave it out to mean that)",
+                ));
+            }
+        }
+        TargetParameters::Karpenter(p) if empty(&p.selector) => {
+            fields.push(("selector", "every NodePool of the cluster"));
+        }
+        _ => {}
+    }
+    fields
+        .into_iter()
+        .map(|(field, what)| {
+            SemanticProblem::new(
+                format!("spec.targets[{i}].parameters.{field}"),
+                format!("an empty selector ({{}}) selects {what}"),
+                Some("give matchLabels or matchExpressions, or name the objects".into()),
+            )
+        })
+        .collect()
 }
 
 /// Checks of a ScheduleException that no schema can express.

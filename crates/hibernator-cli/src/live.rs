@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use hibernator_api::naming::restore_config_map;
-use hibernator_api::plan::{HibernationPlan, RETRY_ANNOTATION};
+use hibernator_api::plan::{HibernationPlan, RESTORE_ACK_ANNOTATION, RETRY_ANNOTATION};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
@@ -81,6 +81,11 @@ pub struct RestoreArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     output: Output,
+    /// Acknowledge what the plan reports as not restored (`Restored=False`): the condition
+    /// becomes True, the records stay (shown here as acknowledged) and no wake-up acts on
+    /// them again.
+    #[arg(long)]
+    acknowledge: bool,
 }
 
 async fn client_and_namespace(scope: &Scope) -> Result<(Client, String)> {
@@ -268,14 +273,34 @@ fn print_plan(p: &HibernationPlan) {
                 format!("{:?}", t.state),
                 t.attempts,
                 t.job.clone().unwrap_or_default(),
-                if t.state.is_terminal() {
-                    t.message.clone().or(t.progress.clone())
-                } else {
-                    t.progress.clone().or(t.message.clone())
+                {
+                    let text = if t.state.is_terminal() {
+                        t.message.clone().or(t.progress.clone())
+                    } else {
+                        t.progress.clone().or(t.message.clone())
+                    }
+                    .unwrap_or_default();
+                    match (t.resources_restored, t.resources_recorded) {
+                        (Some(r), Some(m)) if m > 0 => {
+                            format!("restored {r} of {m} resources; {text}")
+                        }
+                        _ => text,
+                    }
                 }
-                .unwrap_or_default()
             );
         }
+    }
+    for a in &s.asleep {
+        println!(
+            "  asleep: {} {} resource(s){}",
+            a.name,
+            a.resources,
+            if p.spec.targets.iter().any(|t| t.name == a.name) {
+                ""
+            } else {
+                " (target no longer in the plan)"
+            }
+        );
     }
     for h in &s.history {
         let part = |name: &str, o: &Option<hibernator_api::plan::OperationRecord>| {
@@ -401,10 +426,29 @@ pub fn logs(args: LogsArgs) -> Result<u8> {
     })
 }
 
-/// Runs `restore`: prints the restore data recorded for each target.
+/// Runs `restore`: prints the restore data recorded for each target, what the last wake-up did
+/// with each record, records of targets no longer in the plan, and the plan's `Restored`
+/// condition; with `--acknowledge`, acknowledges what was not restored.
 pub fn restore(args: RestoreArgs) -> Result<u8> {
     runtime()?.block_on(async {
         let (client, ns) = client_and_namespace(&args.scope).await?;
+        let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), &ns);
+        let plan = get_plan(&plans, &args.plan, &ns).await?;
+        if args.acknowledge {
+            let token = jiff::Timestamp::now().to_string();
+            let patch = json!({"metadata": {"annotations": {RESTORE_ACK_ANNOTATION: token}}});
+            plans
+                .patch(&args.plan, &patch_params(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| {
+                    format!("failed to annotate HibernationPlan {ns}/{}", args.plan)
+                })?;
+            println!(
+                "acknowledged what {ns}/{} did not restore (token {token}); the records are kept",
+                args.plan
+            );
+            return Ok(exit::OK);
+        }
         let api: Api<ConfigMap> = Api::namespaced(client, &ns);
         let name = restore_config_map(&args.plan);
         let data = api
@@ -413,32 +457,80 @@ pub fn restore(args: RestoreArgs) -> Result<u8> {
             .with_context(|| format!("failed to read ConfigMap {ns}/{name}"))?
             .and_then(|c| c.data)
             .unwrap_or_default();
-        let parsed: serde_json::Map<String, Value> = data
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    serde_json::from_str(v).unwrap_or(Value::String(v.clone())),
-                )
-            })
-            .collect();
+        let in_plan: Vec<&str> = plan.spec.targets.iter().map(|t| t.name.as_str()).collect();
         match args.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&parsed)?),
-            Output::Text => {
-                if parsed.is_empty() {
-                    println!("no restore data for {ns}/{} (nothing asleep)", args.plan);
-                }
-                for (target, records) in &parsed {
-                    println!("{target}:");
-                    for (key, r) in records["resources"].as_object().into_iter().flatten() {
-                        println!(
-                            "  {key}: {} (cycle {}, recorded {})",
-                            r["state"], r["cycleId"], r["recordedAt"]
-                        );
-                    }
-                }
+            Output::Json => {
+                let parsed: serde_json::Map<String, Value> = data
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            serde_json::from_str(v).unwrap_or(Value::String(v.clone())),
+                        )
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&parsed)?);
             }
+            Output::Text => print_restore(&plan, &ns, &args.plan, &data, &in_plan),
         }
         Ok(exit::OK)
     })
+}
+
+fn print_restore(
+    plan: &HibernationPlan,
+    ns: &str,
+    name: &str,
+    data: &std::collections::BTreeMap<String, String>,
+    in_plan: &[&str],
+) {
+    use hibernator_api::restore::{WakeUpOutcome, read_target};
+    if let Some(c) = plan
+        .status
+        .as_ref()
+        .and_then(|s| hibernator_api::common::find_condition(&s.conditions, "Restored").cloned())
+    {
+        println!("Restored={} ({}): {}", c.status, c.reason, c.message);
+    }
+    if data.is_empty() {
+        println!("no restore data for {ns}/{name} (nothing asleep)");
+    }
+    for target in data.keys() {
+        let orphan = if in_plan.contains(&target.as_str()) {
+            ""
+        } else {
+            " (orphaned: no longer in the plan; its records are kept)"
+        };
+        println!("{target}:{orphan}");
+        let records = match read_target(data, target) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("  unreadable: {e}");
+                continue;
+            }
+        };
+        for (key, r) in &records.resources {
+            let what = match &r.wake_up {
+                None => "asleep".to_string(),
+                Some(w) => {
+                    let why = w
+                        .message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
+                    let done = match w.result {
+                        WakeUpOutcome::Restored => "restored".to_string(),
+                        WakeUpOutcome::NotFound => format!("not found by the wake-up{why}"),
+                        WakeUpOutcome::Failed => format!("not restored{why}"),
+                    };
+                    let ack = if w.acknowledged { ", acknowledged" } else { "" };
+                    format!("{done} (cycle {}{ack})", w.cycle_id)
+                }
+            };
+            println!(
+                "  {key}: {what}; recorded {} (cycle {}, {})",
+                r.state, r.cycle_id, r.recorded_at
+            );
+        }
+    }
 }

@@ -10,12 +10,17 @@
 //! - When the wanted direction changes mid-operation, nothing new starts; once the running
 //!   Jobs end, the opposite operation starts. A failed hibernation never blocks the wake-up.
 //! - Wake-up runs only for targets with restore data; the others are Skipped.
+//! - What is asleep is also kept in the status (`status.asleep`), so that restore data lost
+//!   from the ConfigMap, targets removed while asleep and resources a wake-up could not
+//!   restore are reported (`Restored=False`) until a person acknowledges them or a later cycle
+//!   restores everything (see [`restored`]).
+//! - A runner Job that vanished, or whose name a foreign object took, is a failed attempt.
 //! - Strict: failed targets are retried with exponential backoff (1 min x 2^n, at most
 //!   30 min) up to `retries`, then the plan is Stalled until the retry annotation changes or
 //!   the schedule moves on. BestEffort: dependents of failures are Aborted, the operation
 //!   ends, failures are reported and can be retried with the annotation.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use hibernator_api::common::{condition, condition_types, remove_condition, set_condition};
 use hibernator_api::graph::ExecutionGraph;
@@ -23,6 +28,7 @@ use hibernator_api::plan::{
     CycleRecord, CycleStatus, FailureMode, HibernationPlan, HibernationPlanStatus, OnDelete,
     Operation, OperationRecord, Phase, RetryStatus, ScheduleStatus, TargetState, TargetStatus,
 };
+use hibernator_api::restore::RestoreView;
 use hibernator_api::schedule::Evaluation;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -53,6 +59,8 @@ pub struct JobObservation {
     pub message: Option<String>,
     /// Last progress line reported by the runner.
     pub progress: Option<String>,
+    /// Resource keys a hibernation runner reported recorded (from its completion).
+    pub recorded: Vec<String>,
 }
 
 /// How a Job ended, if it did.
@@ -64,6 +72,9 @@ pub enum JobOutcome {
     Succeeded,
     /// Failed (non-zero exit, deadline, ...).
     Failed,
+    /// The Job is gone, or its name is taken by a Job that is not this plan's: a failed
+    /// attempt.
+    Lost,
 }
 
 /// Everything the decision needs.
@@ -81,8 +92,12 @@ pub struct Observed<'a> {
     pub real_now: Timestamp,
     /// The plan's runner Jobs.
     pub jobs: &'a [JobObservation],
-    /// Targets with restore data, with the cycle of their oldest record.
-    pub restore: &'a BTreeMap<String, String>,
+    /// The restore data.
+    pub restore: &'a RestoreView,
+    /// Why the restore ConfigMap cannot be used (it is not Hibernator's), if it cannot.
+    pub restore_problem: Option<String>,
+    /// Why hibernating would put the controller itself to sleep, if it would.
+    pub refuse_hibernation: Option<String>,
     /// A missing or unusable connector: `(reason, message)`.
     pub reference_problem: Option<(String, String)>,
     /// How long a missing reference may last before the plan is Stalled.
@@ -122,8 +137,12 @@ pub struct Decision {
     pub status: HibernationPlanStatus,
     /// Jobs to create.
     pub create: Vec<JobRequest>,
-    /// Targets whose restore data can go: their wake-up of this cycle succeeded.
-    pub clear_restore: Vec<(String, String)>,
+    /// Restored records can be retired (after the status is written).
+    pub retire_restored: bool,
+    /// A person acknowledged what was not restored: the records of these targets that a
+    /// wake-up reported, and every record of these removed targets, are to be acknowledged
+    /// (before the status is written).
+    pub acknowledge: Option<(BTreeSet<String>, BTreeSet<String>)>,
     /// Events.
     pub events: Vec<EventRequest>,
     /// When to reconcile again at the latest (schedule time).
@@ -160,120 +179,199 @@ pub fn backoff(count: i32) -> SignedDuration {
     SignedDuration::from_secs(secs.min(RETRY_CAP.as_secs()))
 }
 
+/// The plan's wishes, derived once per decision.
+struct Wants<'a> {
+    names: Vec<&'a str>,
+    deleting: bool,
+    suspended: bool,
+    asleep: bool,
+}
+
+impl<'a> Wants<'a> {
+    fn of(o: &Observed<'a>) -> Self {
+        let spec = &o.plan.spec;
+        let deleting = o.plan.metadata.deletion_timestamp.is_some();
+        let suspended = spec.suspend.unwrap_or(false)
+            || spec.suspend_until.as_ref().is_some_and(|u| u.0 > o.now);
+        Self {
+            names: spec.targets.iter().map(|t| t.name.as_str()).collect(),
+            deleting,
+            suspended,
+            asleep: !deleting && !suspended && o.schedule.in_off_hours,
+        }
+    }
+}
+
 /// Decides what to do.
 pub fn decide(o: &Observed<'_>) -> Decision {
     let plan = o.plan;
-    let spec = &plan.spec;
     let prev = plan.status.clone().unwrap_or_default();
-    let generation = plan.metadata.generation;
-    let plan_name = plan.metadata.name.as_deref().unwrap_or_default();
-    let names: Vec<&str> = spec.targets.iter().map(|t| t.name.as_str()).collect();
-    let deleting = plan.metadata.deletion_timestamp.is_some();
-    let suspended =
-        spec.suspend.unwrap_or(false) || spec.suspend_until.as_ref().is_some_and(|u| u.0 > o.now);
-    let want_asleep = !deleting && !suspended && o.schedule.in_off_hours;
+    let wants = Wants::of(o);
     let mut d = Decision {
         status: prev.clone(),
         create: vec![],
-        clear_restore: vec![],
+        retire_restored: false,
+        acknowledge: None,
         events: vec![],
         requeue_at: None,
         release_finalizer: false,
     };
-
-    // Deletion with `Leave`, or of a plan with nothing asleep: release at once.
-    if deleting
-        && (plan.on_delete() == OnDelete::Leave
-            || (o.restore.is_empty()
-                && prev
-                    .current_cycle
-                    .as_ref()
-                    .is_none_or(|c| c.operation == Operation::WakeUp && c.finished_at.is_some())))
-    {
+    if releases_at_once(o, &wants, &prev) {
         d.release_finalizer = true;
         return d;
     }
 
     let mut status = prev.clone();
-    status.observed_generation = generation;
+    status.observed_generation = plan.metadata.generation;
     status.schedule = Some(schedule_status(o.schedule));
-    status.restore_ref = Some(crate::restore::config_map_name(plan_name));
+    status.restore_ref = Some(crate::restore::config_map_name(
+        plan.metadata.name.as_deref().unwrap_or_default(),
+    ));
+    let retry_now = take_token(
+        plan,
+        hibernator_api::plan::RETRY_ANNOTATION,
+        &mut status.last_handled_retry_token,
+    );
+    let ack_now = take_token(
+        plan,
+        hibernator_api::plan::RESTORE_ACK_ANNOTATION,
+        &mut status.last_handled_restore_ack,
+    );
 
-    // The retry annotation: a new token retries failed targets at once.
+    let (mut stalled, new_hibernation) = step_operation(&mut status, &mut d, &wants, retry_now, o);
+    let failure = settle_operation(&mut status, &mut d, o);
+    let phase = phase_of(
+        &status,
+        failure.is_some(),
+        wants.suspended,
+        plan.failure_mode(),
+    );
+    status.phase = Some(phase);
+
+    restored::update_ledger(&mut status, o, &wants.names, new_hibernation);
+    let restore_problem = restored::evaluate(&mut status, &mut d, o, &wants.names, ack_now);
+    d.retire_restored = o.restore.has_restored();
+    if wants.deleting {
+        deletion(&mut status, &mut d, o, &wants.names);
+    }
+    if let Some(why) = &o.refuse_hibernation
+        && status
+            .current_cycle
+            .as_ref()
+            .is_some_and(|c| c.operation == Operation::Hibernate && c.finished_at.is_none())
+    {
+        stalled = stalled.or(Some(("SelfHibernation", why.clone())));
+    }
+    set_conditions(
+        &mut status,
+        &mut d,
+        o,
+        &prev,
+        phase,
+        stalled,
+        failure.as_ref(),
+        restore_problem,
+    );
+    target_events(&status, &prev, &mut d, o);
+
+    // Look again at the next schedule boundary, retry or end of suspension.
+    d.requeue_at = earliest(d.requeue_at, o.schedule.next_transition().map(|t| t.at));
+    if let Some(u) = &plan.spec.suspend_until
+        && u.0 > o.now
+    {
+        d.requeue_at = earliest(d.requeue_at, Some(u.0));
+    }
+    d.status = status;
+    d
+}
+
+/// Deletion with `Leave`, or of a plan with nothing asleep: the finalizer goes at once.
+fn releases_at_once(o: &Observed<'_>, wants: &Wants<'_>, prev: &HibernationPlanStatus) -> bool {
+    wants.deleting
+        && (o.plan.on_delete() == OnDelete::Leave
+            || (restored::asleep_in_spec(o, &wants.names).is_empty()
+                && prev
+                    .current_cycle
+                    .as_ref()
+                    .is_none_or(|c| c.operation == Operation::WakeUp && c.finished_at.is_some())))
+}
+
+/// True when the annotation holds a value not acted on yet (which is then recorded).
+fn take_token(plan: &HibernationPlan, annotation: &str, handled: &mut Option<String>) -> bool {
     let token = plan
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(hibernator_api::plan::RETRY_ANNOTATION))
+        .and_then(|a| a.get(annotation))
         .cloned();
-    let retry_now = token.is_some() && token != prev.last_handled_retry_token;
-    if retry_now {
-        status.last_handled_retry_token = token;
+    let new = token.is_some() && token != *handled;
+    if new {
+        *handled = token;
     }
-    let mut stalled: Option<(&'static str, String)> = None;
+    new
+}
 
-    // 1. Advance, hold, switch or start an operation.
-    match prev.current_cycle.clone() {
-        None => {
-            if want_asleep {
-                let id = cycle_id(o.schedule.current_since.unwrap_or(o.now), None);
-                start_operation(&mut status, &mut d, Operation::Hibernate, id, &names, o);
-            } else if let Some(newest) = o.restore.values().max() {
-                // Restore data but no operation on record (status lost): wake up what it holds.
-                start_operation(
-                    &mut status,
-                    &mut d,
-                    Operation::WakeUp,
-                    newest.clone(),
-                    &names,
-                    o,
-                );
-            }
+/// Advances, holds, switches or starts an operation. Returns why the plan is stalled, if it
+/// is, and whether a new hibernation began.
+fn step_operation(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    wants: &Wants<'_>,
+    retry_now: bool,
+    o: &Observed<'_>,
+) -> (Option<(&'static str, String)>, bool) {
+    let prev = o.plan.status.clone().unwrap_or_default();
+    let names = &wants.names;
+    let Some(cycle) = prev.current_cycle.clone() else {
+        if wants.asleep {
+            let id = cycle_id(o.schedule.current_since.unwrap_or(o.now), None);
+            start_operation(status, d, Operation::Hibernate, id, names, o);
+            return (None, true);
         }
-        Some(cycle) => {
-            let mut targets = observe_targets(&names, &cycle, &prev.targets, o.jobs, o.now);
-            let running = targets.iter().any(|t| t.state == TargetState::Running);
-            let same_direction = (cycle.operation == Operation::Hibernate) == want_asleep;
-            if cycle.operation == Operation::WakeUp {
-                for t in &targets {
-                    if t.state == TargetState::Completed
-                        && let Some(rec_cycle) = o.restore.get(&t.name)
-                        && rec_cycle.as_str() <= cycle.id.as_str()
-                    {
-                        d.clear_restore.push((t.name.clone(), rec_cycle.clone()));
-                    }
-                }
-            }
-            if same_direction {
-                stalled = advance(&mut status, &mut d, &cycle, &mut targets, retry_now, o);
-                status.targets = targets;
-                if status.targets.iter().any(|t| !t.state.is_terminal())
-                    && let Some(c) = status.current_cycle.as_mut()
-                {
-                    c.finished_at = None;
-                }
-            } else if running {
-                // Let the running Jobs end; start nothing new.
-                status.targets = targets;
-            } else {
-                if cycle.finished_at.is_none() {
-                    finish_operation(&mut status, &mut d, &cycle, &targets, o.now, true);
-                }
-                let (next, id) = if want_asleep {
-                    (
-                        Operation::Hibernate,
-                        cycle_id(o.schedule.current_since.unwrap_or(o.now), Some(&cycle.id)),
-                    )
-                } else {
-                    (Operation::WakeUp, cycle.id.clone())
-                };
-                start_operation(&mut status, &mut d, next, id, &names, o);
-            }
+        if let Some(newest) = restored::asleep_in_spec(o, names).values().max() {
+            // Restore data but no operation on record (status lost): wake up what it holds.
+            start_operation(status, d, Operation::WakeUp, newest.clone(), names, o);
         }
+        return (None, false);
+    };
+    let mut targets = observe_targets(names, &cycle, &prev.targets, o.jobs, o.now);
+    let running = targets.iter().any(|t| t.state == TargetState::Running);
+    if (cycle.operation == Operation::Hibernate) == wants.asleep {
+        let stalled = advance(status, d, &cycle, &mut targets, retry_now, o);
+        status.targets = targets;
+        if status.targets.iter().any(|t| !t.state.is_terminal())
+            && let Some(c) = status.current_cycle.as_mut()
+        {
+            c.finished_at = None;
+        }
+        return (stalled, false);
     }
+    if running {
+        // Let the running Jobs end; start nothing new.
+        status.targets = targets;
+        return (None, false);
+    }
+    if cycle.finished_at.is_none() {
+        finish_operation(status, d, &cycle, &targets, o.now, true);
+    }
+    if wants.asleep {
+        let id = cycle_id(o.schedule.current_since.unwrap_or(o.now), Some(&cycle.id));
+        start_operation(status, d, Operation::Hibernate, id, names, o);
+        (None, true)
+    } else {
+        start_operation(status, d, Operation::WakeUp, cycle.id.clone(), names, o);
+        (None, false)
+    }
+}
 
-    // 2. Has the operation ended? A failure counts once nothing runs any more (Strict stops
-    // starting new targets after one) or, in BestEffort, once every target is done.
+/// Has the operation ended? A failure counts once nothing runs any more (Strict stops starting
+/// new targets after one) or, in BestEffort, once every target is done. Returns the failure.
+fn settle_operation(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    o: &Observed<'_>,
+) -> Option<String> {
+    let prev = o.plan.status.clone().unwrap_or_default();
     let mut failure: Option<String> = None;
     if let Some(cycle) = status.current_cycle.clone() {
         let all_terminal = status.targets.iter().all(|t| t.state.is_terminal());
@@ -286,7 +384,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             .iter()
             .filter(|t| matches!(t.state, TargetState::Failed | TargetState::Aborted))
             .collect();
-        let halted = match plan.failure_mode() {
+        let halted = match o.plan.failure_mode() {
             FailureMode::Strict => !running,
             FailureMode::BestEffort => all_terminal,
         };
@@ -307,7 +405,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         let waiting_for_retry = status.retry.as_ref().is_some_and(|r| r.next_at.is_some());
         if all_terminal && cycle.finished_at.is_none() && !waiting_for_retry {
             let targets = status.targets.clone();
-            finish_operation(&mut status, &mut d, &cycle, &targets, o.now, false);
+            finish_operation(status, d, &cycle, &targets, o.now, false);
         }
     }
     status.last_error = failure.clone().or_else(|| {
@@ -317,10 +415,17 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     if failure.is_none() && status.targets.iter().all(|t| t.state.is_terminal()) {
         status.retry = None;
     }
+    failure
+}
 
-    // 3. Phase.
+fn phase_of(
+    status: &HibernationPlanStatus,
+    failed: bool,
+    suspended: bool,
+    mode: FailureMode,
+) -> Phase {
     let phase = match &status.current_cycle {
-        _ if failure.is_some() && plan.failure_mode() == FailureMode::Strict => Phase::Error,
+        _ if failed && mode == FailureMode::Strict => Phase::Error,
         None => Phase::Active,
         Some(c) => match (c.operation, c.finished_at.is_some()) {
             (Operation::Hibernate, false) => Phase::Hibernating,
@@ -329,51 +434,83 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             (Operation::WakeUp, true) => Phase::Active,
         },
     };
-    let phase = if suspended && phase == Phase::Active {
+    if suspended && phase == Phase::Active {
         Phase::Suspended
     } else {
         phase
-    };
-    status.phase = Some(phase);
+    }
+}
 
-    // 4. Deletion: release once everything recorded has been woken up, or after the timeout.
-    if deleting {
-        let woken = status
-            .current_cycle
-            .as_ref()
-            .is_some_and(|c| c.operation == Operation::WakeUp && c.finished_at.is_some());
-        let remaining: Vec<&str> = o
+/// Deletion: the finalizer goes once everything recorded has been woken up, or after the
+/// timeout. Records of targets no longer in the plan cannot be woken up: they are kept and an
+/// Event says so.
+fn deletion(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    o: &Observed<'_>,
+    names: &[&str],
+) {
+    let woken = status
+        .current_cycle
+        .as_ref()
+        .is_some_and(|c| c.operation == Operation::WakeUp && c.finished_at.is_some());
+    let remaining: Vec<String> = restored::asleep_in_spec(o, names).into_keys().collect();
+    let since = o
+        .plan
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(o.real_now);
+    let kept = status.restore_ref.clone().unwrap_or_default();
+    if woken && remaining.is_empty() {
+        d.release_finalizer = true;
+        let orphans: Vec<String> = o
             .restore
-            .keys()
-            .filter(|k| !d.clear_restore.iter().any(|(t, _)| t == *k))
-            .map(String::as_str)
+            .asleep()
+            .into_keys()
+            .filter(|t| !names.contains(&t.as_str()))
             .collect();
-        let since = plan
-            .metadata
-            .deletion_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(o.real_now);
-        if woken && remaining.is_empty() {
-            d.release_finalizer = true;
-        } else if o.real_now.duration_since(since) > o.deletion_timeout {
-            d.release_finalizer = true;
+        if !orphans.is_empty() {
             d.events.push(EventRequest {
                 warning: true,
-                reason: "DeletionTimeout",
+                reason: "DeletedWithoutWakeUp",
                 note: format!(
-                    "gave up waking up {} after {}; restore data kept in ConfigMap {}",
-                    remaining.join(", "),
-                    format_duration(o.deletion_timeout),
-                    status.restore_ref.clone().unwrap_or_default()
+                    "{} no longer in the plan and not woken up; their restore data stays in ConfigMap {kept}",
+                    orphans.join(", ")
                 ),
             });
         }
+    } else if o.real_now.duration_since(since) > o.deletion_timeout {
+        d.release_finalizer = true;
+        d.events.push(EventRequest {
+            warning: true,
+            reason: "DeletionTimeout",
+            note: format!(
+                "gave up waking up {} after {}; restore data kept in ConfigMap {kept}",
+                remaining.join(", "),
+                format_duration(o.deletion_timeout),
+            ),
+        });
     }
+}
 
-    // 5. Conditions.
+/// The kstatus conditions (`Ready`, `Stalled`) and the domain conditions (`Hibernated`,
+/// `Restored`), and the Stalled Event.
+#[allow(clippy::too_many_arguments)]
+fn set_conditions(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    o: &Observed<'_>,
+    prev: &HibernationPlanStatus,
+    phase: Phase,
+    mut stalled: Option<(&'static str, String)>,
+    failure: Option<&String>,
+    restore_problem: Option<(&'static str, String)>,
+) {
+    let generation = o.plan.metadata.generation;
     let mut ready_problem: Option<(&'static str, String)> =
-        failure.as_ref().map(|f| ("TargetFailed", f.clone()));
+        failure.map(|f| ("TargetFailed", f.clone()));
     if let Some((reason, message)) = &o.reference_problem {
         let reason: &'static str = if reason == "ReferenceNotFound" {
             "ReferenceNotFound"
@@ -390,13 +527,17 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         } else {
             d.requeue_at = earliest(d.requeue_at, Some(since + o.reference_grace));
         }
-        ready_problem = Some((reason, message.clone()));
+        ready_problem = ready_problem.or(Some((reason, message.clone())));
     }
-    let mut conditions = prev.conditions.clone();
+    // Something stayed asleep, or its restore data is gone: a person must look.
+    if let Some(problem) = &restore_problem {
+        stalled = stalled.or(Some(problem.clone()));
+    }
+    let mut conditions = status.conditions.clone();
     remove_condition(&mut conditions, condition_types::RECONCILING);
     let (ready, ready_reason, ready_message) = match (&stalled, &ready_problem) {
         (Some((r, m)), _) | (None, Some((r, m))) => (false, *r, m.clone()),
-        (None, None) => (true, phase.as_str(), phase_message(phase, &status)),
+        (None, None) => (true, phase.as_str(), phase_message(phase, status)),
     };
     set_condition(
         &mut conditions,
@@ -427,29 +568,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             remove_condition(&mut conditions, condition_types::STALLED);
         }
     }
-    let asleep = status.current_cycle.as_ref().is_some_and(|c| {
-        c.operation == Operation::Hibernate && c.finished_at.is_some() && failure.is_none()
-    });
-    let (hib_reason, hib_message) = match (asleep, phase) {
-        (true, _) => ("Hibernated", "every target is asleep".to_string()),
-        (false, Phase::Hibernating) => ("Hibernating", "putting the targets to sleep".to_string()),
-        (false, Phase::WakingUp) => ("WakingUp", "waking the targets up".to_string()),
-        (false, Phase::Error) => match status.current_cycle.as_ref().map(|c| c.operation) {
-            Some(Operation::Hibernate) => (
-                "HibernationFailed",
-                status.last_error.clone().unwrap_or_default(),
-            ),
-            _ => (
-                "WakeUpFailed",
-                status.last_error.clone().unwrap_or_default(),
-            ),
-        },
-        (false, Phase::Hibernated) => (
-            "PartiallyHibernated",
-            status.last_error.clone().unwrap_or_default(),
-        ),
-        (false, _) => ("Awake", "the targets are awake".to_string()),
-    };
+    let (asleep, hib_reason, hib_message) = hibernated_condition(status, phase, failure.is_some());
     set_condition(
         &mut conditions,
         condition(
@@ -465,11 +584,55 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         condition_types::READY => 0,
         condition_types::STALLED => 1,
         condition_types::HIBERNATED => 2,
-        _ => 3,
+        condition_types::RESTORED => 3,
+        _ => 4,
     });
     status.conditions = conditions;
+    if let Some((_, m)) = &stalled
+        && !prev
+            .conditions
+            .iter()
+            .any(|c| c.type_ == condition_types::STALLED && c.status == "True")
+    {
+        d.events.push(EventRequest {
+            warning: true,
+            reason: "Stalled",
+            note: m.clone(),
+        });
+    }
+}
 
-    // 6. Events for what changed.
+fn hibernated_condition(
+    status: &HibernationPlanStatus,
+    phase: Phase,
+    failed: bool,
+) -> (bool, &'static str, String) {
+    let asleep = status
+        .current_cycle
+        .as_ref()
+        .is_some_and(|c| c.operation == Operation::Hibernate && c.finished_at.is_some() && !failed);
+    let last_error = || status.last_error.clone().unwrap_or_default();
+    let (reason, message) = match (asleep, phase) {
+        (true, _) => ("Hibernated", "every target is asleep".to_string()),
+        (false, Phase::Hibernating) => ("Hibernating", "putting the targets to sleep".to_string()),
+        (false, Phase::WakingUp) => ("WakingUp", "waking the targets up".to_string()),
+        (false, Phase::Error) => match status.current_cycle.as_ref().map(|c| c.operation) {
+            Some(Operation::Hibernate) => ("HibernationFailed", last_error()),
+            _ => ("WakeUpFailed", last_error()),
+        },
+        (false, Phase::Hibernated) => ("PartiallyHibernated", last_error()),
+        (false, _) => ("Awake", "the targets are awake".to_string()),
+    };
+    (asleep, reason, message)
+}
+
+/// Events for targets whose state changed.
+fn target_events(
+    status: &HibernationPlanStatus,
+    prev: &HibernationPlanStatus,
+    d: &mut Decision,
+    o: &Observed<'_>,
+) {
     let same_op = prev.current_cycle.as_ref().map(|c| (&c.id, c.operation))
         == status.current_cycle.as_ref().map(|c| (&c.id, c.operation));
     let op_name = status
@@ -486,6 +649,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         if before.is_some_and(|b| b.state == t.state && b.attempts == t.attempts) {
             continue;
         }
+        let lost = o
+            .jobs
+            .iter()
+            .any(|j| Some(&j.name) == t.job.as_ref() && j.outcome == JobOutcome::Lost);
         let (warning, reason, note) = match t.state {
             TargetState::Completed => (
                 false,
@@ -498,7 +665,11 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             ),
             TargetState::Failed => (
                 true,
-                "TargetFailed",
+                if lost {
+                    "RunnerJobLost"
+                } else {
+                    "TargetFailed"
+                },
                 format!(
                     "{op_name} {} (attempt {}): {}",
                     t.name,
@@ -523,28 +694,6 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             note,
         });
     }
-    if let Some((_, m)) = &stalled
-        && !prev
-            .conditions
-            .iter()
-            .any(|c| c.type_ == condition_types::STALLED && c.status == "True")
-    {
-        d.events.push(EventRequest {
-            warning: true,
-            reason: "Stalled",
-            note: m.clone(),
-        });
-    }
-
-    // 7. Look again at the next schedule boundary, retry or end of suspension.
-    d.requeue_at = earliest(d.requeue_at, o.schedule.next_transition().map(|t| t.at));
-    if let Some(u) = &spec.suspend_until
-        && u.0 > o.now
-    {
-        d.requeue_at = earliest(d.requeue_at, Some(u.0));
-    }
-    d.status = status;
-    d
 }
 
 /// Moves an operation on in its own direction: retries, aborts and new starts. Returns why
@@ -572,12 +721,27 @@ fn advance(
         targets[i].finished_at = None;
         targets[i].attempts += 1;
     };
-    if retry_now && !failed.is_empty() {
+    // A wake-up retried on request also runs the targets that completed with resources left
+    // asleep (not found, say, before the connector was fixed).
+    let unrestored: Vec<usize> = if cycle.operation == Operation::WakeUp {
+        let asleep = restored::asleep_in_spec(o, &names);
+        (0..targets.len())
+            .filter(|&i| {
+                targets[i].state.is_success() && asleep.contains_key(targets[i].name.as_str())
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    if retry_now && !(failed.is_empty() && (unrestored.is_empty() || running)) {
         let aborted: Vec<usize> = (0..targets.len())
             .filter(|&i| targets[i].state == TargetState::Aborted)
             .collect();
-        for &i in failed.iter().chain(&aborted) {
+        for &i in failed.iter().chain(&aborted).chain(&unrestored) {
             repend(targets, i);
+        }
+        if let Some(c) = status.current_cycle.as_mut() {
+            c.finished_at = None;
         }
         status.retry = Some(RetryStatus {
             count: 0,
@@ -586,7 +750,17 @@ fn advance(
         d.events.push(EventRequest {
             warning: false,
             reason: "RetryRequested",
-            note: format!("retrying {} on request", join_names(targets, &failed)),
+            note: format!(
+                "retrying {} on request",
+                join_names(
+                    targets,
+                    &failed
+                        .iter()
+                        .chain(&unrestored)
+                        .copied()
+                        .collect::<Vec<_>>()
+                )
+            ),
         });
     } else if !failed.is_empty() && plan.failure_mode() == FailureMode::Strict && !running {
         let retry = status.retry.clone().unwrap_or_default();
@@ -650,7 +824,9 @@ fn advance(
             ));
         }
     }
-    if o.reference_problem.is_some() {
+    if o.reference_problem.is_some()
+        || (cycle.operation == Operation::Hibernate && o.refuse_hibernation.is_some())
+    {
         return stalled;
     }
     let states: Vec<TargetState> = targets.iter().map(|t| t.state).collect();
@@ -725,7 +901,7 @@ fn observe_targets(
                     t.state = match j.outcome {
                         JobOutcome::Running => TargetState::Running,
                         JobOutcome::Succeeded => TargetState::Completed,
-                        JobOutcome::Failed => TargetState::Failed,
+                        JobOutcome::Failed | JobOutcome::Lost => TargetState::Failed,
                     };
                     if let Some(m) = &j.message {
                         t.message = Some(m.clone());
@@ -761,6 +937,8 @@ fn pending(name: &str) -> TargetStatus {
         message: None,
         started_at: None,
         finished_at: None,
+        resources_recorded: None,
+        resources_restored: None,
     }
 }
 
@@ -780,14 +958,27 @@ fn start_operation(
     });
     status.retry = None;
     status.last_error = None;
+    let asleep = restored::asleep_in_spec(o, names);
     status.targets = names
         .iter()
         .map(|&n| {
             let mut s = pending(n);
-            if op == Operation::WakeUp && !o.restore.contains_key(n) {
-                s.state = TargetState::Skipped;
-                s.message = Some("nothing recorded to wake up".into());
-                s.finished_at = Some(t(o.now));
+            if op == Operation::WakeUp {
+                let (recorded, missing) = restored::counts_at_wake_up(status, o, n);
+                s.resources_recorded = Some(recorded);
+                s.resources_restored = Some(0);
+                if !asleep.contains_key(n) {
+                    s.state = TargetState::Skipped;
+                    s.message = Some(if missing > 0 {
+                        format!(
+                            "restore data missing: {missing} resource(s) put to sleep have no record in ConfigMap {}; left as they are",
+                            status.restore_ref.clone().unwrap_or_default()
+                        )
+                    } else {
+                        "nothing recorded to wake up".into()
+                    });
+                    s.finished_at = Some(t(o.now));
+                }
             }
             s
         })
@@ -798,7 +989,9 @@ fn start_operation(
     status.targets = observe_targets(names, &cycle, &status.targets, o.jobs, o.now);
     let graph = o.graph.for_operation(op);
     let states: Vec<TargetState> = status.targets.iter().map(|t| t.state).collect();
-    let step = if o.reference_problem.is_some() {
+    let step = if o.reference_problem.is_some()
+        || (op == Operation::Hibernate && o.refuse_hibernation.is_some())
+    {
         Default::default()
     } else {
         graph.step(&states, o.plan.failure_mode())
@@ -979,5 +1172,6 @@ pub fn format_duration(d: SignedDuration) -> String {
     }
 }
 
+mod restored;
 #[cfg(test)]
 mod tests;

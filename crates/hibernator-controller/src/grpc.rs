@@ -29,7 +29,9 @@ use tracing::{info, warn};
 
 use crate::jobs::{MANAGER, labels};
 use crate::metrics::Metrics;
-use crate::restore::{RecordOutcome, RestoreStore};
+use crate::restore::{PlanKey, RestoreError, RestoreStore};
+use hibernator_api::restore::{RecordOutcome, WakeUpOutcome};
+use hibernator_proto::v1::resource_result::Result as ResourceResult;
 
 /// Who is calling: a runner pod of a known execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub struct Identity {
     pub job: String,
     /// Plan name.
     pub plan: String,
+    /// Plan UID (from the Job's owner reference).
+    pub plan_uid: String,
     /// Target name.
     pub target: String,
     /// Operation.
@@ -163,11 +167,11 @@ impl Authenticator for TokenReviewAuthenticator {
             .ok_or_else(|| {
                 Status::permission_denied(format!("execution {execution_id} does not exist"))
             })?;
-        let plan = job
+        let (plan, plan_uid) = job
             .owner_references()
             .iter()
             .find(|o| o.kind == "HibernationPlan")
-            .map(|o| o.name.clone())
+            .map(|o| (o.name.clone(), o.uid.clone()))
             .ok_or_else(|| {
                 Status::permission_denied(format!("Job {execution_id} is not a runner Job"))
             })?;
@@ -177,6 +181,7 @@ impl Authenticator for TokenReviewAuthenticator {
             pod: pod_name,
             job: execution_id.to_string(),
             plan,
+            plan_uid,
             target: label(labels::TARGET),
             operation: Operation::parse(&label(labels::OPERATION)).ok_or_else(|| {
                 Status::permission_denied(format!("Job {execution_id} has no operation label"))
@@ -203,6 +208,8 @@ pub struct Report {
     pub progress: Option<String>,
     /// Completion: success and summary (or error).
     pub completion: Option<(bool, String)>,
+    /// The resource keys a hibernation runner reported recorded.
+    pub recorded: Vec<String>,
     /// When it was last updated.
     pub updated: Option<Instant>,
 }
@@ -333,8 +340,7 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         let outcome = self
             .store
             .record(
-                &id.namespace,
-                &id.plan,
+                &id.plan_key(),
                 &id.target,
                 &id.cycle,
                 &req.resource_key,
@@ -343,7 +349,7 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             .await
             .map_err(|e| {
                 warn!(plan = %id.plan, target = %id.target, "failed to persist restore data: {e}");
-                Status::unavailable(format!("failed to persist restore data: {e}"))
+                restore_status("persist restore data", &e)
             })?;
         self.metrics
             .restore_record(matches!(outcome, RecordOutcome::Stored(_)));
@@ -372,9 +378,9 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             .await?;
         let (resources, cycle) = self
             .store
-            .fetch(&id.namespace, &id.plan, &id.target)
+            .fetch(&id.plan_key(), &id.target)
             .await
-            .map_err(|e| Status::unavailable(format!("failed to read restore data: {e}")))?;
+            .map_err(|e| restore_status("read restore data", &e))?;
         Ok(Response::new(FetchRestoreStateResponse {
             resources: resources
                 .into_iter()
@@ -453,6 +459,37 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             .identify(&request, &request.get_ref().execution_id, "Complete")
             .await?;
         let c = request.into_inner();
+        // A wake-up's per-resource results are stored before the answer: the reconciler
+        // retires restored records and reports the others by them.
+        let results: Vec<(String, WakeUpOutcome, Option<String>)> = c
+            .resources
+            .iter()
+            .filter_map(|r| {
+                let outcome = match r.result() {
+                    ResourceResult::Restored => WakeUpOutcome::Restored,
+                    ResourceResult::NotFound => WakeUpOutcome::NotFound,
+                    ResourceResult::Failed => WakeUpOutcome::Failed,
+                    ResourceResult::Recorded | ResourceResult::Unspecified => return None,
+                };
+                let message = (!r.message.is_empty()).then(|| truncate(&r.message, 500));
+                Some((r.resource_key.clone(), outcome, message))
+            })
+            .collect();
+        if id.operation == Operation::WakeUp && !results.is_empty() {
+            self.store
+                .mark_wake_up(&id.plan_key(), &id.target, &id.cycle, &results)
+                .await
+                .map_err(|e| {
+                    warn!(plan = %id.plan, target = %id.target, "failed to store the wake-up results: {e}");
+                    restore_status("store the wake-up results", &e)
+                })?;
+        }
+        let recorded: Vec<String> = c
+            .resources
+            .iter()
+            .filter(|r| r.result() == ResourceResult::Recorded)
+            .map(|r| r.resource_key.clone())
+            .collect();
         self.metrics.runner_duration(
             &id.target_type,
             id.operation.as_str(),
@@ -461,12 +498,50 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         );
         let text = if c.success { c.summary } else { c.error };
         self.reports.update(&id.namespace, &id.job, |rep| {
-            rep.completion = Some((c.success, truncate(&text, 500)))
+            rep.completion = Some((c.success, truncate(&text, 500)));
+            rep.recorded = recorded;
         });
         info!(plan = %id.plan, target = %id.target, success = c.success, "runner completed: {text}");
         self.poke(&id);
         Ok(Response::new(Ack {}))
     }
+}
+
+impl Identity {
+    /// The plan whose restore data this runner may use.
+    pub fn plan_key(&self) -> PlanKey {
+        PlanKey {
+            namespace: self.namespace.clone(),
+            name: self.plan.clone(),
+            uid: self.plan_uid.clone(),
+        }
+    }
+}
+
+/// A restore-data failure as a gRPC status: permanent problems (a record too large, a foreign
+/// ConfigMap) fail the call at once; the others ask the runner to try again.
+fn restore_status(what: &str, e: &RestoreError) -> Status {
+    let message = format!("failed to {what}: {}", error_chain(e));
+    if e.is_permanent() {
+        Status::failed_precondition(message)
+    } else {
+        Status::unavailable(message)
+    }
+}
+
+/// An error with its causes, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// The bearer token of a call, if any.

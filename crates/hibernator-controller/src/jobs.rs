@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use hibernator_api::plan::HibernationPlan;
 use hibernator_api::runner::{ConnectorSettings, env};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, EnvVarSource, KeyToPath, PodSecurityContext, PodSpec,
     PodTemplateSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
@@ -274,6 +276,19 @@ pub fn build_job(
         },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
+            // A pod taken away by an eviction, a node drain or preemption is replaced without
+            // counting as a failure: the runner is idempotent, and the plan's retries are for
+            // real failures.
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "Ignore".into(),
+                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                        type_: "DisruptionTarget".into(),
+                        status: Some("True".into()),
+                    }]),
+                    on_exit_codes: None,
+                }],
+            }),
             active_deadline_seconds: Some(settings.active_deadline_seconds),
             ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
             template: PodTemplateSpec {

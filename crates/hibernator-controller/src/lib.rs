@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod reconcile;
 pub mod restore;
+pub mod selfguard;
 
 use std::net::SocketAddr;
 
@@ -42,9 +43,25 @@ pub struct LeaderElection {
     pub duration_seconds: u64,
 }
 
+/// Where the controller runs (from the downward API and the chart), to keep plans from
+/// putting it to sleep.
+#[derive(Debug, Clone, Default)]
+pub struct Whereabouts {
+    /// Its namespace.
+    pub namespace: Option<String>,
+    /// Its Deployment's labels.
+    pub deployment_labels: std::collections::BTreeMap<String, String>,
+    /// Its node.
+    pub node: Option<String>,
+    /// The EKS cluster it runs in.
+    pub cluster_name: Option<String>,
+}
+
 /// The controller's configuration (from flags).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where the controller runs.
+    pub whereabouts: Whereabouts,
     /// Watch only this namespace (all when absent).
     pub namespace: Option<String>,
     /// gRPC listen address for runners.
@@ -126,7 +143,9 @@ pub async fn run(config: Config) -> Result<()> {
     };
     tokio::spawn(shutdown);
 
+    let self_guard = self_guard(&client, &config.whereabouts).await;
     let make_ctx = |config: &Config, stores: reconcile::ControllerStores| Context {
+        self_guard: self_guard.clone(),
         client: client.clone(),
         clock: config.clock,
         runner: config.runner.clone(),
@@ -218,6 +237,44 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = grpc.await;
     let _ = http.await;
     Ok(())
+}
+
+/// Reads the labels of the controller's node and namespace. What cannot be read is logged and
+/// left unguarded.
+async fn self_guard(client: &Client, w: &Whereabouts) -> selfguard::SelfGuard {
+    use k8s_openapi::api::core::v1::{Namespace, Node};
+    let mut guard = selfguard::SelfGuard {
+        namespace: w.namespace.clone(),
+        deployment_labels: w.deployment_labels.clone(),
+        cluster_name: w.cluster_name.clone(),
+        ..Default::default()
+    };
+    if let Some(node) = &w.node {
+        match Api::<Node>::all(client.clone()).get(node).await {
+            Ok(n) => {
+                let labels = n.metadata.labels.unwrap_or_default();
+                guard.node_group = labels.get(selfguard::NODEGROUP_LABEL).cloned();
+                guard.node_pool = labels.get(selfguard::NODEPOOL_LABEL).cloned();
+            }
+            Err(e) => warn!(
+                node,
+                "cannot read the controller's node; its node group and NodePool are not guarded: {e}"
+            ),
+        }
+    }
+    if let Some(ns) = &w.namespace {
+        match Api::<Namespace>::all(client.clone()).get(ns).await {
+            Ok(n) => guard.namespace_labels = n.metadata.labels.unwrap_or_default(),
+            Err(e) => {
+                warn!(namespace = %ns, "cannot read the controller's namespace; namespace selectors are not checked against it: {e}")
+            }
+        }
+    }
+    info!(
+        ?guard,
+        "guarding the controller's own namespace, Deployment and node"
+    );
+    guard
 }
 
 /// Creates the Lease (with this controller's field manager) if it does not exist.

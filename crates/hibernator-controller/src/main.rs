@@ -7,7 +7,7 @@ use clap::Parser;
 use hibernator_controller::clock::Clock;
 use hibernator_controller::jobs::RunnerSettings;
 use hibernator_controller::reconcile::Timing;
-use hibernator_controller::{Config, LeaderElection};
+use hibernator_controller::{Config, LeaderElection, Whereabouts};
 use jiff::{SignedDuration, Timestamp};
 
 /// Puts non-production infrastructure to sleep off-hours and wakes it up again.
@@ -102,6 +102,21 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// The namespace the controller runs in (downward API), so that no plan scales it to zero.
+    #[arg(long, env = "POD_NAMESPACE")]
+    self_namespace: Option<String>,
+    /// The labels of the controller's Deployment, `KEY=VALUE,...`, so that no `workloads`
+    /// target scales it to zero.
+    #[arg(long, env = "SELF_LABELS", value_name = "KEY=VALUE,...")]
+    self_labels: Option<String>,
+    /// The node the controller runs on (downward API `spec.nodeName`): its node group and
+    /// Karpenter NodePool are not put to sleep.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// The EKS cluster the controller runs in, so that node groups of the same name in other
+    /// clusters are not mistaken for its own.
+    #[arg(long, env = "CLUSTER_NAME")]
+    cluster_name: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -167,7 +182,27 @@ fn config(args: Args) -> Result<Config> {
     } else {
         None
     };
+    let mut deployment_labels = std::collections::BTreeMap::new();
+    for kv in args
+        .self_labels
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+    {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--self-labels: {kv:?} is not KEY=VALUE");
+        };
+        deployment_labels.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let whereabouts = Whereabouts {
+        namespace: args.self_namespace.clone(),
+        deployment_labels,
+        node: args.node_name.clone(),
+        cluster_name: args.cluster_name.clone(),
+    };
     Ok(Config {
+        whereabouts,
         namespace: args.namespace,
         grpc_addr: args.grpc_addr,
         grpc_tls,

@@ -19,11 +19,11 @@ use hibernator_api::schedule::{CompiledSchedule, Exception};
 use hibernator_api::validate::plan_semantics;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -38,7 +38,8 @@ use crate::grpc::Reports;
 use crate::http::Readiness;
 use crate::jobs::{MANAGER, ResolvedConnector, RunnerSettings, build_job, label_value, labels};
 use crate::metrics::Metrics;
-use crate::restore::RestoreStore;
+use crate::restore::{PlanKey, RestoreStore};
+use hibernator_api::restore::RestoreView;
 
 /// Reconcile errors: transient ones back off; the message never holds secrets.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,8 @@ pub struct Context {
     pub plans: Store<DeserializeGuard<HibernationPlan>>,
     /// Identity of this controller instance (for Events).
     pub instance: String,
+    /// Where the controller itself runs, so that no plan puts it to sleep.
+    pub self_guard: crate::selfguard::SelfGuard,
 }
 
 /// Runs the plan controller until `stop` resolves: watches plans, their Jobs, exceptions and
@@ -238,6 +241,26 @@ pub async fn run_controller(
                 .collect::<Vec<_>>()
         }
     };
+    // Restore ConfigMaps (metadata only): a deleted or edited one is noticed at once.
+    let restore_stream = watcher(
+        api::<PartialObjectMeta<ConfigMap>>(&client, &namespace),
+        watcher::Config::default().labels(&format!("{}=true", crate::restore::RESTORE_LABEL)),
+    )
+    .default_backoff()
+    .touched_objects();
+    let by_restore_data = {
+        let store = plan_store.clone();
+        move |cm: PartialObjectMeta<ConfigMap>| {
+            let plan_label = cm.labels().get(labels::PLAN).cloned()?;
+            let ns = cm.namespace();
+            store
+                .state()
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok())
+                .find(|p| p.namespace() == ns && label_value(&p.name_any()) == plan_label)
+                .map(|p| ObjectRef::from_obj(&DeserializeGuard(Ok(p.clone()))))
+        }
+    };
     let by_provider = referencing(plan_store.clone(), ConnectorKind::CloudProvider);
     let by_cluster = referencing(plan_store.clone(), ConnectorKind::K8SCluster);
     let ctx = Arc::new(make_ctx(ControllerStores {
@@ -294,6 +317,7 @@ pub async fn run_controller(
         .watches_stream(cl_stream, move |c: K8SCluster| {
             by_cluster(c.namespace(), c.name_any())
         })
+        .watches_stream(restore_stream, by_restore_data)
         .reconcile_on(wake)
         .graceful_shutdown_on(async move {
             let _ = stop_rx.await;
@@ -447,11 +471,12 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         write_status(ctx, plan, &prev, &status).await?;
         if deleting {
             // Nothing can be woken up without a valid spec: say so, keep the restore data.
-            let restore = ctx.store.load(&ns, &name).await?;
-            if !restore.is_empty() {
+            let restore = ctx.store.load(&plan_key(plan)).await?;
+            let asleep = RestoreView::from_data(&restore.data).asleep();
+            if !asleep.is_empty() {
                 let note = format!(
                     "deleted while its spec is invalid: {} not woken up; their restore data stays in ConfigMap {}",
-                    restore.keys().cloned().collect::<Vec<_>>().join(", "),
+                    asleep.keys().cloned().collect::<Vec<_>>().join(", "),
                     crate::restore::config_map_name(&name)
                 );
                 publish_event(ctx, plan, true, "DeletedWithoutWakeUp", &note).await;
@@ -485,37 +510,23 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     let (connectors, reference_problem) = resolve_connectors(plan, ctx);
 
     // Observe Jobs and restore data.
-    let plan_label = label_value(&name);
-    let jobs: Vec<JobObservation> = {
-        let mut v = Vec::new();
-        for j in ctx.jobs.state() {
-            if j.namespace().as_deref() != Some(ns.as_str())
-                || j.labels().get(labels::PLAN) != Some(&plan_label)
-            {
-                continue;
-            }
-            if !j
-                .owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == plan.metadata.uid.as_ref())
-            {
-                continue;
-            }
-            // A finished Job whose outcome the status already records needs no pod lookup.
-            let known = prev.targets.iter().any(|t| {
-                t.job.as_deref() == Some(j.name_any().as_str())
-                    && t.state.is_terminal()
-                    && t.message.is_some()
-            });
-            if let Some(obs) = observe_job(&j, ctx, known).await {
-                v.push(obs);
-            }
-        }
-        v
-    };
-    let restore_data = ctx.store.load(&ns, &name).await?;
-    let restore = crate::restore::summary(&restore_data);
+    let jobs = observe_jobs(plan, ctx).await?;
+    let key = plan_key(plan);
+    let mut loaded = ctx.store.load(&key).await?;
+    if let Some(earlier) = loaded.left_by.take() {
+        // Restore data of an earlier plan of the same name (deleted while its targets slept):
+        // this plan wakes them up.
+        ctx.store.adopt(&key).await?;
+        ctx.metrics.api_write("ConfigMap");
+        let note = format!(
+            "took over the restore data in ConfigMap {} left by an earlier plan of this name (UID {earlier})",
+            crate::restore::config_map_name(&name)
+        );
+        publish_event(ctx, plan, false, "RestoreDataAdopted", &note).await;
+    }
+    let restore = RestoreView::from_data(&loaded.data);
     let graph = ExecutionGraph::compile(&plan.spec).expect("validated above");
+    let refuse_hibernation = crate::selfguard::check(plan, &connectors, &ctx.self_guard);
 
     let d = decide(&Observed {
         plan,
@@ -525,12 +536,14 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         real_now,
         jobs: &jobs,
         restore: &restore,
+        restore_problem: loaded.problem.clone(),
+        refuse_hibernation,
         reference_problem: reference_problem.clone(),
         reference_grace: ctx.timing.reference_grace,
         deletion_timeout: ctx.timing.deletion_timeout,
     });
 
-    apply(plan, ctx, &d, &connectors, &evaluation).await?;
+    let soon = apply(plan, ctx, &d, &connectors, &evaluation).await?;
     update_exceptions(ctx, &exceptions, now).await;
 
     if d.release_finalizer {
@@ -553,24 +566,32 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         .map(|t| ctx.clock.real_delay_until(t))
         .unwrap_or(ctx.timing.max_requeue)
         .min(ctx.timing.max_requeue);
+    let delay = if soon {
+        delay.min(Duration::from_secs(1))
+    } else {
+        delay
+    };
     // A boundary reached exactly: look again right after it.
     Ok(Action::requeue(delay.max(Duration::from_millis(20))))
 }
 
-/// Creates Jobs, clears restore data, publishes Events and writes the status.
+/// Acknowledges records, creates Jobs, writes the status, retires restored records and
+/// publishes Events. Returns true when the plan should be looked at again soon.
 async fn apply(
     plan: &HibernationPlan,
     ctx: &Context,
     d: &Decision,
     connectors: &BTreeMap<usize, ResolvedConnector>,
     evaluation: &hibernator_api::schedule::Evaluation,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let ns = plan.namespace().unwrap_or_default();
-    let name = plan.name_any();
     let prev = plan.status.clone().unwrap_or_default();
-    // Restore data first: a cleared record must never outlive a status that says so.
-    for (target, cycle) in &d.clear_restore {
-        ctx.store.clear(&ns, &name, target, cycle).await?;
+    let key = plan_key(plan);
+    // An acknowledgement reaches the records before the status says so: a status that says
+    // "acknowledged" over records that still count as asleep would report them again.
+    if let Some((targets, orphans)) = &d.acknowledge
+        && ctx.store.acknowledge(&key, targets, orphans).await? > 0
+    {
         ctx.metrics.api_write("ConfigMap");
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -578,6 +599,7 @@ async fn apply(
         field_manager: Some(MANAGER.into()),
         ..Default::default()
     };
+    let mut look_again_soon = false;
     for req in &d.create {
         let Some(connector) = connectors.get(&req.target) else {
             continue;
@@ -589,7 +611,10 @@ async fn apply(
                 ctx.metrics.api_write("Job");
                 info!(job = %job_name, target = %plan.spec.targets[req.target].name, operation = %req.operation, attempt = req.attempt, "runner Job created");
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            // Created before (a status write was lost) or taken by a foreign Job: the next
+            // reconcile tells (a foreign Job is a lost attempt), and comes soon since no
+            // event of ours will bring it.
+            Err(kube::Error::Api(s)) if s.code == 409 => look_again_soon = true,
             Err(e) => return Err(api_err("create", format!("Job {ns}/{job_name}"))(e)),
         }
     }
@@ -639,10 +664,104 @@ async fn apply(
         }
     }
     write_status(ctx, plan, &prev, &d.status).await?;
+    // Restored records go only after the status stopped counting them as asleep: the other
+    // way round, a crash in between would look like lost restore data.
+    if d.retire_restored && !ctx.store.retire_restored(&key).await?.is_empty() {
+        ctx.metrics.api_write("ConfigMap");
+    }
     for e in &d.events {
         publish_event(ctx, plan, e.warning, e.reason, &e.note).await;
     }
-    Ok(())
+    Ok(look_again_soon)
+}
+
+/// The plan as the restore store knows it.
+fn plan_key(plan: &HibernationPlan) -> PlanKey {
+    PlanKey {
+        namespace: plan.namespace().unwrap_or_default(),
+        name: plan.name_any(),
+        uid: plan.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// The plan's runner Jobs from the cache, plus, for every target the status says is running,
+/// what became of its Job when the cache does not hold it: a Job that no longer exists, or
+/// whose name is taken by a Job that is not this plan's, is a lost (failed) attempt. The cache
+/// may simply not have seen a Job created a moment ago, so the API server has the last word.
+async fn observe_jobs(plan: &HibernationPlan, ctx: &Context) -> Result<Vec<JobObservation>, Error> {
+    let ns = plan.namespace().unwrap_or_default();
+    let plan_label = label_value(&plan.name_any());
+    let prev = plan.status.clone().unwrap_or_default();
+    let mut v = Vec::new();
+    for j in ctx.jobs.state() {
+        if j.namespace().as_deref() != Some(ns.as_str())
+            || j.labels().get(labels::PLAN) != Some(&plan_label)
+            || !is_plans_job(&j, plan)
+        {
+            continue;
+        }
+        // A finished Job whose outcome the status already records needs no pod lookup.
+        let known = prev.targets.iter().any(|t| {
+            t.job.as_deref() == Some(j.name_any().as_str())
+                && t.state.is_terminal()
+                && t.message.is_some()
+        });
+        if let Some(obs) = observe_job(&j, ctx, known).await {
+            v.push(obs);
+        }
+    }
+    let Some(cycle) = prev.current_cycle.as_ref() else {
+        return Ok(v);
+    };
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    for t in &prev.targets {
+        let Some(job) = t.job.as_deref() else {
+            continue;
+        };
+        if t.state != hibernator_api::TargetState::Running || v.iter().any(|o| o.name == job) {
+            continue;
+        }
+        let live = api
+            .get_opt(job)
+            .await
+            .map_err(api_err("read", format!("Job {ns}/{job}")))?;
+        let lost = match &live {
+            Some(j) if is_plans_job(j, plan) => {
+                if let Some(obs) = observe_job(j, ctx, false).await {
+                    v.push(obs);
+                }
+                continue;
+            }
+            Some(_) => format!(
+                "runner Job {job} is not this plan's (another object took its name); counted as a failed attempt"
+            ),
+            None => format!(
+                "runner Job {job} no longer exists (deleted, or removed by its TTL while the controller was away); counted as a failed attempt"
+            ),
+        };
+        warn!(target = %t.name, job, "{lost}");
+        v.push(JobObservation {
+            name: job.to_string(),
+            target: t.name.clone(),
+            operation: cycle.operation,
+            cycle: cycle.id.clone(),
+            attempt: t.attempts,
+            outcome: JobOutcome::Lost,
+            message: Some(lost),
+            progress: None,
+            recorded: vec![],
+        });
+    }
+    Ok(v)
+}
+
+/// True for a runner Job of this plan: owned by it (UID) and labelled as its runner.
+fn is_plans_job(job: &Job, plan: &HibernationPlan) -> bool {
+    job.owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == plan.metadata.uid.as_ref() && o.controller == Some(true))
+        && job.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(MANAGER)
+        && job.labels().get(labels::PLAN) == Some(&label_value(&plan.name_any()))
 }
 
 /// Turns a Job (and what its runner reported) into an observation.
@@ -686,6 +805,7 @@ async fn observe_job(job: &Job, ctx: &Context, known: bool) -> Option<JobObserva
         outcome,
         message,
         progress: report.progress,
+        recorded: report.recorded,
     })
 }
 

@@ -1,22 +1,29 @@
 //! Restore data (SPEC "Restore data"): what each target's resources looked like before the
-//! runner changed them, stored in ConfigMap `hibernator-restore-<plan>`, one key per target.
+//! runner changed them, stored in ConfigMap `hibernator-restore-<plan>`, one key per target
+//! (the format and its pure operations are in [`hibernator_api::restore`]).
 //!
 //! - Write-ahead: a runner records a resource before changing it; the gRPC answer is sent only
 //!   after the ConfigMap update succeeded.
-//! - The first record of a resource wins until that target's wake-up succeeds: a later
-//!   observation ("already stopped", after a crash or a failed wake-up) never replaces the
-//!   earlier one ("was running").
-//! - A successful wake-up of cycle C removes the target's records of cycles up to C.
-//! - The ConfigMap has no owner reference: deleting a plan with `onDelete: Leave` keeps it.
+//! - The first record of a resource wins until it is restored: a later observation ("already
+//!   stopped", after a crash or a failed wake-up) never replaces the earlier one ("was
+//!   running").
+//! - A wake-up runner's completion marks each record restored, not found or failed; the
+//!   reconciler retires restored records after the plan's status stopped counting them.
+//! - The ConfigMap has no owner reference, so that deleting a plan with `onDelete: Leave` keeps
+//!   it; it carries the plan's UID as a label instead, and is used only when it has the labels
+//!   of Hibernator's restore data (a ConfigMap of someone else's under that name is refused).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use hibernator_api::restore::{
+    MAX_DATA_BYTES, RecordOutcome, RestoreDataError, WakeUpOutcome, acknowledge, mark_wake_up,
+    merge_record, read_target, retire_restored,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::jobs::{MANAGER, label_value, labels};
@@ -28,54 +35,40 @@ pub fn config_map_name(plan: &str) -> String {
     hibernator_api::naming::restore_config_map(plan)
 }
 
-/// One target's records, as stored under its key.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetRecords {
-    /// Resource key -> record.
-    pub resources: BTreeMap<String, ResourceRecord>,
-}
-
-/// One resource's record.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceRecord {
-    /// The cycle in which it was recorded.
-    pub cycle_id: String,
-    /// When (RFC 3339).
-    pub recorded_at: String,
-    /// What the runner recorded.
-    pub state: Value,
-}
-
-/// Result of recording.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordOutcome {
-    /// Stored now.
-    Stored(Value),
-    /// An earlier record exists and was kept; here it is.
-    AlreadyRecorded(Value),
+/// The plan whose restore data is meant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PlanKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID (recorded on the ConfigMap as a label).
+    pub uid: String,
 }
 
 /// Restore data problems.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// The runner sent a record that is not a JSON object.
-    #[error("restore record of {key} is not a JSON object")]
-    NotAnObject {
-        /// The resource key.
-        key: String,
-    },
-    /// Stored data is unreadable.
-    #[error("restore data of target {target} in ConfigMap {config_map} is not valid JSON")]
-    Corrupt {
-        /// Target.
-        target: String,
+    /// A record or the stored data is unusable.
+    #[error("{problem} (ConfigMap {config_map})")]
+    Data {
         /// ConfigMap name.
         config_map: String,
-        /// Cause.
+        /// The problem.
         #[source]
-        source: serde_json::Error,
+        problem: RestoreDataError,
+    },
+    /// The ConfigMap under the restore data's name is not Hibernator's.
+    #[error(
+        "ConfigMap {namespace}/{name} is not Hibernator's restore data (it lacks the labels {managed_by}={MANAGER} and {RESTORE_LABEL}=true); refusing to use it"
+    )]
+    Foreign {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The managed-by label key.
+        managed_by: &'static str,
     },
     /// The API server refused.
     #[error("failed to {verb} ConfigMap {namespace}/{name}")]
@@ -104,109 +97,56 @@ impl RestoreError {
     /// Stable label for metrics.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::NotAnObject { .. } => "bad_record",
-            Self::Corrupt { .. } => "corrupt",
+            Self::Data {
+                problem: RestoreDataError::NotAnObject { .. },
+                ..
+            } => "bad_record",
+            Self::Data {
+                problem: RestoreDataError::TooLarge { .. },
+                ..
+            } => "too_large",
+            Self::Data { .. } => "corrupt",
+            Self::Foreign { .. } => "foreign",
             Self::Api { .. } => "api",
             Self::Contended { .. } => "contended",
         }
     }
-}
 
-fn read_target(
-    data: &BTreeMap<String, String>,
-    target: &str,
-    cm: &str,
-) -> Result<TargetRecords, RestoreError> {
-    match data.get(target) {
-        None => Ok(TargetRecords::default()),
-        Some(text) => serde_json::from_str(text).map_err(|source| RestoreError::Corrupt {
-            target: target.into(),
-            config_map: cm.into(),
-            source,
-        }),
+    /// True when trying again cannot help (the runner must not wait for it).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Data { .. } | Self::Foreign { .. })
     }
 }
 
-/// Adds a record to ConfigMap data unless the resource already has one.
-pub fn merge_record(
-    data: &mut BTreeMap<String, String>,
-    cm: &str,
-    target: &str,
-    cycle: &str,
-    key: &str,
-    state: Value,
-    now: jiff::Timestamp,
-) -> Result<RecordOutcome, RestoreError> {
-    if !state.is_object() {
-        return Err(RestoreError::NotAnObject { key: key.into() });
-    }
-    let mut records = read_target(data, target, cm)?;
-    if let Some(existing) = records.resources.get(key) {
-        return Ok(RecordOutcome::AlreadyRecorded(existing.state.clone()));
-    }
-    records.resources.insert(
-        key.into(),
-        ResourceRecord {
-            cycle_id: cycle.into(),
-            recorded_at: now.to_string(),
-            state: state.clone(),
-        },
-    );
-    data.insert(
-        target.into(),
-        serde_json::to_string(&records).expect("records serialize"),
-    );
-    Ok(RecordOutcome::Stored(state))
+/// True when a ConfigMap carries the labels of Hibernator's restore data.
+pub fn is_ours(cm: &ConfigMap) -> bool {
+    let l = cm.labels();
+    l.get(labels::MANAGED_BY).map(String::as_str) == Some(MANAGER)
+        && l.get(RESTORE_LABEL).map(String::as_str) == Some("true")
 }
 
-/// Removes a target's records of cycles up to `cycle`. Returns true when anything changed.
-pub fn clear_records(
-    data: &mut BTreeMap<String, String>,
-    cm: &str,
-    target: &str,
-    cycle: &str,
-) -> Result<bool, RestoreError> {
-    let mut records = read_target(data, target, cm)?;
-    let before = records.resources.len();
-    records.resources.retain(|_, r| r.cycle_id.as_str() > cycle);
-    if records.resources.len() == before {
-        return Ok(false);
-    }
-    if records.resources.is_empty() {
-        data.remove(target);
-    } else {
-        data.insert(
-            target.into(),
-            serde_json::to_string(&records).expect("records serialize"),
-        );
-    }
-    Ok(true)
+/// A plan's restore data as loaded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    /// The ConfigMap's data (empty when there is none, or it is not ours).
+    pub data: BTreeMap<String, String>,
+    /// Why the ConfigMap under that name cannot be used, if it cannot.
+    pub problem: Option<String>,
+    /// The UID of another plan of the same name that left this data (deleted while its
+    /// targets slept); the data is the current plan's to wake up.
+    pub left_by: Option<String>,
 }
 
-/// Targets with records, each with the cycle of its oldest record.
-pub fn summary(data: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    data.iter()
-        .filter_map(|(target, text)| {
-            let records: TargetRecords = serde_json::from_str(text).ok()?;
-            let oldest = records
-                .resources
-                .values()
-                .map(|r| r.cycle_id.clone())
-                .min()?;
-            Some((target.clone(), oldest))
-        })
-        .collect()
-}
-
-/// (namespace, plan name).
-type PlanKey = (String, String);
+/// One writer at a time per plan.
+type PlanLock = Arc<tokio::sync::Mutex<()>>;
 
 /// The restore store: ConfigMaps updated with optimistic concurrency, one writer at a time per
 /// plan within this process.
 #[derive(Clone)]
 pub struct RestoreStore {
     client: Client,
-    locks: Arc<Mutex<HashMap<PlanKey, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: Arc<Mutex<HashMap<(String, String), PlanLock>>>,
+    limit: usize,
 }
 
 impl RestoreStore {
@@ -215,113 +155,181 @@ impl RestoreStore {
         Self {
             client,
             locks: Default::default(),
+            limit: MAX_DATA_BYTES,
         }
     }
 
-    fn lock(&self, namespace: &str, plan: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The same store with another size limit for the data (tests).
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn lock(&self, plan: &PlanKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks
-            .entry((namespace.into(), plan.into()))
+            .entry((plan.namespace.clone(), plan.name.clone()))
             .or_default()
             .clone()
     }
 
-    /// The plan's restore data (empty when there is no ConfigMap).
-    pub async fn load(
-        &self,
-        namespace: &str,
-        plan: &str,
-    ) -> Result<BTreeMap<String, String>, RestoreError> {
-        let name = config_map_name(plan);
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        match api.get_opt(&name).await {
-            Ok(cm) => Ok(cm.and_then(|c| c.data).unwrap_or_default()),
-            Err(source) => Err(RestoreError::Api {
+    fn api(&self, namespace: &str) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The plan's restore data (empty when there is no ConfigMap, or it is not ours).
+    pub async fn load(&self, plan: &PlanKey) -> Result<Loaded, RestoreError> {
+        let name = config_map_name(&plan.name);
+        let cm = self
+            .api(&plan.namespace)
+            .get_opt(&name)
+            .await
+            .map_err(|source| RestoreError::Api {
                 verb: "read",
-                namespace: namespace.into(),
-                name,
+                namespace: plan.namespace.clone(),
+                name: name.clone(),
                 source: Box::new(source),
-            }),
+            })?;
+        let Some(cm) = cm else {
+            return Ok(Loaded::default());
+        };
+        if !is_ours(&cm) {
+            return Ok(Loaded {
+                problem: Some(
+                    RestoreError::Foreign {
+                        namespace: plan.namespace.clone(),
+                        name,
+                        managed_by: labels::MANAGED_BY,
+                    }
+                    .to_string(),
+                ),
+                ..Loaded::default()
+            });
         }
+        let left_by = cm
+            .labels()
+            .get(labels::PLAN_UID)
+            .filter(|uid| **uid != plan.uid)
+            .cloned();
+        Ok(Loaded {
+            data: cm.data.unwrap_or_default(),
+            problem: None,
+            left_by,
+        })
     }
 
     /// Records a resource's state (write-ahead). Returns only once the record is stored.
     pub async fn record(
         &self,
-        namespace: &str,
-        plan: &str,
+        plan: &PlanKey,
         target: &str,
         cycle: &str,
         key: &str,
         state: Value,
     ) -> Result<RecordOutcome, RestoreError> {
-        let cm = config_map_name(plan);
-        self.update(namespace, plan, |data| {
+        let limit = self.limit;
+        self.update(plan, |data| {
             merge_record(
                 data,
-                &cm,
                 target,
                 cycle,
                 key,
                 state.clone(),
                 jiff::Timestamp::now(),
+                limit,
             )
         })
         .await
     }
 
-    /// Removes a target's records of cycles up to `cycle` (after its wake-up succeeded).
-    pub async fn clear(
+    /// Marks a target's records with what its wake-up of `cycle` did with them.
+    pub async fn mark_wake_up(
         &self,
-        namespace: &str,
-        plan: &str,
+        plan: &PlanKey,
         target: &str,
         cycle: &str,
+        results: &[(String, WakeUpOutcome, Option<String>)],
     ) -> Result<bool, RestoreError> {
-        let cm = config_map_name(plan);
-        self.update(namespace, plan, |data| {
-            clear_records(data, &cm, target, cycle)
+        self.update(plan, |data| {
+            mark_wake_up(data, target, cycle, results, jiff::Timestamp::now())
         })
         .await
     }
 
-    /// A target's records: resource key -> state, and the newest cycle among them.
+    /// Removes restored records (after the plan's status stopped counting them as asleep).
+    pub async fn retire_restored(
+        &self,
+        plan: &PlanKey,
+    ) -> Result<Vec<(String, String)>, RestoreError> {
+        self.update(plan, |data| Ok(retire_restored(data))).await
+    }
+
+    /// Acknowledges what wake-ups of `targets` could not restore, and every record of `orphans`.
+    pub async fn acknowledge(
+        &self,
+        plan: &PlanKey,
+        targets: &BTreeSet<String>,
+        orphans: &BTreeSet<String>,
+    ) -> Result<usize, RestoreError> {
+        self.update(plan, |data| {
+            Ok(acknowledge(data, targets, orphans, jiff::Timestamp::now()))
+        })
+        .await
+    }
+
+    /// Takes over restore data left by an earlier plan of the same name (its UID label is set
+    /// to this plan's).
+    pub async fn adopt(&self, plan: &PlanKey) -> Result<(), RestoreError> {
+        self.update(plan, |_| Ok(())).await
+    }
+
+    /// A target's records still to be woken up: resource key -> state, and the newest cycle
+    /// among them.
     pub async fn fetch(
         &self,
-        namespace: &str,
-        plan: &str,
+        plan: &PlanKey,
         target: &str,
     ) -> Result<(BTreeMap<String, Value>, String), RestoreError> {
-        let cm = config_map_name(plan);
-        let data = self.load(namespace, plan).await?;
-        let records = read_target(&data, target, &cm)?;
-        let cycle = records
+        let loaded = self.load(plan).await?;
+        if loaded.problem.is_some() {
+            return Err(self.foreign(plan));
+        }
+        let records = read_target(&loaded.data, target).map_err(|problem| RestoreError::Data {
+            config_map: config_map_name(&plan.name),
+            problem,
+        })?;
+        let live: BTreeMap<String, _> = records
             .resources
+            .into_iter()
+            .filter(|(_, r)| r.is_live())
+            .collect();
+        let cycle = live
             .values()
             .map(|r| r.cycle_id.clone())
             .max()
             .unwrap_or_default();
-        Ok((
-            records
-                .resources
-                .into_iter()
-                .map(|(k, r)| (k, r.state))
-                .collect(),
-            cycle,
-        ))
+        Ok((live.into_iter().map(|(k, r)| (k, r.state)).collect(), cycle))
     }
 
-    /// Applies `change` to the ConfigMap's data and writes it back, retrying on conflicts.
+    fn foreign(&self, plan: &PlanKey) -> RestoreError {
+        RestoreError::Foreign {
+            namespace: plan.namespace.clone(),
+            name: config_map_name(&plan.name),
+            managed_by: labels::MANAGED_BY,
+        }
+    }
+
+    /// Applies `change` to the ConfigMap's data and writes it back, retrying on conflicts. The
+    /// ConfigMap gets (or keeps) the labels of restore data and the plan's UID.
     async fn update<T>(
         &self,
-        namespace: &str,
-        plan: &str,
-        mut change: impl FnMut(&mut BTreeMap<String, String>) -> Result<T, RestoreError>,
+        plan: &PlanKey,
+        mut change: impl FnMut(&mut BTreeMap<String, String>) -> Result<T, RestoreDataError>,
     ) -> Result<T, RestoreError> {
-        let lock = self.lock(namespace, plan);
+        let lock = self.lock(plan);
         let _guard = lock.lock().await;
-        let name = config_map_name(plan);
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let (namespace, name) = (plan.namespace.as_str(), config_map_name(&plan.name));
+        let api = self.api(namespace);
         let pp = PostParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
@@ -332,34 +340,44 @@ impl RestoreStore {
             name: name.clone(),
             source: Box::new(source),
         };
+        let wanted_labels = BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), MANAGER.to_string()),
+            (labels::PLAN.to_string(), label_value(&plan.name)),
+            (RESTORE_LABEL.to_string(), "true".to_string()),
+            (labels::PLAN_UID.to_string(), plan.uid.clone()),
+        ]);
         for _ in 0..8 {
             let existing = api.get_opt(&name).await.map_err(|e| api_err("read", e))?;
+            if existing.as_ref().is_some_and(|cm| !is_ours(cm)) {
+                return Err(self.foreign(plan));
+            }
             let mut cm = existing.clone().unwrap_or_else(|| ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
                     namespace: Some(namespace.into()),
-                    labels: Some(BTreeMap::from([
-                        (labels::MANAGED_BY.to_string(), MANAGER.to_string()),
-                        (labels::PLAN.to_string(), label_value(plan)),
-                        (RESTORE_LABEL.to_string(), "true".to_string()),
-                    ])),
                     ..Default::default()
                 },
                 ..Default::default()
             });
             let mut data = cm.data.take().unwrap_or_default();
             let before = data.clone();
-            let out = change(&mut data)?;
-            if data == before && existing.is_some() {
+            let out = change(&mut data).map_err(|problem| RestoreError::Data {
+                config_map: name.clone(),
+                problem,
+            })?;
+            let labels_before = cm.labels().clone();
+            cm.labels_mut().extend(wanted_labels.clone());
+            if data == before && existing.is_some() && *cm.labels() == labels_before {
                 return Ok(out);
             }
             cm.data = Some(data);
             let result = match existing {
-                Some(_) => api.replace(&cm.name_any(), &pp, &cm).await.map(|_| ()),
+                Some(_) => api.replace(&name, &pp, &cm).await.map(|_| ()),
                 None => api.create(&pp, &cm).await.map(|_| ()),
             };
             match result {
                 Ok(()) => return Ok(out),
+                // Changed or created meanwhile: read again.
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(api_err("write", e)),
             }
@@ -368,85 +386,5 @@ impl RestoreStore {
             namespace: namespace.into(),
             name,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn now() -> jiff::Timestamp {
-        "2026-11-27T01:00:00Z".parse().unwrap()
-    }
-
-    #[test]
-    fn the_first_record_wins_until_cleared() {
-        let mut data = BTreeMap::new();
-        let out = merge_record(
-            &mut data,
-            "cm",
-            "db",
-            "c1",
-            "instance:db",
-            json!({"status": "available"}),
-            now(),
-        )
-        .unwrap();
-        assert_eq!(out, RecordOutcome::Stored(json!({"status": "available"})));
-        // After a crash the runner sees the instance stopped: the earlier record stays.
-        let out = merge_record(
-            &mut data,
-            "cm",
-            "db",
-            "c1",
-            "instance:db",
-            json!({"status": "stopped"}),
-            now(),
-        )
-        .unwrap();
-        assert_eq!(
-            out,
-            RecordOutcome::AlreadyRecorded(json!({"status": "available"}))
-        );
-        // A later cycle after a failed wake-up: still the first record.
-        let out = merge_record(
-            &mut data,
-            "cm",
-            "db",
-            "c2",
-            "instance:db",
-            json!({"status": "stopped"}),
-            now(),
-        )
-        .unwrap();
-        assert_eq!(
-            out,
-            RecordOutcome::AlreadyRecorded(json!({"status": "available"}))
-        );
-        assert_eq!(
-            summary(&data),
-            BTreeMap::from([("db".to_string(), "c1".to_string())])
-        );
-    }
-
-    #[test]
-    fn clearing_removes_only_cycles_up_to_the_wake_up() {
-        let mut data = BTreeMap::new();
-        merge_record(&mut data, "cm", "db", "c1", "a", json!({}), now()).unwrap();
-        merge_record(&mut data, "cm", "db", "c3", "b", json!({}), now()).unwrap();
-        assert!(clear_records(&mut data, "cm", "db", "c2").unwrap());
-        let left: TargetRecords = serde_json::from_str(&data["db"]).unwrap();
-        assert_eq!(left.resources.keys().collect::<Vec<_>>(), ["b"]);
-        assert!(clear_records(&mut data, "cm", "db", "c3").unwrap());
-        assert!(data.is_empty());
-        assert!(!clear_records(&mut data, "cm", "db", "c3").unwrap());
-    }
-
-    #[test]
-    fn records_must_be_objects() {
-        let mut data = BTreeMap::new();
-        assert!(merge_record(&mut data, "cm", "db", "c1", "k", json!("x"), now()).is_err());
     }
 }

@@ -397,7 +397,10 @@ impl World {
             .args(["--runner-ttl-seconds", "3600"])
             .args([
                 "--runner-env",
-                &format!("AWS_ENDPOINT_URL={}", self.moto.endpoint()),
+                &format!(
+                    "AWS_ENDPOINT_URL={}",
+                    opts.aws_endpoint.as_deref().unwrap_or(self.moto.endpoint())
+                ),
             ])
             .args(["--runner-env", "HIBERNATOR_POLL_INTERVAL_MS=100"])
             .args(["--pod-name", &opts.identity])
@@ -453,6 +456,8 @@ pub struct ControllerOptions {
     /// Serve gRPC over TLS with this certificate and key (PEM files); runners then use an
     /// `https://` endpoint.
     pub grpc_tls: Option<(PathBuf, PathBuf)>,
+    /// Where runners reach AWS (a fault proxy in front of moto); moto itself by default.
+    pub aws_endpoint: Option<String>,
 }
 
 impl ControllerOptions {
@@ -466,6 +471,7 @@ impl ControllerOptions {
             extra_args: vec![],
             ports: None,
             grpc_tls: None,
+            aws_endpoint: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The runner's side of the protocol with the controller (`proto/hibernator/runner/v1`).
 //!
 //! `RecordRestoreState` and `FetchRestoreState` must succeed (a runner that cannot record does
-//! not act); progress, logs, heartbeats and the completion are best effort.
+//! not act), and so must a wake-up's completion (it carries the per-resource results); progress,
+//! logs, heartbeats and a hibernation's completion are best effort.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -356,17 +357,30 @@ impl Controller {
             .map_err(|s| RpcError::from_status(&s))
     }
 
-    /// The outcome (best effort).
-    pub async fn complete(&self, completion: Completion) -> Result<(), RpcError> {
-        let request = self.request(Completion {
+    /// The outcome. With `must_arrive` (a wake-up's per-resource results) it is retried like a
+    /// restore-data call, since the controller keeps or retires records by it; otherwise it is
+    /// sent once (the exit code tells the rest).
+    pub async fn complete(
+        &self,
+        completion: Completion,
+        must_arrive: bool,
+        note: &dyn Fn(String),
+    ) -> Result<(), RpcError> {
+        let completion = Completion {
             execution_id: self.execution_id.clone(),
             ..completion
-        });
-        let mut client = self.client.clone();
-        self.call(client.complete(request))
-            .await
-            .map(|_| ())
-            .map_err(|s| RpcError::from_status(&s))
+        };
+        let once = || {
+            let request = self.request(completion.clone());
+            let mut client = self.client.clone();
+            async move { self.call(client.complete(request)).await }
+        };
+        let result = if must_arrive {
+            self.with_retry(once, note).await
+        } else {
+            once().await
+        };
+        result.map(|_| ()).map_err(|s| RpcError::from_status(&s))
     }
 
     /// Opens the log stream: lines sent to the returned sender are streamed until it is

@@ -122,6 +122,11 @@ pub async fn run(args: Args) -> u8 {
         None => work.await,
     };
     heartbeat.abort();
+    let wake_up = e.operation == hibernator_api::Operation::WakeUp;
+    let outcomes = ctx.outcomes(result.is_ok());
+    // A wake-up that left recorded resources as they were has failed, even though every other
+    // resource was restored.
+    let result = result.and_then(|outcome| not_restored(wake_up, &outcomes).map(|()| outcome));
 
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_millis().min(u64::MAX as u128) as u64;
@@ -152,10 +157,29 @@ pub async fn run(args: Args) -> u8 {
             (err.exit_code(), format!("failed: {message}"), completion)
         }
     };
-    if let Err(err) = controller.complete(completion).await {
-        reporter.warn(format!(
-            "could not send the outcome to the controller ({err}); the exit code tells it"
-        ));
+    let completion = Completion {
+        resources: outcomes.iter().map(resource_result).collect(),
+        ..completion
+    };
+    let (mut code, mut line) = (code, line);
+    if let Err(err) = controller
+        .complete(completion, wake_up, &|m| reporter.warn(m))
+        .await
+    {
+        if wake_up {
+            // The controller retires restored records by this report: without it, the attempt
+            // counts as failed and the next one finds the resources already restored.
+            let message = format!(
+                "failed to report the wake-up's results to the controller ({err}); the next attempt will find what is already restored"
+            );
+            reporter.error(&message);
+            code = 1;
+            line = format!("failed: {message}");
+        } else {
+            reporter.warn(format!(
+                "could not send the outcome to the controller ({err}); the exit code tells it"
+            ));
+        }
     }
     reporter.close_stream();
     match tokio::time::timeout(LOG_DRAIN, log_task).await {
@@ -169,6 +193,47 @@ pub async fn run(args: Args) -> u8 {
     }
     termination_message(&reporter, &args, &line);
     code
+}
+
+/// The failure of a wake-up that left recorded resources as they were, if it did.
+fn not_restored(
+    wake_up: bool,
+    outcomes: &[(String, executor::ResourceOutcome)],
+) -> Result<(), RunError> {
+    use executor::ResourceOutcome::Failed;
+    let failed: Vec<(&String, &String)> = outcomes
+        .iter()
+        .filter_map(|(k, o)| match o {
+            Failed(m) => Some((k, m)),
+            _ => None,
+        })
+        .collect();
+    match failed.first() {
+        Some((key, message)) if wake_up => Err(RunError::NotRestored {
+            failed: failed.len(),
+            total: outcomes.len(),
+            first: format!("{key}: {message}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn resource_result(
+    (key, outcome): &(String, executor::ResourceOutcome),
+) -> hibernator_proto::v1::ResourceResult {
+    use executor::ResourceOutcome as O;
+    use hibernator_proto::v1::resource_result::Result as R;
+    let (result, message) = match outcome {
+        O::Recorded => (R::Recorded, String::new()),
+        O::Restored => (R::Restored, String::new()),
+        O::NotFound(m) => (R::NotFound, m.clone()),
+        O::Failed(m) => (R::Failed, m.clone()),
+    };
+    hibernator_proto::v1::ResourceResult {
+        resource_key: key.clone(),
+        result: result as i32,
+        message,
+    }
 }
 
 /// A failure before the controller could be used: story line, termination message, code.

@@ -8,6 +8,10 @@
 //!
 //! Never part of an image: test and demo infrastructure only.
 
+mod faults;
+
+pub use faults::{Fault, FaultAction, FaultProxy};
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -12,14 +12,22 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
+use hibernator_api::restore::{
+    MAX_DATA_BYTES, WakeUpOutcome, acknowledge, mark_wake_up, merge_record, retire_restored,
+};
+
+use hibernator_api::plan::RESTORE_ACK_ANNOTATION;
+
 use super::*;
 
 struct World {
     plan: HibernationPlan,
     jobs: Vec<JobObservation>,
+    /// The restore ConfigMap's data.
     restore: BTreeMap<String, String>,
     now: Timestamp,
     reference_problem: Option<(String, String)>,
+    refuse_hibernation: Option<String>,
     events: Vec<EventRequest>,
     released: bool,
 }
@@ -60,9 +68,58 @@ impl World {
             restore: BTreeMap::new(),
             now,
             reference_problem: None,
+            refuse_hibernation: None,
             events: vec![],
             released: false,
         }
+    }
+
+    /// A hibernation runner's record of a resource of `target` (what the real one sends).
+    fn record(&mut self, target: &str, cycle: &str, key: &str) {
+        merge_record(
+            &mut self.restore,
+            target,
+            cycle,
+            key,
+            json!({"wasRunning": true}),
+            self.now,
+            MAX_DATA_BYTES,
+        )
+        .unwrap();
+    }
+
+    /// A wake-up runner's results for `target`: every live record gets `outcome`, except
+    /// those in `other`.
+    fn wake_results(
+        &mut self,
+        target: &str,
+        outcome: WakeUpOutcome,
+        other: &[(&str, WakeUpOutcome)],
+    ) {
+        let cycle = self.status().current_cycle.clone().unwrap().id;
+        let view = RestoreView::from_data(&self.restore);
+        let results: Vec<(String, WakeUpOutcome, Option<String>)> = view
+            .targets
+            .get(target)
+            .map(|t| {
+                t.live
+                    .keys()
+                    .map(|k| {
+                        let o = other
+                            .iter()
+                            .find(|(key, _)| key == k)
+                            .map(|(_, o)| *o)
+                            .unwrap_or(outcome);
+                        (
+                            k.clone(),
+                            o,
+                            (o != WakeUpOutcome::Restored).then(|| "gone".into()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        mark_wake_up(&mut self.restore, target, &cycle, &results, self.now).unwrap();
     }
 
     /// One reconcile: decide, then apply (create Jobs, clear restore data, write status).
@@ -78,7 +135,9 @@ impl World {
             now: self.now,
             real_now: self.now,
             jobs: &self.jobs,
-            restore: &self.restore,
+            restore: &RestoreView::from_data(&self.restore),
+            restore_problem: None,
+            refuse_hibernation: self.refuse_hibernation.clone(),
             reference_problem: self.reference_problem.clone(),
             reference_grace: SignedDuration::from_mins(5),
             deletion_timeout: SignedDuration::from_mins(30),
@@ -105,12 +164,16 @@ impl World {
                 outcome: JobOutcome::Running,
                 message: None,
                 progress: None,
+                recorded: vec![],
             });
         }
-        for (target, _) in &d.clear_restore {
-            self.restore.remove(target);
+        if let Some((targets, orphans)) = &d.acknowledge {
+            acknowledge(&mut self.restore, targets, orphans, self.now);
         }
         self.plan.status = Some(d.status.clone());
+        if d.retire_restored {
+            retire_restored(&mut self.restore);
+        }
         self.events.extend(d.events.clone());
         self.released |= d.release_finalizer;
         d
@@ -141,10 +204,12 @@ impl World {
         } else {
             "AccessDenied".into()
         });
-        if ok && job.operation == Operation::Hibernate {
-            self.restore
-                .entry(target.into())
-                .or_insert(job.cycle.clone());
+        let (operation, cycle) = (job.operation, job.cycle.clone());
+        if ok && operation == Operation::Hibernate {
+            self.record(target, &cycle, &format!("res:{target}"));
+        }
+        if ok && operation == Operation::WakeUp {
+            self.wake_results(target, WakeUpOutcome::Restored, &[]);
         }
     }
 
@@ -245,9 +310,15 @@ fn a_night_of_the_seed_plan() {
     );
     w.finish("prod-cluster", true);
     let d = w.reconcile();
+    assert!(d.retire_restored, "prod-cluster's restored record goes");
     assert_eq!(
-        d.clear_restore,
-        [("prod-cluster".to_string(), "20261127t0100".to_string())]
+        w.status()
+            .asleep
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["prod-db"],
+        "the status no longer counts prod-cluster as asleep"
     );
     assert_eq!(w.running(), ["prod-db"]);
     w.finish("prod-db", true);
@@ -256,6 +327,18 @@ fn a_night_of_the_seed_plan() {
     assert!(
         w.restore.is_empty(),
         "restore data cleared after a successful wake-up"
+    );
+    assert_eq!(w.condition("Restored"), cond("True", "Restored"));
+    assert!(w.status().asleep.is_empty());
+    let t = w
+        .status()
+        .targets
+        .iter()
+        .find(|t| t.name == "prod-db")
+        .unwrap();
+    assert_eq!(
+        (t.resources_recorded, t.resources_restored),
+        (Some(1), Some(1))
     );
     assert_eq!(w.condition("Hibernated"), cond("False", "Awake"));
     assert!(w.status().history[0].wake_up.as_ref().unwrap().succeeded);
@@ -294,6 +377,7 @@ fn strict_failure_retries_with_backoff_then_stalls_and_the_token_retries_at_once
     plan.spec.behavior = Some(hibernator_api::plan::Behavior {
         mode: Some(FailureMode::Strict),
         retries: Some(2),
+        ..Default::default()
     });
     let mut w = World::new(plan, ny("2026-11-26T20:00"));
     w.reconcile();
@@ -495,7 +579,7 @@ fn deletion_wakes_up_first_unless_leave() {
 
     leave.metadata.deletion_timestamp = Some(Time(w.now));
     let mut w2 = World::new(leave, w.now);
-    w2.restore.insert("prod-db".into(), "20261127t0100".into());
+    w2.record("prod-db", "20261127t0100", "res:prod-db");
     w2.reconcile();
     assert!(w2.released, "Leave releases at once");
     assert!(w2.jobs.is_empty());
@@ -555,4 +639,306 @@ fn cycle_ids_are_sortable_and_unique_per_sleep() {
     assert_eq!(cycle_id(t, Some("20261127t0100")), "20261127t0100-2");
     assert_eq!(cycle_id(t, Some("20261127t0100-2")), "20261127t0100-3");
     assert_eq!(cycle_id(t, Some("20261126t0100")), "20261127t0100");
+}
+
+/// A night of the seed plan up to Hibernated, both targets recorded.
+fn hibernated() -> World {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Hibernated);
+    assert_eq!(w.status().asleep.len(), 2);
+    w
+}
+
+fn annotate(w: &mut World, key: &str, value: &str) {
+    w.plan
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(key.into(), value.into());
+}
+
+fn restored_message(w: &World) -> String {
+    find_condition(&w.status().conditions, "Restored")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_vanished_runner_job_is_a_failed_attempt_and_is_retried() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.reconcile();
+    // The Job is gone: the reconciler reports it as lost.
+    let job = w.jobs.pop().unwrap();
+    w.jobs.push(JobObservation {
+        outcome: JobOutcome::Lost,
+        message: Some(format!("runner Job {} no longer exists", job.name)),
+        ..job
+    });
+    w.advance(SignedDuration::from_secs(10));
+    w.reconcile();
+    assert_eq!(w.state("prod-db"), TargetState::Failed);
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.reason == "RunnerJobLost" && e.note.contains("no longer exists"))
+    );
+    assert_eq!(w.condition("Ready"), cond("False", "TargetFailed"));
+    // Strict: retried with the next attempt (a new Job name) after the backoff.
+    w.advance(SignedDuration::from_mins(2));
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-db"]);
+    let attempts: Vec<i32> = w.jobs.iter().map(|j| j.attempt).collect();
+    assert_eq!(attempts, [1, 2]);
+}
+
+#[test]
+fn restore_data_lost_while_asleep_is_reported_at_once_and_until_acknowledged() {
+    let mut w = hibernated();
+    // A GitOps prune deletes the ConfigMap at 23:00.
+    w.now = ny("2026-11-26T23:00");
+    w.restore.clear();
+    w.reconcile();
+    assert_eq!(w.condition("Restored"), cond("False", "RestoreDataMissing"));
+    assert_eq!(w.condition("Ready"), cond("False", "RestoreDataMissing"));
+    assert_eq!(w.condition("Stalled"), cond("True", "RestoreDataMissing"));
+    let msg = restored_message(&w);
+    assert!(
+        msg.contains("prod-db: res:prod-db") && msg.contains("prod-cluster: res:prod-cluster"),
+        "{msg}"
+    );
+    assert_eq!(
+        w.events
+            .iter()
+            .filter(|e| e.reason == "RestoreDataMissing")
+            .count(),
+        1
+    );
+    // Reconciling again repeats no Event.
+    w.reconcile();
+    assert_eq!(
+        w.events
+            .iter()
+            .filter(|e| e.reason == "RestoreDataMissing")
+            .count(),
+        1
+    );
+
+    // The wake-up cannot wake them: Skipped, saying why; the plan stays loud.
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    assert_eq!(w.state("prod-db"), TargetState::Skipped);
+    let t = w
+        .status()
+        .targets
+        .iter()
+        .find(|t| t.name == "prod-db")
+        .unwrap();
+    assert!(
+        t.message
+            .as_deref()
+            .unwrap()
+            .contains("restore data missing"),
+        "{t:?}"
+    );
+    assert_eq!(
+        (t.resources_recorded, t.resources_restored),
+        (Some(1), Some(0))
+    );
+    assert_eq!(w.phase(), Phase::Active);
+    assert_eq!(w.condition("Restored"), cond("False", "RestoreDataMissing"));
+    assert_eq!(w.condition("Ready"), cond("False", "RestoreDataMissing"));
+
+    // A person acknowledges.
+    annotate(&mut w, RESTORE_ACK_ANNOTATION, "seen-1");
+    w.reconcile();
+    assert_eq!(w.condition("Restored"), cond("True", "Acknowledged"));
+    assert_eq!(w.condition("Ready"), cond("True", "Active"));
+    assert_eq!(w.condition("Stalled"), None);
+    assert!(w.status().asleep.is_empty());
+    assert!(w.events.iter().any(|e| e.reason == "RestoreAcknowledged"));
+    w.reconcile();
+    assert_eq!(
+        w.condition("Restored"),
+        cond("True", "Acknowledged"),
+        "stays acknowledged"
+    );
+}
+
+#[test]
+fn a_new_successful_cycle_clears_restored_false() {
+    let mut w = hibernated();
+    w.restore.clear();
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    assert_eq!(w.condition("Restored"), cond("False", "RestoreDataMissing"));
+    // The next night starts afresh: still False until its wake-up restored everything.
+    w.now = ny("2026-11-27T20:00");
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Hibernating);
+    assert_eq!(w.condition("Restored"), cond("False", "RestoreDataMissing"));
+    w.finish("prod-db", true);
+    w.reconcile();
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    w.now = ny("2026-11-30T06:00"); // Monday: Friday night lasts the weekend
+    w.reconcile();
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Active);
+    assert_eq!(w.condition("Restored"), cond("True", "Restored"));
+    assert_eq!(w.condition("Ready"), cond("True", "Active"));
+    assert!(w.events.iter().any(|e| e.reason == "Restored"));
+}
+
+#[test]
+fn a_target_removed_while_asleep_keeps_its_records_and_is_reported() {
+    let mut w = hibernated();
+    // prod-cluster is renamed in Git while asleep.
+    w.plan.spec.targets[1].name = "cluster".into();
+    w.plan.spec.execution.strategy.dependencies = Some(vec![]);
+    w.reconcile();
+    assert_eq!(
+        w.condition("Restored"),
+        cond("False", "TargetRemovedWhileAsleep")
+    );
+    assert!(
+        restored_message(&w).contains("prod-cluster (res:prod-cluster)"),
+        "{}",
+        restored_message(&w)
+    );
+    // The renamed target is a new one: it is put to sleep too (its runner finds the node groups
+    // already at zero and records that).
+    assert_eq!(w.running(), ["cluster"]);
+    w.finish("cluster", true);
+    w.reconcile();
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    let mut running = w.running();
+    running.sort();
+    assert_eq!(running, ["cluster", "prod-db"]);
+    w.finish("cluster", true);
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Active, "{:#?}", w.status());
+    assert_eq!(
+        w.condition("Restored"),
+        cond("False", "TargetRemovedWhileAsleep")
+    );
+    assert!(
+        w.restore.contains_key("prod-cluster"),
+        "orphaned records are kept"
+    );
+    // Acknowledged: the records stay (acknowledged), nothing counts them as asleep.
+    annotate(&mut w, RESTORE_ACK_ANNOTATION, "ok");
+    w.reconcile();
+    assert_eq!(w.condition("Restored"), cond("True", "Acknowledged"));
+    assert!(w.restore.contains_key("prod-cluster"));
+    assert!(RestoreView::from_data(&w.restore).asleep().is_empty());
+}
+
+#[test]
+fn resources_not_found_on_wake_up_keep_their_records_and_a_retry_runs_them_again() {
+    let mut w = hibernated();
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    // prod-cluster's runner does not find its node group (the connector points elsewhere).
+    let job = w
+        .jobs
+        .iter_mut()
+        .find(|j| j.target == "prod-cluster" && j.outcome == JobOutcome::Running)
+        .unwrap();
+    job.outcome = JobOutcome::Succeeded;
+    job.message = Some("restored 0 of 1 node groups (1 no longer there)".into());
+    w.wake_results("prod-cluster", WakeUpOutcome::NotFound, &[]);
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Active);
+    assert_eq!(w.condition("Restored"), cond("False", "ResourceNotFound"));
+    assert_eq!(w.condition("Ready"), cond("False", "ResourceNotFound"));
+    assert!(restored_message(&w).contains("prod-cluster: res:prod-cluster"));
+    assert!(w.restore.contains_key("prod-cluster"), "its record is kept");
+    assert!(
+        !w.restore.contains_key("prod-db"),
+        "prod-db's record is retired"
+    );
+    let t = w
+        .status()
+        .targets
+        .iter()
+        .find(|t| t.name == "prod-cluster")
+        .unwrap();
+    assert_eq!(
+        (t.resources_recorded, t.resources_restored),
+        (Some(1), Some(0))
+    );
+
+    // The connector is fixed; a retry runs prod-cluster's wake-up again.
+    annotate(&mut w, hibernator_api::plan::RETRY_ANNOTATION, "r1");
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-cluster"]);
+    assert_eq!(w.phase(), Phase::WakingUp);
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Active);
+    assert_eq!(w.condition("Restored"), cond("True", "Restored"));
+    assert!(w.restore.is_empty());
+}
+
+#[test]
+fn a_crash_between_the_status_and_retiring_restored_records_is_not_a_loss() {
+    let mut w = hibernated();
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    w.finish("prod-cluster", true);
+    // The status is written, then the controller dies before retiring the record.
+    let graph = ExecutionGraph::compile(&w.plan.spec).unwrap();
+    let schedule = CompiledSchedule::new(&w.plan.spec.schedule, vec![])
+        .unwrap()
+        .evaluate(w.now);
+    let view = RestoreView::from_data(&w.restore);
+    let d = decide(&Observed {
+        plan: &w.plan,
+        graph: &graph,
+        schedule: &schedule,
+        now: w.now,
+        real_now: w.now,
+        jobs: &w.jobs,
+        restore: &view,
+        restore_problem: None,
+        refuse_hibernation: None,
+        reference_problem: None,
+        reference_grace: SignedDuration::from_mins(5),
+        deletion_timeout: SignedDuration::from_mins(30),
+    });
+    w.plan.status = Some(d.status);
+    assert!(w.restore.contains_key("prod-cluster"), "not retired yet");
+    w.reconcile();
+    assert_ne!(w.condition("Restored"), cond("False", "RestoreDataMissing"));
+    assert!(!w.restore.contains_key("prod-cluster"), "retired now");
+    w.reconcile();
+    assert_eq!(w.condition("Stalled"), None);
+}
+
+#[test]
+fn a_plan_that_would_hibernate_the_controller_starts_nothing() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.refuse_hibernation = Some(
+        "refused to hibernate: target prod-cluster would scale node group system-ng to zero".into(),
+    );
+    let d = w.reconcile();
+    assert!(d.create.is_empty());
+    assert_eq!(w.condition("Stalled"), cond("True", "SelfHibernation"));
+    assert_eq!(w.condition("Ready"), cond("False", "SelfHibernation"));
+    w.refuse_hibernation = None;
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-db"]);
+    assert_eq!(w.condition("Stalled"), None);
 }

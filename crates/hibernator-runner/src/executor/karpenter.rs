@@ -13,7 +13,7 @@ use kube::core::{ApiResource, GroupVersionKind, Selector};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Ctx, KubeError, Outcome, RunError, Tally, all, summary};
+use super::{Ctx, KubeError, Outcome, ResourceOutcome, RunError, Tally, all, summary};
 use crate::config::ConfigError;
 use crate::k8s::{Kube, is_conflict, is_not_found};
 use crate::output::took;
@@ -389,6 +389,78 @@ async fn hibernate(
     })
 }
 
+/// Puts back a NodePool's recorded limits (retrying on conflicts): `None` when it no longer
+/// exists, else whether it had to be changed.
+async fn restore_pool(
+    ctx: &Ctx<'_>,
+    pools: &Pools,
+    name: &str,
+    recorded: &Limits,
+) -> Result<Option<bool>, RunError> {
+    let mut attempt = 1;
+    loop {
+        let Some(pool) = pools.get(name).await? else {
+            return Ok(None);
+        };
+        let current = limits_of(&pool);
+        if attempt == 1 {
+            ctx.reporter.info(format!(
+                "found NodePool {name} ({}); it had {} before hibernation",
+                describe(current.as_ref()),
+                describe(recorded.limits.as_ref())
+            ));
+        }
+        if current == recorded.limits {
+            return Ok(Some(false));
+        }
+        // A merge patch that puts back exactly what was recorded (keys added while asleep are
+        // removed), if the NodePool is still the version just read.
+        let limits = match &recorded.limits {
+            Some(limits) => {
+                ctx.reporter.info(format!(
+                    "restoring the limits of NodePool {name} to {limits}"
+                ));
+                exact(current.as_ref(), limits)
+            }
+            None => {
+                ctx.reporter.info(format!(
+                    "removing the limits of NodePool {name} (it had none)"
+                ));
+                Value::Null
+            }
+        };
+        let patch = json!({
+            "metadata": {"resourceVersion": pool.metadata.resource_version},
+            "spec": {"limits": limits},
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match pools
+            .pools
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(Some(true)),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                ctx.reporter
+                    .info(format!("NodePool {name} changed meanwhile; looking again"));
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(KubeError::new(
+                    "restore the limits of",
+                    format!("NodePool {name}"),
+                    &e,
+                )
+                .into());
+            }
+        }
+    }
+}
+
 async fn wake(ctx: &Ctx<'_>, pools: &Pools) -> Result<Outcome, RunError> {
     let records = ctx.fetch().await?;
     ctx.ignore_other_records(&records, &["nodepool"]);
@@ -400,89 +472,31 @@ async fn wake(ctx: &Ctx<'_>, pools: &Pools) -> Result<Outcome, RunError> {
     };
     for (name, recorded) in &records {
         ctx.check_stop()?;
-        let mut attempt = 1;
-        let restored = loop {
-            let Some(pool) = pools.get(name).await? else {
-                break None;
-            };
-            let current = limits_of(&pool);
-            if attempt == 1 {
-                ctx.reporter.info(format!(
-                    "found NodePool {name} ({}); it had {} before hibernation",
-                    describe(current.as_ref()),
-                    describe(recorded.limits.as_ref())
-                ));
-            }
-            if current == recorded.limits {
-                break Some(false);
-            }
-            // A merge patch that puts back exactly what was recorded (keys added while asleep
-            // are removed), if the NodePool is still the version just read.
-            let limits = match &recorded.limits {
-                Some(limits) => {
-                    ctx.reporter.info(format!(
-                        "restoring the limits of NodePool {name} to {limits}"
-                    ));
-                    exact(current.as_ref(), limits)
-                }
-                None => {
-                    ctx.reporter.info(format!(
-                        "removing the limits of NodePool {name} (it had none)"
-                    ));
-                    Value::Null
-                }
-            };
-            let patch = json!({
-                "metadata": {"resourceVersion": pool.metadata.resource_version},
-                "spec": {"limits": limits},
-            });
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            };
-            match pools
-                .pools
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => break Some(true),
-                Err(e) if is_not_found(&e) => break None,
-                Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
-                    ctx.reporter
-                        .info(format!("NodePool {name} changed meanwhile; looking again"));
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(KubeError::new(
-                        "restore the limits of",
-                        format!("NodePool {name}"),
-                        &e,
-                    )
-                    .into());
-                }
-            }
-        };
-        match restored {
-            None => {
-                ctx.reporter
-                    .warn(format!("NodePool {name} no longer exists; skipped"));
+        let key = format!("nodepool:{name}");
+        match restore_pool(ctx, pools, name, recorded).await {
+            Ok(None) => {
                 tally.missing += 1;
-                ctx.progress(&format!("skipped NodePool {name} (gone)"), true)
-                    .await;
+                ctx.not_found(&key, &format!("NodePool {name}")).await;
             }
-            Some(true) => {
+            Ok(Some(true)) => {
                 ctx.reporter.info(format!("NodePool {name} restored"));
                 tally.changed += 1;
+                ctx.outcome(&key, ResourceOutcome::Restored);
                 ctx.progress(&format!("NodePool {name} restored"), true)
                     .await;
             }
-            Some(false) => {
+            Ok(Some(false)) => {
                 ctx.reporter.info(format!(
                     "NodePool {name} already has its limits from before hibernation"
                 ));
                 tally.already += 1;
+                ctx.outcome(&key, ResourceOutcome::Restored);
                 ctx.progress(&format!("NodePool {name} already restored"), true)
                     .await;
+            }
+            Err(e) => {
+                tally.failed += 1;
+                ctx.failed(&key, &e).await;
             }
         }
     }

@@ -2,7 +2,7 @@
 //! controller before changing them (write-ahead), changes them, and waits until they reach
 //! the target state.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use hibernator_api::runner::Execution;
@@ -136,6 +136,16 @@ pub enum RunError {
         /// The deadline.
         seconds: u64,
     },
+    /// A wake-up left recorded resources as they were; each was logged.
+    #[error("{failed} of {total} recorded resources not restored: {first}")]
+    NotRestored {
+        /// How many.
+        failed: usize,
+        /// Of how many.
+        total: usize,
+        /// The first one's key and reason.
+        first: String,
+    },
     /// Several resources failed; the first error is shown, the others were logged.
     #[error("{failed} of {total} {noun} failed; the first failure")]
     Several {
@@ -152,6 +162,11 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// True for the controller's stop request, which ends a run at once.
+    pub fn is_stop(&self) -> bool {
+        matches!(self, Self::StopRequested { .. })
+    }
+
     /// Exit code: 2 for configuration problems, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -170,6 +185,19 @@ pub struct Outcome {
     pub changed: u32,
 }
 
+/// What became of one resource in this run (sent to the controller with the completion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceOutcome {
+    /// Hibernation: the resource has a record.
+    Recorded,
+    /// Wake-up: the resource is in its recorded state.
+    Restored,
+    /// Wake-up: the resource does not exist where the runner looked.
+    NotFound(String),
+    /// Wake-up: the resource could not be restored.
+    Failed(String),
+}
+
 /// What a run needs besides its cloud client.
 pub struct Ctx<'a> {
     /// The story.
@@ -185,6 +213,8 @@ pub struct Ctx<'a> {
     done: Cell<u32>,
     total: Cell<u32>,
     progress_lost: Cell<bool>,
+    outcomes: RefCell<BTreeMap<String, ResourceOutcome>>,
+    fetched: RefCell<Vec<String>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -205,7 +235,58 @@ impl<'a> Ctx<'a> {
             done: Cell::new(0),
             total: Cell::new(0),
             progress_lost: Cell::new(false),
+            outcomes: RefCell::new(BTreeMap::new()),
+            fetched: RefCell::new(Vec::new()),
         }
+    }
+
+    /// A recorded resource that could not be restored: logged, reported, and the run goes on
+    /// with the others.
+    pub async fn failed(&self, key: &str, error: &RunError) {
+        let message = crate::aws::chain(error);
+        self.reporter
+            .error(format!("{key} not restored: {message}"));
+        self.outcome(key, ResourceOutcome::Failed(message));
+        self.progress(&format!("{key} not restored"), true).await;
+    }
+
+    /// A recorded resource that does not exist where the runner looked: its record is kept.
+    pub async fn not_found(&self, key: &str, resource: &str) {
+        let message = format!(
+            "{resource} does not exist where this runner looked; its record is kept (was it deleted, or does the connector now point elsewhere?)"
+        );
+        self.reporter.warn(format!("{key} not restored: {message}"));
+        self.outcome(key, ResourceOutcome::NotFound(message));
+        self.progress(&format!("{key} not found"), true).await;
+    }
+
+    /// What became of the resource with record `key`, if known yet.
+    pub fn outcome_of(&self, key: &str) -> Option<ResourceOutcome> {
+        self.outcomes.borrow().get(key).cloned()
+    }
+
+    /// Notes what became of the resource with record `key` (the last word counts).
+    pub fn outcome(&self, key: &str, outcome: ResourceOutcome) {
+        self.outcomes.borrow_mut().insert(key.to_string(), outcome);
+    }
+
+    /// Every resource's outcome. After a wake-up that ran to its end (`finished`), a fetched
+    /// record that no executor claimed is reported as not restored, so that the controller
+    /// keeps it and says so; after a run that stopped early such records are left unreported
+    /// (they stay as they are for the next attempt).
+    pub fn outcomes(&self, finished: bool) -> Vec<(String, ResourceOutcome)> {
+        let mut out = self.outcomes.borrow().clone();
+        if finished {
+            for key in self.fetched.borrow().iter() {
+                out.entry(key.clone()).or_insert_with(|| {
+                    ResourceOutcome::Failed(format!(
+                        "no {} executor handles this record",
+                        self.execution.target_type
+                    ))
+                });
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// Fails when the controller asked the runner to stop (checked between resources).
@@ -251,6 +332,7 @@ impl<'a> Ctx<'a> {
             .controller
             .record(key, &json, &|m| self.reporter.warn(m))
             .await?;
+        self.outcome(key, ResourceOutcome::Recorded);
         let stored: R = serde_json::from_str(&recorded.stored_state_json).map_err(|source| {
             ControllerError::StoredRecord {
                 key: key.to_string(),
@@ -275,13 +357,22 @@ impl<'a> Ctx<'a> {
             else {
                 continue;
             };
-            let record =
-                serde_json::from_str(json).map_err(|source| ControllerError::StoredRecord {
-                    key: key.clone(),
-                    stored: json.clone(),
-                    source,
-                })?;
-            out.push((id.to_string(), record));
+            // One unreadable record must not keep the others asleep: it is reported as not
+            // restored and kept.
+            match serde_json::from_str(json) {
+                Ok(record) => out.push((id.to_string(), record)),
+                Err(source) => {
+                    let e = ControllerError::StoredRecord {
+                        key: key.clone(),
+                        stored: json.clone(),
+                        source,
+                    };
+                    let message = crate::aws::chain(&e);
+                    self.reporter
+                        .error(format!("{key} not restored: {message}"));
+                    self.outcome(key, ResourceOutcome::Failed(message));
+                }
+            }
         }
         Ok(out)
     }
@@ -289,6 +380,7 @@ impl<'a> Ctx<'a> {
     /// Fetches the restore data of a wake-up and says what it holds.
     pub async fn fetch(&self) -> Result<BTreeMap<String, String>, RunError> {
         let (records, cycle) = self.controller.fetch(&|m| self.reporter.warn(m)).await?;
+        self.fetched.borrow_mut().extend(records.keys().cloned());
         let cycle = if cycle.is_empty() {
             String::new()
         } else {
@@ -309,10 +401,13 @@ impl<'a> Ctx<'a> {
                 .iter()
                 .any(|p| key.strip_prefix(p).is_some_and(|r| r.starts_with(':')));
             if !ours {
-                self.reporter.warn(format!(
-                    "ignoring restore record {key}: not a resource of a {} target",
+                let message = format!(
+                    "not a resource of a {} target; its record is kept",
                     self.execution.target_type
-                ));
+                );
+                self.reporter
+                    .warn(format!("ignoring restore record {key}: {message}"));
+                self.outcome(key, ResourceOutcome::Failed(message));
             }
         }
     }
@@ -331,6 +426,8 @@ pub struct Tally {
     pub left: u32,
     /// Vanished.
     pub missing: u32,
+    /// Could not be changed (wake-up: not restored, reported per resource).
+    pub failed: u32,
 }
 
 /// Builds the summary line from per-kind tallies: `stopped 1 of 2 DB instances (1 already
@@ -347,7 +444,12 @@ pub fn summary(verb: &str, already: &str, left: &str, parts: &[(&str, Tally)]) -
         .collect();
     let mut extra = Vec::new();
     let sum = |f: fn(&Tally) -> u32| counted.iter().map(|(_, t)| f(t)).sum::<u32>();
-    let (a, l, m) = (sum(|t| t.already), sum(|t| t.left), sum(|t| t.missing));
+    let (a, l, m, f) = (
+        sum(|t| t.already),
+        sum(|t| t.left),
+        sum(|t| t.missing),
+        sum(|t| t.failed),
+    );
     if a > 0 {
         extra.push(format!("{a} {already}"));
     }
@@ -356,6 +458,9 @@ pub fn summary(verb: &str, already: &str, left: &str, parts: &[(&str, Tally)]) -
     }
     if m > 0 {
         extra.push(format!("{m} no longer there"));
+    }
+    if f > 0 {
+        extra.push(format!("{f} failed"));
     }
     let mut line = format!("{verb} {}", main.join(" and "));
     if !extra.is_empty() {
@@ -401,6 +506,7 @@ mod tests {
             already,
             left,
             missing,
+            failed: 0,
         };
         assert_eq!(
             summary(

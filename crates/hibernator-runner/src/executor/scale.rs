@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AwsError, Ctx, RunError, Tally, all};
+use super::{AwsError, Ctx, ResourceOutcome, RunError, Tally, all};
 use crate::output::took;
 use crate::wait::{self, Probe, Waited};
 
@@ -251,7 +251,8 @@ pub async fn hibernate<S: Scalable>(
     Ok(tally)
 }
 
-/// Restores the recorded sizes.
+/// Restores the recorded sizes. Every resource is tried: one that cannot be resized is
+/// reported as failed and the others carry on; the run's exit code comes from the outcomes.
 pub async fn wake<S: Scalable>(
     ctx: &Ctx<'_>,
     kind: &S,
@@ -261,16 +262,24 @@ pub async fn wake<S: Scalable>(
         total: records.len() as u32,
         ..Tally::default()
     };
+    let key = |name: &str| format!("{}:{name}", kind.key_prefix());
     let mut to_resize = Vec::new();
     let mut to_wait = Vec::new();
     for (name, recorded) in records {
         ctx.check_stop()?;
-        let Some(look) = settled(ctx, kind, name).await? else {
-            ctx.reporter
-                .warn(format!("{} no longer exists; skipped", label(kind, name)));
-            tally.missing += 1;
-            ctx.progress(&format!("skipped {name} (gone)"), true).await;
-            continue;
+        let look = match settled(ctx, kind, name).await {
+            Ok(Some(look)) => look,
+            Ok(None) => {
+                tally.missing += 1;
+                ctx.not_found(&key(name), &label(kind, name)).await;
+                continue;
+            }
+            Err(e) if e.is_stop() => return Err(e),
+            Err(e) => {
+                tally.failed += 1;
+                ctx.failed(&key(name), &e).await;
+                continue;
+            }
         };
         ctx.reporter.info(format!(
             "found {} ({}, {}); recorded {recorded}",
@@ -283,22 +292,78 @@ pub async fn wake<S: Scalable>(
                 ctx.reporter
                     .info(format!("{} is already at {recorded}", label(kind, name)));
                 tally.already += 1;
+                ctx.outcome(&key(name), ResourceOutcome::Restored);
                 ctx.progress(&format!("{name} already restored"), true)
                     .await;
             } else {
-                to_wait.push((name.clone(), *recorded));
+                to_wait.push((name.clone(), *recorded, false));
             }
         } else if look.condition == Condition::Broken {
-            return Err(RunError::Unactionable {
+            tally.failed += 1;
+            let e = RunError::Unactionable {
                 verb: "resize",
                 resource: label(kind, name),
                 status: look.state,
-            });
+            };
+            ctx.failed(&key(name), &e).await;
         } else {
             to_resize.push((name.clone(), *recorded));
         }
     }
-    tally.changed = resize_and_wait(ctx, kind, &to_resize, &to_wait, "restored").await?;
-    tally.already += to_wait.len() as u32;
+    for (name, target) in &to_resize {
+        ctx.check_stop()?;
+        match kind.resize(name, *target).await {
+            Ok(()) => {
+                ctx.reporter
+                    .info(format!("resizing {} to {target}", label(kind, name)));
+                ctx.progress(&format!("resizing {name}"), false).await;
+                to_wait.push((name.clone(), *target, true));
+            }
+            Err(e) => {
+                tally.failed += 1;
+                ctx.failed(&key(name), &e.into()).await;
+            }
+        }
+    }
+    let counts = [(); 4].map(|_| std::cell::Cell::new(0u32));
+    let futures: Vec<_> = to_wait
+        .iter()
+        .map(|(name, target, ours)| {
+            let counts = &counts;
+            let key = &key;
+            async move {
+                let description = format!("reach {target}");
+                let [changed, already, missing, failed] = counts;
+                match wait_until(ctx, kind, name, &description, |l| reached(l, *target)).await {
+                    Ok(Some((_, t, looks))) => {
+                        ctx.reporter.info(format!(
+                            "{name} restored: {target} (took {}, {looks} look{})",
+                            took(t),
+                            if looks == 1 { "" } else { "s" }
+                        ));
+                        ctx.outcome(&key(name), ResourceOutcome::Restored);
+                        ctx.progress(&format!("{name} restored"), true).await;
+                        let count = if *ours { changed } else { already };
+                        count.set(count.get() + 1);
+                    }
+                    Ok(None) => {
+                        missing.set(missing.get() + 1);
+                        ctx.not_found(&key(name), &label(kind, name)).await;
+                    }
+                    Err(e) => {
+                        failed.set(failed.get() + 1);
+                        ctx.failed(&key(name), &e).await;
+                    }
+                }
+                Ok(())
+            }
+        })
+        .collect();
+    all(ctx, &format!("{}s", kind.noun()), futures).await?;
+    let [changed, already, missing, failed] = counts;
+    tally.changed = changed.get();
+    tally.already += already.get();
+    tally.missing += missing.get();
+    tally.failed += failed.get();
     Ok(tally)
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AwsError, Ctx, RunError, Tally, all};
+use super::{AwsError, Ctx, ResourceOutcome, RunError, Tally, all};
 use crate::output::took;
 use crate::wait::{self, Probe, Waited};
 
@@ -225,7 +225,9 @@ pub async fn hibernate<S: Switchable>(
     Ok(tally)
 }
 
-/// Wakes the recorded resources up.
+/// Wakes the recorded resources up. Every resource is tried: one that cannot be started (an
+/// API error, a state that cannot be changed, a wait that ends badly) is reported as failed
+/// and the others carry on; the run's exit code comes from the outcomes.
 pub async fn wake<S: Switchable>(
     ctx: &Ctx<'_>,
     kind: &S,
@@ -236,6 +238,7 @@ pub async fn wake<S: Switchable>(
         total: records.len() as u32,
         ..Tally::default()
     };
+    let key = |id: &str| format!("{}:{id}", kind.key_prefix());
     let mut to_start = Vec::new();
     let mut to_wait = Vec::new();
     for (id, record) in records {
@@ -247,85 +250,92 @@ pub async fn wake<S: Switchable>(
                 record.status
             ));
             tally.left += 1;
+            ctx.outcome(&key(id), ResourceOutcome::Restored);
             ctx.progress(&format!("{id} left {}", record.status), true)
                 .await;
             continue;
         }
-        let Some(mut status) = settled_status(ctx, kind, id).await? else {
-            ctx.reporter
-                .warn(format!("{} no longer exists; skipped", name(kind, id)));
-            tally.missing += 1;
-            ctx.progress(&format!("skipped {id} (gone)"), true).await;
-            continue;
-        };
-        ctx.reporter.info(format!(
-            "found {} ({status}); it was {} before hibernation",
-            name(kind, id),
-            record.status
-        ));
-        if status == states.stopping {
-            match wait_for(ctx, kind, id, &[states.stopped], states.stopped).await? {
-                Some((s, _, _)) => status = s,
-                None => {
-                    ctx.reporter
-                        .warn(format!("{} vanished; skipped", name(kind, id)));
-                    tally.missing += 1;
-                    continue;
-                }
+        match look_before_start(ctx, kind, id, record).await {
+            Ok(Some(status)) if status == states.running => {
+                ctx.reporter
+                    .info(format!("{} is already {status}", name(kind, id)));
+                tally.already += 1;
+                ctx.outcome(&key(id), ResourceOutcome::Restored);
+                ctx.progress(&format!("{id} already {status}"), true).await;
+            }
+            Ok(Some(status)) if states.starting.contains(&status.as_str()) => {
+                ctx.reporter
+                    .info(format!("{} is already {status}", name(kind, id)));
+                to_wait.push(id.clone());
+            }
+            Ok(Some(status)) if status == states.stopped => to_start.push(id.clone()),
+            Ok(Some(status)) => {
+                let e = RunError::Unactionable {
+                    verb: "start",
+                    resource: name(kind, id),
+                    status,
+                };
+                tally.failed += 1;
+                ctx.failed(&key(id), &e).await;
+            }
+            Ok(None) => {
+                tally.missing += 1;
+                ctx.not_found(&key(id), &name(kind, id)).await;
+            }
+            Err(e) if e.is_stop() => return Err(e),
+            Err(e) => {
+                tally.failed += 1;
+                ctx.failed(&key(id), &e).await;
             }
         }
-        if status == states.running {
-            ctx.reporter
-                .info(format!("{} is already {status}", name(kind, id)));
-            tally.already += 1;
-            ctx.progress(&format!("{id} already {status}"), true).await;
-        } else if states.starting.contains(&status.as_str()) {
-            ctx.reporter
-                .info(format!("{} is already {status}", name(kind, id)));
-            to_wait.push(id.clone());
-        } else if status == states.stopped {
-            to_start.push(id.clone());
-        } else {
-            return Err(RunError::Unactionable {
-                verb: "start",
-                resource: name(kind, id),
-                status,
-            });
-        }
     }
+    let mut started = Vec::new();
     for id in &to_start {
         ctx.check_stop()?;
-        kind.start(id).await?;
-        ctx.reporter.info(format!("starting {id}"));
-        ctx.progress(&format!("starting {id}"), false).await;
+        match kind.start(id).await {
+            Ok(()) => {
+                ctx.reporter.info(format!("starting {id}"));
+                ctx.progress(&format!("starting {id}"), false).await;
+                started.push(id.clone());
+            }
+            Err(e) => {
+                tally.failed += 1;
+                ctx.failed(&key(id), &e.into()).await;
+            }
+        }
     }
     let changed = std::cell::Cell::new(0u32);
-    let futures: Vec<_> = to_start
+    let already = std::cell::Cell::new(0u32);
+    let missing = std::cell::Cell::new(0u32);
+    let failed = std::cell::Cell::new(0u32);
+    let futures: Vec<_> = started
         .iter()
         .map(|id| (id, true))
         .chain(to_wait.iter().map(|id| (id, false)))
         .map(|(id, ours)| {
-            let changed = &changed;
+            let (changed, already, missing, failed) = (&changed, &already, &missing, &failed);
             async move {
-                match wait_for(ctx, kind, id, &[states.running], states.running).await? {
-                    Some((_, took_, looks)) => {
+                match wait_for(ctx, kind, id, &[states.running], states.running).await {
+                    Ok(Some((_, took_, looks))) => {
                         ctx.reporter.info(format!(
                             "{id} is {} (took {}, {looks} look{})",
                             states.running,
                             took(took_),
                             if looks == 1 { "" } else { "s" }
                         ));
+                        ctx.outcome(&key(id), ResourceOutcome::Restored);
                         ctx.progress(&format!("started {id}"), true).await;
-                        if ours {
-                            changed.set(changed.get() + 1);
-                        }
+                        // Resources someone else was starting count as already running.
+                        let count = if ours { changed } else { already };
+                        count.set(count.get() + 1);
                     }
-                    None => {
-                        ctx.reporter.warn(format!(
-                            "{} vanished while starting; skipped",
-                            name(kind, id)
-                        ));
-                        ctx.progress(&format!("{id} vanished"), true).await;
+                    Ok(None) => {
+                        missing.set(missing.get() + 1);
+                        ctx.not_found(&key(id), &name(kind, id)).await;
+                    }
+                    Err(e) => {
+                        failed.set(failed.get() + 1);
+                        ctx.failed(&key(id), &e).await;
                     }
                 }
                 Ok(())
@@ -334,6 +344,33 @@ pub async fn wake<S: Switchable>(
         .collect();
     all(ctx, &format!("{}s", kind.noun()), futures).await?;
     tally.changed = changed.get();
-    tally.already += to_wait.len() as u32;
+    tally.already += already.get();
+    tally.missing += missing.get();
+    tally.failed += failed.get();
     Ok(tally)
+}
+
+/// Looks at a resource to start, waiting out busy and stopping states; `None` when it does not
+/// exist.
+async fn look_before_start<S: Switchable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    id: &str,
+    record: &RunRecord,
+) -> Result<Option<String>, RunError> {
+    let states = kind.states();
+    let Some(status) = settled_status(ctx, kind, id).await? else {
+        return Ok(None);
+    };
+    ctx.reporter.info(format!(
+        "found {} ({status}); it was {} before hibernation",
+        name(kind, id),
+        record.status
+    ));
+    if status == states.stopping {
+        return Ok(wait_for(ctx, kind, id, &[states.stopped], states.stopped)
+            .await?
+            .map(|(s, _, _)| s));
+    }
+    Ok(Some(status))
 }

@@ -13,7 +13,7 @@ use kube::core::Selector;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Ctx, KubeError, Outcome, RunError, Tally, all, summary};
+use super::{Ctx, KubeError, Outcome, ResourceOutcome, RunError, Tally, all, summary};
 use crate::config::ConfigError;
 use crate::k8s::{Kube, is_conflict, is_not_found};
 use crate::output::took;
@@ -486,6 +486,46 @@ fn parse_key(kind: WorkloadKind, id: &str) -> Option<Workload> {
     })
 }
 
+/// Scales a workload back to its recorded replicas (retrying on conflicts): `None` when it no
+/// longer exists, else whether it had to be changed.
+async fn scale_back(
+    ctx: &Ctx<'_>,
+    api: &Workloads<'_>,
+    w: &Workload,
+    replicas: i32,
+) -> Result<Option<bool>, RunError> {
+    let mut attempt = 1;
+    loop {
+        let Some((current, version)) = api.scale_of(w).await? else {
+            return Ok(None);
+        };
+        if attempt == 1 {
+            ctx.reporter.info(format!(
+                "found {} ({}); it had {replicas} before hibernation",
+                w.label(),
+                count(current)
+            ));
+        }
+        if current == replicas {
+            return Ok(Some(false));
+        }
+        ctx.reporter.info(format!(
+            "scaling {} from {current} to {replicas}",
+            w.label()
+        ));
+        match api.scale(w, replicas, &version).await {
+            Ok(()) => return Ok(Some(true)),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                ctx.reporter
+                    .info(format!("{} changed meanwhile; looking again", w.label()));
+                attempt += 1;
+            }
+            Err(e) => return Err(KubeError::new("scale", w.label(), &e).into()),
+        }
+    }
+}
+
 async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
     let records = ctx.fetch().await?;
     ctx.ignore_other_records(&records, &["deployment", "statefulset"]);
@@ -494,10 +534,13 @@ async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
         for (id, r) in ctx.records_of::<Replicas>(&records, prefix(kind))? {
             match parse_key(kind, &id) {
                 Some(w) => recorded.push((w, r.replicas)),
-                None => ctx.reporter.warn(format!(
-                    "ignoring restore record {}:{id}: not <namespace>/<name>",
-                    prefix(kind)
-                )),
+                None => {
+                    let key = format!("{}:{id}", prefix(kind));
+                    let message = "its key is not <kind>:<namespace>/<name>; the record is kept";
+                    ctx.reporter
+                        .warn(format!("ignoring restore record {key}: {message}"));
+                    ctx.outcome(&key, ResourceOutcome::Failed(message.into()));
+                }
             }
         }
     }
@@ -515,55 +558,27 @@ async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
                 w.label()
             ));
             t.left += 1;
+            ctx.outcome(&w.key(), ResourceOutcome::Restored);
             ctx.progress(&format!("{} left at zero", w.label()), true)
                 .await;
             continue;
         }
-        let mut attempt = 1;
-        let restored = loop {
-            let Some((current, version)) = api.scale_of(&w).await? else {
-                break None;
-            };
-            if attempt == 1 {
-                ctx.reporter.info(format!(
-                    "found {} ({}); it had {replicas} before hibernation",
-                    w.label(),
-                    count(current)
-                ));
-            }
-            if current == replicas {
-                break Some(false);
-            }
-            ctx.reporter.info(format!(
-                "scaling {} from {current} to {replicas}",
-                w.label()
-            ));
-            match api.scale(&w, replicas, &version).await {
-                Ok(()) => break Some(true),
-                Err(e) if is_not_found(&e) => break None,
-                Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
-                    ctx.reporter
-                        .info(format!("{} changed meanwhile; looking again", w.label()));
-                    attempt += 1;
-                }
-                Err(e) => return Err(KubeError::new("scale", w.label(), &e).into()),
-            }
-        };
-        match restored {
-            None => {
-                ctx.reporter
-                    .warn(format!("{} no longer exists; skipped", w.label()));
+        match scale_back(ctx, api, &w, replicas).await {
+            Ok(None) => {
                 t.missing += 1;
-                ctx.progress(&format!("skipped {} (gone)", w.label()), true)
-                    .await;
+                ctx.not_found(&w.key(), &w.label()).await;
             }
-            Some(changed) => {
+            Ok(Some(changed)) => {
                 if changed {
                     t.changed += 1;
                 } else {
                     t.already += 1;
                 }
                 to_wait.push((w, replicas));
+            }
+            Err(e) => {
+                t.failed += 1;
+                ctx.failed(&w.key(), &e).await;
             }
         }
     }
@@ -581,13 +596,33 @@ async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
                     Some(s) => Probe::Pending(s.describe()),
                 })
             })
-            .await
-            .map_err(RunError::KubeWait)?;
-            report_wait(ctx, w, waited, "is ready").await;
+            .await;
+            match waited {
+                Ok(Waited::Gone) => ctx.not_found(&w.key(), &w.label()).await,
+                Ok(waited) => {
+                    ctx.outcome(&w.key(), ResourceOutcome::Restored);
+                    report_wait(ctx, w, waited, "is ready").await;
+                }
+                Err(e) => ctx.failed(&w.key(), &RunError::KubeWait(e)).await,
+            }
             Ok(())
         })
         .collect();
     all(ctx, "workloads", futures).await?;
+    // The waits' outcomes: vanished or failed workloads are no longer counted as scaled.
+    for (w, _) in &to_wait {
+        let t = &mut tally[slot(w.kind)];
+        match ctx.outcome_of(&w.key()) {
+            Some(ResourceOutcome::NotFound(_)) => t.missing += 1,
+            Some(ResourceOutcome::Failed(_)) => t.failed += 1,
+            _ => continue,
+        }
+        if t.changed > 0 {
+            t.changed -= 1;
+        } else {
+            t.already = t.already.saturating_sub(1);
+        }
+    }
 
     let changed = tally.iter().map(|t| t.changed).sum();
     let summary = if tally.iter().all(|t| t.total == 0) {

@@ -118,13 +118,29 @@ async fn listed_instances_and_a_missing_one() -> Result<()> {
         .run()
         .await?
         .ok();
+    // Not found is reported, not skipped silently: the controller keeps the record and the
+    // plan says Restored=False (ResourceNotFound). The run itself succeeds (a retry cannot
+    // bring a deleted instance back).
     assert!(
         woke.has(&format!(
-            "warning: EC2 instance {} no longer exists; skipped",
+            "warning: ec2:{0} not restored: EC2 instance {0} does not exist where this runner looked",
             ids[0]
         )),
         "{}",
         woke.stdout
+    );
+    let completion = h.controller.observed().completions.last().cloned().unwrap();
+    let results: Vec<(String, i32)> = completion
+        .resources
+        .iter()
+        .map(|r| (r.resource_key.clone(), r.result))
+        .collect();
+    assert_eq!(
+        results,
+        [(
+            format!("ec2:{}", ids[0]),
+            hibernator_proto::v1::resource_result::Result::NotFound as i32
+        )]
     );
     Ok(())
 }

@@ -230,3 +230,68 @@ async fn tags_select_instances_and_clusters_and_leave_members_to_their_cluster()
     assert_eq!(db_status(&h, "prod-db").await?, "available");
     Ok(())
 }
+
+/// One resource that cannot be started does not keep its siblings asleep: the others are
+/// started, the run fails naming it, and the completion reports each resource.
+#[tokio::test]
+async fn one_refused_start_leaves_the_other_instances_started() -> Result<()> {
+    use hibernator_proto::v1::resource_result::Result as R;
+    use moto_server::{Fault, FaultAction, FaultProxy};
+    let h = Harness::start().await?;
+    for id in ["db-a", "db-b", "db-c"] {
+        create_db(&h, id, &[]).await?;
+    }
+    let params = json!({"selector": {"instanceIds": ["db-a", "db-b", "db-c"]}});
+    h.runner("rds", "databases", "hibernate")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    // AWS refuses to start db-b (the first in the order the executor goes through).
+    let proxy = FaultProxy::start(h.moto.endpoint())?;
+    proxy.add(Fault::new(
+        &["Action=StartDBInstance", "DBInstanceIdentifier=db-a"],
+        FaultAction::query_error(
+            400,
+            "InvalidDBInstanceState",
+            "Instance db-a cannot be started",
+        ),
+    ));
+    let woke = h
+        .runner("rds", "databases", "wakeUp")
+        .param(params)
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint())
+        .run()
+        .await?
+        .failed(1);
+    assert_eq!(db_status(&h, "db-a").await?, "stopped");
+    assert_eq!(db_status(&h, "db-b").await?, "available", "{}", woke.stdout);
+    assert_eq!(db_status(&h, "db-c").await?, "available", "{}", woke.stdout);
+    assert!(
+        woke.termination
+            .contains("1 of 3 recorded resources not restored: instance:db-a"),
+        "{}",
+        woke.termination
+    );
+    assert!(
+        woke.termination.contains("InvalidDBInstanceState"),
+        "{}",
+        woke.termination
+    );
+    let completion = h.controller.observed().completions.last().cloned().unwrap();
+    let results: Vec<(String, i32)> = completion
+        .resources
+        .iter()
+        .map(|r| (r.resource_key.clone(), r.result))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("instance:db-a".to_string(), R::Failed as i32),
+            ("instance:db-b".to_string(), R::Restored as i32),
+            ("instance:db-c".to_string(), R::Restored as i32),
+        ]
+    );
+    assert!(!proxy.applied().is_empty(), "the fault was injected");
+    Ok(())
+}

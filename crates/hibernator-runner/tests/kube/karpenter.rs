@@ -482,7 +482,7 @@ async fn missing_and_vanished_node_pools_are_skipped() -> Result<()> {
         .ok();
     assert!(
         woke.has(&format!(
-            "warning: NodePool {gone} no longer exists; skipped"
+            "warning: nodepool:{gone} not restored: NodePool {gone} does not exist where this runner looked; its record is kept"
         )),
         "{}",
         woke.stdout

@@ -193,7 +193,7 @@ async fn vanished_workloads_and_namespaces_are_skipped() -> Result<()> {
         .ok();
     assert!(
         woke.has(&format!(
-            "warning: Deployment {ns}/gone no longer exists; skipped"
+            "warning: deployment:{ns}/gone not restored: Deployment {ns}/gone does not exist where this runner looked; its record is kept"
         )),
         "{}",
         woke.stdout

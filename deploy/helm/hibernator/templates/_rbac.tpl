@@ -70,6 +70,8 @@
   - configmaps
   verbs:
   - get
+  - list
+  - watch
   - create
   - update
 - apiGroups:
@@ -84,6 +86,13 @@
   - events
   verbs:
   - create
+- apiGroups:
+  - ""
+  resources:
+  - nodes
+  - namespaces
+  verbs:
+  - get
 {{- end -}}
 {{- define "hibernator.leaderElectionRules" -}}
 - apiGroups:

@@ -1,0 +1,578 @@
+//! Restore data as stored in a plan's restore ConfigMap (`hibernator-restore-<plan>`): one key
+//! per target holding `{"resources": {<resource key>: <record>}}`. Shared by the controller (the
+//! only writer) and the CLI (which shows it). Pure functions over the ConfigMap's `data`.
+//!
+//! A record's life:
+//! 1. A runner records a resource before changing it (write-ahead); the first record of a
+//!    resource wins, so a later look ("already stopped") never replaces "was running".
+//! 2. The wake-up runner reports what became of each record; the controller marks it
+//!    (`wakeUp`): `Restored`, `NotFound` or `Failed`.
+//! 3. The controller retires `Restored` records once the plan's status no longer counts them
+//!    as asleep. `NotFound` and `Failed` records stay: the next wake-up tries them again, and the
+//!    plan says `Restored=False` until then.
+//! 4. A person who acknowledges what was not restored (`kubectl hibernator restore PLAN
+//!    --acknowledge`) makes those records `acknowledged`: kept for the record, never woken up
+//!    again, replaced by the next hibernation's record of the same resource.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The most restore data (keys plus values) a plan's ConfigMap may hold. The API server refuses
+/// objects above 1 MiB; the rest is left for metadata.
+pub const MAX_DATA_BYTES: usize = 900 * 1024;
+
+/// One target's records, as stored under its key.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRecords {
+    /// Resource key -> record.
+    pub resources: BTreeMap<String, ResourceRecord>,
+}
+
+/// One resource's record.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRecord {
+    /// The cycle in which it was recorded.
+    pub cycle_id: String,
+    /// When (RFC 3339).
+    pub recorded_at: String,
+    /// What the runner recorded.
+    pub state: Value,
+    /// What the last wake-up did with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_up: Option<WakeUpResult>,
+}
+
+impl ResourceRecord {
+    /// True while the resource still needs waking up (neither restored nor acknowledged).
+    pub fn is_live(&self) -> bool {
+        !self
+            .wake_up
+            .as_ref()
+            .is_some_and(|w| w.result == WakeUpOutcome::Restored || w.acknowledged)
+    }
+
+    /// True when restored (the record is about to be retired).
+    pub fn is_restored(&self) -> bool {
+        self.wake_up
+            .as_ref()
+            .is_some_and(|w| w.result == WakeUpOutcome::Restored)
+    }
+}
+
+/// What a wake-up did with a record.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WakeUpResult {
+    /// The cycle of the wake-up.
+    pub cycle_id: String,
+    /// The outcome.
+    pub result: WakeUpOutcome,
+    /// Why it was not restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
+    /// A person accepted that it was not restored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acknowledged: bool,
+}
+
+/// The outcome of a wake-up for one resource.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WakeUpOutcome {
+    /// Back in its recorded state.
+    Restored,
+    /// Not found where the runner looked.
+    NotFound,
+    /// Could not be restored.
+    Failed,
+}
+
+/// Result of recording.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordOutcome {
+    /// Stored now.
+    Stored(Value),
+    /// An earlier record exists and was kept; here it is.
+    AlreadyRecorded(Value),
+}
+
+/// Problems with restore data.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreDataError {
+    /// The runner sent a record that is not a JSON object.
+    #[error("restore record of {key} is not a JSON object")]
+    NotAnObject {
+        /// The resource key.
+        key: String,
+    },
+    /// Stored data is unreadable.
+    #[error("restore data of target {target} is not valid JSON")]
+    Corrupt {
+        /// Target.
+        target: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The record would make the ConfigMap too large for the API server.
+    #[error(
+        "refused to record {key}: the restore data would grow to {size} bytes, above the limit of {limit} bytes (a ConfigMap holds at most 1 MiB); split the target into smaller ones"
+    )]
+    TooLarge {
+        /// The resource key.
+        key: String,
+        /// The size it would reach.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A target's records, parsed.
+pub fn read_target(
+    data: &BTreeMap<String, String>,
+    target: &str,
+) -> Result<TargetRecords, RestoreDataError> {
+    match data.get(target) {
+        None => Ok(TargetRecords::default()),
+        Some(text) => serde_json::from_str(text).map_err(|source| RestoreDataError::Corrupt {
+            target: target.into(),
+            source,
+        }),
+    }
+}
+
+fn write_target(data: &mut BTreeMap<String, String>, target: &str, records: &TargetRecords) {
+    if records.resources.is_empty() {
+        data.remove(target);
+    } else {
+        data.insert(
+            target.into(),
+            serde_json::to_string(records).expect("records serialize"),
+        );
+    }
+}
+
+/// The size the API server counts for ConfigMap data: keys plus values.
+pub fn data_size(data: &BTreeMap<String, String>) -> usize {
+    data.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// Adds a record unless the resource already has a live one (the first record wins until the
+/// resource is restored). Refuses records that would make the data larger than `limit`.
+pub fn merge_record(
+    data: &mut BTreeMap<String, String>,
+    target: &str,
+    cycle: &str,
+    key: &str,
+    state: Value,
+    now: jiff::Timestamp,
+    limit: usize,
+) -> Result<RecordOutcome, RestoreDataError> {
+    if !state.is_object() {
+        return Err(RestoreDataError::NotAnObject { key: key.into() });
+    }
+    let mut records = read_target(data, target)?;
+    if let Some(existing) = records.resources.get(key)
+        && existing.is_live()
+    {
+        return Ok(RecordOutcome::AlreadyRecorded(existing.state.clone()));
+    }
+    records.resources.insert(
+        key.into(),
+        ResourceRecord {
+            cycle_id: cycle.into(),
+            recorded_at: now.to_string(),
+            state: state.clone(),
+            wake_up: None,
+        },
+    );
+    let mut next = data.clone();
+    write_target(&mut next, target, &records);
+    let size = data_size(&next);
+    if size > limit {
+        return Err(RestoreDataError::TooLarge {
+            key: key.into(),
+            size,
+            limit,
+        });
+    }
+    *data = next;
+    Ok(RecordOutcome::Stored(state))
+}
+
+/// Marks a target's live records with what the wake-up of `cycle` did with them. Keys without a
+/// live record are ignored. Returns true when anything changed.
+pub fn mark_wake_up(
+    data: &mut BTreeMap<String, String>,
+    target: &str,
+    cycle: &str,
+    results: &[(String, WakeUpOutcome, Option<String>)],
+    now: jiff::Timestamp,
+) -> Result<bool, RestoreDataError> {
+    let mut records = read_target(data, target)?;
+    let mut changed = false;
+    for (key, result, message) in results {
+        let Some(record) = records.resources.get_mut(key) else {
+            continue;
+        };
+        if !record.is_live() {
+            continue;
+        }
+        let mark = WakeUpResult {
+            cycle_id: cycle.into(),
+            result: *result,
+            message: message.clone(),
+            at: now.to_string(),
+            acknowledged: false,
+        };
+        if record.wake_up.as_ref().is_none_or(|w| {
+            (&w.cycle_id, w.result, &w.message) != (&mark.cycle_id, mark.result, &mark.message)
+        }) {
+            record.wake_up = Some(mark);
+            changed = true;
+        }
+    }
+    if changed {
+        write_target(data, target, &records);
+    }
+    Ok(changed)
+}
+
+/// Acknowledges the live records of `targets` that a wake-up could not restore, and every live
+/// record of `orphans` (targets no longer in the plan): they are kept, but no wake-up acts on
+/// them again. Returns how many records changed.
+pub fn acknowledge(
+    data: &mut BTreeMap<String, String>,
+    targets: &BTreeSet<String>,
+    orphans: &BTreeSet<String>,
+    now: jiff::Timestamp,
+) -> usize {
+    let mut changed = 0;
+    for target in targets.union(orphans) {
+        let Ok(mut records) = read_target(data, target) else {
+            continue;
+        };
+        let mut touched = false;
+        for r in records.resources.values_mut() {
+            if !r.is_live() {
+                continue;
+            }
+            match &mut r.wake_up {
+                Some(w) => w.acknowledged = true,
+                None if orphans.contains(target) => {
+                    r.wake_up = Some(WakeUpResult {
+                        cycle_id: r.cycle_id.clone(),
+                        result: WakeUpOutcome::Failed,
+                        message: Some("its target was removed from the plan while asleep".into()),
+                        at: now.to_string(),
+                        acknowledged: true,
+                    })
+                }
+                None => continue,
+            }
+            touched = true;
+            changed += 1;
+        }
+        if touched {
+            write_target(data, target, &records);
+        }
+    }
+    changed
+}
+
+/// Removes restored records (all targets; unreadable targets are left alone). Returns what was
+/// removed as `(target, key)`.
+pub fn retire_restored(data: &mut BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut removed = Vec::new();
+    let targets: Vec<String> = data.keys().cloned().collect();
+    for target in targets {
+        let Ok(mut records) = read_target(data, &target) else {
+            continue;
+        };
+        let before = records.resources.len();
+        records.resources.retain(|key, r| {
+            if r.is_restored() {
+                removed.push((target.clone(), key.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        if records.resources.len() != before {
+            write_target(data, &target, &records);
+        }
+    }
+    removed
+}
+
+/// A live record, as the controller's decisions need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRecord {
+    /// The cycle it was recorded in.
+    pub cycle: String,
+    /// What the last wake-up did with it (never `Restored`).
+    pub wake_up: Option<WakeUpResult>,
+}
+
+/// One target's records as the controller's decisions need them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TargetView {
+    /// Resources still asleep.
+    pub live: BTreeMap<String, LiveRecord>,
+    /// Resources restored, whose records are about to be retired.
+    pub restored: BTreeSet<String>,
+    /// Resources a person accepted as not restored (records kept).
+    pub acknowledged: BTreeSet<String>,
+}
+
+/// Restore data as the controller's decisions need it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestoreView {
+    /// Targets with records (live or restored).
+    pub targets: BTreeMap<String, TargetView>,
+    /// Targets whose data cannot be read.
+    pub corrupt: BTreeSet<String>,
+}
+
+impl RestoreView {
+    /// Reads ConfigMap data.
+    pub fn from_data(data: &BTreeMap<String, String>) -> Self {
+        let mut view = Self::default();
+        for target in data.keys() {
+            match read_target(data, target) {
+                Err(_) => {
+                    view.corrupt.insert(target.clone());
+                }
+                Ok(records) => {
+                    let mut t = TargetView::default();
+                    for (key, r) in records.resources {
+                        if r.is_live() {
+                            t.live.insert(
+                                key,
+                                LiveRecord {
+                                    cycle: r.cycle_id,
+                                    wake_up: r.wake_up,
+                                },
+                            );
+                        } else if r.is_restored() {
+                            t.restored.insert(key);
+                        } else {
+                            t.acknowledged.insert(key);
+                        }
+                    }
+                    view.targets.insert(target.clone(), t);
+                }
+            }
+        }
+        view
+    }
+
+    /// Targets with resources still asleep, each with the cycle of its oldest live record.
+    pub fn asleep(&self) -> BTreeMap<String, String> {
+        self.targets
+            .iter()
+            .filter_map(|(t, v)| Some((t.clone(), v.live.values().map(|r| r.cycle.clone()).min()?)))
+            .collect()
+    }
+
+    /// True when there are restored records to retire.
+    pub fn has_restored(&self) -> bool {
+        self.targets.values().any(|t| !t.restored.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn now() -> jiff::Timestamp {
+        "2026-11-27T01:00:00Z".parse().unwrap()
+    }
+
+    fn record(
+        data: &mut BTreeMap<String, String>,
+        cycle: &str,
+        key: &str,
+        state: Value,
+    ) -> RecordOutcome {
+        merge_record(data, "db", cycle, key, state, now(), MAX_DATA_BYTES).unwrap()
+    }
+
+    #[test]
+    fn the_first_record_wins_until_restored() {
+        let mut data = BTreeMap::new();
+        let out = record(
+            &mut data,
+            "c1",
+            "instance:db",
+            json!({"status": "available"}),
+        );
+        assert_eq!(out, RecordOutcome::Stored(json!({"status": "available"})));
+        // After a crash the runner sees the instance stopped: the earlier record stays.
+        let out = record(&mut data, "c1", "instance:db", json!({"status": "stopped"}));
+        assert_eq!(
+            out,
+            RecordOutcome::AlreadyRecorded(json!({"status": "available"}))
+        );
+        // A later cycle after a wake-up that could not restore it: still the first record.
+        mark_wake_up(
+            &mut data,
+            "db",
+            "c1",
+            &[(
+                "instance:db".into(),
+                WakeUpOutcome::NotFound,
+                Some("gone".into()),
+            )],
+            now(),
+        )
+        .unwrap();
+        let out = record(&mut data, "c2", "instance:db", json!({"status": "stopped"}));
+        assert_eq!(
+            out,
+            RecordOutcome::AlreadyRecorded(json!({"status": "available"}))
+        );
+        assert_eq!(
+            RestoreView::from_data(&data).asleep(),
+            BTreeMap::from([("db".to_string(), "c1".to_string())])
+        );
+        // Once restored, the next hibernation records afresh.
+        mark_wake_up(
+            &mut data,
+            "db",
+            "c2",
+            &[("instance:db".into(), WakeUpOutcome::Restored, None)],
+            now(),
+        )
+        .unwrap();
+        assert!(RestoreView::from_data(&data).asleep().is_empty());
+        let out = record(
+            &mut data,
+            "c3",
+            "instance:db",
+            json!({"status": "available"}),
+        );
+        assert_eq!(out, RecordOutcome::Stored(json!({"status": "available"})));
+    }
+
+    #[test]
+    fn restored_records_are_retired_and_the_others_stay() {
+        let mut data = BTreeMap::new();
+        record(&mut data, "c1", "a", json!({}));
+        record(&mut data, "c1", "b", json!({}));
+        record(&mut data, "c1", "c", json!({}));
+        mark_wake_up(
+            &mut data,
+            "db",
+            "c1",
+            &[
+                ("a".into(), WakeUpOutcome::Restored, None),
+                ("b".into(), WakeUpOutcome::Failed, Some("refused".into())),
+                ("zzz".into(), WakeUpOutcome::Restored, None),
+            ],
+            now(),
+        )
+        .unwrap();
+        let view = RestoreView::from_data(&data);
+        assert!(view.has_restored());
+        let t = &view.targets["db"];
+        assert_eq!(t.live.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(
+            t.live["b"].wake_up.as_ref().unwrap().result,
+            WakeUpOutcome::Failed
+        );
+        assert_eq!(
+            retire_restored(&mut data),
+            [("db".to_string(), "a".to_string())]
+        );
+        assert!(!RestoreView::from_data(&data).has_restored());
+        mark_wake_up(
+            &mut data,
+            "db",
+            "c1",
+            &[
+                ("b".into(), WakeUpOutcome::Restored, None),
+                ("c".into(), WakeUpOutcome::Restored, None),
+            ],
+            now(),
+        )
+        .unwrap();
+        assert_eq!(retire_restored(&mut data).len(), 2);
+        assert!(data.is_empty());
+    }
+
+    #[test]
+    fn records_must_be_objects_and_fit() {
+        let mut data = BTreeMap::new();
+        assert!(matches!(
+            merge_record(
+                &mut data,
+                "db",
+                "c1",
+                "k",
+                json!("x"),
+                now(),
+                MAX_DATA_BYTES
+            ),
+            Err(RestoreDataError::NotAnObject { .. })
+        ));
+        let big = json!({"blob": "x".repeat(600)});
+        merge_record(&mut data, "db", "c1", "k1", big.clone(), now(), 1000).unwrap();
+        let before = data.clone();
+        let err = merge_record(&mut data, "db", "c1", "k2", big, now(), 1000).unwrap_err();
+        assert!(
+            matches!(err, RestoreDataError::TooLarge { limit: 1000, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("k2"), "{err}");
+        assert_eq!(data, before, "nothing stored");
+    }
+
+    #[test]
+    fn acknowledged_records_are_kept_but_no_longer_asleep() {
+        let mut data = BTreeMap::new();
+        record(&mut data, "c1", "a", json!({"n": 1}));
+        record(&mut data, "c1", "b", json!({}));
+        mark_wake_up(
+            &mut data,
+            "db",
+            "c1",
+            &[("a".into(), WakeUpOutcome::NotFound, Some("gone".into()))],
+            now(),
+        )
+        .unwrap();
+        let targets = BTreeSet::from(["db".to_string()]);
+        // Only the record a wake-up reported is acknowledged; "b" was never tried.
+        assert_eq!(acknowledge(&mut data, &targets, &BTreeSet::new(), now()), 1);
+        let view = RestoreView::from_data(&data);
+        assert_eq!(view.targets["db"].live.keys().collect::<Vec<_>>(), ["b"]);
+        assert!(view.targets["db"].acknowledged.contains("a"));
+        assert!(
+            retire_restored(&mut data).is_empty(),
+            "acknowledged records are kept"
+        );
+        // The next hibernation records "a" afresh.
+        let out = record(&mut data, "c2", "a", json!({"n": 2}));
+        assert_eq!(out, RecordOutcome::Stored(json!({"n": 2})));
+        // Orphans: every live record.
+        assert_eq!(acknowledge(&mut data, &BTreeSet::new(), &targets, now()), 2);
+        assert!(RestoreView::from_data(&data).asleep().is_empty());
+    }
+
+    #[test]
+    fn unreadable_targets_are_reported_not_dropped() {
+        let mut data = BTreeMap::from([("db".to_string(), "{not json".to_string())]);
+        let view = RestoreView::from_data(&data);
+        assert!(view.corrupt.contains("db"));
+        assert!(retire_restored(&mut data).is_empty());
+        assert_eq!(data.len(), 1);
+    }
+}
