@@ -2,6 +2,11 @@
 
 Usage: python estate.py ENDPOINT create SPEC_JSON   -> prints what was created (JSON)
        python estate.py ENDPOINT snapshot           -> prints the state of every resource (JSON)
+       python estate.py ENDPOINT set STATE_JSON     -> puts resources into a state, as a person
+                                                       would by hand (prints {})
+
+STATE_JSON: {"rds": {"db-1": "available"}, "ec2": {"web-1": "running"},
+             "nodegroups": {"eks-1/ng-a": [1, 2, 4]}} (the snapshot's shape).
 
 SPEC_JSON: {"rds": ["prod-db", ...], "eks": {"prod-eks-1": {"default-ng": [1, 2, 3], ...}},
             "ec2": [{"name": "web-1", "tags": {"team": "web"}, "running": true}, ...],
@@ -110,12 +115,57 @@ def snapshot(endpoint):
     return out
 
 
+def set_state(endpoint, state):
+    rds = client(endpoint, "rds")
+    for db, status in state.get("rds", {}).items():
+        current = rds.describe_db_instances(DBInstanceIdentifier=db)["DBInstances"][0]["DBInstanceStatus"]
+        if status == "available" and current == "stopped":
+            rds.start_db_instance(DBInstanceIdentifier=db)
+        elif status == "stopped" and current == "available":
+            rds.stop_db_instance(DBInstanceIdentifier=db)
+    ec2 = client(endpoint, "ec2")
+    by_name = {}
+    for r in ec2.describe_instances()["Reservations"]:
+        for i in r["Instances"]:
+            name = next((t["Value"] for t in i.get("Tags", []) if t["Key"] == "Name"), i["InstanceId"])
+            by_name[name] = (i["InstanceId"], i["State"]["Name"])
+    for name, status in state.get("ec2", {}).items():
+        iid, current = by_name[name]
+        if status == "running" and current == "stopped":
+            ec2.start_instances(InstanceIds=[iid])
+        elif status == "stopped" and current == "running":
+            ec2.stop_instances(InstanceIds=[iid])
+    eks = client(endpoint, "eks")
+    for key, (lo, desired, hi) in state.get("nodegroups", {}).items():
+        cluster, ng = key.split("/", 1)
+        eks.update_nodegroup_config(
+            clusterName=cluster,
+            nodegroupName=ng,
+            scalingConfig={"minSize": lo, "desiredSize": desired, "maxSize": hi},
+        )
+    return {}
+
+
+def ids(endpoint):
+    ec2 = client(endpoint, "ec2")
+    out = {}
+    for r in ec2.describe_instances()["Reservations"]:
+        for i in r["Instances"]:
+            name = next((t["Value"] for t in i.get("Tags", []) if t["Key"] == "Name"), i["InstanceId"])
+            out[name] = i["InstanceId"]
+    return out
+
+
 def main():
     endpoint, command = sys.argv[1], sys.argv[2]
     if command == "create":
         print(json.dumps(create(endpoint, json.loads(sys.argv[3]))))
     elif command == "snapshot":
         print(json.dumps(snapshot(endpoint)))
+    elif command == "set":
+        print(json.dumps(set_state(endpoint, json.loads(sys.argv[3]))))
+    elif command == "ids":
+        print(json.dumps(ids(endpoint)))
     else:
         sys.exit(f"unknown command {command!r}")
 

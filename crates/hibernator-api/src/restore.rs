@@ -119,6 +119,14 @@ pub enum RestoreDataError {
         #[source]
         source: serde_json::Error,
     },
+    /// The plan put the resource to sleep, and its record is gone.
+    #[error(
+        "refused to record {key} again: the plan recorded it earlier and that record is gone from the restore data, so the resource may already be asleep (see the plan's Restored condition)"
+    )]
+    Lost {
+        /// The resource key.
+        key: String,
+    },
     /// The record would make the ConfigMap too large for the API server.
     #[error(
         "refused to record {key}: the restore data would grow to {size} bytes, above the limit of {limit} bytes (a ConfigMap holds at most 1 MiB); split the target into smaller ones"
@@ -164,7 +172,11 @@ pub fn data_size(data: &BTreeMap<String, String>) -> usize {
 }
 
 /// Adds a record unless the resource already has a live one (the first record wins until the
-/// resource is restored). Refuses records that would make the data larger than `limit`.
+/// resource is restored). Refuses records that would make the data larger than `limit`, and
+/// records of resources in `asleep` (the plan's own account of what it put to sleep) that have
+/// no record at all: their earlier record was lost, and the resource may be asleep by now, so
+/// a new record would remember it asleep.
+#[allow(clippy::too_many_arguments)]
 pub fn merge_record(
     data: &mut BTreeMap<String, String>,
     target: &str,
@@ -173,15 +185,20 @@ pub fn merge_record(
     state: Value,
     now: jiff::Timestamp,
     limit: usize,
+    asleep: &BTreeSet<String>,
 ) -> Result<RecordOutcome, RestoreDataError> {
     if !state.is_object() {
         return Err(RestoreDataError::NotAnObject { key: key.into() });
     }
     let mut records = read_target(data, target)?;
-    if let Some(existing) = records.resources.get(key)
-        && existing.is_live()
-    {
-        return Ok(RecordOutcome::AlreadyRecorded(existing.state.clone()));
+    match records.resources.get(key) {
+        Some(existing) if existing.is_live() => {
+            return Ok(RecordOutcome::AlreadyRecorded(existing.state.clone()));
+        }
+        None if asleep.contains(key) => {
+            return Err(RestoreDataError::Lost { key: key.into() });
+        }
+        _ => {}
     }
     records.resources.insert(
         key.into(),
@@ -403,7 +420,17 @@ mod tests {
         key: &str,
         state: Value,
     ) -> RecordOutcome {
-        merge_record(data, "db", cycle, key, state, now(), MAX_DATA_BYTES).unwrap()
+        merge_record(
+            data,
+            "db",
+            cycle,
+            key,
+            state,
+            now(),
+            MAX_DATA_BYTES,
+            &BTreeSet::new(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -520,14 +547,16 @@ mod tests {
                 "k",
                 json!("x"),
                 now(),
-                MAX_DATA_BYTES
+                MAX_DATA_BYTES,
+                &BTreeSet::new()
             ),
             Err(RestoreDataError::NotAnObject { .. })
         ));
         let big = json!({"blob": "x".repeat(600)});
-        merge_record(&mut data, "db", "c1", "k1", big.clone(), now(), 1000).unwrap();
+        let none = BTreeSet::new();
+        merge_record(&mut data, "db", "c1", "k1", big.clone(), now(), 1000, &none).unwrap();
         let before = data.clone();
-        let err = merge_record(&mut data, "db", "c1", "k2", big, now(), 1000).unwrap_err();
+        let err = merge_record(&mut data, "db", "c1", "k2", big, now(), 1000, &none).unwrap_err();
         assert!(
             matches!(err, RestoreDataError::TooLarge { limit: 1000, .. }),
             "{err}"
@@ -565,6 +594,49 @@ mod tests {
         // Orphans: every live record.
         assert_eq!(acknowledge(&mut data, &BTreeSet::new(), &targets, now()), 2);
         assert!(RestoreView::from_data(&data).asleep().is_empty());
+    }
+
+    #[test]
+    fn a_lost_record_is_not_made_again() {
+        let mut data = BTreeMap::new();
+        let asleep = BTreeSet::from(["instance:db".to_string()]);
+        // The plan put instance:db to sleep and its record is gone: a new one would say
+        // "stopped".
+        let err = merge_record(
+            &mut data,
+            "db",
+            "c1",
+            "instance:db",
+            json!({"status": "stopped"}),
+            now(),
+            MAX_DATA_BYTES,
+            &asleep,
+        )
+        .unwrap_err();
+        assert!(matches!(err, RestoreDataError::Lost { .. }), "{err}");
+        assert!(data.is_empty());
+        // Restored (about to be retired): recorded afresh.
+        record(&mut data, "c1", "instance:db", json!({}));
+        mark_wake_up(
+            &mut data,
+            "db",
+            "c1",
+            &[("instance:db".into(), WakeUpOutcome::Restored, None)],
+            now(),
+        )
+        .unwrap();
+        let out = merge_record(
+            &mut data,
+            "db",
+            "c2",
+            "instance:db",
+            json!({"n": 2}),
+            now(),
+            MAX_DATA_BYTES,
+            &asleep,
+        )
+        .unwrap();
+        assert_eq!(out, RecordOutcome::Stored(json!({"n": 2})));
     }
 
     #[test]

@@ -353,6 +353,8 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             })?;
         self.metrics
             .restore_record(matches!(outcome, RecordOutcome::Stored(_)));
+        // The plan's account of what is asleep catches up at once.
+        self.poke(&id);
         info!(plan = %id.plan, target = %id.target, cycle = %id.cycle, resource = %req.resource_key,
             stored = matches!(outcome, RecordOutcome::Stored(_)), "restore data recorded");
         let (already_recorded, stored) = match outcome {

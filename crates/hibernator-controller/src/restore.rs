@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use hibernator_api::plan::HibernationPlan;
 use hibernator_api::restore::{
     MAX_DATA_BYTES, RecordOutcome, RestoreDataError, WakeUpOutcome, acknowledge, mark_wake_up,
     merge_record, read_target, retire_restored,
@@ -105,6 +106,10 @@ impl RestoreError {
                 problem: RestoreDataError::TooLarge { .. },
                 ..
             } => "too_large",
+            Self::Data {
+                problem: RestoreDataError::Lost { .. },
+                ..
+            } => "lost",
             Self::Data { .. } => "corrupt",
             Self::Foreign { .. } => "foreign",
             Self::Api { .. } => "api",
@@ -219,6 +224,8 @@ impl RestoreStore {
     }
 
     /// Records a resource's state (write-ahead). Returns only once the record is stored.
+    /// A resource the plan's status counts as asleep whose record is gone is refused (see
+    /// [`merge_record`]).
     pub async fn record(
         &self,
         plan: &PlanKey,
@@ -228,6 +235,7 @@ impl RestoreStore {
         state: Value,
     ) -> Result<RecordOutcome, RestoreError> {
         let limit = self.limit;
+        let asleep = self.asleep_keys(plan, target).await?;
         self.update(plan, |data| {
             merge_record(
                 data,
@@ -237,9 +245,36 @@ impl RestoreStore {
                 state.clone(),
                 jiff::Timestamp::now(),
                 limit,
+                &asleep,
             )
         })
         .await
+    }
+
+    /// The keys of `target` that the plan's status counts as asleep.
+    async fn asleep_keys(
+        &self,
+        plan: &PlanKey,
+        target: &str,
+    ) -> Result<BTreeSet<String>, RestoreError> {
+        let api: Api<HibernationPlan> = Api::namespaced(self.client.clone(), &plan.namespace);
+        let found = api
+            .get_opt(&plan.name)
+            .await
+            .map_err(|source| RestoreError::Api {
+                verb: "read the plan of",
+                namespace: plan.namespace.clone(),
+                name: config_map_name(&plan.name),
+                source: Box::new(source),
+            })?;
+        Ok(found
+            .filter(|p| p.metadata.uid.as_deref() == Some(plan.uid.as_str()))
+            .and_then(|p| p.status)
+            .into_iter()
+            .flat_map(|s| s.asleep)
+            .filter(|a| a.name == target)
+            .flat_map(|a| a.keys)
+            .collect())
     }
 
     /// Marks a target's records with what its wake-up of `cycle` did with them.

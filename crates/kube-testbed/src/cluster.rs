@@ -137,6 +137,14 @@ pub struct TestCluster {
     info: Arc<Info>,
     images: Images,
     control: Option<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+}
+
+/// Requests to the cluster's control thread.
+#[derive(Debug)]
+enum Command {
+    /// Stop kube-apiserver, start it again with the same flags, wait until it serves.
+    RestartApiServer(oneshot::Sender<Result<Duration>>),
 }
 
 /// Makes aws-lc-rs the process's rustls crypto provider (a no-op if one is installed): kube's
@@ -158,12 +166,13 @@ impl TestCluster {
         }
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
         let thread_images = images.clone();
         // All processes are spawned from this thread: their parent-death signal fires when it
         // ends, which is when the cluster is stopped or the process exits.
         let thread = std::thread::Builder::new()
             .name("kube-testbed".into())
-            .spawn(move || cluster_thread(options, thread_images, ready_tx, stop_rx))
+            .spawn(move || cluster_thread(options, thread_images, ready_tx, stop_rx, command_rx))
             .map_err(|source| Error::Spawn {
                 name: "the kube-testbed thread".into(),
                 source,
@@ -173,6 +182,7 @@ impl TestCluster {
                 info: Arc::new(info),
                 images,
                 control: Some((stop_tx, thread)),
+                commands,
             }),
             Ok(Err(e)) => {
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -342,6 +352,18 @@ impl TestCluster {
 
     /// Stops the cluster and waits for it (what dropping does, without blocking a runtime
     /// thread).
+    /// Restarts kube-apiserver (SIGTERM, then the same flags, same port and certificates) and
+    /// waits until it serves again; returns how long it was away. Clients reconnect by
+    /// themselves. For fault-injection tests: run them in a test binary of their own, since
+    /// every test of a binary shares its cluster.
+    pub async fn restart_api_server(&self) -> Result<Duration> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::RestartApiServer(reply))
+            .map_err(|_| Error::ClusterThread)?;
+        answer.await.map_err(|_| Error::ClusterThread)?
+    }
+
     pub async fn shutdown(mut self) {
         if let Some((stop, thread)) = self.control.take() {
             let _ = stop.send(());
@@ -364,6 +386,7 @@ fn cluster_thread(
     images: Images,
     ready: oneshot::Sender<Result<Info>>,
     stop: oneshot::Receiver<()>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -386,9 +409,24 @@ fn cluster_thread(
                 let _ = ready.send(Err(e));
             }
             Ok(info) => {
+                let admin = info.kubeconfig.clone();
                 if ready.send(Ok(info)).is_ok() {
-                    // Returns when stopped or when the TestCluster is gone.
-                    let _ = stop.await;
+                    // Serves commands until stopped or until the TestCluster is gone.
+                    tokio::pin!(stop);
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop => break,
+                            command = commands.recv() => match command {
+                                Some(Command::RestartApiServer(reply)) => {
+                                    let _ = reply.send(plane.restart_api_server(&admin).await);
+                                }
+                                None => {
+                                    let _ = (&mut stop).await;
+                                    break;
+                                }
+                            },
+                        }
+                    }
                 }
                 plane.stop().await;
             }
@@ -455,6 +493,52 @@ fn args(list: &[String]) -> Vec<OsString> {
 }
 
 impl ControlPlane {
+    async fn restart_api_server(&mut self, admin_kubeconfig: &Path) -> Result<Duration> {
+        let started = Instant::now();
+        let i = self
+            .components
+            .iter()
+            .position(|c| c.name == "kube-apiserver")
+            .ok_or(Error::ClusterThread)?;
+        let old = &mut self.components[i];
+        old.stop(Duration::from_secs(10)).await;
+        let (name, program, args, log) = (
+            old.name,
+            old.program.clone(),
+            old.args.clone(),
+            old.log.clone(),
+        );
+        if let (Some(w), Some(pid)) = (&self.watchdog, old.pid()) {
+            w.handle().remove_group(pid);
+        }
+        let component = Component::spawn(name, &program, args, log)?;
+        if let (Some(w), Some(pid)) = (&self.watchdog, component.pid()) {
+            w.handle().add_group(pid);
+        }
+        self.components[i] = component;
+        let client = kube::Client::try_from(load_config(admin_kubeconfig).await?)
+            .map_err(|e| Error::kube("create the admin client", e))?;
+        self.wait_for(
+            "kube-apiserver /readyz after a restart",
+            Duration::from_secs(60),
+            move || {
+                let client = client.clone();
+                async move {
+                    let request = http::Request::get("/readyz")
+                        .body(Vec::new())
+                        .map_err(|e| e.to_string())?;
+                    client
+                        .request_text(request)
+                        .await
+                        .map(|body| body.trim() == "ok")
+                        .map_err(|e| e.to_string())
+                }
+            },
+        )
+        .await?;
+        Ok(started.elapsed())
+    }
+
     fn check_running(&mut self) -> Result<()> {
         for c in &mut self.components {
             c.check_running()?;

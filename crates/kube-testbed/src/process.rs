@@ -56,6 +56,9 @@ pub(crate) struct Component {
     pub name: &'static str,
     child: Child,
     pub log: PathBuf,
+    /// How it was started, for a restart.
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
 }
 
 impl Component {
@@ -73,6 +76,7 @@ impl Component {
             .map_err(|e| Error::io("create", &log, e))?;
         let err = file.try_clone().map_err(|e| Error::io("open", &log, e))?;
         let mut command = supervised_command(program, &args)?;
+        let (program, saved_args) = (program.to_path_buf(), args.clone());
         // Anything a component writes relative to its working directory stays in the cluster
         // directory (where its log is).
         if let Some(dir) = log.parent() {
@@ -86,7 +90,13 @@ impl Component {
                 name: name.to_string(),
                 source,
             })?;
-        Ok(Component { name, child, log })
+        Ok(Component {
+            name,
+            child,
+            log,
+            program,
+            args: saved_args,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {

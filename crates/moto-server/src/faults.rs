@@ -98,11 +98,19 @@ impl Fault {
     }
 }
 
+/// Looks at a request (`METHOD PATH`, body) before it is forwarded; the request waits for it.
+pub type Inspector = Arc<
+    dyn Fn(String, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 #[derive(Default)]
 struct Shared {
     upstream: String,
     faults: Mutex<Vec<Fault>>,
     applied: Mutex<Vec<(String, FaultAction)>>,
+    inspector: Mutex<Option<Inspector>>,
 }
 
 /// The proxy; it stops when dropped. It runs on a thread of its own, so it can be started
@@ -168,6 +176,11 @@ impl FaultProxy {
     /// Adds a fault (after the existing ones).
     pub fn add(&self, fault: Fault) {
         lock(&self.shared.faults).push(fault);
+    }
+
+    /// Has every request that reaches moto looked at first (a write-ahead check, say).
+    pub fn inspect(&self, inspector: Inspector) {
+        *lock(&self.shared.inspector) = Some(inspector);
     }
 
     /// Removes every fault.
@@ -236,6 +249,10 @@ async fn handle(
         }
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
+    }
+    let inspector = lock(&shared.inspector).clone();
+    if let Some(inspect) = inspector {
+        inspect(line.clone(), text.clone()).await;
     }
     let url = format!("{}{path}", shared.upstream);
     let forwarded = tokio::task::spawn_blocking(move || forward(&method, &url, &headers, body))

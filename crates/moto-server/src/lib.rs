@@ -10,7 +10,7 @@
 
 mod faults;
 
-pub use faults::{Fault, FaultAction, FaultProxy};
+pub use faults::{Fault, FaultAction, FaultProxy, Inspector};
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};

@@ -76,6 +76,24 @@ impl World {
 
     /// A hibernation runner's record of a resource of `target` (what the real one sends).
     fn record(&mut self, target: &str, cycle: &str, key: &str) {
+        self.try_record(target, cycle, key).unwrap();
+    }
+
+    /// The same, with the store's guard: what the status counts as asleep.
+    fn try_record(
+        &mut self,
+        target: &str,
+        cycle: &str,
+        key: &str,
+    ) -> Result<(), hibernator_api::restore::RestoreDataError> {
+        let asleep: std::collections::BTreeSet<String> = self
+            .plan
+            .status
+            .iter()
+            .flat_map(|s| &s.asleep)
+            .filter(|a| a.name == target)
+            .flat_map(|a| a.keys.clone())
+            .collect();
         merge_record(
             &mut self.restore,
             target,
@@ -84,8 +102,9 @@ impl World {
             json!({"wasRunning": true}),
             self.now,
             MAX_DATA_BYTES,
+            &asleep,
         )
-        .unwrap();
+        .map(|_| ())
     }
 
     /// A wake-up runner's results for `target`: every live record gets `outcome`, except
@@ -566,6 +585,7 @@ fn deletion_wakes_up_first_unless_leave() {
     assert_eq!(w.phase(), Phase::Hibernated);
     let mut leave = w.plan.clone();
     leave.spec.on_delete = Some(hibernator_api::plan::OnDelete::Leave);
+    let asleep = w.restore.clone();
 
     w.plan.metadata.deletion_timestamp = Some(Time(w.now));
     w.reconcile();
@@ -579,7 +599,7 @@ fn deletion_wakes_up_first_unless_leave() {
 
     leave.metadata.deletion_timestamp = Some(Time(w.now));
     let mut w2 = World::new(leave, w.now);
-    w2.record("prod-db", "20261127t0100", "res:prod-db");
+    w2.restore = asleep;
     w2.reconcile();
     assert!(w2.released, "Leave releases at once");
     assert!(w2.jobs.is_empty());
@@ -767,6 +787,27 @@ fn restore_data_lost_while_asleep_is_reported_at_once_and_until_acknowledged() {
         cond("True", "Acknowledged"),
         "stays acknowledged"
     );
+}
+
+#[test]
+fn a_record_lost_during_the_hibernation_is_not_made_again_as_asleep() {
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    w.reconcile();
+    w.record("prod-db", "20261127t0100", "res:prod-db");
+    w.reconcile();
+    assert_eq!(w.status().asleep.len(), 1, "the account has it");
+    // The ConfigMap is deleted, the runner dies, and its retry finds prod-db stopped.
+    w.restore.clear();
+    let err = w
+        .try_record("prod-db", "20261127t0100", "res:prod-db")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("refused to record res:prod-db again"),
+        "{err}"
+    );
+    w.reconcile();
+    assert_eq!(w.condition("Restored"), cond("False", "RestoreDataMissing"));
 }
 
 #[test]
