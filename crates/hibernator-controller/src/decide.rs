@@ -61,6 +61,8 @@ pub struct JobObservation {
     pub progress: Option<String>,
     /// Resource keys a hibernation runner reported recorded (from its completion).
     pub recorded: Vec<String>,
+    /// Resource keys a wake-up runner reported restored (from its completion).
+    pub restored: Vec<String>,
 }
 
 /// How a Job ended, if it did.

@@ -210,6 +210,8 @@ pub struct Report {
     pub completion: Option<(bool, String)>,
     /// The resource keys a hibernation runner reported recorded.
     pub recorded: Vec<String>,
+    /// The resource keys a wake-up runner reported restored.
+    pub restored: Vec<String>,
     /// When it was last updated.
     pub updated: Option<Instant>,
 }
@@ -486,12 +488,17 @@ impl<A: Authenticator> Runner for RunnerService<A> {
                     restore_status("store the wake-up results", &e)
                 })?;
         }
-        let recorded: Vec<String> = c
-            .resources
-            .iter()
-            .filter(|r| r.result() == ResourceResult::Recorded)
-            .map(|r| r.resource_key.clone())
-            .collect();
+        let with = |result: ResourceResult| -> Vec<String> {
+            c.resources
+                .iter()
+                .filter(|r| r.result() == result)
+                .map(|r| r.resource_key.clone())
+                .collect()
+        };
+        let (recorded, restored) = (
+            with(ResourceResult::Recorded),
+            with(ResourceResult::Restored),
+        );
         self.metrics.runner_duration(
             &id.target_type,
             id.operation.as_str(),
@@ -502,6 +509,7 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         self.reports.update(&id.namespace, &id.job, |rep| {
             rep.completion = Some((c.success, truncate(&text, 500)));
             rep.recorded = recorded;
+            rep.restored = restored;
         });
         info!(plan = %id.plan, target = %id.target, success = c.success, "runner completed: {text}");
         self.poke(&id);

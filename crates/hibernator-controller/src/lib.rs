@@ -146,6 +146,7 @@ pub async fn run(config: Config) -> Result<()> {
     let self_guard = self_guard(&client, &config.whereabouts).await;
     let make_ctx = |config: &Config, stores: reconcile::ControllerStores| Context {
         self_guard: self_guard.clone(),
+        versions: Default::default(),
         client: client.clone(),
         clock: config.clock,
         runner: config.runner.clone(),

@@ -130,6 +130,100 @@ pub struct Context {
     pub instance: String,
     /// Where the controller itself runs, so that no plan puts it to sleep.
     pub self_guard: crate::selfguard::SelfGuard,
+    /// The resource version of each plan as last written or read by this controller.
+    pub versions: PlanVersions,
+}
+
+/// The version of each plan this controller last wrote or read, so that a reconcile never
+/// decides on a cached plan older than its own last status write (the watch may deliver that
+/// write a moment after the next reconcile starts; deciding on the older status would, for
+/// example, count restore records retired after that write as lost).
+#[derive(Default)]
+pub struct PlanVersions(std::sync::Mutex<BTreeMap<(String, String), String>>);
+
+impl PlanVersions {
+    fn key(plan: &HibernationPlan) -> (String, String) {
+        (plan.namespace().unwrap_or_default(), plan.name_any())
+    }
+
+    /// Notes the version of an object the API server returned.
+    pub fn saw(&self, plan: &HibernationPlan) {
+        if let Some(rv) = plan.resource_version() {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(Self::key(plan), rv);
+        }
+    }
+
+    fn known(&self, plan: &HibernationPlan) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&Self::key(plan))
+            .cloned()
+    }
+
+    /// Forgets a plan that is gone.
+    pub fn forget(&self, plan: &HibernationPlan) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(plan));
+    }
+}
+
+/// The plan to decide on: the cached one, unless it differs from the version this controller
+/// last wrote or read; then the API server's.
+async fn current_plan(
+    cached: &HibernationPlan,
+    ctx: &Context,
+) -> Result<Option<HibernationPlan>, Error> {
+    match ctx.versions.known(cached) {
+        None => {
+            ctx.versions.saw(cached);
+            Ok(None)
+        }
+        Some(rv) if Some(&rv) == cached.metadata.resource_version.as_ref() => Ok(None),
+        Some(_) => {
+            let api: Api<HibernationPlan> =
+                Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+            match api.get_opt(&cached.name_any()).await {
+                Ok(Some(live)) => {
+                    ctx.versions.saw(&live);
+                    Ok(Some(live))
+                }
+                Ok(None) => {
+                    ctx.versions.forget(cached);
+                    Ok(None)
+                }
+                // Unreadable as a plan now: the cached one is reconciled, the next event says more.
+                Err(kube::Error::SerdeError(_)) => Ok(None),
+                Err(e) => Err(api_err(
+                    "read",
+                    format!(
+                        "HibernationPlan {}/{}",
+                        cached.namespace().unwrap_or_default(),
+                        cached.name_any()
+                    ),
+                )(e)),
+            }
+        }
+    }
+}
+
+/// How watches retry after an error: from half a second up to five seconds, reset after half
+/// a minute without errors. kube's default grows to 30 s and resets only after two quiet
+/// minutes, so an API server restart (a dozen failed reconnects, then a 410 Gone that forces a
+/// re-list) left plans unwatched for minutes; the fault-injection suite found it.
+pub fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
 /// Runs the plan controller until `stop` resolves: watches plans, their Jobs, exceptions and
@@ -157,7 +251,7 @@ pub async fn run_controller(
         api::<Job>(&client, &namespace),
         watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY)),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     // Only labels, owners and status are read: drop the rest before caching.
     .modify(|j: &mut Job| {
         j.managed_fields_mut().clear();
@@ -172,7 +266,7 @@ pub async fn run_controller(
         api::<ScheduleException>(&client, &namespace),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(exc_writer)
     .touched_objects();
@@ -181,7 +275,7 @@ pub async fn run_controller(
         api::<CloudProvider>(&client, &namespace),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(prov_writer)
     .touched_objects();
@@ -190,7 +284,7 @@ pub async fn run_controller(
         api::<K8SCluster>(&client, &namespace),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(cl_writer)
     .touched_objects();
@@ -198,7 +292,7 @@ pub async fn run_controller(
     // The plan cache keeps no managedFields (server-side apply makes them large).
     let (plan_store, plan_writer) = reflector::store();
     let plan_stream = watcher(plans, watcher::Config::default())
-        .default_backoff()
+        .backoff(watch_backoff())
         .modify(|g: &mut DeserializeGuard<HibernationPlan>| match &mut g.0 {
             Ok(p) => p.managed_fields_mut().clear(),
             Err(invalid) => invalid.metadata.managed_fields = None,
@@ -246,7 +340,7 @@ pub async fn run_controller(
         api::<PartialObjectMeta<ConfigMap>>(&client, &namespace),
         watcher::Config::default().labels(&format!("{}=true", crate::restore::RESTORE_LABEL)),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .touched_objects();
     let by_restore_data = {
         let store = plan_store.clone();
@@ -362,7 +456,11 @@ async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let result = match &guard.0 {
-        Ok(plan) => reconcile_plan(plan, &ctx).await,
+        Ok(cached) => match current_plan(cached, &ctx).await {
+            Ok(Some(live)) => reconcile_plan(&live, &ctx).await,
+            Ok(None) => reconcile_plan(cached, &ctx).await,
+            Err(e) => Err(e),
+        },
         Err(invalid) => reconcile_unreadable(invalid, &ctx).await,
     };
     if result.is_ok() {
@@ -426,6 +524,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     let deleting = plan.metadata.deletion_timestamp.is_some();
     let has_finalizer = plan.finalizers().iter().any(|f| f == FINALIZER);
     if deleting && !has_finalizer {
+        ctx.versions.forget(plan);
         return Ok(Action::await_change());
     }
     if !deleting && !has_finalizer {
@@ -750,6 +849,7 @@ async fn observe_jobs(plan: &HibernationPlan, ctx: &Context) -> Result<Vec<JobOb
             message: Some(lost),
             progress: None,
             recorded: vec![],
+            restored: vec![],
         });
     }
     Ok(v)
@@ -806,6 +906,7 @@ async fn observe_job(job: &Job, ctx: &Context, known: bool) -> Option<JobObserva
         message,
         progress: report.progress,
         recorded: report.recorded,
+        restored: report.restored,
     })
 }
 
@@ -1017,7 +1118,8 @@ async fn patch_status(
         )
         .await
     {
-        Ok(_) => {
+        Ok(written) => {
+            ctx.versions.saw(&written);
             ctx.metrics.api_write("HibernationPlan/status");
             Ok(())
         }
@@ -1043,7 +1145,8 @@ async fn set_finalizer(ctx: &Context, ns: &str, name: &str, present: bool) -> Re
         .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&patch))
         .await
     {
-        Ok(_) => {
+        Ok(written) => {
+            ctx.versions.saw(&written);
             ctx.metrics.api_write("HibernationPlan/finalizer");
             Ok(())
         }

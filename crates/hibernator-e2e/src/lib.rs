@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end tests.
 
+pub mod chaos;
 pub mod stack;
 pub mod world;
 

@@ -373,10 +373,17 @@ impl World {
         let log_path = self
             .dir
             .join(format!("controller-{}-{grpc}.log", opts.identity));
-        let log = std::fs::File::create(&log_path)?;
+        // Appended: a controller restarted at the same address keeps the earlier log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let mut cmd = Command::new(&b.controller);
         cmd.env("KUBECONFIG", &self.controller_kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_CONTROLLER_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .env_remove("WATCH_NAMESPACE")
             .args(["--namespace", &self.ns])
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])

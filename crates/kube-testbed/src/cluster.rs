@@ -779,9 +779,9 @@ impl ControlPlane {
                 format!("--cluster-signing-cert-file={}", p(&pki.ca.cert)),
                 format!("--cluster-signing-key-file={}", p(&pki.ca.key)),
                 format!("--flex-volume-plugin-dir={}", p(&dir.join("flexvolume"))),
-                "--leader-elect-lease-duration=15s".into(),
-                "--leader-elect-renew-deadline=10s".into(),
-                "--leader-elect-retry-period=2s".into(),
+                // One instance: no leader election, so that it rides out an API server restart
+                // (with it, a lost lease makes it exit).
+                "--leader-elect=false".into(),
             ]),
             &dir,
         )?;

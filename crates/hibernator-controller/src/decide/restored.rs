@@ -146,6 +146,24 @@ pub fn update_ledger(
             .min()
             .or(entry.cycle_id.take());
     }
+    // What wake-up runners of this cycle reported restored is no longer asleep, even if the
+    // ConfigMap lost the records before they were retired.
+    if let Some(cycle) = &status.current_cycle
+        && cycle.operation == Operation::WakeUp
+    {
+        for job in o.jobs {
+            if job.cycle == cycle.id
+                && job.operation == Operation::WakeUp
+                && let Some(entry) = ledger.get_mut(&job.target)
+            {
+                for key in &job.restored {
+                    if entry.keys.iter().any(|k| k == key) {
+                        forget(entry, key);
+                    }
+                }
+            }
+        }
+    }
     // What hibernation runners of this cycle reported recorded, in case the ConfigMap lost it
     // before this controller saw it.
     if let Some(cycle) = &status.current_cycle

@@ -184,6 +184,7 @@ impl World {
                 message: None,
                 progress: None,
                 recorded: vec![],
+                restored: vec![],
             });
         }
         if let Some((targets, orphans)) = &d.acknowledge {
@@ -982,4 +983,30 @@ fn a_plan_that_would_hibernate_the_controller_starts_nothing() {
     w.reconcile();
     assert_eq!(w.running(), ["prod-db"]);
     assert_eq!(w.condition("Stalled"), None);
+}
+
+#[test]
+fn records_lost_after_the_wake_up_restored_them_are_not_reported() {
+    let mut w = hibernated();
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    // prod-cluster's runner reports its node groups restored; the ConfigMap is deleted before
+    // the controller retires the records.
+    w.finish("prod-cluster", true);
+    w.jobs
+        .iter_mut()
+        .find(|j| j.target == "prod-cluster" && j.operation == Operation::WakeUp)
+        .unwrap()
+        .restored = vec!["res:prod-cluster".into()];
+    w.restore.remove("prod-cluster");
+    w.reconcile();
+    assert_eq!(
+        w.condition("Restored"),
+        None,
+        "nothing lost: {:?}",
+        w.status().asleep
+    );
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.condition("Restored"), cond("True", "Restored"));
 }
