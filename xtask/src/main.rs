@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod argocd;
 mod bench;
+mod chaos;
 mod crdgen;
 mod demo;
 mod schemas;
@@ -37,6 +38,9 @@ enum Task {
     Bench(bench::Args),
     /// Run a full night of the seed's plan on a real control plane with AWS emulated by moto.
     Demo(demo::Args),
+    /// The fault-injection suite: many nights of a multi-target plan with faults injected at
+    /// random (seeded) moments; prints a table, fails on an invariant violation.
+    Chaos(chaos::Args),
     /// Write deploy/argocd/argocd-cm.yaml from the Argo CD health checks (health.lua files).
     ArgocdCm {
         /// Fail when the committed file differs from the generated one instead of writing.
@@ -92,6 +96,7 @@ fn main() -> Result<()> {
         }
         Task::Demo(args) => demo::exit_code(demo::run(args)?)?,
         Task::Bench(args) => bench::run(args)?,
+        Task::Chaos(args) => chaos::run(args)?,
         Task::ArgocdCm { check } => {
             if !argocd::run(check)? {
                 bail!(

@@ -221,9 +221,11 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let providers = Controller::new(providers_api.clone(), watcher::Config::default());
+    let providers = Controller::new(providers_api.clone(), watcher::Config::default())
+        .trigger_backoff(crate::reconcile::watch_backoff());
     let provider_store = providers.store();
-    let clusters = Controller::new(clusters_api, watcher::Config::default());
+    let clusters = Controller::new(clusters_api, watcher::Config::default())
+        .trigger_backoff(crate::reconcile::watch_backoff());
     let cluster_store = clusters.store();
     let ctx = Arc::new(Ctx {
         client,

@@ -226,6 +226,22 @@ pub fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<watcher::Expon
     kube::runtime::utils::ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
+/// Drops (after logging) the errors of a watch that already retries by itself: handed to the
+/// controller, any error of any watch would pause every trigger with the controller's own
+/// backoff (up to 30 s), so that one watch's 410 Gone after an API server restart held up the
+/// reaction to a plan change.
+async fn watch_errors_logged<T>(
+    item: Result<T, watcher::Error>,
+) -> Option<Result<T, watcher::Error>> {
+    match item {
+        Ok(v) => Some(Ok(v)),
+        Err(e) => {
+            warn!("watch failed (retrying): {e}");
+            None
+        }
+    }
+}
+
 /// Runs the plan controller until `stop` resolves: watches plans, their Jobs, exceptions and
 /// connectors, and reconciles. Marks `ready` once the caches have synced.
 pub async fn run_controller(
@@ -260,7 +276,8 @@ pub async fn run_controller(
         }
     })
     .reflect(job_writer)
-    .touched_objects();
+    .touched_objects()
+    .filter_map(watch_errors_logged);
     let (exceptions, exc_writer) = reflector::store();
     let exc_stream = watcher(
         api::<ScheduleException>(&client, &namespace),
@@ -269,7 +286,8 @@ pub async fn run_controller(
     .backoff(watch_backoff())
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(exc_writer)
-    .touched_objects();
+    .touched_objects()
+    .filter_map(watch_errors_logged);
     let (providers, prov_writer) = reflector::store();
     let prov_stream = watcher(
         api::<CloudProvider>(&client, &namespace),
@@ -278,7 +296,8 @@ pub async fn run_controller(
     .backoff(watch_backoff())
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(prov_writer)
-    .touched_objects();
+    .touched_objects()
+    .filter_map(watch_errors_logged);
     let (clusters, cl_writer) = reflector::store();
     let cl_stream = watcher(
         api::<K8SCluster>(&client, &namespace),
@@ -287,7 +306,8 @@ pub async fn run_controller(
     .backoff(watch_backoff())
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(cl_writer)
-    .touched_objects();
+    .touched_objects()
+    .filter_map(watch_errors_logged);
 
     // The plan cache keeps no managedFields (server-side apply makes them large).
     let (plan_store, plan_writer) = reflector::store();
@@ -298,16 +318,19 @@ pub async fn run_controller(
             Err(invalid) => invalid.metadata.managed_fields = None,
         })
         .reflect(plan_writer)
-        .touched_objects();
-    let controller = Controller::for_stream(plan_stream, plan_store.clone()).with_config(
-        // Runner reports and Job changes arriving together become one reconcile (and one
-        // status write).
-        // A bounded number of reconciles at a time keeps memory flat when many plans need work at
-        // once (start-up, a shared schedule boundary).
-        kube::runtime::controller::Config::default()
-            .debounce(Duration::from_millis(200))
-            .concurrency(8),
-    );
+        .touched_objects()
+        .filter_map(watch_errors_logged);
+    let controller = Controller::for_stream(plan_stream, plan_store.clone())
+        .with_config(
+            // Runner reports and Job changes arriving together become one reconcile (and one
+            // status write).
+            // A bounded number of reconciles at a time keeps memory flat when many plans need work at
+            // once (start-up, a shared schedule boundary).
+            kube::runtime::controller::Config::default()
+                .debounce(Duration::from_millis(200))
+                .concurrency(8),
+        )
+        .trigger_backoff(watch_backoff());
     let referencing = |store: Store<DeserializeGuard<HibernationPlan>>, kind: ConnectorKind| {
         move |obj_ns: Option<String>, name: String| {
             store
@@ -341,7 +364,8 @@ pub async fn run_controller(
         watcher::Config::default().labels(&format!("{}=true", crate::restore::RESTORE_LABEL)),
     )
     .backoff(watch_backoff())
-    .touched_objects();
+    .touched_objects()
+    .filter_map(watch_errors_logged);
     let by_restore_data = {
         let store = plan_store.clone();
         move |cm: PartialObjectMeta<ConfigMap>| {
