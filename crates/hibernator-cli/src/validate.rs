@@ -35,6 +35,7 @@ pub fn run(args: Args) -> Result<u8> {
         &inputs.documents,
         Options {
             allow_missing_refs: args.allow_missing_refs,
+            ..Options::default()
         },
     );
     for f in &inputs.failures {

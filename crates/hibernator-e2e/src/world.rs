@@ -416,7 +416,7 @@ impl World {
             .args(["--clock-speed", &opts.clock_speed.to_string()]);
         if opts.leader_elect {
             cmd.args(["--leader-elect", "--leader-election-namespace", &self.ns])
-                .args(["--leader-election-duration-seconds", "4"]);
+                .args(["--leader-election-duration-seconds", "10"]);
         }
         if let Some((cert, key)) = &opts.grpc_tls {
             cmd.arg("--grpc-tls-cert")
@@ -694,7 +694,8 @@ impl World {
     }
 }
 
-/// Checks that the controller wrote only what it may: plan status and its own finalizer (never
+/// Checks that every write of the controller was accepted (or refused only in the ways it
+/// expects) and that it wrote only what it may: plan status and its own finalizer (never
 /// spec, labels or annotations), exception and connector status, runner Jobs, the restore ConfigMap, Events,
 /// TokenReviews and Leases, always with field manager `hibernator-controller` (Leases:
 /// `hibernator-controller-<instance>`). Returns the writes by kind, for further checks.
@@ -712,6 +713,28 @@ pub fn check_controller_writes(
             format!("{resource}/{sub}")
         };
         let manager = e.field_manager.clone().unwrap_or_default();
+        // A write counts only when the API server accepted it. Refusals the controller expects
+        // and handles are fine (a Job or ConfigMap created concurrently, an optimistic update
+        // that lost, a status patch of a plan deleted meanwhile); any other refusal (401, 403,
+        // 422, ...) means the controller lacks a permission or sends what it must not.
+        let code = e
+            .response_status
+            .as_ref()
+            .and_then(|s| s.code)
+            .unwrap_or_default();
+        let expected_refusal = matches!(
+            (code, key.as_str(), e.verb.as_str()),
+            (409, "jobs" | "configmaps", "create")
+                | (409, "configmaps", "update")
+                | (404, _, "patch")
+        );
+        if !(200..300).contains(&code) && !expected_refusal {
+            bail!(
+                "a write by the controller was refused with {code}: {} {} (field manager {manager:?})",
+                e.verb,
+                e.request_uri
+            );
+        }
         let allowed = match (key.as_str(), e.verb.as_str()) {
             ("hibernationplans/status", "patch")
             | ("scheduleexceptions/status", "patch")
@@ -756,7 +779,9 @@ pub fn check_controller_writes(
                 e.request_object.clone().unwrap_or_default()
             );
         }
-        *by_kind.entry(key).or_insert(0) += 1;
+        if (200..300).contains(&code) {
+            *by_kind.entry(key).or_insert(0) += 1;
+        }
     }
     Ok(by_kind)
 }
@@ -793,5 +818,55 @@ impl World {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::check_controller_writes;
+
+    fn write(resource: &str, sub: &str, verb: &str, code: u16) -> kube_testbed::AuditEvent {
+        let mut e: kube_testbed::AuditEvent = serde_json::from_value(json!({
+            "level": "Metadata",
+            "auditID": "x",
+            "stage": "ResponseComplete",
+            "requestURI": format!("/apis/x/{resource}/{sub}"),
+            "verb": verb,
+            "user": {"username": "system:serviceaccount:ns:hibernator-controller"},
+            "objectRef": {"resource": resource, "subresource": sub},
+            "responseStatus": {"code": code},
+        }))
+        .unwrap();
+        if sub.is_empty() {
+            e.object_ref.as_mut().unwrap().subresource = None;
+        }
+        e.field_manager = Some("hibernator-controller".into());
+        e
+    }
+
+    #[test]
+    fn only_accepted_writes_count_and_a_refusal_fails_the_check() {
+        let ok = [
+            write("hibernationplans", "status", "patch", 200),
+            write("events", "", "create", 201),
+            // Expected refusals: a Job created before, a status patch of a deleted plan.
+            write("jobs", "", "create", 409),
+            write("hibernationplans", "status", "patch", 404),
+        ];
+        let by_kind = check_controller_writes(&ok).unwrap();
+        assert_eq!(by_kind.get("hibernationplans/status"), Some(&1));
+        assert_eq!(by_kind.get("jobs"), None, "a refused create is not a write");
+        for refused in [
+            write("events", "", "create", 403),
+            write("hibernationplans", "status", "patch", 422),
+            write("configmaps", "", "update", 401),
+        ] {
+            let err = check_controller_writes(&[refused]).unwrap_err();
+            assert!(err.to_string().contains("was refused with"), "{err}");
+        }
+        // Allowed codes, but not an allowed write: still an error.
+        assert!(check_controller_writes(&[write("hibernationplans", "", "update", 200)]).is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use hibernator_api::connector::{CloudProvider, K8SCluster};
 use hibernator_api::plan::HibernationPlan;
 use hibernator_e2e::stack::{Stack, StackOptions, seed_estate};
 use hibernator_e2e::world::{cond, condition, wait_for};
@@ -56,6 +57,76 @@ async fn helm_install_runs_the_controller_and_the_seed_becomes_ready() {
         plan.status.as_ref().unwrap().observed_generation,
         plan.metadata.generation
     );
+    // Connector status, written with the chart's RBAC: the seed's connectors are Ready, and a
+    // K8SCluster whose CloudProvider does not exist yet says so until it appears.
+    let providers: Api<CloudProvider> = Api::namespaced(client.clone(), &stack.namespace);
+    let clusters: Api<K8SCluster> = Api::namespaced(client.clone(), &stack.namespace);
+    let ready =
+        |conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
+            conditions
+                .and_then(|c| hibernator_api::common::find_condition(c, "Ready"))
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+    wait_for(
+        Duration::from_secs(60),
+        "the seed's connectors Ready",
+        || async {
+            let p = providers.get("aws-prod").await.ok()?;
+            let c = clusters.get("eks-prod").await.ok()?;
+            (ready(p.status.as_ref().map(|s| &s.conditions)) == cond("True", "Accepted")
+                && ready(c.status.as_ref().map(|s| &s.conditions)) == cond("True", "Accepted"))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let k8s_cluster = |provider: &str| {
+        serde_json::json!({
+            "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
+            "kind": "K8SCluster",
+            "metadata": {"name": "staging", "namespace": stack.namespace},
+            "spec": {"providerRef": {"kind": "CloudProvider", "name": provider},
+                     "eks": {"name": "staging-eks", "region": "us-east-1"}},
+        })
+    };
+    hibernator_e2e::world::apply(&client, &k8s_cluster("aws-staging"))
+        .await
+        .unwrap();
+    let status = wait_for(Duration::from_secs(60), "ReferenceNotFound", || async {
+        let c = clusters.get("staging").await.ok()?;
+        let s = c.status?;
+        (ready(Some(&s.conditions)) == cond("False", "ReferenceNotFound")).then_some(s)
+    })
+    .await
+    .unwrap();
+    assert!(
+        hibernator_api::common::find_condition(&status.conditions, "Stalled").is_none(),
+        "a missing CloudProvider is not Stalled (GitOps applies in any order): {status:?}"
+    );
+    hibernator_e2e::world::apply(
+        &client,
+        &serde_json::json!({
+            "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
+            "kind": "CloudProvider",
+            "metadata": {"name": "aws-staging", "namespace": stack.namespace},
+            "spec": {"type": "aws", "aws": {"accountId": "123456789012", "region": "us-east-1",
+                     "auth": {"serviceAccount": {}}}},
+        }),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "Ready once the CloudProvider exists",
+        || async {
+            let c = clusters.get("staging").await.ok()?;
+            (ready(c.status.as_ref().map(|s| &s.conditions)) == cond("True", "Accepted"))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
     // The controller acted with the chart's ServiceAccount (and so its ClusterRole).
     let user = format!("system:serviceaccount:{}:hibernator", stack.namespace);
     let writes: Vec<_> = cluster
@@ -66,10 +137,13 @@ async fn helm_install_runs_the_controller_and_the_seed_becomes_ready() {
         .collect();
     assert!(!writes.is_empty(), "the controller wrote as {user}");
     let by_kind = hibernator_e2e::world::check_controller_writes(&writes).unwrap();
-    assert!(
-        by_kind.contains_key("hibernationplans/status"),
-        "{by_kind:?}"
-    );
+    for kind in [
+        "hibernationplans/status",
+        "cloudproviders/status",
+        "k8sclusters/status",
+    ] {
+        assert!(by_kind.contains_key(kind), "{kind}: {by_kind:?}");
+    }
     // `kubectl hibernator status` reads it back.
     let out = std::process::Command::new(hibernator_e2e::stack::cli().unwrap())
         .args(["status", "prod-offhours", "-n", &stack.namespace])

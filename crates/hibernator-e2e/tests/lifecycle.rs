@@ -219,9 +219,11 @@ async fn a_controller_killed_mid_hibernation_finishes_the_cycle_after_restart() 
         ["cluster", "db-a", "db-b"],
         "restore data intact"
     );
-    assert!(
-        data["cluster"].contains("\"desiredSize\":3") || data["cluster"].contains("desired"),
-        "{data:?}"
+    let cluster: serde_json::Value = serde_json::from_str(&data["cluster"]).unwrap();
+    assert_eq!(
+        cluster["resources"]["nodegroup:ng-1"]["state"],
+        json!({"minSize": 1, "desiredSize": 3, "maxSize": 5}),
+        "the node group's sizes from before the night: {data:?}"
     );
     let asleep = w.snapshot().unwrap();
     assert_eq!(asleep["rds"]["db-a"], "stopped");

@@ -81,9 +81,10 @@ async fn a_night_of_the_seed_plan() {
     .unwrap();
     w.apply(seed_plan()).await.unwrap();
 
-    // Thursday 19:00 New York; 600x: an hour takes six seconds.
+    // Thursday 16:00 New York; 600x: an hour takes six seconds, so the first status has 24 s
+    // of real time before the 20:00 boundary, even on a loaded machine.
     let controller = w
-        .controller(ControllerOptions::at("2026-11-27T00:00:00Z", 600.0))
+        .controller(ControllerOptions::at("2026-11-26T21:00:00Z", 600.0))
         .unwrap();
     let report = |e: anyhow::Error| format!("{e:#}\n--- controller log:\n{}", controller.log());
 
@@ -92,7 +93,7 @@ async fn a_night_of_the_seed_plan() {
         .wait_plan(
             "prod-offhours",
             Duration::from_secs(20),
-            "Active and Ready",
+            "Active and Ready (before 20:00)",
             |p| {
                 phase(p) == Some(Phase::Active)
                     && condition(p, "Ready") == Some(("True".into(), "Active".into()))

@@ -267,10 +267,11 @@ async fn the_binary_starts_and_explains_itself() -> Result<()> {
             .output()?;
         assert!(out.status.success(), "{arg}");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains("hibernator-runner") || text.contains("HIBERNATOR_"),
-            "{text}"
-        );
+        let expected = match arg {
+            "--version" => format!("hibernator-runner {}", env!("CARGO_PKG_VERSION")),
+            _ => "HIBERNATOR_".to_string(),
+        };
+        assert!(text.contains(&expected), "{arg}: {text}");
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hibernator-runner"))
         .arg("--no-such-flag")

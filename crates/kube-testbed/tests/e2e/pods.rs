@@ -357,7 +357,9 @@ async fn deletion_is_graceful_sigterm_then_sigkill_after_the_grace_period() -> a
     create_and_wait(&pods, &polite, &["Running"]).await?;
     wait_for_output(&pods, "polite", "started").await?;
     let (took, seen) = delete_and_watch(&pods, "polite").await?;
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Far below the default 30 s grace period: it exited on SIGTERM, not on a later SIGKILL
+    // (bounds this loose hold on a loaded machine).
+    assert!(took < Duration::from_secs(20), "took {took:?}");
     let last = seen.last().expect("statuses");
     assert_eq!(phase(last), "Succeeded");
     assert_eq!(container_status(last)["state"]["terminated"]["exitCode"], 0);
@@ -374,8 +376,9 @@ async fn deletion_is_graceful_sigterm_then_sigkill_after_the_grace_period() -> a
     create_and_wait(&pods, &stubborn, &["Running"]).await?;
     wait_for_output(&pods, "stubborn", "started").await?;
     let (took, seen) = delete_and_watch(&pods, "stubborn").await?;
+    // Not before its 2 s grace period, and far from the default 30 s: that grace period was used.
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
         "took {took:?}"
     );
     let last = seen.last().expect("statuses");
