@@ -536,10 +536,14 @@ impl<'a> Chaos<'a> {
         let n = self.rng.usize(0..=2);
         let mut due: Vec<(Duration, usize)> = (0..n)
             .map(|_| {
-                (
-                    Duration::from_millis(self.rng.u64(0..6000)),
-                    self.rng.usize(0..FAULT_KINDS.len() - 1),
-                )
+                let kind = self.rng.usize(0..FAULT_KINDS.len() - 1);
+                // Runners live a second or two after their Job is created: faults aimed at
+                // them come early.
+                let within = match FAULT_KINDS[kind] {
+                    "runner pod SIGKILL" | "runner Job deleted" => 1500,
+                    _ => 6000,
+                };
+                (Duration::from_millis(self.rng.u64(0..within)), kind)
             })
             .collect();
         due.sort();
@@ -616,18 +620,32 @@ impl<'a> Chaos<'a> {
                 }
             }
             "runner pod SIGKILL" => {
+                // Runners live a second or two: wait for one that has not ended (it may not have
+                // reported Running yet).
                 let pods: Api<Pod> = Api::namespaced(w.client.clone(), &ns);
-                let running: Vec<String> = pods
-                    .list(&ListParams::default().labels("app.kubernetes.io/name=hibernator-runner"))
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter(|p| {
-                        p.metadata.deletion_timestamp.is_none()
-                            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                    })
-                    .filter_map(|p| p.metadata.name)
-                    .collect();
+                let running = wait_for(Duration::from_secs(8), "a running runner pod", || async {
+                    let names: Vec<String> = pods
+                        .list(
+                            &ListParams::default()
+                                .labels("app.kubernetes.io/name=hibernator-runner"),
+                        )
+                        .await
+                        .ok()?
+                        .items
+                        .into_iter()
+                        .filter(|p| {
+                            p.metadata.deletion_timestamp.is_none()
+                                && matches!(
+                                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                                    Some("Pending" | "Running")
+                                )
+                        })
+                        .filter_map(|p| p.metadata.name)
+                        .collect();
+                    (!names.is_empty()).then_some(names)
+                })
+                .await
+                .unwrap_or_default();
                 if !running.is_empty() {
                     let name = &running[self.rng.usize(0..running.len())];
                     let _ = pods
@@ -635,26 +653,37 @@ impl<'a> Chaos<'a> {
                         .await;
                     self.count("runner pod SIGKILL");
                     self.say(format!("killed runner pod {name}"));
+                } else {
+                    self.say("no runner pod ran to be killed");
                 }
             }
             "runner Job deleted" => {
                 let jobs: Api<Job> = Api::namespaced(w.client.clone(), &ns);
-                let active: Vec<String> = jobs
-                    .list(&ListParams::default().labels(&format!(
-                        "hibernator.ardikasaputro.io/plan={PLAN},hibernator.ardikasaputro.io/operation={}",
-                        op.as_str()
-                    )))
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0)
-                    .filter_map(|j| j.metadata.name)
-                    .collect();
+                let selector = format!(
+                    "hibernator.ardikasaputro.io/plan={PLAN},hibernator.ardikasaputro.io/operation={}",
+                    op.as_str()
+                );
+                let active = wait_for(Duration::from_secs(8), "an active runner Job", || async {
+                    let names: Vec<String> = jobs
+                        .list(&ListParams::default().labels(&selector))
+                        .await
+                        .ok()?
+                        .items
+                        .into_iter()
+                        .filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0)
+                        .filter_map(|j| j.metadata.name)
+                        .collect();
+                    (!names.is_empty()).then_some(names)
+                })
+                .await
+                .unwrap_or_default();
                 if !active.is_empty() {
                     let name = &active[self.rng.usize(0..active.len())];
                     let _ = jobs.delete(name, &DeleteParams::background()).await;
                     self.count("runner Job deleted");
                     self.say(format!("deleted runner Job {name}"));
+                } else {
+                    self.say("no runner Job ran to be deleted");
                 }
             }
             "restore ConfigMap deleted" => {
