@@ -7,12 +7,14 @@
 //!    resource wins, so a later look ("already stopped") never replaces "was running".
 //! 2. The wake-up runner reports what became of each record; the controller marks it
 //!    (`wakeUp`): `Restored`, `NotFound` or `Failed`.
-//! 3. The controller retires `Restored` records once the plan's status no longer counts them
-//!    as asleep. `NotFound` and `Failed` records stay: the next wake-up tries them again, and the
+//! 3. The controller retires the `Restored` records it decided on once the plan's status no
+//!    longer counts them as asleep. `NotFound` and `Failed` records stay: the next wake-up tries them again, and the
 //!    plan says `Restored=False` until then.
 //! 4. A person who acknowledges what was not restored (`kubectl hibernator restore PLAN
 //!    --acknowledge`) makes those records `acknowledged`: kept for the record, never woken up
-//!    again, replaced by the next hibernation's record of the same resource.
+//!    again, replaced by the next hibernation's record of the same resource; the records of
+//!    targets still in the plan are retired when the next hibernation begins (the records of
+//!    removed targets stay until someone removes them).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -261,17 +263,16 @@ pub fn mark_wake_up(
     Ok(changed)
 }
 
-/// Acknowledges the live records of `targets` that a wake-up could not restore, and every live
-/// record of `orphans` (targets no longer in the plan): they are kept, but no wake-up acts on
-/// them again. Returns how many records changed.
+/// Acknowledges every live record of `targets` (a person accepted that they were not
+/// restored): the records are kept, marked, but no wake-up acts on them again, and the next
+/// hibernation records those resources afresh. Returns how many records changed.
 pub fn acknowledge(
     data: &mut BTreeMap<String, String>,
     targets: &BTreeSet<String>,
-    orphans: &BTreeSet<String>,
     now: jiff::Timestamp,
 ) -> usize {
     let mut changed = 0;
-    for target in targets.union(orphans) {
+    for target in targets {
         let Ok(mut records) = read_target(data, target) else {
             continue;
         };
@@ -282,16 +283,15 @@ pub fn acknowledge(
             }
             match &mut r.wake_up {
                 Some(w) => w.acknowledged = true,
-                None if orphans.contains(target) => {
+                None => {
                     r.wake_up = Some(WakeUpResult {
                         cycle_id: r.cycle_id.clone(),
                         result: WakeUpOutcome::Failed,
-                        message: Some("its target was removed from the plan while asleep".into()),
+                        message: Some("not woken up; acknowledged".into()),
                         at: now.to_string(),
                         acknowledged: true,
                     })
                 }
-                None => continue,
             }
             touched = true;
             changed += 1;
@@ -303,18 +303,22 @@ pub fn acknowledge(
     changed
 }
 
-/// Removes restored records (all targets; unreadable targets are left alone). Returns what was
-/// removed as `(target, key)`.
-pub fn retire_restored(data: &mut BTreeMap<String, String>) -> Vec<(String, String)> {
+/// Removes the records `(target, key)` of `keys` that are restored or acknowledged (a record
+/// that is live again by now is kept; unreadable targets are left alone). Returns what was
+/// removed.
+pub fn retire(
+    data: &mut BTreeMap<String, String>,
+    keys: &BTreeSet<(String, String)>,
+) -> Vec<(String, String)> {
     let mut removed = Vec::new();
-    let targets: Vec<String> = data.keys().cloned().collect();
+    let targets: BTreeSet<&String> = keys.iter().map(|(t, _)| t).collect();
     for target in targets {
-        let Ok(mut records) = read_target(data, &target) else {
+        let Ok(mut records) = read_target(data, target) else {
             continue;
         };
         let before = records.resources.len();
         records.resources.retain(|key, r| {
-            if r.is_restored() {
+            if !r.is_live() && keys.contains(&(target.clone(), key.clone())) {
                 removed.push((target.clone(), key.clone()));
                 false
             } else {
@@ -322,7 +326,7 @@ pub fn retire_restored(data: &mut BTreeMap<String, String>) -> Vec<(String, Stri
             }
         });
         if records.resources.len() != before {
-            write_target(data, &target, &records);
+            write_target(data, target, &records);
         }
     }
     removed
@@ -398,9 +402,24 @@ impl RestoreView {
             .collect()
     }
 
-    /// True when there are restored records to retire.
-    pub fn has_restored(&self) -> bool {
-        self.targets.values().any(|t| !t.restored.is_empty())
+    /// The restored records, as `(target, key)`.
+    pub fn restored(&self) -> BTreeSet<(String, String)> {
+        self.targets
+            .iter()
+            .flat_map(|(t, v)| v.restored.iter().map(move |k| (t.clone(), k.clone())))
+            .collect()
+    }
+
+    /// The acknowledged records of `targets`, as `(target, key)`.
+    pub fn acknowledged<'a>(
+        &'a self,
+        targets: impl Fn(&str) -> bool + 'a,
+    ) -> BTreeSet<(String, String)> {
+        self.targets
+            .iter()
+            .filter(|(t, _)| targets(t))
+            .flat_map(|(t, v)| v.acknowledged.iter().map(move |k| (t.clone(), k.clone())))
+            .collect()
     }
 }
 
@@ -509,30 +528,41 @@ mod tests {
         )
         .unwrap();
         let view = RestoreView::from_data(&data);
-        assert!(view.has_restored());
+        let restored = view.restored();
+        assert_eq!(
+            restored,
+            BTreeSet::from([("db".to_string(), "a".to_string())])
+        );
         let t = &view.targets["db"];
         assert_eq!(t.live.keys().collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!(
             t.live["b"].wake_up.as_ref().unwrap().result,
             WakeUpOutcome::Failed
         );
-        assert_eq!(
-            retire_restored(&mut data),
-            [("db".to_string(), "a".to_string())]
-        );
-        assert!(!RestoreView::from_data(&data).has_restored());
+        // Only what was decided on goes: a record marked restored after the decision stays.
         mark_wake_up(
             &mut data,
             "db",
             "c1",
-            &[
-                ("b".into(), WakeUpOutcome::Restored, None),
-                ("c".into(), WakeUpOutcome::Restored, None),
-            ],
+            &[("c".into(), WakeUpOutcome::Restored, None)],
             now(),
         )
         .unwrap();
-        assert_eq!(retire_restored(&mut data).len(), 2);
+        assert_eq!(
+            retire(&mut data, &restored),
+            [("db".to_string(), "a".to_string())]
+        );
+        assert_eq!(RestoreView::from_data(&data).restored().len(), 1, "c stays");
+        mark_wake_up(
+            &mut data,
+            "db",
+            "c1",
+            &[("b".into(), WakeUpOutcome::Restored, None)],
+            now(),
+        )
+        .unwrap();
+        let restored = RestoreView::from_data(&data).restored();
+        assert_eq!(retire(&mut data, &restored).len(), 2);
         assert!(data.is_empty());
     }
 
@@ -579,21 +609,25 @@ mod tests {
         )
         .unwrap();
         let targets = BTreeSet::from(["db".to_string()]);
-        // Only the record a wake-up reported is acknowledged; "b" was never tried.
-        assert_eq!(acknowledge(&mut data, &targets, &BTreeSet::new(), now()), 1);
+        // Every live record: "a" reported not found, "b" never reported (its runner failed).
+        assert_eq!(acknowledge(&mut data, &targets, now()), 2);
         let view = RestoreView::from_data(&data);
-        assert_eq!(view.targets["db"].live.keys().collect::<Vec<_>>(), ["b"]);
-        assert!(view.targets["db"].acknowledged.contains("a"));
+        assert!(view.targets["db"].live.is_empty());
+        assert_eq!(view.targets["db"].acknowledged.len(), 2);
+        assert!(view.asleep().is_empty());
         assert!(
-            retire_restored(&mut data).is_empty(),
+            retire(&mut data, &view.restored()).is_empty(),
             "acknowledged records are kept"
         );
-        // The next hibernation records "a" afresh.
+        // The next hibernation records "a" afresh; the other acknowledged record can go.
         let out = record(&mut data, "c2", "a", json!({"n": 2}));
         assert_eq!(out, RecordOutcome::Stored(json!({"n": 2})));
-        // Orphans: every live record.
-        assert_eq!(acknowledge(&mut data, &BTreeSet::new(), &targets, now()), 2);
-        assert!(RestoreView::from_data(&data).asleep().is_empty());
+        let acknowledged = RestoreView::from_data(&data).acknowledged(|_| true);
+        assert_eq!(
+            acknowledged,
+            BTreeSet::from([("db".to_string(), "b".to_string())])
+        );
+        assert_eq!(retire(&mut data, &acknowledged).len(), 1);
     }
 
     #[test]
@@ -644,7 +678,8 @@ mod tests {
         let mut data = BTreeMap::from([("db".to_string(), "{not json".to_string())]);
         let view = RestoreView::from_data(&data);
         assert!(view.corrupt.contains("db"));
-        assert!(retire_restored(&mut data).is_empty());
+        let all = BTreeSet::from([("db".to_string(), "x".to_string())]);
+        assert!(retire(&mut data, &all).is_empty());
         assert_eq!(data.len(), 1);
     }
 }

@@ -289,7 +289,10 @@ fn check_object(kind: Kind, value: &Value, problems: &mut Problems<'_>, semantic
         _ if !semantics => {}
         Kind::HibernationPlan => {
             if let Ok(plan) = serde_json::from_value::<HibernationPlan>(value.clone()) {
-                for p in plan_semantics(&plan) {
+                for p in plan_semantics(&plan)
+                    .into_iter()
+                    .chain(unsafe_selectors(&plan))
+                {
                     problems.push_semantic(p);
                 }
             }
@@ -395,13 +398,12 @@ pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
         }
     }
     for (i, t) in spec.targets.iter().enumerate() {
-        match TargetParameters::parse(t.type_, t.parameters.as_ref()) {
-            Err(e) => out.push(SemanticProblem::new(
+        if let Err(e) = TargetParameters::parse(t.type_, t.parameters.as_ref()) {
+            out.push(SemanticProblem::new(
                 format!("spec.targets[{i}].parameters"),
                 e.to_string(),
                 None,
-            )),
-            Ok(params) => out.extend(empty_selectors(i, &params)),
+            ));
         }
         if let (Some(kind), Some(cref)) = (t.type_.connector_kind(), &t.connector_ref)
             && kind != cref.kind
@@ -421,9 +423,25 @@ pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
     out
 }
 
-/// A label selector without `matchLabels` or `matchExpressions` selects everything: for a
-/// target that puts things to sleep that is almost never meant, so it is refused (name the
-/// namespaces or NodePools, or give labels).
+/// Label selectors without `matchLabels` or `matchExpressions` select everything: for a target
+/// that puts things to sleep that is almost never meant, so they are refused (name the
+/// namespaces or NodePools, or give labels). `validate` reports them as errors; the controller
+/// refuses to hibernate a plan that has them (its wake-ups still run, so that a plan asleep
+/// when this rule arrived still wakes up).
+pub fn unsafe_selectors(plan: &HibernationPlan) -> Vec<SemanticProblem> {
+    plan.spec
+        .targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            TargetParameters::parse(t.type_, t.parameters.as_ref())
+                .ok()
+                .map(|p| empty_selectors(i, &p))
+        })
+        .flatten()
+        .collect()
+}
+
 fn empty_selectors(i: usize, params: &TargetParameters) -> Vec<SemanticProblem> {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     let empty = |s: &Option<LabelSelector>| {

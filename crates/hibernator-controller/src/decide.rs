@@ -98,8 +98,9 @@ pub struct Observed<'a> {
     pub restore: &'a RestoreView,
     /// Why the restore ConfigMap cannot be used (it is not Hibernator's), if it cannot.
     pub restore_problem: Option<String>,
-    /// Why hibernating would put the controller itself to sleep, if it would.
-    pub refuse_hibernation: Option<String>,
+    /// Why the plan may not hibernate (`SelfHibernation`: it would put the controller itself
+    /// to sleep; `InvalidSpec`: a selector selects everything), if it may not. Wake-ups run.
+    pub refuse_hibernation: Option<(&'static str, String)>,
     /// A missing or unusable connector: `(reason, message)`.
     pub reference_problem: Option<(String, String)>,
     /// How long a missing reference may last before the plan is Stalled.
@@ -139,12 +140,13 @@ pub struct Decision {
     pub status: HibernationPlanStatus,
     /// Jobs to create.
     pub create: Vec<JobRequest>,
-    /// Restored records can be retired (after the status is written).
-    pub retire_restored: bool,
-    /// A person acknowledged what was not restored: the records of these targets that a
-    /// wake-up reported, and every record of these removed targets, are to be acknowledged
-    /// (before the status is written).
-    pub acknowledge: Option<(BTreeSet<String>, BTreeSet<String>)>,
+    /// Records to retire, as `(target, key)` (after the status is written): the restored ones
+    /// this decision saw, and at the start of a hibernation the acknowledged ones of targets
+    /// still in the plan.
+    pub retire: BTreeSet<(String, String)>,
+    /// A person acknowledged what was not restored: every live record of these targets is to
+    /// be acknowledged (before the status is written).
+    pub acknowledge: Option<BTreeSet<String>>,
     /// Events.
     pub events: Vec<EventRequest>,
     /// When to reconcile again at the latest (schedule time).
@@ -212,7 +214,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     let mut d = Decision {
         status: prev.clone(),
         create: vec![],
-        retire_restored: false,
+        retire: BTreeSet::new(),
         acknowledge: None,
         events: vec![],
         requeue_at: None,
@@ -220,6 +222,23 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     };
     if releases_at_once(o, &wants, &prev) {
         d.release_finalizer = true;
+        let orphans: Vec<String> = o
+            .restore
+            .asleep()
+            .into_keys()
+            .filter(|t| !wants.names.contains(&t.as_str()))
+            .collect();
+        if !orphans.is_empty() && o.plan.on_delete() == OnDelete::WakeUp {
+            d.events.push(EventRequest {
+                warning: true,
+                reason: "DeletedWithoutWakeUp",
+                note: format!(
+                    "{} no longer in the plan and not woken up; their restore data stays in ConfigMap {}",
+                    orphans.join(", "),
+                    crate::restore::config_map_name(o.plan.metadata.name.as_deref().unwrap_or_default())
+                ),
+            });
+        }
         return d;
     }
 
@@ -252,17 +271,23 @@ pub fn decide(o: &Observed<'_>) -> Decision {
 
     restored::update_ledger(&mut status, o, &wants.names, new_hibernation);
     let restore_problem = restored::evaluate(&mut status, &mut d, o, &wants.names, ack_now);
-    d.retire_restored = o.restore.has_restored();
+    d.retire = o.restore.restored();
+    if new_hibernation {
+        // Acknowledged records of targets still in the plan have been seen; tonight's records
+        // replace them. Those of removed targets stay.
+        d.retire
+            .extend(o.restore.acknowledged(|t| wants.names.contains(&t)));
+    }
     if wants.deleting {
         deletion(&mut status, &mut d, o, &wants.names);
     }
-    if let Some(why) = &o.refuse_hibernation
+    if let Some((reason, why)) = &o.refuse_hibernation
         && status
             .current_cycle
             .as_ref()
             .is_some_and(|c| c.operation == Operation::Hibernate && c.finished_at.is_none())
     {
-        stalled = stalled.or(Some(("SelfHibernation", why.clone())));
+        stalled = stalled.or(Some((*reason, why.clone())));
     }
     set_conditions(
         &mut status,

@@ -649,7 +649,17 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     }
     let restore = RestoreView::from_data(&loaded.data);
     let graph = ExecutionGraph::compile(&plan.spec).expect("validated above");
-    let refuse_hibernation = crate::selfguard::check(plan, &connectors, &ctx.self_guard);
+    let unsafe_selectors = hibernator_api::validate::unsafe_selectors(plan);
+    let refuse_hibernation = if unsafe_selectors.is_empty() {
+        crate::selfguard::check(plan, &connectors, &ctx.self_guard).map(|m| ("SelfHibernation", m))
+    } else {
+        let message = unsafe_selectors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(("InvalidSpec", format!("refused to hibernate: {message}")))
+    };
 
     let d = decide(&Observed {
         plan,
@@ -712,10 +722,16 @@ async fn apply(
     let key = plan_key(plan);
     // An acknowledgement reaches the records before the status says so: a status that says
     // "acknowledged" over records that still count as asleep would report them again.
-    if let Some((targets, orphans)) = &d.acknowledge
-        && ctx.store.acknowledge(&key, targets, orphans).await? > 0
-    {
-        ctx.metrics.api_write("ConfigMap");
+    if let Some(targets) = d.acknowledge.as_ref().filter(|t| !t.is_empty()) {
+        match ctx.store.acknowledge(&key, targets).await {
+            Ok(0) => {}
+            Ok(_) => ctx.metrics.api_write("ConfigMap"),
+            // Not Hibernator's ConfigMap: nothing in it to acknowledge.
+            Err(e @ crate::restore::RestoreError::Foreign { .. }) => {
+                warn!("not acknowledging records: {e}")
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let pp = PostParams {
@@ -789,7 +805,7 @@ async fn apply(
     write_status(ctx, plan, &prev, &d.status).await?;
     // Restored records go only after the status stopped counting them as asleep: the other
     // way round, a crash in between would look like lost restore data.
-    if d.retire_restored && !ctx.store.retire_restored(&key).await?.is_empty() {
+    if !d.retire.is_empty() && !ctx.store.retire(&key, &d.retire).await?.is_empty() {
         ctx.metrics.api_write("ConfigMap");
     }
     for e in &d.events {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use hibernator_api::plan::HibernationPlan;
 use hibernator_api::restore::{
     MAX_DATA_BYTES, RecordOutcome, RestoreDataError, WakeUpOutcome, acknowledge, mark_wake_up,
-    merge_record, read_target, retire_restored,
+    merge_record, read_target, retire,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -291,23 +291,25 @@ impl RestoreStore {
         .await
     }
 
-    /// Removes restored records (after the plan's status stopped counting them as asleep).
-    pub async fn retire_restored(
+    /// Removes the restored or acknowledged records `keys` (after the plan's status stopped
+    /// counting them as asleep).
+    pub async fn retire(
         &self,
         plan: &PlanKey,
+        keys: &BTreeSet<(String, String)>,
     ) -> Result<Vec<(String, String)>, RestoreError> {
-        self.update(plan, |data| Ok(retire_restored(data))).await
+        self.update(plan, |data| Ok(retire(data, keys))).await
     }
 
-    /// Acknowledges what wake-ups of `targets` could not restore, and every record of `orphans`.
+    /// Acknowledges every live record of `targets` (a person accepted that they are not
+    /// restored).
     pub async fn acknowledge(
         &self,
         plan: &PlanKey,
         targets: &BTreeSet<String>,
-        orphans: &BTreeSet<String>,
     ) -> Result<usize, RestoreError> {
         self.update(plan, |data| {
-            Ok(acknowledge(data, targets, orphans, jiff::Timestamp::now()))
+            Ok(acknowledge(data, targets, jiff::Timestamp::now()))
         })
         .await
     }
@@ -402,7 +404,9 @@ impl RestoreStore {
             })?;
             let labels_before = cm.labels().clone();
             cm.labels_mut().extend(wanted_labels.clone());
-            if data == before && existing.is_some() && *cm.labels() == labels_before {
+            let unchanged = data == before && *cm.labels() == labels_before;
+            // Nothing to write; and no empty ConfigMap is created for a change that adds nothing.
+            if (existing.is_some() && unchanged) || (existing.is_none() && data.is_empty()) {
                 return Ok(out);
             }
             cm.data = Some(data);

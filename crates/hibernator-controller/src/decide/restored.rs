@@ -105,22 +105,37 @@ pub fn counts_at_wake_up(
 }
 
 /// Keeps the account of what is asleep: keys from the ConfigMap and from the hibernation
-/// runners' reports are added; restored and acknowledged ones leave it. A new hibernation
-/// starts it afresh from the records still asleep (of targets still in the plan).
+/// runners' reports are added; restored ones leave it (acknowledged ones left it when they
+/// were acknowledged). A new hibernation starts it afresh from the records still asleep, but
+/// keeps what cannot be woken up until a person acknowledges it: targets removed from the plan
+/// and resources whose records are gone.
 pub fn update_ledger(
     status: &mut HibernationPlanStatus,
     o: &Observed<'_>,
     names: &[&str],
     new_hibernation: bool,
 ) {
-    let mut ledger: BTreeMap<String, AsleepTarget> = if new_hibernation {
-        BTreeMap::new()
-    } else {
-        status
-            .asleep
-            .drain(..)
-            .map(|a| (a.name.clone(), a))
+    let prev: BTreeMap<String, AsleepTarget> = status
+        .asleep
+        .drain(..)
+        .map(|a| (a.name.clone(), a))
+        .collect();
+    let mut ledger = if new_hibernation {
+        prev.into_iter()
+            .filter_map(|(name, mut entry)| {
+                if !names.contains(&name.as_str()) {
+                    return Some((name, entry));
+                }
+                let (keys, count) = missing(o, &entry);
+                (count > 0).then(|| {
+                    entry.keys = keys;
+                    entry.resources = count;
+                    (name, entry)
+                })
+            })
             .collect()
+    } else {
+        prev
     };
     for (target, view) in &o.restore.targets {
         if !names.contains(&target.as_str()) && !ledger.contains_key(target) {
@@ -132,7 +147,7 @@ pub fn update_ledger(
                 name: target.clone(),
                 ..Default::default()
             });
-        for key in view.restored.iter().chain(&view.acknowledged) {
+        for key in &view.restored {
             forget(entry, key);
         }
         for key in view.live.keys() {
@@ -225,6 +240,9 @@ struct Problems {
     wake_targets: BTreeSet<String>,
     /// Removed targets.
     orphans: BTreeSet<String>,
+    /// The ConfigMap itself must be fixed (unreadable or not Hibernator's): acknowledging does
+    /// not make that go away.
+    unresolvable: bool,
 }
 
 impl Problems {
@@ -279,6 +297,34 @@ fn keys_text(keys: &[String], total: i32) -> String {
 fn find_problems(status: &HibernationPlanStatus, o: &Observed<'_>, names: &[&str]) -> Problems {
     let mut p = Problems::default();
     let config_map = status.restore_ref.clone().unwrap_or_default();
+    // What the ConfigMap itself shows, whatever the account says: records of targets no
+    // longer in the plan, unreadable targets, a ConfigMap that is not Hibernator's.
+    let accounted: BTreeSet<&str> = status.asleep.iter().map(|a| a.name.as_str()).collect();
+    for (target, view) in &o.restore.targets {
+        if !names.contains(&target.as_str())
+            && !view.live.is_empty()
+            && !accounted.contains(target.as_str())
+        {
+            let keys: Vec<String> = view.live.keys().cloned().collect();
+            p.removed.push(format!(
+                "{target} ({})",
+                keys_text(&keys, keys.len() as i32)
+            ));
+            p.orphans.insert(target.clone());
+        }
+    }
+    for target in &o.restore.corrupt {
+        if !accounted.contains(target.as_str()) {
+            p.missing.push(format!(
+                "{target}: its records in ConfigMap {config_map} are unreadable (fix or remove that key)"
+            ));
+            p.unresolvable = true;
+        }
+    }
+    if let Some(problem) = &o.restore_problem {
+        p.missing.push(format!("{problem} (rename or remove it)"));
+        p.unresolvable = true;
+    }
     for entry in &status.asleep {
         if !names.contains(&entry.name.as_str()) {
             p.removed.push(format!(
@@ -292,9 +338,10 @@ fn find_problems(status: &HibernationPlanStatus, o: &Observed<'_>, names: &[&str
         let (keys, count) = missing(o, entry);
         if count > 0 {
             let why = if o.restore.corrupt.contains(&entry.name) {
+                p.unresolvable = true;
                 "its records are unreadable".to_string()
-            } else if let Some(problem) = &o.restore_problem {
-                problem.clone()
+            } else if o.restore_problem.is_some() {
+                "the ConfigMap is not Hibernator's".to_string()
             } else {
                 format!("no record left in ConfigMap {config_map}")
             };
@@ -380,15 +427,22 @@ pub fn evaluate(
     names: &[&str],
     ack_now: bool,
 ) -> Option<(&'static str, String)> {
-    count_restored(status, o);
     let generation = o.plan.metadata.generation;
     let prev = find_condition(&status.conditions, condition_types::RESTORED).cloned();
+    // After an acknowledgement the counts stay as the wake-up left them: what was accepted as
+    // not restored is not counted as restored.
+    if !ack_now && prev.as_ref().is_none_or(|c| c.reason != "Acknowledged") {
+        count_restored(status, o);
+    }
     let problems = find_problems(status, o, names);
     let awake = status
         .current_cycle
         .as_ref()
         .is_none_or(|c| c.operation == Operation::WakeUp);
-    if ack_now && let Some(prev) = prev.as_ref().filter(|c| c.status == "False") {
+    if ack_now
+        && !problems.unresolvable
+        && let Some(prev) = prev.as_ref().filter(|c| c.status == "False")
+    {
         // Forget what was reported: the account drops lost keys and removed targets; the
         // records a wake-up could not restore are acknowledged (while awake; asleep they are
         // tonight's records and must be woken up).
@@ -406,12 +460,11 @@ pub fn evaluate(
             .asleep
             .retain(|a| names.contains(&a.name.as_str()) && a.resources > 0);
         // Records of removed targets are acknowledged whenever: no wake-up acts on them.
-        let wake_targets = if awake {
-            problems.wake_targets.clone()
-        } else {
-            BTreeSet::new()
-        };
-        d.acknowledge = Some((wake_targets, problems.orphans.clone()));
+        let mut targets = problems.orphans.clone();
+        if awake {
+            targets.extend(problems.wake_targets.iter().cloned());
+        }
+        d.acknowledge = Some(targets);
         let note = format!(
             "acknowledged with annotation {RESTORE_ACK_ANNOTATION}: {}",
             prev.message

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
 use hibernator_api::restore::{
-    MAX_DATA_BYTES, WakeUpOutcome, acknowledge, mark_wake_up, merge_record, retire_restored,
+    MAX_DATA_BYTES, WakeUpOutcome, acknowledge, mark_wake_up, merge_record, retire,
 };
 
 use hibernator_api::plan::RESTORE_ACK_ANNOTATION;
@@ -27,7 +27,7 @@ struct World {
     restore: BTreeMap<String, String>,
     now: Timestamp,
     reference_problem: Option<(String, String)>,
-    refuse_hibernation: Option<String>,
+    refuse_hibernation: Option<(&'static str, String)>,
     events: Vec<EventRequest>,
     released: bool,
 }
@@ -187,13 +187,11 @@ impl World {
                 restored: vec![],
             });
         }
-        if let Some((targets, orphans)) = &d.acknowledge {
-            acknowledge(&mut self.restore, targets, orphans, self.now);
+        if let Some(targets) = &d.acknowledge {
+            acknowledge(&mut self.restore, targets, self.now);
         }
         self.plan.status = Some(d.status.clone());
-        if d.retire_restored {
-            retire_restored(&mut self.restore);
-        }
+        retire(&mut self.restore, &d.retire);
         self.events.extend(d.events.clone());
         self.released |= d.release_finalizer;
         d
@@ -330,7 +328,14 @@ fn a_night_of_the_seed_plan() {
     );
     w.finish("prod-cluster", true);
     let d = w.reconcile();
-    assert!(d.retire_restored, "prod-cluster's restored record goes");
+    assert_eq!(
+        d.retire,
+        std::collections::BTreeSet::from([(
+            "prod-cluster".to_string(),
+            "res:prod-cluster".to_string()
+        )]),
+        "prod-cluster's restored record goes"
+    );
     assert_eq!(
         w.status()
             .asleep
@@ -812,22 +817,74 @@ fn a_record_lost_during_the_hibernation_is_not_made_again_as_asleep() {
 }
 
 #[test]
-fn a_new_successful_cycle_clears_restored_false() {
+fn lost_restore_data_stays_reported_through_the_next_night_until_acknowledged() {
     let mut w = hibernated();
     w.restore.clear();
     w.now = ny("2026-11-27T06:00");
     w.reconcile();
     assert_eq!(w.condition("Restored"), cond("False", "RestoreDataMissing"));
-    // The next night starts afresh: still False until its wake-up restored everything.
+    // The next night: nobody knows what state those resources are in, so they are not recorded
+    // again (their runner fails) and the plan keeps saying so.
     w.now = ny("2026-11-27T20:00");
     w.reconcile();
     assert_eq!(w.phase(), Phase::Hibernating);
+    let err = w
+        .try_record("prod-db", "20261128t0100", "res:prod-db")
+        .unwrap_err();
+    assert!(err.to_string().contains("refused to record"), "{err}");
+    w.finish("prod-db", false);
+    w.reconcile();
     assert_eq!(w.condition("Restored"), cond("False", "RestoreDataMissing"));
+    // A person restores them by hand and acknowledges; the retry then records afresh.
+    annotate(&mut w, RESTORE_ACK_ANNOTATION, "restored-by-hand");
+    annotate(&mut w, hibernator_api::plan::RETRY_ANNOTATION, "after-ack");
+    w.reconcile();
+    assert_eq!(w.condition("Restored"), cond("True", "Acknowledged"));
+    assert!(
+        w.running().contains(&"prod-db".to_string()),
+        "{:?}",
+        w.running()
+    );
     w.finish("prod-db", true);
     w.reconcile();
     w.finish("prod-cluster", true);
     w.reconcile();
-    w.now = ny("2026-11-30T06:00"); // Monday: Friday night lasts the weekend
+    assert_eq!(w.phase(), Phase::Hibernated);
+    assert_eq!(w.condition("Ready"), cond("True", "Hibernated"));
+}
+
+#[test]
+fn a_resource_not_found_is_whole_again_after_a_successful_cycle() {
+    let mut w = hibernated();
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    // prod-cluster's runner does not find its node group and says so.
+    w.wake_results("prod-cluster", WakeUpOutcome::NotFound, &[]);
+    let job = w
+        .jobs
+        .iter_mut()
+        .find(|j| j.target == "prod-cluster" && j.outcome == JobOutcome::Running)
+        .unwrap();
+    job.outcome = JobOutcome::Succeeded;
+    job.message = Some("restored 0 of 1 node groups (1 no longer there)".into());
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Active);
+    assert_eq!(w.condition("Restored"), cond("False", "ResourceNotFound"));
+    // Friday night and Monday morning: found again (the connector was fixed), restored.
+    w.now = ny("2026-11-27T20:00");
+    w.reconcile();
+    w.finish("prod-db", true);
+    w.reconcile();
+    w.finish("prod-cluster", true);
+    w.reconcile();
+    assert_eq!(
+        w.condition("Restored"),
+        cond("False", "ResourceNotFound"),
+        "still, until a wake-up"
+    );
+    w.now = ny("2026-11-30T06:00");
     w.reconcile();
     w.finish("prod-cluster", true);
     w.reconcile();
@@ -972,9 +1029,10 @@ fn a_crash_between_the_status_and_retiring_restored_records_is_not_a_loss() {
 #[test]
 fn a_plan_that_would_hibernate_the_controller_starts_nothing() {
     let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
-    w.refuse_hibernation = Some(
+    w.refuse_hibernation = Some((
+        "SelfHibernation",
         "refused to hibernate: target prod-cluster would scale node group system-ng to zero".into(),
-    );
+    ));
     let d = w.reconcile();
     assert!(d.create.is_empty());
     assert_eq!(w.condition("Stalled"), cond("True", "SelfHibernation"));
