@@ -380,6 +380,7 @@ impl World {
             .open(&log_path)?;
         let mut cmd = Command::new(&b.controller);
         cmd.env("KUBECONFIG", &self.controller_kubeconfig)
+            // E2E_CONTROLLER_LOG overrides the controller's log filter when debugging a test.
             .env(
                 "RUST_LOG",
                 std::env::var("E2E_CONTROLLER_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
