@@ -164,6 +164,23 @@ pub fn condition(
     }
 }
 
+/// An error and its causes on one line (`failed to X: because Y: because Z`); a cause whose
+/// text the line already holds is not repeated. Used wherever an error is reported as text
+/// (runner summaries, gRPC statuses, Events).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !s_text.is_empty() && !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Well-known condition types (kstatus plus the plan's domain condition).
 pub mod condition_types {
     /// The object is in a steady state it chose.

@@ -741,13 +741,6 @@ fn advance(
         .filter(|&i| targets[i].state == TargetState::Failed)
         .collect();
     let mut stalled = None;
-    // A target to run again gets its next attempt number now, so that the failed Job of the
-    // previous attempt no longer speaks for it.
-    let repend = |targets: &mut [TargetStatus], i: usize| {
-        targets[i].state = TargetState::Pending;
-        targets[i].finished_at = None;
-        targets[i].attempts += 1;
-    };
     // A wake-up retried on request also runs the targets that completed with resources left
     // asleep (not found, say, before the connector was fixed).
     let unrestored: Vec<usize> = if cycle.operation == Operation::WakeUp {
@@ -761,95 +754,9 @@ fn advance(
         vec![]
     };
     if retry_now && !(failed.is_empty() && (unrestored.is_empty() || running)) {
-        let aborted: Vec<usize> = (0..targets.len())
-            .filter(|&i| targets[i].state == TargetState::Aborted)
-            .collect();
-        for &i in failed.iter().chain(&aborted).chain(&unrestored) {
-            repend(targets, i);
-        }
-        if let Some(c) = status.current_cycle.as_mut() {
-            c.finished_at = None;
-        }
-        status.retry = Some(RetryStatus {
-            count: 0,
-            next_at: None,
-        });
-        d.events.push(EventRequest {
-            warning: false,
-            reason: "RetryRequested",
-            note: format!(
-                "retrying {} on request",
-                join_names(
-                    targets,
-                    &failed
-                        .iter()
-                        .chain(&unrestored)
-                        .copied()
-                        .collect::<Vec<_>>()
-                )
-            ),
-        });
+        retry_on_request(status, d, targets, &failed, &unrestored);
     } else if !failed.is_empty() && plan.failure_mode() == FailureMode::Strict && !running {
-        let retry = status.retry.clone().unwrap_or_default();
-        if retry.count < plan.retries() {
-            let last_failure = failed
-                .iter()
-                .filter_map(|&i| targets[i].finished_at.as_ref().map(|t| t.0))
-                .max()
-                .unwrap_or(o.now);
-            let next_at = last_failure + backoff(retry.count);
-            if o.now >= next_at {
-                for &i in &failed {
-                    repend(targets, i);
-                }
-                status.retry = Some(RetryStatus {
-                    count: retry.count + 1,
-                    next_at: None,
-                });
-                d.events.push(EventRequest {
-                    warning: false,
-                    reason: "Retrying",
-                    note: format!(
-                        "retry {} of {} for {}",
-                        retry.count + 1,
-                        plan.retries(),
-                        join_names(targets, &failed)
-                    ),
-                });
-            } else {
-                if retry.next_at.as_ref().map(|t| t.0) != Some(next_at) {
-                    d.events.push(EventRequest {
-                        warning: true,
-                        reason: "RetryScheduled",
-                        note: format!(
-                            "{} failed; retry {} of {} at {next_at}",
-                            join_names(targets, &failed),
-                            retry.count + 1,
-                            plan.retries()
-                        ),
-                    });
-                }
-                status.retry = Some(RetryStatus {
-                    count: retry.count,
-                    next_at: Some(t(next_at)),
-                });
-                d.requeue_at = earliest(d.requeue_at, Some(next_at));
-            }
-        } else {
-            status.retry = Some(RetryStatus {
-                count: retry.count,
-                next_at: None,
-            });
-            stalled = Some((
-                "RetriesExhausted",
-                format!(
-                    "{} failed after {} retries; fix the cause, then set annotation {} to a new value to retry",
-                    join_names(targets, &failed),
-                    retry.count,
-                    hibernator_api::plan::RETRY_ANNOTATION
-                ),
-            ));
-        }
+        stalled = retry_automatically(status, d, targets, &failed, o);
     }
     if o.reference_problem.is_some()
         || (cycle.operation == Operation::Hibernate && o.refuse_hibernation.is_some())
@@ -894,6 +801,116 @@ fn advance(
         tgt.progress = None;
     }
     stalled
+}
+
+/// A target to run again gets its next attempt number now, so that the failed Job of the
+/// previous attempt no longer speaks for it.
+fn repend(targets: &mut [TargetStatus], i: usize) {
+    targets[i].state = TargetState::Pending;
+    targets[i].finished_at = None;
+    targets[i].attempts += 1;
+}
+
+/// The retry annotation changed: failed and aborted targets, and those of a wake-up that left
+/// resources asleep, run again at once.
+fn retry_on_request(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    targets: &mut [TargetStatus],
+    failed: &[usize],
+    unrestored: &[usize],
+) {
+    let aborted: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].state == TargetState::Aborted)
+        .collect();
+    for &i in failed.iter().chain(&aborted).chain(unrestored) {
+        repend(targets, i);
+    }
+    if let Some(c) = status.current_cycle.as_mut() {
+        c.finished_at = None;
+    }
+    status.retry = Some(RetryStatus {
+        count: 0,
+        next_at: None,
+    });
+    let retried: Vec<usize> = failed.iter().chain(unrestored).copied().collect();
+    d.events.push(EventRequest {
+        warning: false,
+        reason: "RetryRequested",
+        note: format!("retrying {} on request", join_names(targets, &retried)),
+    });
+}
+
+/// Strict mode, nothing running: failed targets run again after the backoff, until the retries
+/// are spent; then the plan is stalled (returned).
+fn retry_automatically(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    targets: &mut [TargetStatus],
+    failed: &[usize],
+    o: &Observed<'_>,
+) -> Option<(&'static str, String)> {
+    let plan = o.plan;
+    let retry = status.retry.clone().unwrap_or_default();
+    if retry.count >= plan.retries() {
+        status.retry = Some(RetryStatus {
+            count: retry.count,
+            next_at: None,
+        });
+        return Some((
+            "RetriesExhausted",
+            format!(
+                "{} failed after {} retries; fix the cause, then set annotation {} to a new value to retry",
+                join_names(targets, failed),
+                retry.count,
+                hibernator_api::plan::RETRY_ANNOTATION
+            ),
+        ));
+    }
+    let last_failure = failed
+        .iter()
+        .filter_map(|&i| targets[i].finished_at.as_ref().map(|t| t.0))
+        .max()
+        .unwrap_or(o.now);
+    let next_at = last_failure + backoff(retry.count);
+    if o.now >= next_at {
+        for &i in failed {
+            repend(targets, i);
+        }
+        status.retry = Some(RetryStatus {
+            count: retry.count + 1,
+            next_at: None,
+        });
+        d.events.push(EventRequest {
+            warning: false,
+            reason: "Retrying",
+            note: format!(
+                "retry {} of {} for {}",
+                retry.count + 1,
+                plan.retries(),
+                join_names(targets, failed)
+            ),
+        });
+    } else {
+        if retry.next_at.as_ref().map(|t| t.0) != Some(next_at) {
+            d.events.push(EventRequest {
+                warning: true,
+                reason: "RetryScheduled",
+                note: format!(
+                    "{} failed; retry {} of {} at {next_at}",
+                    join_names(targets, failed),
+                    retry.count + 1,
+                    plan.retries()
+                ),
+            });
+        }
+        status.retry = Some(RetryStatus {
+            count: retry.count,
+            next_at: Some(t(next_at)),
+        });
+        d.requeue_at = earliest(d.requeue_at, Some(next_at));
+    }
+    None
 }
 
 /// Target states of an operation: Jobs first (the source of truth), then the status record.

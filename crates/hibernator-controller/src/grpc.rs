@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::jobs::{MANAGER, labels};
 use crate::metrics::Metrics;
 use crate::restore::{PlanKey, RestoreError, RestoreStore};
+use hibernator_api::common::error_chain;
 use hibernator_api::restore::{RecordOutcome, WakeUpOutcome};
 use hibernator_proto::v1::resource_result::Result as ResourceResult;
 
@@ -537,21 +538,6 @@ fn restore_status(what: &str, e: &RestoreError) -> Status {
     } else {
         Status::unavailable(message)
     }
-}
-
-/// An error with its causes, as one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// The bearer token of a call, if any.

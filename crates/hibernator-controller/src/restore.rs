@@ -61,7 +61,7 @@ pub enum RestoreError {
     },
     /// The ConfigMap under the restore data's name is not Hibernator's.
     #[error(
-        "ConfigMap {namespace}/{name} is not Hibernator's restore data (it lacks the labels {managed_by}={MANAGER} and {RESTORE_LABEL}=true); refusing to use it"
+        "ConfigMap {namespace}/{name} is not Hibernator's restore data (it lacks the labels {managed_by}={MANAGER} and {RESTORE_LABEL}=true); refusing to use it: rename or remove it"
     )]
     Foreign {
         /// Namespace.

@@ -36,13 +36,11 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
-use kube_testbed::Image;
 use moto_server::{Fault, FaultAction, FaultProxy};
 use serde_json::{Value, json};
 
 use crate::world::{
-    ControllerOptions, ControllerProcess, World, apply, condition, estate_at, sim_now, wait_for,
-    yaml_docs,
+    ControllerOptions, ControllerProcess, SLEEPER, World, condition, estate_at, sim_now, wait_for,
 };
 
 /// What the suite runs.
@@ -130,8 +128,6 @@ impl ChaosReport {
 }
 
 const PLAN: &str = "chaos";
-const SLEEPER: &str = "sleeper:chaos";
-const RUNNER_CLUSTER_ROLE: &str = "chaos-hibernator-runner-in-cluster";
 /// Monday 00:00:30 New York; the schedule is always in off-hours.
 const CLOCK_START: &str = "2026-11-30T05:00:30Z";
 /// 30x: a retry's minute of backoff takes two seconds.
@@ -258,6 +254,69 @@ fn stopping(line: &str, body: &str) -> Vec<String> {
     vec![]
 }
 
+/// Holds every AWS call that stops a resource until the restore ConfigMap has been seen
+/// holding that resource's record; a violation when it never is.
+fn write_ahead_check(
+    seen: &Arc<Mutex<BTreeSet<String>>>,
+    violations: &Arc<Mutex<Vec<String>>>,
+    verbose: bool,
+) -> moto_server::Inspector {
+    let (seen, violations) = (Arc::clone(seen), Arc::clone(violations));
+    Arc::new(move |line, body| {
+        let keys = stopping(&line, &body);
+        let (seen, violations) = (Arc::clone(&seen), Arc::clone(&violations));
+        Box::pin(async move {
+            for key in keys {
+                // The record is acknowledged before the runner acts; the watch may deliver it
+                // a moment later.
+                let t0 = Instant::now();
+                while !seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&key)
+                {
+                    if t0.elapsed() > Duration::from_secs(10) {
+                        let text = format!("{line} stops {key}, which has no record");
+                        if verbose {
+                            eprintln!("[chaos] VIOLATION: {text}");
+                        }
+                        violations
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(text);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        })
+    })
+}
+
+/// Adds to `seen` every live record the restore ConfigMap holds, as the API server shows it.
+fn watch_records(w: &World, seen: Arc<Mutex<BTreeSet<String>>>) {
+    let api: Api<ConfigMap> = Api::namespaced(w.client.clone(), &w.ns);
+    let name = hibernator_api::naming::restore_config_map(PLAN);
+    tokio::spawn(async move {
+        let stream = watcher(
+            api,
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        );
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            let cm = match event {
+                Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => cm,
+                _ => continue,
+            };
+            let view = RestoreView::from_data(&cm.data.unwrap_or_default());
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for t in view.targets.values() {
+                seen.extend(t.live.keys().cloned());
+            }
+        }
+    });
+}
+
 impl<'a> Chaos<'a> {
     fn say(&self, text: impl AsRef<str>) {
         if self.opts.verbose {
@@ -282,22 +341,7 @@ impl<'a> Chaos<'a> {
     }
 
     async fn setup(w: &'a World, opts: ChaosOptions) -> Result<Chaos<'a>> {
-        w.cluster.map_image(SLEEPER, Image::new("/bin/sleep"));
-        for mut doc in yaml_docs("deploy/rbac/runner-in-cluster-clusterrole.yaml")? {
-            doc["metadata"]["name"] = json!(RUNNER_CLUSTER_ROLE);
-            apply(&w.client, &doc).await?;
-        }
-        apply(
-            &w.client,
-            &json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": format!("hibernator-runner-{}", w.ns)},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": RUNNER_CLUSTER_ROLE},
-                "subjects": [{"kind": "ServiceAccount", "name": "hibernator-runner", "namespace": w.ns}],
-            }),
-        )
-        .await?;
+        w.runners_in_cluster().await?;
         let deployments = BTreeMap::from([
             ("app-0".to_string(), 0),
             ("app-1".to_string(), 2),
@@ -339,66 +383,8 @@ impl<'a> Chaos<'a> {
         let proxy = FaultProxy::start(w.moto.endpoint())?;
         let seen: Arc<Mutex<BTreeSet<String>>> = Default::default();
         let violations: Arc<Mutex<Vec<String>>> = Default::default();
-        {
-            let (seen, violations) = (Arc::clone(&seen), Arc::clone(&violations));
-            let verbose = opts.verbose;
-            proxy.inspect(Arc::new(move |line, body| {
-                let keys = stopping(&line, &body);
-                let (seen, violations) = (Arc::clone(&seen), Arc::clone(&violations));
-                Box::pin(async move {
-                    for key in keys {
-                        // The record is acknowledged before the runner acts; the watch may
-                        // deliver it a moment later.
-                        let t0 = Instant::now();
-                        loop {
-                            if seen
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .contains(&key)
-                            {
-                                break;
-                            }
-                            if t0.elapsed() > Duration::from_secs(10) {
-                                let text = format!("{line} stops {key}, which has no record");
-                                if verbose {
-                                    eprintln!("[chaos] VIOLATION: {text}");
-                                }
-                                violations
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .push(text);
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                })
-            }));
-        }
-        // Every live record the restore ConfigMap holds, as the API server shows it.
-        {
-            let api: Api<ConfigMap> = Api::namespaced(w.client.clone(), &w.ns);
-            let seen = Arc::clone(&seen);
-            let name = hibernator_api::naming::restore_config_map(PLAN);
-            tokio::spawn(async move {
-                let stream = watcher(
-                    api,
-                    watcher::Config::default().fields(&format!("metadata.name={name}")),
-                );
-                futures::pin_mut!(stream);
-                while let Some(event) = stream.next().await {
-                    let cm = match event {
-                        Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => cm,
-                        _ => continue,
-                    };
-                    let view = RestoreView::from_data(&cm.data.unwrap_or_default());
-                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                    for t in view.targets.values() {
-                        seen.extend(t.live.keys().cloned());
-                    }
-                }
-            });
-        }
+        proxy.inspect(write_ahead_check(&seen, &violations, opts.verbose));
+        watch_records(w, Arc::clone(&seen));
 
         let mut ctl_opts = ControllerOptions::at(CLOCK_START, CLOCK_SPEED);
         ctl_opts.aws_endpoint = Some(proxy.endpoint());
@@ -607,161 +593,22 @@ impl<'a> Chaos<'a> {
     }
 
     async fn inject(&mut self, kind: usize, op: Operation) -> Result<()> {
-        let w = self.w;
-        let ns = w.ns.clone();
         match FAULT_KINDS[kind] {
-            "controller SIGKILL" => {
-                if let Some(mut c) = self.ctl.take() {
-                    c.kill();
-                    self.restart_at =
-                        Some(Instant::now() + Duration::from_millis(self.rng.u64(500..3000)));
-                    self.count("controller SIGKILL");
-                    self.say("killed the controller");
-                }
-            }
-            "runner pod SIGKILL" => {
-                // Runners live a second or two: wait for one that has not ended (it may not have
-                // reported Running yet).
-                let pods: Api<Pod> = Api::namespaced(w.client.clone(), &ns);
-                let running = wait_for(Duration::from_secs(8), "a running runner pod", || async {
-                    let names: Vec<String> = pods
-                        .list(
-                            &ListParams::default()
-                                .labels("app.kubernetes.io/name=hibernator-runner"),
-                        )
-                        .await
-                        .ok()?
-                        .items
-                        .into_iter()
-                        .filter(|p| {
-                            p.metadata.deletion_timestamp.is_none()
-                                && matches!(
-                                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                                    Some("Pending" | "Running")
-                                )
-                        })
-                        .filter_map(|p| p.metadata.name)
-                        .collect();
-                    (!names.is_empty()).then_some(names)
-                })
-                .await
-                .unwrap_or_default();
-                if !running.is_empty() {
-                    let name = &running[self.rng.usize(0..running.len())];
-                    let _ = pods
-                        .delete(name, &DeleteParams::default().grace_period(0))
-                        .await;
-                    self.count("runner pod SIGKILL");
-                    self.say(format!("killed runner pod {name}"));
-                } else {
-                    self.say("no runner pod ran to be killed");
-                }
-            }
-            "runner Job deleted" => {
-                let jobs: Api<Job> = Api::namespaced(w.client.clone(), &ns);
-                let selector = format!(
-                    "hibernator.ardikasaputro.io/plan={PLAN},hibernator.ardikasaputro.io/operation={}",
-                    op.as_str()
-                );
-                let active = wait_for(Duration::from_secs(8), "an active runner Job", || async {
-                    let names: Vec<String> = jobs
-                        .list(&ListParams::default().labels(&selector))
-                        .await
-                        .ok()?
-                        .items
-                        .into_iter()
-                        .filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0)
-                        .filter_map(|j| j.metadata.name)
-                        .collect();
-                    (!names.is_empty()).then_some(names)
-                })
-                .await
-                .unwrap_or_default();
-                if !active.is_empty() {
-                    let name = &active[self.rng.usize(0..active.len())];
-                    let _ = jobs.delete(name, &DeleteParams::background()).await;
-                    self.count("runner Job deleted");
-                    self.say(format!("deleted runner Job {name}"));
-                } else {
-                    self.say("no runner Job ran to be deleted");
-                }
-            }
+            "controller SIGKILL" => self.kill_controller(),
+            "runner pod SIGKILL" => self.kill_runner_pod().await,
+            "runner Job deleted" => self.delete_runner_job(op).await,
             "restore ConfigMap deleted" => {
-                let cms: Api<ConfigMap> = Api::namespaced(w.client.clone(), &ns);
+                let cms: Api<ConfigMap> = Api::namespaced(self.w.client.clone(), &self.w.ns);
                 let name = hibernator_api::naming::restore_config_map(PLAN);
                 if cms.delete(&name, &DeleteParams::default()).await.is_ok() {
                     self.count("restore ConfigMap deleted");
                     self.say("deleted the restore ConfigMap");
                 }
             }
-            kind @ ("AWS 5xx" | "AWS throttling" | "AWS latency") => {
-                let (rds, ec2, eks) = match op {
-                    Operation::Hibernate => (
-                        "Action=StopDBInstance",
-                        "Action=StopInstances",
-                        "/update-config",
-                    ),
-                    Operation::WakeUp => (
-                        "Action=StartDBInstance",
-                        "Action=StartInstances",
-                        "/update-config",
-                    ),
-                };
-                let (matcher, action) = match (self.rng.usize(0..3), kind) {
-                    (0, "AWS 5xx") => (
-                        rds,
-                        FaultAction::query_error(500, "InternalFailure", "injected"),
-                    ),
-                    (1, "AWS 5xx") => (
-                        ec2,
-                        FaultAction::ec2_error(500, "InternalError", "injected"),
-                    ),
-                    (_, "AWS 5xx") => (
-                        eks,
-                        FaultAction::json_error(500, "ServerException", "injected"),
-                    ),
-                    (0, "AWS throttling") => (
-                        rds,
-                        FaultAction::query_error(400, "Throttling", "Rate exceeded"),
-                    ),
-                    (1, "AWS throttling") => (
-                        ec2,
-                        FaultAction::ec2_error(
-                            503,
-                            "RequestLimitExceeded",
-                            "Request limit exceeded.",
-                        ),
-                    ),
-                    (_, "AWS throttling") => (
-                        eks,
-                        FaultAction::json_error(429, "ThrottlingException", "Rate exceeded"),
-                    ),
-                    (0, _) => (
-                        rds,
-                        FaultAction::Delay(Duration::from_millis(self.rng.u64(500..3000))),
-                    ),
-                    (1, _) => (
-                        ec2,
-                        FaultAction::Delay(Duration::from_millis(self.rng.u64(500..3000))),
-                    ),
-                    (_, _) => (
-                        eks,
-                        FaultAction::Delay(Duration::from_millis(self.rng.u64(500..3000))),
-                    ),
-                };
-                let times = self.rng.u32(1..=4);
-                self.proxy.add(Fault::new(&[matcher], action).times(times));
-                let kind = FAULT_KINDS
-                    .iter()
-                    .find(|k| **k == kind)
-                    .copied()
-                    .unwrap_or("AWS 5xx");
-                self.count(kind);
-                self.say(format!("{kind} on {matcher}, {times} time(s)"));
-            }
+            kind @ ("AWS 5xx" | "AWS throttling" | "AWS latency") => self.aws_fault(kind, op),
             "API server restart" => {
                 self.say("restarting kube-apiserver");
-                let away = w.cluster.restart_api_server().await?;
+                let away = self.w.cluster.restart_api_server().await?;
                 self.count("API server restart");
                 self.say(format!(
                     "kube-apiserver back after {:.1} s",
@@ -771,6 +618,141 @@ impl<'a> Chaos<'a> {
             _ => {}
         }
         Ok(())
+    }
+
+    fn kill_controller(&mut self) {
+        if let Some(mut c) = self.ctl.take() {
+            c.kill();
+            self.restart_at = Some(Instant::now() + Duration::from_millis(self.rng.u64(500..3000)));
+            self.count("controller SIGKILL");
+            self.say("killed the controller");
+        }
+    }
+
+    async fn kill_runner_pod(&mut self) {
+        let (w, ns) = (self.w, self.w.ns.clone());
+        // Runners live a second or two: wait for one that has not ended (it may not have
+        // reported Running yet).
+        let pods: Api<Pod> = Api::namespaced(w.client.clone(), &ns);
+        let running = wait_for(Duration::from_secs(8), "a running runner pod", || async {
+            let names: Vec<String> = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/name=hibernator-runner"))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && matches!(
+                            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                            Some("Pending" | "Running")
+                        )
+                })
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            (!names.is_empty()).then_some(names)
+        })
+        .await
+        .unwrap_or_default();
+        if !running.is_empty() {
+            let name = &running[self.rng.usize(0..running.len())];
+            let _ = pods
+                .delete(name, &DeleteParams::default().grace_period(0))
+                .await;
+            self.count("runner pod SIGKILL");
+            self.say(format!("killed runner pod {name}"));
+        } else {
+            self.say("no runner pod ran to be killed");
+        }
+    }
+
+    async fn delete_runner_job(&mut self, op: Operation) {
+        let (w, ns) = (self.w, self.w.ns.clone());
+        let jobs: Api<Job> = Api::namespaced(w.client.clone(), &ns);
+        let selector = format!(
+            "hibernator.ardikasaputro.io/plan={PLAN},hibernator.ardikasaputro.io/operation={}",
+            op.as_str()
+        );
+        let active = wait_for(Duration::from_secs(8), "an active runner Job", || async {
+            let names: Vec<String> = jobs
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0)
+                .filter_map(|j| j.metadata.name)
+                .collect();
+            (!names.is_empty()).then_some(names)
+        })
+        .await
+        .unwrap_or_default();
+        if !active.is_empty() {
+            let name = &active[self.rng.usize(0..active.len())];
+            let _ = jobs.delete(name, &DeleteParams::background()).await;
+            self.count("runner Job deleted");
+            self.say(format!("deleted runner Job {name}"));
+        } else {
+            self.say("no runner Job ran to be deleted");
+        }
+    }
+
+    /// An AWS error or delay on the calls of the operation, a few times.
+    fn aws_fault(&mut self, kind: &'static str, op: Operation) {
+        let (rds, ec2, eks) = match op {
+            Operation::Hibernate => (
+                "Action=StopDBInstance",
+                "Action=StopInstances",
+                "/update-config",
+            ),
+            Operation::WakeUp => (
+                "Action=StartDBInstance",
+                "Action=StartInstances",
+                "/update-config",
+            ),
+        };
+        let (matcher, action) = match (self.rng.usize(0..3), kind) {
+            (0, "AWS 5xx") => (
+                rds,
+                FaultAction::query_error(500, "InternalFailure", "injected"),
+            ),
+            (1, "AWS 5xx") => (
+                ec2,
+                FaultAction::ec2_error(500, "InternalError", "injected"),
+            ),
+            (_, "AWS 5xx") => (
+                eks,
+                FaultAction::json_error(500, "ServerException", "injected"),
+            ),
+            (0, "AWS throttling") => (
+                rds,
+                FaultAction::query_error(400, "Throttling", "Rate exceeded"),
+            ),
+            (1, "AWS throttling") => (
+                ec2,
+                FaultAction::ec2_error(503, "RequestLimitExceeded", "Request limit exceeded."),
+            ),
+            (_, "AWS throttling") => (
+                eks,
+                FaultAction::json_error(429, "ThrottlingException", "Rate exceeded"),
+            ),
+            (0, _) => (
+                rds,
+                FaultAction::Delay(Duration::from_millis(self.rng.u64(500..3000))),
+            ),
+            (1, _) => (
+                ec2,
+                FaultAction::Delay(Duration::from_millis(self.rng.u64(500..3000))),
+            ),
+            (_, _) => (
+                eks,
+                FaultAction::Delay(Duration::from_millis(self.rng.u64(500..3000))),
+            ),
+        };
+        let times = self.rng.u32(1..=4);
+        self.proxy.add(Fault::new(&[matcher], action).times(times));
+        self.count(kind);
+        self.say(format!("{kind} on {matcher}, {times} time(s)"));
     }
 
     /// Someone starts a sleeping resource "just for a minute" and forgets it.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hibernator_api::plan::HibernationPlan;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -221,17 +221,6 @@ impl World {
             .await
             .with_context(|| format!("failed to create ServiceAccount {name}"))?;
         }
-        apply(
-            &client,
-            &json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": format!("hibernator-controller-{ns}")},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": E2E_CLUSTER_ROLE},
-                "subjects": [{"kind": "ServiceAccount", "name": "hibernator-controller", "namespace": ns}],
-            }),
-        )
-        .await?;
         for mut doc in yaml_docs("deploy/rbac/controller-clusterrole.yaml")? {
             if doc["kind"] == "Role" {
                 doc["metadata"]["namespace"] = json!(ns);
@@ -286,14 +275,18 @@ impl World {
             &token,
             &ns,
         )?;
-        Ok(World {
+        let world = World {
             cluster,
             client,
             ns,
             moto,
             dir,
             controller_kubeconfig,
-        })
+        };
+        world
+            .bind("hibernator-controller", E2E_CLUSTER_ROLE, "")
+            .await?;
+        Ok(world)
     }
 
     /// Creates AWS resources in moto (see `estate.py`); returns the snapshot after creation.
@@ -673,6 +666,77 @@ impl World {
             .await?
             .and_then(|c| c.data)
             .unwrap_or_default())
+    }
+}
+
+/// The runner's in-cluster ClusterRole as the tests install it (renamed, so that a Helm
+/// release in the same cluster can own the chart's copy).
+pub const RUNNER_CLUSTER_ROLE: &str = "e2e-hibernator-runner-in-cluster";
+
+/// An image whose pods run `/bin/sleep` (for workloads to scale).
+pub const SLEEPER: &str = "sleeper:e2e";
+
+impl World {
+    /// Runs `kubectl-hibernator ARGS -n <namespace>` as the cluster admin: success and output.
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(&binaries().expect("binaries").cli)
+            .args(args)
+            .args(["-n", &self.ns])
+            .env("KUBECONFIG", self.cluster.kubeconfig_path())
+            .output()
+            .expect("kubectl-hibernator runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Waits for a pod with these labels to be Running.
+    pub async fn running_pod(&self, selector: &str, timeout: Duration) -> Result<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        wait_for(timeout, &format!("a running pod {selector}"), || async {
+            pods.list(&kube::api::ListParams::default().labels(selector))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        })
+        .await
+    }
+
+    /// Lets this namespace's runner pods act on workloads of the cluster they run in: the
+    /// runner's in-cluster ClusterRole (`deploy/rbac/`), bound to their ServiceAccount; and maps
+    /// [`SLEEPER`] for the workloads' pods.
+    pub async fn runners_in_cluster(&self) -> Result<()> {
+        self.cluster
+            .map_image(SLEEPER, kube_testbed::Image::new("/bin/sleep"));
+        for mut doc in yaml_docs("deploy/rbac/runner-in-cluster-clusterrole.yaml")? {
+            doc["metadata"]["name"] = json!(RUNNER_CLUSTER_ROLE);
+            apply(&self.client, &doc).await?;
+        }
+        self.bind("hibernator-runner", RUNNER_CLUSTER_ROLE, "")
+            .await
+    }
+
+    /// Binds the namespace's ServiceAccount `account` to ClusterRole `role` (binding
+    /// `<account>-<namespace><suffix>`).
+    pub async fn bind(&self, account: &str, role: &str, suffix: &str) -> Result<()> {
+        apply(
+            &self.client,
+            &json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": format!("{account}-{}{suffix}", self.ns)},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": self.ns}],
+            }),
+        )
+        .await
     }
 }
 

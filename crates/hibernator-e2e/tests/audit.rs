@@ -74,18 +74,9 @@ async fn a_write_refused_by_rbac_fails_the_check_and_the_full_role_passes() {
         )
         .await
         .unwrap();
-    apply(
-        &w.client,
-        &json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": format!("hibernator-controller-{}-reduced", w.ns)},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": "hibernator-controller", "namespace": w.ns}],
-        }),
-    )
-    .await
-    .unwrap();
+    w.bind("hibernator-controller", &role, "-reduced")
+        .await
+        .unwrap();
     assert_ne!(role, E2E_CLUSTER_ROLE);
     night(&w).await;
     let err = check_controller_writes(&w.controller_writes().unwrap()).unwrap_err();

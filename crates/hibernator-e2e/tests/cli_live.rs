@@ -1,29 +1,11 @@
 //! `kubectl-hibernator`'s live commands against a plan the controller runs: status, logs,
 //! restore, retry, suspend and resume.
 
-use std::process::Command;
 use std::time::Duration;
 
 use hibernator_api::plan::Phase;
-use hibernator_e2e::world::{ControllerOptions, World, binaries, noop_plan, phase};
+use hibernator_e2e::world::{ControllerOptions, World, noop_plan, phase};
 use serde_json::json;
-
-fn cli(w: &World, args: &[&str]) -> (bool, String) {
-    let out = Command::new(&binaries().unwrap().cli)
-        .args(args)
-        .args(["-n", &w.ns])
-        .env("KUBECONFIG", w.cluster.kubeconfig_path())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_logs_restore_retry_suspend_and_resume() {
@@ -44,7 +26,7 @@ async fn status_logs_restore_retry_suspend_and_resume() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
 
-    let (ok, text) = cli(&w, &["status", "p"]);
+    let (ok, text) = w.cli(&["status", "p"]);
     assert!(ok, "{text}");
     assert!(
         text.contains("p (") && text.contains("): Hibernated"),
@@ -52,15 +34,15 @@ async fn status_logs_restore_retry_suspend_and_resume() {
     );
     assert!(text.contains("Hibernated=True (Hibernated)"), "{text}");
     assert!(text.contains("t0") && text.contains("Completed"), "{text}");
-    let (ok, text) = cli(&w, &["status"]);
+    let (ok, text) = w.cli(&["status"]);
     assert!(ok && text.contains("Hibernated"), "{text}");
 
-    let (ok, text) = cli(&w, &["logs", "p", "--target", "t1"]);
+    let (ok, text) = w.cli(&["logs", "p", "--target", "t1"]);
     assert!(ok, "{text}");
     assert!(text.contains("== t1 (p-t1-h-20261127t0100-1-"), "{text}");
     assert!(text.contains("hibernate noop target t1"), "{text}");
 
-    let (ok, text) = cli(&w, &["restore", "p", "-o", "json"]);
+    let (ok, text) = w.cli(&["restore", "p", "-o", "json"]);
     assert!(ok, "{text}");
     let data: serde_json::Value =
         serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -71,7 +53,7 @@ async fn status_logs_restore_retry_suspend_and_resume() {
         "{data}"
     );
 
-    let (ok, text) = cli(&w, &["retry", "p"]);
+    let (ok, text) = w.cli(&["retry", "p"]);
     assert!(ok, "{text}");
     let token = text
         .split("(token ")
@@ -88,7 +70,7 @@ async fn status_logs_restore_retry_suspend_and_resume() {
     .await
     .unwrap();
 
-    let (ok, text) = cli(&w, &["suspend", "p"]);
+    let (ok, text) = w.cli(&["suspend", "p"]);
     assert!(ok, "{text}");
     assert!(
         text.contains("revert changes to spec"),
@@ -99,7 +81,7 @@ async fn status_logs_restore_retry_suspend_and_resume() {
     })
     .await
     .unwrap();
-    let (ok, text) = cli(&w, &["resume", "p"]);
+    let (ok, text) = w.cli(&["resume", "p"]);
     assert!(ok, "{text}");
     let p = w
         .wait_plan("p", Duration::from_secs(60), "asleep again", |p| {
@@ -109,27 +91,24 @@ async fn status_logs_restore_retry_suspend_and_resume() {
         .unwrap();
     assert!(p.spec.suspend.is_none() && p.spec.suspend_until.is_none());
 
-    let (ok, text) = cli(
-        &w,
-        &[
-            "preview",
-            "--live",
-            "--plan",
-            "p",
-            "--from",
-            "2026-11-27T12:00:00Z",
-            "--count",
-            "2",
-            "-o",
-            "json",
-        ],
-    );
+    let (ok, text) = w.cli(&[
+        "preview",
+        "--live",
+        "--plan",
+        "p",
+        "--from",
+        "2026-11-27T12:00:00Z",
+        "--count",
+        "2",
+        "-o",
+        "json",
+    ]);
     assert!(ok, "{text}");
     let rows: serde_json::Value =
         serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(rows[0]["at"], "2026-11-28T01:00:00Z", "{rows}");
     assert_eq!(rows[1]["operation"], "wakeUp", "{rows}");
 
-    let (ok, text) = cli(&w, &["status", "no-such-plan"]);
+    let (ok, text) = w.cli(&["status", "no-such-plan"]);
     assert!(!ok && text.contains("not found"), "{text}");
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -138,16 +138,10 @@ async fn runners_with_another_pods_token_or_none_are_refused() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
     let pods: Api<Pod> = Api::namespaced(w.client.clone(), &w.ns);
-    let runner_pod = wait_for(SECS(60), "the runner pod running", || async {
-        pods.list(&ListParams::default().labels(&format!("job-name={job}")))
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-    })
-    .await
-    .unwrap();
+    let runner_pod = w
+        .running_pod(&format!("job-name={job}"), SECS(60))
+        .await
+        .unwrap();
     // Another pod of the same ServiceAccount, not part of the execution.
     let impostor: Pod = serde_json::from_value(json!({
         "metadata": {"name": "impostor"},

@@ -2,13 +2,12 @@
 //! is back after the night, or the plan says so loudly. Real control plane, real controller
 //! and runner pods, moto (behind a fault proxy where AWS must refuse something).
 
-use std::process::Command;
 use std::time::Duration;
 
 use hibernator_api::plan::Phase;
 use hibernator_api::{Operation, TargetState};
 use hibernator_e2e::world::{
-    ControllerOptions, World, binaries, cond, condition, noop_plan, phase, target_state,
+    ControllerOptions, ControllerProcess, World, cond, condition, noop_plan, phase, target_state,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -21,20 +20,22 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 /// Thursday 19:59:50 New York: the night of cycle 20261127t0100 begins ten seconds later.
 const THURSDAY_EVENING: &str = "2026-11-27T00:59:50Z";
 
+/// `kubectl-hibernator ARGS`, which must succeed.
 fn cli(w: &World, args: &[&str]) -> String {
-    let out = Command::new(&binaries().unwrap().cli)
-        .args(args)
-        .args(["-n", &w.ns])
-        .env("KUBECONFIG", w.cluster.kubeconfig_path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "kubectl-hibernator {args:?}: {text}");
+    let (ok, text) = w.cli(args);
+    assert!(ok, "kubectl-hibernator {args:?}: {text}");
     text
+}
+
+/// Starts a controller for plan `p` and waits until the plan is asleep.
+async fn hibernated(w: &World, opts: ControllerOptions) -> ControllerProcess {
+    let c = w.controller(opts).unwrap();
+    w.wait_plan("p", SECS(60), "Hibernated", |p| {
+        phase(p) == Some(Phase::Hibernated)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    c
 }
 
 fn restored_message(p: &hibernator_api::HibernationPlan) -> String {
@@ -176,14 +177,7 @@ async fn lost_restore_data_is_reported_at_once_and_until_acknowledged() {
     .await
     .unwrap();
     // 600x: the night (ten hours) takes a minute.
-    let c = w
-        .controller(ControllerOptions::at(THURSDAY_EVENING, 600.0))
-        .unwrap();
-    w.wait_plan("p", SECS(60), "Hibernated", |p| {
-        phase(p) == Some(Phase::Hibernated)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let c = hibernated(&w, ControllerOptions::at(THURSDAY_EVENING, 600.0)).await;
     let cms: Api<ConfigMap> = Api::namespaced(w.client.clone(), &w.ns);
     let name = hibernator_api::naming::restore_config_map("p");
     // Someone edits target a's records away.
@@ -300,14 +294,7 @@ async fn a_resource_not_found_keeps_its_record_until_a_retry_finds_it() {
     w.apply(rds_plan("p", &[("db", &["db-a"])], json!({})))
         .await
         .unwrap();
-    let c = w
-        .controller(ControllerOptions::at(THURSDAY_EVENING, 600.0))
-        .unwrap();
-    w.wait_plan("p", SECS(60), "Hibernated", |p| {
-        phase(p) == Some(Phase::Hibernated)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let c = hibernated(&w, ControllerOptions::at(THURSDAY_EVENING, 600.0)).await;
     // Someone points the CloudProvider at another region while the database sleeps.
     let region = |r: &str| {
         json!({
@@ -392,12 +379,7 @@ async fn one_resource_that_cannot_be_started_does_not_keep_its_siblings_asleep()
     let proxy = FaultProxy::start(w.moto.endpoint()).unwrap();
     let mut opts = ControllerOptions::at(THURSDAY_EVENING, 600.0);
     opts.aws_endpoint = Some(proxy.endpoint());
-    let c = w.controller(opts).unwrap();
-    w.wait_plan("p", SECS(60), "Hibernated", |p| {
-        phase(p) == Some(Phase::Hibernated)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let c = hibernated(&w, opts).await;
     proxy.add(Fault::new(
         &["Action=StartDBInstance", "DBInstanceIdentifier=db-a"],
         FaultAction::query_error(400, "InvalidDBInstanceState", "db-a cannot be started now"),
@@ -461,14 +443,7 @@ async fn a_target_renamed_while_asleep_is_reported_and_its_records_kept() {
     ))
     .await
     .unwrap();
-    let c = w
-        .controller(ControllerOptions::at(THURSDAY_EVENING, 60.0))
-        .unwrap();
-    w.wait_plan("p", SECS(60), "Hibernated", |p| {
-        phase(p) == Some(Phase::Hibernated)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let c = hibernated(&w, ControllerOptions::at(THURSDAY_EVENING, 60.0)).await;
     w.patch_plan(
         "p",
         json!({"spec": {"targets": [{"name": "t0", "type": "noop", "parameters": {}},
@@ -641,16 +616,10 @@ async fn an_evicted_runner_pod_is_replaced_without_counting_as_a_failure() {
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(w.client.clone(), &w.ns);
     let selector = "job-name=p-t0-h-20261127t0100-1";
-    let first = hibernator_e2e::world::wait_for(SECS(90), "a running runner pod", || async {
-        pods.list(&ListParams::default().labels(selector))
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let first = w
+        .running_pod(selector, SECS(90))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
     let name = first.metadata.name.clone().unwrap();
     pods.evict(&name, &Default::default()).await.unwrap();
     let p = match w

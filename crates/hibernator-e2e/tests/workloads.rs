@@ -6,19 +6,11 @@
 use std::time::Duration;
 
 use hibernator_api::plan::Phase;
-use hibernator_e2e::world::{
-    ControllerOptions, World, apply, cond, condition, phase, wait_for, yaml_docs,
-};
+use hibernator_e2e::world::{ControllerOptions, SLEEPER, World, cond, condition, phase, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube_testbed::Image;
 use serde_json::{Value, json};
-
-/// The runner's ClusterRole as these tests install it (renamed, so that a Helm release in the
-/// same cluster can own the chart's copy).
-const RUNNER_CLUSTER_ROLE: &str = "e2e-hibernator-runner-in-cluster";
-const SLEEPER: &str = "sleeper:e2e";
 
 fn template(app: &str) -> Value {
     json!({
@@ -75,23 +67,7 @@ async fn sleeper_pods(w: &World) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_night_of_a_workloads_target_in_the_controllers_cluster() {
     let w = World::new("workloads").await.unwrap();
-    w.cluster.map_image(SLEEPER, Image::new("/bin/sleep"));
-    for mut doc in yaml_docs("deploy/rbac/runner-in-cluster-clusterrole.yaml").unwrap() {
-        doc["metadata"]["name"] = json!(RUNNER_CLUSTER_ROLE);
-        apply(&w.client, &doc).await.unwrap();
-    }
-    apply(
-        &w.client,
-        &json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": format!("hibernator-runner-{}", w.ns)},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": RUNNER_CLUSTER_ROLE},
-            "subjects": [{"kind": "ServiceAccount", "name": "hibernator-runner", "namespace": w.ns}],
-        }),
-    )
-    .await
-    .unwrap();
+    w.runners_in_cluster().await.unwrap();
     w.apply(json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")},

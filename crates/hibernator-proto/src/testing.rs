@@ -2,8 +2,10 @@
 //!
 //! [`FakeController`] serves the `Runner` service on 127.0.0.1 with the semantics the real
 //! controller promises: a bearer token is required, restore records are kept per resource and
-//! the first record wins until [`FakeController::forget_records`] (what the controller does
-//! once a wake-up succeeded). It records every call, and a test can make it refuse
+//! the first record wins until [`FakeController::forget_records`] (the real controller retires
+//! the records a wake-up's completion reports restored; the fake keeps completions for tests to
+//! read, but does not act on their per-resource results). It records every call, and a test can
+//! make it refuse
 //! `RecordRestoreState`, stall at a chosen call (so the runner can be killed at that moment) or
 //! ask the runner to stop through `Heartbeat`.
 //!
@@ -303,7 +305,7 @@ impl FakeController {
         self.shared.observed().records = records;
     }
 
-    /// Drops the restore records, as the controller does once a wake-up succeeded.
+    /// Drops the restore records, as the controller does once a wake-up restored them.
     pub fn forget_records(&self) {
         self.shared.observed().records.clear();
     }

@@ -61,19 +61,7 @@ fn between(text: &str, start: &str, end: &str) -> Option<String> {
 }
 
 /// An error and its causes on one line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !s_text.is_empty() && !text.ends_with(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use hibernator_api::common::error_chain as chain;
 
 /// Why the AWS account could not be used.
 #[derive(Debug, thiserror::Error)]

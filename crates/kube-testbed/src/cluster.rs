@@ -518,25 +518,37 @@ impl ControlPlane {
         self.components[i] = component;
         let client = kube::Client::try_from(load_config(admin_kubeconfig).await?)
             .map_err(|e| Error::kube("create the admin client", e))?;
-        self.wait_for(
+        self.wait_until_serving(
+            &client,
             "kube-apiserver /readyz after a restart",
             Duration::from_secs(60),
-            move || {
-                let client = client.clone();
-                async move {
-                    let request = http::Request::get("/readyz")
-                        .body(Vec::new())
-                        .map_err(|e| e.to_string())?;
-                    client
-                        .request_text(request)
-                        .await
-                        .map(|body| body.trim() == "ok")
-                        .map_err(|e| e.to_string())
-                }
-            },
         )
         .await?;
         Ok(started.elapsed())
+    }
+
+    /// Waits until kube-apiserver's `/readyz` answers `ok`.
+    async fn wait_until_serving(
+        &mut self,
+        client: &kube::Client,
+        what: &str,
+        limit: Duration,
+    ) -> Result<()> {
+        let client = client.clone();
+        self.wait_for(what, limit, move || {
+            let client = client.clone();
+            async move {
+                let request = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string())?;
+                client
+                    .request_text(request)
+                    .await
+                    .map(|body| body.trim() == "ok")
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
     }
 
     fn check_running(&mut self) -> Result<()> {
@@ -740,23 +752,8 @@ impl ControlPlane {
         let config = load_config(&admin_kubeconfig).await?;
         let client = kube::Client::try_from(config.clone())
             .map_err(|e| Error::kube("create the admin client", e))?;
-        {
-            let client = client.clone();
-            self.wait_for("kube-apiserver /readyz", options.start_timeout, move || {
-                let client = client.clone();
-                async move {
-                    let request = http::Request::get("/readyz")
-                        .body(Vec::new())
-                        .map_err(|e| e.to_string())?;
-                    client
-                        .request_text(request)
-                        .await
-                        .map(|body| body.trim() == "ok")
-                        .map_err(|e| e.to_string())
-                }
-            })
+        self.wait_until_serving(&client, "kube-apiserver /readyz", options.start_timeout)
             .await?;
-        }
         let apiserver_time = t0.elapsed();
 
         let controllers = CONTROLLERS.join(",");

@@ -296,9 +296,23 @@ fn keys_text(keys: &[String], total: i32) -> String {
 /// Finds what is not (or cannot be) restored.
 fn find_problems(status: &HibernationPlanStatus, o: &Observed<'_>, names: &[&str]) -> Problems {
     let mut p = Problems::default();
+    config_map_problems(&mut p, status, o, names);
+    account_problems(&mut p, status, o, names);
+    if wake_up_settled(status) {
+        wake_up_problems(&mut p, status, o);
+    }
+    p
+}
+
+/// What the ConfigMap itself shows, whatever the account says: records of targets no longer in
+/// the plan, unreadable targets, a ConfigMap that is not Hibernator's.
+fn config_map_problems(
+    p: &mut Problems,
+    status: &HibernationPlanStatus,
+    o: &Observed<'_>,
+    names: &[&str],
+) {
     let config_map = status.restore_ref.clone().unwrap_or_default();
-    // What the ConfigMap itself shows, whatever the account says: records of targets no
-    // longer in the plan, unreadable targets, a ConfigMap that is not Hibernator's.
     let accounted: BTreeSet<&str> = status.asleep.iter().map(|a| a.name.as_str()).collect();
     for (target, view) in &o.restore.targets {
         if !names.contains(&target.as_str())
@@ -322,9 +336,20 @@ fn find_problems(status: &HibernationPlanStatus, o: &Observed<'_>, names: &[&str
         }
     }
     if let Some(problem) = &o.restore_problem {
-        p.missing.push(format!("{problem} (rename or remove it)"));
+        p.missing.push(problem.clone());
         p.unresolvable = true;
     }
+}
+
+/// What the account of what is asleep holds that the ConfigMap lost, and targets that left the
+/// plan.
+fn account_problems(
+    p: &mut Problems,
+    status: &HibernationPlanStatus,
+    o: &Observed<'_>,
+    names: &[&str],
+) {
+    let config_map = status.restore_ref.clone().unwrap_or_default();
     for entry in &status.asleep {
         if !names.contains(&entry.name.as_str()) {
             p.removed.push(format!(
@@ -352,28 +377,29 @@ fn find_problems(status: &HibernationPlanStatus, o: &Observed<'_>, names: &[&str
             ));
         }
     }
-    // The wake-up's results count once it has done what it will do.
-    let Some(cycle) = &status.current_cycle else {
-        return p;
-    };
-    // Settled: nothing runs, no retry is due, and either every target is done or a failure
-    // halted the rest (Strict).
-    let settled = cycle.operation == Operation::WakeUp
+}
+
+/// A wake-up has done what it will do: nothing runs, no retry is due, and either every target
+/// is done or a failure halted the rest (Strict).
+fn wake_up_settled(status: &HibernationPlanStatus) -> bool {
+    let failed = status
+        .targets
+        .iter()
+        .any(|t| matches!(t.state, TargetState::Failed | TargetState::Aborted));
+    status
+        .current_cycle
+        .as_ref()
+        .is_some_and(|c| c.operation == Operation::WakeUp)
         && !status
             .targets
             .iter()
             .any(|t| t.state == TargetState::Running)
         && status.retry.as_ref().is_none_or(|r| r.next_at.is_none())
-        && status.targets.iter().all(|t| {
-            t.state.is_terminal()
-                || status
-                    .targets
-                    .iter()
-                    .any(|f| matches!(f.state, TargetState::Failed | TargetState::Aborted))
-        });
-    if !settled {
-        return p;
-    }
+        && (failed || status.targets.iter().all(|t| t.state.is_terminal()))
+}
+
+/// The records a settled wake-up left asleep: not found, not restored, or never reported.
+fn wake_up_problems(p: &mut Problems, status: &HibernationPlanStatus, o: &Observed<'_>) {
     for t in &status.targets {
         let Some(view) = o.restore.targets.get(&t.name) else {
             continue;
@@ -390,17 +416,7 @@ fn find_problems(status: &HibernationPlanStatus, o: &Observed<'_>, names: &[&str
                         .map(|m| format!(" ({m})"))
                         .unwrap_or_default()
                 )),
-                None => failed.push(format!(
-                    "{key} ({})",
-                    match (t.state, &t.message) {
-                        (TargetState::Failed, Some(m)) => format!("its runner failed: {m}"),
-                        (TargetState::Aborted, Some(m)) => m.clone(),
-                        (TargetState::Pending, _) => {
-                            "not started: the wake-up stopped after a failure".to_string()
-                        }
-                        _ => "not reported by a runner".to_string(),
-                    }
-                )),
+                None => failed.push(format!("{key} ({})", unreported(t))),
             }
         }
         if !not_found.is_empty() {
@@ -415,7 +431,16 @@ fn find_problems(status: &HibernationPlanStatus, o: &Observed<'_>, names: &[&str
             p.wake_targets.insert(t.name.clone());
         }
     }
-    p
+}
+
+/// Why a target's runner reported nothing of a record.
+fn unreported(t: &hibernator_api::plan::TargetStatus) -> String {
+    match (t.state, &t.message) {
+        (TargetState::Failed, Some(m)) => format!("its runner failed: {m}"),
+        (TargetState::Aborted, Some(m)) => m.clone(),
+        (TargetState::Pending, _) => "not started: the wake-up stopped after a failure".into(),
+        _ => "not reported by a runner".into(),
+    }
 }
 
 /// Counts restored resources per target of a wake-up, sets `Restored`, and handles an
@@ -427,7 +452,6 @@ pub fn evaluate(
     names: &[&str],
     ack_now: bool,
 ) -> Option<(&'static str, String)> {
-    let generation = o.plan.metadata.generation;
     let prev = find_condition(&status.conditions, condition_types::RESTORED).cloned();
     // After an acknowledgement the counts stay as the wake-up left them: what was accepted as
     // not restored is not counted as restored.
@@ -435,56 +459,11 @@ pub fn evaluate(
         count_restored(status, o);
     }
     let problems = find_problems(status, o, names);
-    let awake = status
-        .current_cycle
-        .as_ref()
-        .is_none_or(|c| c.operation == Operation::WakeUp);
     if ack_now
         && !problems.unresolvable
         && let Some(prev) = prev.as_ref().filter(|c| c.status == "False")
     {
-        // Forget what was reported: the account drops lost keys and removed targets; the
-        // records a wake-up could not restore are acknowledged (while awake; asleep they are
-        // tonight's records and must be woken up).
-        for entry in &mut status.asleep {
-            let present = present(o, &entry.name);
-            entry.keys.retain(|k| present.contains(k));
-            entry.resources = o
-                .restore
-                .targets
-                .get(&entry.name)
-                .map(|t| t.live.len() as i32)
-                .unwrap_or(0);
-        }
-        status
-            .asleep
-            .retain(|a| names.contains(&a.name.as_str()) && a.resources > 0);
-        // Records of removed targets are acknowledged whenever: no wake-up acts on them.
-        let mut targets = problems.orphans.clone();
-        if awake {
-            targets.extend(problems.wake_targets.iter().cloned());
-        }
-        d.acknowledge = Some(targets);
-        let note = format!(
-            "acknowledged with annotation {RESTORE_ACK_ANNOTATION}: {}",
-            prev.message
-        );
-        set_condition(
-            &mut status.conditions,
-            condition(
-                condition_types::RESTORED,
-                true,
-                "Acknowledged",
-                note.clone(),
-                generation,
-                o.now,
-            ),
-        );
-        d.events.push(EventRequest {
-            warning: false,
-            reason: "RestoreAcknowledged",
-            note,
-        });
+        acknowledge(status, d, o, names, &problems, &prev.message);
         return None;
     }
     if let Some(reason) = problems.first() {
@@ -492,17 +471,7 @@ pub fn evaluate(
         let changed = prev
             .as_ref()
             .is_none_or(|c| c.status != "False" || c.reason != reason || c.message != message);
-        set_condition(
-            &mut status.conditions,
-            condition(
-                condition_types::RESTORED,
-                false,
-                reason,
-                message.clone(),
-                generation,
-                o.now,
-            ),
-        );
+        set_restored(status, o, false, reason, &message);
         if changed {
             d.events.push(EventRequest {
                 warning: true,
@@ -512,53 +481,7 @@ pub fn evaluate(
         }
         return Some((reason, message));
     }
-    let finished = status
-        .current_cycle
-        .as_ref()
-        .filter(|c| c.operation == Operation::WakeUp)
-        .and_then(|c| c.finished_at.clone());
-    let was_false = prev.as_ref().is_some_and(|c| c.status == "False");
-    // An acknowledgement given after this wake-up ended stands until the next one.
-    let acknowledged_since = |at: &jiff::Timestamp| {
-        prev.as_ref().is_some_and(|c| {
-            c.status == "True" && c.reason == "Acknowledged" && c.last_transition_time.0 >= *at
-        })
-    };
-    if let Some(finished) = finished
-        && !acknowledged_since(&finished.0)
-    {
-        let (restored, recorded) = status.targets.iter().fold((0, 0), |(r, t), s| {
-            (
-                r + s.resources_restored.unwrap_or(0),
-                t + s.resources_recorded.unwrap_or(0),
-            )
-        });
-        let cycle = status
-            .current_cycle
-            .as_ref()
-            .map(|c| c.id.clone())
-            .unwrap_or_default();
-        let message = format!(
-            "every resource put to sleep in cycle {cycle} is back ({restored} of {recorded})"
-        );
-        set_condition(
-            &mut status.conditions,
-            condition(
-                condition_types::RESTORED,
-                true,
-                "Restored",
-                message.clone(),
-                generation,
-                o.now,
-            ),
-        );
-        if was_false {
-            d.events.push(EventRequest {
-                warning: false,
-                reason: "Restored",
-                note: message,
-            });
-        }
+    if wake_up_restored_everything(status, d, o, prev.as_ref()) {
         return None;
     }
     // Otherwise the condition stays as the last wake-up (or acknowledgement) left it.
@@ -574,6 +497,113 @@ pub fn evaluate(
         )),
         _ => None,
     }
+}
+
+fn set_restored(
+    status: &mut HibernationPlanStatus,
+    o: &Observed<'_>,
+    restored: bool,
+    reason: &str,
+    message: &str,
+) {
+    set_condition(
+        &mut status.conditions,
+        condition(
+            condition_types::RESTORED,
+            restored,
+            reason,
+            message,
+            o.plan.metadata.generation,
+            o.now,
+        ),
+    );
+}
+
+/// A person acknowledged what was reported: the account drops lost keys and removed targets;
+/// the records of removed targets are acknowledged, and those a wake-up left asleep too while
+/// the plan is awake (asleep they are tonight's records and must still be woken up).
+fn acknowledge(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    o: &Observed<'_>,
+    names: &[&str],
+    problems: &Problems,
+    reported: &str,
+) {
+    for entry in &mut status.asleep {
+        let present = present(o, &entry.name);
+        entry.keys.retain(|k| present.contains(k));
+        entry.resources = o
+            .restore
+            .targets
+            .get(&entry.name)
+            .map(|t| t.live.len() as i32)
+            .unwrap_or(0);
+    }
+    status
+        .asleep
+        .retain(|a| names.contains(&a.name.as_str()) && a.resources > 0);
+    let awake = status
+        .current_cycle
+        .as_ref()
+        .is_none_or(|c| c.operation == Operation::WakeUp);
+    let mut targets = problems.orphans.clone();
+    if awake {
+        targets.extend(problems.wake_targets.iter().cloned());
+    }
+    d.acknowledge = Some(targets);
+    let note = format!("acknowledged with annotation {RESTORE_ACK_ANNOTATION}: {reported}");
+    set_restored(status, o, true, "Acknowledged", &note);
+    d.events.push(EventRequest {
+        warning: false,
+        reason: "RestoreAcknowledged",
+        note,
+    });
+}
+
+/// After a wake-up with nothing to report: `Restored=True`, unless an acknowledgement given
+/// after that wake-up ended stands (until the next one). Returns whether it set the condition.
+fn wake_up_restored_everything(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    o: &Observed<'_>,
+    prev: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> bool {
+    let Some(cycle) = status
+        .current_cycle
+        .clone()
+        .filter(|c| c.operation == Operation::WakeUp)
+    else {
+        return false;
+    };
+    let Some(finished) = cycle.finished_at else {
+        return false;
+    };
+    let acknowledged_since = prev.is_some_and(|c| {
+        c.status == "True" && c.reason == "Acknowledged" && c.last_transition_time.0 >= finished.0
+    });
+    if acknowledged_since {
+        return false;
+    }
+    let (restored, recorded) = status.targets.iter().fold((0, 0), |(r, t), s| {
+        (
+            r + s.resources_restored.unwrap_or(0),
+            t + s.resources_recorded.unwrap_or(0),
+        )
+    });
+    let message = format!(
+        "every resource put to sleep in cycle {} is back ({restored} of {recorded})",
+        cycle.id
+    );
+    set_restored(status, o, true, "Restored", &message);
+    if prev.is_some_and(|c| c.status == "False") {
+        d.events.push(EventRequest {
+            warning: false,
+            reason: "Restored",
+            note: message,
+        });
+    }
+    true
 }
 
 /// During a wake-up: how many of each target's resources are back.

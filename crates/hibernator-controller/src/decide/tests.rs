@@ -142,12 +142,13 @@ impl World {
     }
 
     /// One reconcile: decide, then apply (create Jobs, clear restore data, write status).
-    fn reconcile(&mut self) -> Decision {
+    /// The decision on the world as it is, applying nothing.
+    fn decide(&self) -> Decision {
         let graph = ExecutionGraph::compile(&self.plan.spec).unwrap();
         let schedule = CompiledSchedule::new(&self.plan.spec.schedule, vec![])
             .unwrap()
             .evaluate(self.now);
-        let d = decide(&Observed {
+        decide(&Observed {
             plan: &self.plan,
             graph: &graph,
             schedule: &schedule,
@@ -160,7 +161,11 @@ impl World {
             reference_problem: self.reference_problem.clone(),
             reference_grace: SignedDuration::from_mins(5),
             deletion_timeout: SignedDuration::from_mins(30),
-        });
+        })
+    }
+
+    fn reconcile(&mut self) -> Decision {
+        let d = self.decide();
         for req in &d.create {
             let target = self.plan.spec.targets[req.target].name.clone();
             let name = crate::jobs::job_name(
@@ -998,25 +1003,7 @@ fn a_crash_between_the_status_and_retiring_restored_records_is_not_a_loss() {
     w.reconcile();
     w.finish("prod-cluster", true);
     // The status is written, then the controller dies before retiring the record.
-    let graph = ExecutionGraph::compile(&w.plan.spec).unwrap();
-    let schedule = CompiledSchedule::new(&w.plan.spec.schedule, vec![])
-        .unwrap()
-        .evaluate(w.now);
-    let view = RestoreView::from_data(&w.restore);
-    let d = decide(&Observed {
-        plan: &w.plan,
-        graph: &graph,
-        schedule: &schedule,
-        now: w.now,
-        real_now: w.now,
-        jobs: &w.jobs,
-        restore: &view,
-        restore_problem: None,
-        refuse_hibernation: None,
-        reference_problem: None,
-        reference_grace: SignedDuration::from_mins(5),
-        deletion_timeout: SignedDuration::from_mins(30),
-    });
+    let d = w.decide();
     w.plan.status = Some(d.status);
     assert!(w.restore.contains_key("prod-cluster"), "not retired yet");
     w.reconcile();

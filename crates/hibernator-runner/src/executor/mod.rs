@@ -469,6 +469,73 @@ pub fn summary(verb: &str, already: &str, left: &str, parts: &[(&str, Tally)]) -
     line
 }
 
+/// One resource a wake-up waits for, with the state it waits for (`want`).
+pub struct Pending<T = ()> {
+    /// Its record key.
+    pub key: String,
+    /// How it is named in messages (`DB instance prod-db`).
+    pub label: String,
+    /// Short name for progress lines.
+    pub id: String,
+    /// Changed by this run (else someone else was already bringing it back).
+    pub ours: bool,
+    /// The state waited for.
+    pub want: T,
+}
+
+/// Waits, all together, for resources to be back in their recorded state; `wait` returns the
+/// story line when one is back, `None` when it vanished. Notes each resource's outcome and
+/// counts it in `tally` (changed or already, missing, failed); a failed wait does not stop the
+/// others.
+pub async fn wait_restored<'p, T, F, Fut>(
+    ctx: &Ctx<'_>,
+    noun: &str,
+    pending: &'p [Pending<T>],
+    tally: &mut Tally,
+    wait: F,
+) -> Result<(), RunError>
+where
+    F: Fn(&'p Pending<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, RunError>>,
+{
+    let counts = [(); 4].map(|_| Cell::new(0u32));
+    let futures: Vec<_> = pending
+        .iter()
+        .map(|p| {
+            let counts = &counts;
+            let waited = wait(p);
+            async move {
+                let [changed, already, missing, failed] = counts;
+                match waited.await {
+                    Ok(Some(line)) => {
+                        ctx.reporter.info(line);
+                        ctx.outcome(&p.key, ResourceOutcome::Restored);
+                        ctx.progress(&format!("{} restored", p.id), true).await;
+                        let count = if p.ours { changed } else { already };
+                        count.set(count.get() + 1);
+                    }
+                    Ok(None) => {
+                        missing.set(missing.get() + 1);
+                        ctx.not_found(&p.key, &p.label).await;
+                    }
+                    Err(e) => {
+                        failed.set(failed.get() + 1);
+                        ctx.failed(&p.key, &e).await;
+                    }
+                }
+                Ok(())
+            }
+        })
+        .collect();
+    all(ctx, noun, futures).await?;
+    let [changed, already, missing, failed] = counts;
+    tally.changed += changed.get();
+    tally.already += already.get();
+    tally.missing += missing.get();
+    tally.failed += failed.get();
+    Ok(())
+}
+
 /// Runs `futures` together and returns the first error after logging every failure.
 pub async fn all<F>(ctx: &Ctx<'_>, noun: &str, futures: Vec<F>) -> Result<(), RunError>
 where

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AwsError, Ctx, ResourceOutcome, RunError, Tally, all};
+use super::{AwsError, Ctx, Pending, ResourceOutcome, RunError, Tally, all, wait_restored};
 use crate::output::took;
 use crate::wait::{self, Probe, Waited};
 
@@ -325,45 +325,38 @@ pub async fn wake<S: Scalable>(
             }
         }
     }
-    let counts = [(); 4].map(|_| std::cell::Cell::new(0u32));
-    let futures: Vec<_> = to_wait
+    let waits: Vec<Pending<Sizes>> = to_wait
         .iter()
-        .map(|(name, target, ours)| {
-            let counts = &counts;
-            let key = &key;
-            async move {
-                let description = format!("reach {target}");
-                let [changed, already, missing, failed] = counts;
-                match wait_until(ctx, kind, name, &description, |l| reached(l, *target)).await {
-                    Ok(Some((_, t, looks))) => {
-                        ctx.reporter.info(format!(
-                            "{name} restored: {target} (took {}, {looks} look{})",
-                            took(t),
-                            if looks == 1 { "" } else { "s" }
-                        ));
-                        ctx.outcome(&key(name), ResourceOutcome::Restored);
-                        ctx.progress(&format!("{name} restored"), true).await;
-                        let count = if *ours { changed } else { already };
-                        count.set(count.get() + 1);
-                    }
-                    Ok(None) => {
-                        missing.set(missing.get() + 1);
-                        ctx.not_found(&key(name), &label(kind, name)).await;
-                    }
-                    Err(e) => {
-                        failed.set(failed.get() + 1);
-                        ctx.failed(&key(name), &e).await;
-                    }
-                }
-                Ok(())
-            }
+        .map(|(name, target, ours)| Pending {
+            key: key(name),
+            label: label(kind, name),
+            id: name.clone(),
+            ours: *ours,
+            want: *target,
         })
         .collect();
-    all(ctx, &format!("{}s", kind.noun()), futures).await?;
-    let [changed, already, missing, failed] = counts;
-    tally.changed = changed.get();
-    tally.already += already.get();
-    tally.missing += missing.get();
-    tally.failed += failed.get();
+    wait_restored(
+        ctx,
+        &format!("{}s", kind.noun()),
+        &waits,
+        &mut tally,
+        |p| async move {
+            let target = p.want;
+            let description = format!("reach {target}");
+            Ok(
+                wait_until(ctx, kind, &p.id, &description, |l| reached(l, target))
+                    .await?
+                    .map(|(_, t, looks)| {
+                        format!(
+                            "{} restored: {target} (took {}, {looks} look{})",
+                            p.id,
+                            took(t),
+                            if looks == 1 { "" } else { "s" }
+                        )
+                    }),
+            )
+        },
+    )
+    .await?;
     Ok(tally)
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AwsError, Ctx, ResourceOutcome, RunError, Tally, all};
+use super::{AwsError, Ctx, Pending, ResourceOutcome, RunError, Tally, all, wait_restored};
 use crate::output::took;
 use crate::wait::{self, Probe, Waited};
 
@@ -289,14 +289,22 @@ pub async fn wake<S: Switchable>(
             }
         }
     }
-    let mut started = Vec::new();
+    let pending = |id: &String, ours: bool| Pending {
+        key: key(id),
+        label: name(kind, id),
+        id: id.clone(),
+        ours,
+        want: (),
+    };
+    // Resources someone else was starting count as already running once they are.
+    let mut waits: Vec<Pending> = to_wait.iter().map(|id| pending(id, false)).collect();
     for id in &to_start {
         ctx.check_stop()?;
         match kind.start(id).await {
             Ok(()) => {
                 ctx.reporter.info(format!("starting {id}"));
                 ctx.progress(&format!("starting {id}"), false).await;
-                started.push(id.clone());
+                waits.push(pending(id, true));
             }
             Err(e) => {
                 tally.failed += 1;
@@ -304,49 +312,28 @@ pub async fn wake<S: Switchable>(
             }
         }
     }
-    let changed = std::cell::Cell::new(0u32);
-    let already = std::cell::Cell::new(0u32);
-    let missing = std::cell::Cell::new(0u32);
-    let failed = std::cell::Cell::new(0u32);
-    let futures: Vec<_> = started
-        .iter()
-        .map(|id| (id, true))
-        .chain(to_wait.iter().map(|id| (id, false)))
-        .map(|(id, ours)| {
-            let (changed, already, missing, failed) = (&changed, &already, &missing, &failed);
-            async move {
-                match wait_for(ctx, kind, id, &[states.running], states.running).await {
-                    Ok(Some((_, took_, looks))) => {
-                        ctx.reporter.info(format!(
-                            "{id} is {} (took {}, {looks} look{})",
+    wait_restored(
+        ctx,
+        &format!("{}s", kind.noun()),
+        &waits,
+        &mut tally,
+        |p| async move {
+            Ok(
+                wait_for(ctx, kind, &p.id, &[states.running], states.running)
+                    .await?
+                    .map(|(_, took_, looks)| {
+                        format!(
+                            "{} is {} (took {}, {looks} look{})",
+                            p.id,
                             states.running,
                             took(took_),
                             if looks == 1 { "" } else { "s" }
-                        ));
-                        ctx.outcome(&key(id), ResourceOutcome::Restored);
-                        ctx.progress(&format!("started {id}"), true).await;
-                        // Resources someone else was starting count as already running.
-                        let count = if ours { changed } else { already };
-                        count.set(count.get() + 1);
-                    }
-                    Ok(None) => {
-                        missing.set(missing.get() + 1);
-                        ctx.not_found(&key(id), &name(kind, id)).await;
-                    }
-                    Err(e) => {
-                        failed.set(failed.get() + 1);
-                        ctx.failed(&key(id), &e).await;
-                    }
-                }
-                Ok(())
-            }
-        })
-        .collect();
-    all(ctx, &format!("{}s", kind.noun()), futures).await?;
-    tally.changed = changed.get();
-    tally.already += already.get();
-    tally.missing += missing.get();
-    tally.failed += failed.get();
+                        )
+                    }),
+            )
+        },
+    )
+    .await?;
     Ok(tally)
 }
 

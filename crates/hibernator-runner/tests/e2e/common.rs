@@ -232,6 +232,21 @@ pub fn records(controller: &FakeController) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// What the last completion said of each resource: `(key, result)`.
+pub fn last_results(h: &Harness) -> Vec<(String, i32)> {
+    h.controller
+        .observed()
+        .completions
+        .last()
+        .map(|c| {
+            c.resources
+                .iter()
+                .map(|r| (r.resource_key.clone(), r.result))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 // ---- resources in moto ----
 
 pub async fn create_db(h: &Harness, id: &str, tags: &[(&str, &str)]) -> Result<()> {

@@ -129,14 +129,8 @@ async fn listed_instances_and_a_missing_one() -> Result<()> {
         "{}",
         woke.stdout
     );
-    let completion = h.controller.observed().completions.last().cloned().unwrap();
-    let results: Vec<(String, i32)> = completion
-        .resources
-        .iter()
-        .map(|r| (r.resource_key.clone(), r.result))
-        .collect();
     assert_eq!(
-        results,
+        last_results(&h),
         [(
             format!("ec2:{}", ids[0]),
             hibernator_proto::v1::resource_result::Result::NotFound as i32

@@ -278,14 +278,8 @@ async fn one_refused_start_leaves_the_other_instances_started() -> Result<()> {
         "{}",
         woke.termination
     );
-    let completion = h.controller.observed().completions.last().cloned().unwrap();
-    let results: Vec<(String, i32)> = completion
-        .resources
-        .iter()
-        .map(|r| (r.resource_key.clone(), r.result))
-        .collect();
     assert_eq!(
-        results,
+        last_results(&h),
         [
             ("instance:db-a".to_string(), R::Failed as i32),
             ("instance:db-b".to_string(), R::Restored as i32),
