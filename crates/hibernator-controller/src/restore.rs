@@ -142,6 +142,9 @@ pub struct Loaded {
     pub left_by: Option<String>,
 }
 
+/// How often a write that lost an optimistic-concurrency race is tried again.
+const CONFLICT_ATTEMPTS: u32 = 20;
+
 /// One writer at a time per plan.
 type PlanLock = Arc<tokio::sync::Mutex<()>>;
 
@@ -383,7 +386,12 @@ impl RestoreStore {
             (RESTORE_LABEL.to_string(), "true".to_string()),
             (labels::PLAN_UID.to_string(), plan.uid.clone()),
         ]);
-        for _ in 0..8 {
+        for attempt in 0..CONFLICT_ATTEMPTS {
+            if attempt > 0 {
+                // Writers that conflicted (other replicas) must not retry in lockstep.
+                let ms = fastrand::u64(0..10 * u64::from(attempt.min(10)));
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             let existing = api.get_opt(&name).await.map_err(|e| api_err("read", e))?;
             if existing.as_ref().is_some_and(|cm| !is_ours(cm)) {
                 return Err(self.foreign(plan));
