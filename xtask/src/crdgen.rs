@@ -77,6 +77,7 @@ fn rbac_templates() -> Result<String> {
             .with_context(|| format!("failed to read {}", path.display()))?;
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
             .with_context(|| format!("{} is not YAML", path.display()))?;
+        // The first document of the kind (the leader-election Role comes first).
         let doc = docs
             .iter()
             .find(|d| d["kind"] == kind)

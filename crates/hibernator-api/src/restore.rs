@@ -683,3 +683,87 @@ mod tests {
         assert_eq!(data.len(), 1);
     }
 }
+
+/// Whether `key` is a record a target with `params` can make: its prefix belongs to the
+/// target's type (`instance:`/`cluster:` for RDS, `nodegroup:` for EKS, `ec2:`, `asg:`,
+/// `deployment:`/`statefulset:` for workloads, `nodepool:` for Karpenter, `noop:`), and a
+/// workload's namespace is one of the target's `namespaces` when it names them. Targets that
+/// choose namespaces by a selector are not checked further: the labels live in the target's
+/// cluster.
+pub fn key_in_scope(params: &crate::TargetParameters, key: &str) -> Result<(), String> {
+    use crate::TargetParameters as P;
+    let prefixes: &[&str] = match params {
+        P::Rds(_) => &["instance", "cluster"],
+        P::Eks(_) => &["nodegroup"],
+        P::Ec2(_) => &["ec2"],
+        P::Asg(_) => &["asg"],
+        P::Workloads(_) => &["deployment", "statefulset"],
+        P::Karpenter(_) => &["nodepool"],
+        P::Noop(_) => &["noop"],
+    };
+    let (prefix, rest) = key
+        .split_once(':')
+        .ok_or_else(|| "it has no \"kind:\" prefix".to_string())?;
+    if !prefixes.contains(&prefix) || rest.is_empty() {
+        return Err(format!(
+            "this type records {} keys",
+            prefixes
+                .iter()
+                .map(|p| format!("\"{p}:...\""))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+    }
+    if let P::Workloads(w) = params {
+        let (namespace, name) = rest
+            .split_once('/')
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+            .ok_or_else(|| "a workload key is \"kind:namespace/name\"".to_string())?;
+        let _ = name;
+        if let Some(namespaces) = &w.namespaces
+            && !namespaces.iter().any(|n| n == namespace)
+        {
+            return Err(format!(
+                "namespace {namespace:?} is not one of the target's namespaces {namespaces:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::key_in_scope;
+    use crate::{TargetParameters, TargetType};
+    use serde_json::json;
+
+    fn params(t: TargetType, v: serde_json::Value) -> TargetParameters {
+        TargetParameters::parse(t, Some(&v)).unwrap()
+    }
+
+    #[test]
+    fn keys_must_belong_to_the_target_type_and_its_namespaces() {
+        let rds = params(
+            TargetType::Rds,
+            json!({"selector": {"instanceIds": ["db"]}}),
+        );
+        assert_eq!(key_in_scope(&rds, "instance:db"), Ok(()));
+        assert_eq!(key_in_scope(&rds, "cluster:aurora"), Ok(()));
+        let e = key_in_scope(&rds, "asg:web").unwrap_err();
+        assert!(e.contains("\"instance:...\" or \"cluster:...\""), "{e}");
+        assert!(key_in_scope(&rds, "instance:").is_err());
+        assert!(key_in_scope(&rds, "db").is_err());
+
+        let w = params(TargetType::Workloads, json!({"namespaces": ["team-a"]}));
+        assert_eq!(key_in_scope(&w, "deployment:team-a/web"), Ok(()));
+        let e = key_in_scope(&w, "deployment:kube-system/coredns").unwrap_err();
+        assert!(e.contains("\"kube-system\" is not one of"), "{e}");
+        assert!(key_in_scope(&w, "deployment:team-a").is_err());
+        assert!(key_in_scope(&w, "nodepool:default").is_err());
+        let by_label = params(
+            TargetType::Workloads,
+            json!({"namespaceSelector": {"matchLabels": {"env": "dev"}}}),
+        );
+        assert_eq!(key_in_scope(&by_label, "statefulset:any/db"), Ok(()));
+    }
+}

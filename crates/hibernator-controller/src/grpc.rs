@@ -7,6 +7,7 @@
 //! wake up.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +23,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::jobs::{MANAGER, labels};
+use crate::jobs::{MANAGER, label_value, labels};
 use crate::metrics::Metrics;
 use crate::restore::{PlanKey, RestoreError, RestoreStore};
 use hibernator_api::common::error_chain;
@@ -43,9 +44,11 @@ pub struct Identity {
     pub pod: String,
     /// The runner Job (execution id).
     pub job: String,
+    /// The Job's UID (the pod's controlling owner).
+    pub job_uid: String,
     /// Plan name.
     pub plan: String,
-    /// Plan UID (from the Job's owner reference).
+    /// Plan UID (from the Job's controlling owner reference).
     pub plan_uid: String,
     /// Target name.
     pub target: String,
@@ -57,45 +60,150 @@ pub struct Identity {
     pub target_type: String,
 }
 
-/// Checks a caller's token against the execution it claims.
+/// Checks a caller's token and finds out which execution it belongs to.
 #[tonic::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    /// The caller's identity, or why it is refused.
-    async fn authenticate(&self, token: &str, execution_id: &str) -> Result<Identity, Status>;
-}
+    /// The caller's identity, or why it is refused. `source` is the caller's address.
+    async fn authenticate(&self, token: &str, source: Option<IpAddr>) -> Result<Identity, Status>;
 
-/// Authentication through the Kubernetes API: TokenReview, then the pod and its Job.
-pub struct TokenReviewAuthenticator {
-    client: Client,
-    cache: Mutex<HashMap<(String, String), (Identity, Instant)>>,
+    /// Whether `id` may still act for its plan: its Job exists, has not finished, and is the
+    /// newest runner Job of its target (a Job of an earlier attempt or cycle may not). Returns
+    /// the plan, for the checks that depend on its spec.
+    async fn current(&self, id: &Identity) -> Result<HibernationPlan, Status>;
 }
 
 /// How long a successful review is trusted.
-const REVIEW_CACHE: Duration = Duration::from_secs(120);
+const REVIEW_CACHE: Duration = Duration::from_secs(60);
+/// How long a refused token is refused without asking the API server again.
+const REFUSAL_CACHE: Duration = Duration::from_secs(30);
+/// Entries kept in each cache (the oldest are evicted first).
+const CACHE_ENTRIES: usize = 4096;
+/// Refused tokens a source may present per window before its unknown tokens are refused
+/// unreviewed until the window ends.
+const REFUSALS_PER_SOURCE: u32 = 10;
+/// The window of [`REFUSALS_PER_SOURCE`].
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+/// TokenReviews in flight at once, whatever the callers do.
+const CONCURRENT_REVIEWS: usize = 8;
 
-impl TokenReviewAuthenticator {
-    /// An authenticator using `client`.
-    pub fn new(client: Client) -> Self {
+/// A map bounded in size and age, for the authentication caches. Hand-written because it is
+/// a dozen lines on top of `HashMap`; the caches are small and eviction scans are rare.
+struct Bounded<K, V> {
+    map: HashMap<K, (V, Instant)>,
+    ttl: Duration,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Bounded<K, V> {
+    fn new(ttl: Duration) -> Self {
         Self {
-            client,
-            cache: Mutex::new(HashMap::new()),
+            map: HashMap::new(),
+            ttl,
         }
+    }
+
+    fn get(&self, k: &K) -> Option<V> {
+        self.map
+            .get(k)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.len() >= CACHE_ENTRIES {
+            let ttl = self.ttl;
+            self.map.retain(|_, (_, at)| at.elapsed() < ttl);
+        }
+        if self.map.len() >= CACHE_ENTRIES
+            && let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            self.map.remove(&oldest);
+        }
+        self.map.insert(k, (v, Instant::now()));
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
     }
 }
 
-#[tonic::async_trait]
-impl Authenticator for TokenReviewAuthenticator {
-    async fn authenticate(&self, token: &str, execution_id: &str) -> Result<Identity, Status> {
-        let key = (token.to_string(), execution_id.to_string());
-        if let Some((id, at)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            && at.elapsed() < REVIEW_CACHE
-        {
-            return Ok(id.clone());
+/// A token as a cache key: a hash, so that refused tokens are not kept in memory.
+fn token_key(token: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // Randomly seeded per process: keys cannot be forced to collide from outside.
+    static SEED: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(Default::default);
+    let mut h = SEED.build_hasher();
+    h.write(token.as_bytes());
+    h.finish()
+}
+
+/// Authentication through the Kubernetes API: TokenReview (audience `hibernator`), then the
+/// pod the token is bound to, its controlling Job, and that Job's controlling plan, each
+/// matched by UID.
+pub struct TokenReviewAuthenticator {
+    client: Client,
+    runner_service_account: String,
+    accepted: Mutex<Bounded<u64, Identity>>,
+    refused: Mutex<Bounded<u64, Status>>,
+    sources: Mutex<Bounded<IpAddr, (u32, Instant)>>,
+    reviews: tokio::sync::Semaphore,
+}
+
+impl TokenReviewAuthenticator {
+    /// An authenticator using `client`, accepting pods of `runner_service_account` only.
+    pub fn new(client: Client, runner_service_account: &str) -> Self {
+        Self {
+            client,
+            runner_service_account: runner_service_account.to_string(),
+            accepted: Mutex::new(Bounded::new(REVIEW_CACHE)),
+            refused: Mutex::new(Bounded::new(REFUSAL_CACHE)),
+            sources: Mutex::new(Bounded::new(REFUSAL_WINDOW)),
+            reviews: tokio::sync::Semaphore::new(CONCURRENT_REVIEWS),
         }
+    }
+
+    /// Entries in the caches of accepted and refused tokens (for tests of the bounds).
+    pub fn cached(&self) -> (usize, usize) {
+        (
+            self.accepted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+            self.refused.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        )
+    }
+
+    fn throttled(&self, source: Option<IpAddr>) -> bool {
+        let Some(ip) = source else { return false };
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources
+            .get(&ip)
+            .is_some_and(|(n, since)| n >= REFUSALS_PER_SOURCE && since.elapsed() < REFUSAL_WINDOW)
+    }
+
+    fn count_refusal(&self, source: Option<IpAddr>) {
+        let Some(ip) = source else { return };
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, since) = sources
+            .get(&ip)
+            .filter(|(_, since)| since.elapsed() < REFUSAL_WINDOW)
+            .unwrap_or((0, Instant::now()));
+        sources.insert(ip, (n + 1, since));
+    }
+
+    /// TokenReview: the token must be valid for our audience (checked in the answer too, for
+    /// authenticators that ignore requested audiences) and bound to a pod of the runner
+    /// ServiceAccount. Returns (namespace, pod name, pod UID).
+    async fn review(&self, token: &str) -> Result<(String, String, String), Status> {
+        let _permit = self
+            .reviews
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
@@ -119,15 +227,31 @@ impl Authenticator for TokenReviewAuthenticator {
                 status.error.map(|e| format!(": {e}")).unwrap_or_default()
             )));
         }
+        let ours = status
+            .audiences
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|a| a == hibernator_proto::TOKEN_AUDIENCE));
+        if !ours {
+            return Err(Status::unauthenticated(format!(
+                "the token is not for audience {:?} (the API server reported {:?})",
+                hibernator_proto::TOKEN_AUDIENCE,
+                status.audiences.unwrap_or_default()
+            )));
+        }
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();
-        let namespace = username
+        let (namespace, account) = username
             .strip_prefix("system:serviceaccount:")
-            .and_then(|rest| rest.split(':').next())
+            .and_then(|rest| rest.split_once(':'))
             .ok_or_else(|| {
                 Status::permission_denied(format!("{username} is not a service account"))
-            })?
-            .to_string();
+            })?;
+        if account != self.runner_service_account {
+            return Err(Status::permission_denied(format!(
+                "{username} is not the runner ServiceAccount {:?}",
+                self.runner_service_account
+            )));
+        }
         let extra = user.extra.unwrap_or_default();
         let first = |k: &str| extra.get(k).and_then(|v| v.first()).cloned();
         let (Some(pod_name), Some(pod_uid)) = (
@@ -136,6 +260,16 @@ impl Authenticator for TokenReviewAuthenticator {
         ) else {
             return Err(Status::permission_denied("the token is not bound to a pod"));
         };
+        Ok((namespace.to_string(), pod_name, pod_uid))
+    }
+
+    /// The pod's controlling Job, and that Job's controlling plan, matched by UID.
+    async fn identify(
+        &self,
+        namespace: String,
+        pod_name: String,
+        pod_uid: String,
+    ) -> Result<Identity, Status> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let pod = pods
             .get_opt(&pod_name)
@@ -147,59 +281,192 @@ impl Authenticator for TokenReviewAuthenticator {
             .ok_or_else(|| {
                 Status::permission_denied(format!("pod {namespace}/{pod_name} no longer exists"))
             })?;
-        let owned_by_job = pod
-            .owner_references()
-            .iter()
-            .any(|o| o.kind == "Job" && o.name == execution_id);
-        if !owned_by_job {
-            return Err(Status::permission_denied(format!(
-                "pod {namespace}/{pod_name} does not belong to execution {execution_id}"
-            )));
-        }
+        let (job_name, job_uid) = controller_of(pod.owner_references(), "batch/v1", "Job")
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "pod {namespace}/{pod_name} is not controlled by a Job"
+                ))
+            })?;
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &namespace);
         let job = jobs
-            .get_opt(execution_id)
+            .get_opt(&job_name)
             .await
             .map_err(|e| {
-                Status::unavailable(format!(
-                    "failed to read Job {namespace}/{execution_id}: {e}"
-                ))
+                Status::unavailable(format!("failed to read Job {namespace}/{job_name}: {e}"))
             })?
+            .filter(|j| j.metadata.uid.as_deref() == Some(job_uid.as_str()))
             .ok_or_else(|| {
-                Status::permission_denied(format!("execution {execution_id} does not exist"))
+                Status::permission_denied(format!("Job {namespace}/{job_name} no longer exists"))
             })?;
-        let (plan, plan_uid) = job
-            .owner_references()
-            .iter()
-            .find(|o| o.kind == "HibernationPlan")
-            .map(|o| (o.name.clone(), o.uid.clone()))
-            .ok_or_else(|| {
-                Status::permission_denied(format!("Job {execution_id} is not a runner Job"))
-            })?;
+        let (plan, plan_uid) = controller_of(
+            job.owner_references(),
+            &plan_api_version(),
+            "HibernationPlan",
+        )
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "Job {namespace}/{job_name} is not a runner Job (no controlling HibernationPlan)"
+            ))
+        })?;
         let label = |k: &str| job.labels().get(k).cloned().unwrap_or_default();
-        let identity = Identity {
+        Ok(Identity {
             namespace,
             pod: pod_name,
-            job: execution_id.to_string(),
+            operation: Operation::parse(&label(labels::OPERATION)).ok_or_else(|| {
+                Status::permission_denied(format!("Job {job_name} has no operation label"))
+            })?,
+            job: job_name,
+            job_uid,
             plan,
             plan_uid,
             target: label(labels::TARGET),
-            operation: Operation::parse(&label(labels::OPERATION)).ok_or_else(|| {
-                Status::permission_denied(format!("Job {execution_id} has no operation label"))
-            })?,
             cycle: label(labels::CYCLE),
             target_type: job
                 .annotations()
                 .get("hibernator.ardikasaputro.io/target-type")
                 .cloned()
                 .unwrap_or_default(),
-        };
-        self.cache
+        })
+    }
+}
+
+/// The controlling owner of `kind` (name, UID).
+fn controller_of(
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    api_version: &str,
+    kind: &str,
+) -> Option<(String, String)> {
+    owners
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == kind && o.api_version == api_version)
+        .map(|o| (o.name.clone(), o.uid.clone()))
+}
+
+#[tonic::async_trait]
+impl Authenticator for TokenReviewAuthenticator {
+    async fn authenticate(&self, token: &str, source: Option<IpAddr>) -> Result<Identity, Status> {
+        let key = token_key(token);
+        if let Some(id) = self
+            .accepted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (identity.clone(), Instant::now()));
-        Ok(identity)
+            .get(&key)
+        {
+            return Ok(id);
+        }
+        if let Some(refusal) = self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Err(refusal);
+        }
+        if self.throttled(source) {
+            return Err(Status::resource_exhausted(format!(
+                "too many refused tokens from {}; try again later",
+                source.map(|s| s.to_string()).unwrap_or_default()
+            )));
+        }
+        let result = match self.review(token).await {
+            Ok((namespace, pod, uid)) => self.identify(namespace, pod, uid).await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(id) => self
+                .accepted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, id.clone()),
+            // An API server that could not answer is no verdict on the token.
+            Err(e) if e.code() == tonic::Code::Unavailable => {}
+            Err(e) => {
+                self.count_refusal(source);
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, e.clone());
+            }
+        }
+        result
     }
+
+    async fn current(&self, id: &Identity) -> Result<HibernationPlan, Status> {
+        let what = format!("execution {}", id.job);
+        let plans: Api<HibernationPlan> = Api::namespaced(self.client.clone(), &id.namespace);
+        let plan = plans
+            .get_opt(&id.plan)
+            .await
+            .map_err(|e| Status::unavailable(format!("failed to read plan {}: {e}", id.plan)))?
+            .filter(|p| p.metadata.uid.as_deref() == Some(id.plan_uid.as_str()))
+            .ok_or_else(|| {
+                Status::permission_denied(format!("{what}: its plan {} no longer exists", id.plan))
+            })?;
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &id.namespace);
+        let selector = format!(
+            "{}={},{}={}",
+            labels::PLAN,
+            label_value(&id.plan),
+            labels::TARGET,
+            id.target
+        );
+        let runner_jobs = jobs
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| Status::unavailable(format!("failed to list runner Jobs: {e}")))?;
+        let plan_api_version = plan_api_version();
+        let ours = |j: &&Job| {
+            controller_of(j.owner_references(), &plan_api_version, "HibernationPlan")
+                .is_some_and(|(_, uid)| uid == id.plan_uid)
+        };
+        let this = runner_jobs
+            .items
+            .iter()
+            .find(|j| j.metadata.uid.as_deref() == Some(id.job_uid.as_str()))
+            .ok_or_else(|| Status::permission_denied(format!("{what} no longer exists")))?;
+        if finished(this) {
+            return Err(Status::failed_precondition(format!(
+                "{what} has finished; it may not act any more"
+            )));
+        }
+        let newer = runner_jobs.items.iter().filter(ours).find(|j| {
+            (
+                j.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                j.name_any(),
+            ) > (
+                this.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                this.name_any(),
+            )
+        });
+        if let Some(newer) = newer {
+            return Err(Status::failed_precondition(format!(
+                "{what} is not the current execution of target {} ({} is); it may not act any more",
+                id.target,
+                newer.name_any()
+            )));
+        }
+        Ok(plan)
+    }
+}
+
+/// `apiVersion` of plans in owner references.
+fn plan_api_version() -> String {
+    format!(
+        "{}/{}",
+        HibernationPlan::group(&()),
+        HibernationPlan::version(&())
+    )
+}
+
+/// Whether a Job has finished (Complete or Failed).
+fn finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
 }
 
 /// What runners reported, per execution, for the reconciler.
@@ -275,29 +542,48 @@ impl<A: Authenticator> RunnerService<A> {
         }
     }
 
+    /// Who calls, for an execution: the token's identity, which must be `execution_id`'s.
     async fn identify<T>(
         &self,
         request: &Request<T>,
         execution_id: &str,
         rpc: &'static str,
     ) -> Result<Identity, Status> {
-        self.check(bearer(request.metadata()).as_deref(), execution_id, rpc)
-            .await
-    }
-
-    async fn check(
-        &self,
-        token: Option<&str>,
-        execution_id: &str,
-        rpc: &'static str,
-    ) -> Result<Identity, Status> {
-        let result = match token {
+        let result = match bearer(request.metadata()) {
             None => Err(Status::unauthenticated("missing bearer token")),
             Some(_) if execution_id.is_empty() => {
                 Err(Status::invalid_argument("execution_id is empty"))
             }
-            Some(t) => self.auth.authenticate(t, execution_id).await,
+            Some(token) => self
+                .auth
+                .authenticate(&token, request.remote_addr().map(|a| a.ip()))
+                .await
+                .and_then(|id| same_execution(id, execution_id)),
         };
+        self.refused(rpc, execution_id, result)
+    }
+
+    /// [`Self::identify`], for a call that acts on the plan's restore data or outcome: only the
+    /// current execution of its target may. Returns the plan too.
+    async fn identify_current<T>(
+        &self,
+        request: &Request<T>,
+        execution_id: &str,
+        rpc: &'static str,
+    ) -> Result<(Identity, HibernationPlan), Status> {
+        let id = self.identify(request, execution_id, rpc).await?;
+        let plan = self.auth.current(&id).await;
+        let plan = self.refused(rpc, execution_id, plan)?;
+        Ok((id, plan))
+    }
+
+    /// Logs and counts a refusal.
+    fn refused<T>(
+        &self,
+        rpc: &'static str,
+        execution_id: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
         if let Err(e) = &result {
             warn!(rpc, execution = execution_id, code = ?e.code(), "refused runner call: {}", e.message());
             self.metrics.grpc_refused(rpc);
@@ -318,8 +604,8 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         &self,
         request: Request<RecordRestoreStateRequest>,
     ) -> Result<Response<RecordRestoreStateResponse>, Status> {
-        let id = self
-            .identify(
+        let (id, plan) = self
+            .identify_current(
                 &request,
                 &request.get_ref().execution_id,
                 "RecordRestoreState",
@@ -334,6 +620,8 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         if req.resource_key.is_empty() {
             return Err(Status::invalid_argument("resource_key is empty"));
         }
+        let scope = key_in_scope(&plan, &id.target, &req.resource_key);
+        self.refused("RecordRestoreState", &id.job, scope)?;
         let state: serde_json::Value = serde_json::from_str(&req.state_json).map_err(|e| {
             Status::invalid_argument(format!(
                 "state_json of {} is not JSON: {e}",
@@ -374,18 +662,26 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         &self,
         request: Request<FetchRestoreStateRequest>,
     ) -> Result<Response<FetchRestoreStateResponse>, Status> {
-        let id = self
-            .identify(
+        let (id, plan) = self
+            .identify_current(
                 &request,
                 &request.get_ref().execution_id,
                 "FetchRestoreState",
             )
             .await?;
-        let (resources, cycle) = self
+        let (mut resources, cycle) = self
             .store
             .fetch(&id.plan_key(), &id.target)
             .await
             .map_err(|e| restore_status("read restore data", &e))?;
+        // A record the target could not have made (an edited ConfigMap) is not acted on.
+        resources.retain(|key, _| match key_in_scope(&plan, &id.target, key) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(plan = %id.plan, target = %id.target, "ignoring a restore record: {}", e.message());
+                false
+            }
+        });
         Ok(Response::new(FetchRestoreStateResponse {
             resources: resources
                 .into_iter()
@@ -419,21 +715,20 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         &self,
         request: Request<tonic::Streaming<LogEntry>>,
     ) -> Result<Response<Ack>, Status> {
-        let token = bearer(request.metadata());
+        // The caller is authenticated before a single entry is read.
+        let result = match bearer(request.metadata()) {
+            None => Err(Status::unauthenticated("missing bearer token")),
+            Some(token) => {
+                self.auth
+                    .authenticate(&token, request.remote_addr().map(|a| a.ip()))
+                    .await
+            }
+        };
+        let id = self.refused("StreamLogs", "", result)?;
         let mut stream = request.into_inner();
-        let mut identity: Option<Identity> = None;
         while let Some(entry) = stream.message().await? {
-            // Each execution named in the stream is checked against the caller's token.
-            let id = match &identity {
-                Some(i) if i.job == entry.execution_id => i.clone(),
-                _ => {
-                    let i = self
-                        .check(token.as_deref(), &entry.execution_id, "StreamLogs")
-                        .await?;
-                    identity = Some(i.clone());
-                    i
-                }
-            };
+            let checked = same_execution(id.clone(), &entry.execution_id);
+            self.refused("StreamLogs", &entry.execution_id, checked)?;
             info!(
                 target: "runner",
                 plan = %id.plan,
@@ -451,17 +746,25 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        self.identify(&request, &request.get_ref().execution_id, "Heartbeat")
+        let id = self
+            .identify(&request, &request.get_ref().execution_id, "Heartbeat")
             .await?;
-        Ok(Response::new(HeartbeatResponse {
-            stop: false,
-            reason: String::new(),
+        // A runner whose execution was superseded (or whose plan is gone) is told to stop.
+        Ok(Response::new(match self.auth.current(&id).await {
+            Err(e) if e.code() != tonic::Code::Unavailable => HeartbeatResponse {
+                stop: true,
+                reason: e.message().to_string(),
+            },
+            _ => HeartbeatResponse {
+                stop: false,
+                reason: String::new(),
+            },
         }))
     }
 
     async fn complete(&self, request: Request<Completion>) -> Result<Response<Ack>, Status> {
-        let id = self
-            .identify(&request, &request.get_ref().execution_id, "Complete")
+        let (id, _) = self
+            .identify_current(&request, &request.get_ref().execution_id, "Complete")
             .await?;
         let c = request.into_inner();
         // A wake-up's per-resource results are stored before the answer: the reconciler
@@ -527,6 +830,40 @@ impl Identity {
             uid: self.plan_uid.clone(),
         }
     }
+}
+
+/// `id`, if it is the identity of `execution_id`.
+fn same_execution(id: Identity, execution_id: &str) -> Result<Identity, Status> {
+    if id.job == execution_id {
+        Ok(id)
+    } else {
+        Err(Status::permission_denied(format!(
+            "pod {}/{} does not belong to execution {execution_id}",
+            id.namespace, id.pod
+        )))
+    }
+}
+
+/// A record key the target may hold (see [`hibernator_api::restore::key_scope`]); for
+/// `workloads` targets that name their namespaces, the key's namespace must be one of them.
+fn key_in_scope(plan: &HibernationPlan, target: &str, key: &str) -> Result<(), Status> {
+    let target = plan
+        .spec
+        .targets
+        .iter()
+        .find(|t| t.name == target)
+        .ok_or_else(|| {
+            Status::permission_denied(format!("target {target} is no longer in the plan"))
+        })?;
+    let params = hibernator_api::TargetParameters::parse(target.type_, target.parameters.as_ref())
+        .map_err(|e| Status::failed_precondition(format!("target {}: {e}", target.name)))?;
+    hibernator_api::restore::key_in_scope(&params, key).map_err(|why| {
+        Status::permission_denied(format!(
+            "resource key {key:?} is out of scope for target {} ({}): {why}; nothing was recorded",
+            target.name,
+            target.type_.as_str()
+        ))
+    })
 }
 
 /// A restore-data failure as a gRPC status: permanent problems (a record too large, a foreign

@@ -40,6 +40,9 @@ pub struct RunnerSettings {
     pub controller_endpoint: String,
     /// Extra environment for every runner (e.g. `AWS_ENDPOINT_URL`).
     pub extra_env: Vec<(String, String)>,
+    /// Extra environment from Secret keys: `(variable, Secret, key)`; the Secret lives in the
+    /// plan's namespace.
+    pub extra_env_secrets: Vec<(String, String, String)>,
     /// `activeDeadlineSeconds` of runner Jobs.
     pub active_deadline_seconds: i64,
     /// `ttlSecondsAfterFinished` of runner Jobs.
@@ -58,8 +61,9 @@ pub struct RunnerSettings {
     pub tolerations: Vec<Toleration>,
     /// `text` or `json` runner logs.
     pub log_format: String,
-    /// PEM of the CA runners trust for an `https://` controller endpoint.
-    pub controller_ca: Option<String>,
+    /// PEM of the CA(s) runners trust for an `https://` controller endpoint (kept current by
+    /// [`crate::tls`]).
+    pub controller_ca: crate::tls::TrustBundle,
 }
 
 impl Default for RunnerSettings {
@@ -72,10 +76,11 @@ impl Default for RunnerSettings {
             image_pull_policy: "IfNotPresent".into(),
             service_account: "hibernator-runner".into(),
             controller_endpoint: format!(
-                "http://hibernator.hibernator-system.svc:{}",
+                "https://hibernator.hibernator-system.svc:{}",
                 hibernator_api::runner::GRPC_PORT
             ),
             extra_env: vec![],
+            extra_env_secrets: vec![],
             active_deadline_seconds: 3600,
             ttl_seconds_after_finished: 86400,
             token_expiration_seconds: 3600,
@@ -85,7 +90,7 @@ impl Default for RunnerSettings {
             node_selector: BTreeMap::new(),
             tolerations: vec![],
             log_format: "text".into(),
-            controller_ca: None,
+            controller_ca: Default::default(),
         }
     }
 }
@@ -185,7 +190,7 @@ pub fn build_job(
         ),
         env_var(env::LOG_FORMAT, &settings.log_format),
     ];
-    if let Some(ca) = &settings.controller_ca {
+    if let Some(ca) = settings.controller_ca.get() {
         env_vars.push(env_var(env::CONTROLLER_CA, ca));
     }
     if let Some(secret) = &connector.static_secret {
@@ -210,6 +215,9 @@ pub fn build_job(
     }
     for (k, v) in &settings.extra_env {
         env_vars.push(env_var(k, v));
+    }
+    for (k, secret, key) in &settings.extra_env_secrets {
+        env_vars.push(secret_env(k, secret, key, false));
     }
 
     let mut volumes = vec![Volume {

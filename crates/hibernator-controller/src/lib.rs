@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod restore;
 pub mod selfguard;
+pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -66,8 +67,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// gRPC listen address for runners.
     pub grpc_addr: SocketAddr,
-    /// Serve gRPC over TLS with this certificate chain and key (PEM).
-    pub grpc_tls: Option<(String, String)>,
+    /// Where the gRPC service's certificate comes from.
+    pub grpc_tls: tls::Source,
     /// Metrics and health listen address.
     pub http_addr: SocketAddr,
     /// How runner Jobs are built.
@@ -100,30 +101,42 @@ pub async fn run(config: Config) -> Result<()> {
     // The gRPC server runs on every replica: restore writes use optimistic concurrency, and
     // runner reports are kept for whichever replica leads.
     let service = RunnerService::new(
-        TokenReviewAuthenticator::new(client.clone()),
+        TokenReviewAuthenticator::new(client.clone(), &config.runner.service_account),
         store.clone(),
         reports.clone(),
         wake_tx.clone(),
         metrics.clone(),
     );
-    let mut server = tonic::transport::Server::builder();
-    if let Some((cert, key)) = &config.grpc_tls {
-        server = server
-            .tls_config(
-                tonic::transport::ServerTlsConfig::new()
-                    .identity(tonic::transport::Identity::from_pem(cert, key)),
-            )
-            .context(
-                "failed to use the gRPC TLS certificate and key (--grpc-tls-cert, --grpc-tls-key)",
-            )?;
-    }
-    let grpc = server
-        .add_service(hibernator_proto::v1::runner_server::RunnerServer::new(
-            service,
-        ))
-        .serve_with_shutdown(config.grpc_addr, stopped(stop_rx.clone()));
-    let grpc = tokio::spawn(grpc);
-    info!(addr = %config.grpc_addr, tls = config.grpc_tls.is_some(), "serving runners (gRPC)");
+    let serving = tls::Serving::default();
+    tls::start(
+        &config.grpc_tls,
+        &client,
+        &serving,
+        &config.runner.controller_ca,
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    let router = tonic::transport::Server::builder().add_service(
+        hibernator_proto::v1::runner_server::RunnerServer::new(service),
+    );
+    let grpc = match &config.grpc_tls {
+        tls::Source::Plaintext => {
+            warn!(
+                "serving runners over plaintext gRPC (--grpc-plaintext): tokens and restore data cross the network unencrypted"
+            );
+            tokio::spawn(router.serve_with_shutdown(config.grpc_addr, stopped(stop_rx.clone())))
+        }
+        _ => {
+            let listener = tokio::net::TcpListener::bind(config.grpc_addr)
+                .await
+                .with_context(|| format!("failed to listen on {}", config.grpc_addr))?;
+            tokio::spawn(router.serve_with_incoming_shutdown(
+                tls::incoming(listener, serving.server_config()),
+                stopped(stop_rx.clone()),
+            ))
+        }
+    };
+    info!(addr = %config.grpc_addr, tls = !matches!(config.grpc_tls, tls::Source::Plaintext), "serving runners (gRPC)");
     let http = tokio::spawn(http::serve(
         config.http_addr,
         metrics.clone(),

@@ -7,6 +7,7 @@ use clap::Parser;
 use hibernator_controller::clock::Clock;
 use hibernator_controller::jobs::RunnerSettings;
 use hibernator_controller::reconcile::Timing;
+use hibernator_controller::tls;
 use hibernator_controller::{Config, LeaderElection, Whereabouts};
 use jiff::{SignedDuration, Timestamp};
 
@@ -20,7 +21,8 @@ struct Args {
     /// Listen address of the gRPC service for runners.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:9444")]
     grpc_addr: SocketAddr,
-    /// Serve the runners' gRPC over TLS with this certificate (PEM; a chain, leaf first).
+    /// Serve the runners' gRPC over TLS with this certificate (PEM; a chain, leaf first),
+    /// re-read every minute, instead of the controller's own certificate.
     #[arg(long, env = "GRPC_TLS_CERT", requires = "grpc_tls_key")]
     grpc_tls_cert: Option<std::path::PathBuf>,
     /// The key of --grpc-tls-cert (PEM).
@@ -30,6 +32,27 @@ struct Args {
     /// --grpc-tls-cert.
     #[arg(long, env = "GRPC_TLS_CA", requires = "grpc_tls_cert")]
     grpc_tls_ca: Option<std::path::PathBuf>,
+    /// Without --grpc-tls-cert the controller keeps its own CA and serving certificate in this
+    /// Secret of its namespace, and renews them before they expire.
+    #[arg(long, env = "GRPC_TLS_SECRET", default_value = "hibernator-grpc-tls")]
+    grpc_tls_secret: String,
+    /// Namespace of --grpc-tls-secret (default: the controller's namespace).
+    #[arg(long)]
+    grpc_tls_secret_namespace: Option<String>,
+    /// More names (DNS or IP) for the controller's own certificate, besides the host of
+    /// --controller-endpoint (repeatable).
+    #[arg(long = "grpc-tls-san", value_name = "NAME")]
+    grpc_tls_sans: Vec<String>,
+    /// Validity of the controller's own serving certificate (renewed with a third left).
+    #[arg(long, default_value_t = 90 * 86_400, hide = true)]
+    grpc_tls_cert_lifetime_seconds: i64,
+    /// How often the controller checks its own certificate's Secret.
+    #[arg(long, default_value_t = 300, hide = true)]
+    grpc_tls_check_seconds: u64,
+    /// Serve the runners' gRPC without TLS: tokens and restore data cross the network in the
+    /// clear. Only for networks that encrypt themselves (a service mesh).
+    #[arg(long, env = "GRPC_PLAINTEXT", conflicts_with = "grpc_tls_cert")]
+    grpc_plaintext: bool,
     /// Listen address of /metrics, /livez and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -53,6 +76,11 @@ struct Args {
     /// `AWS_ENDPOINT_URL=http://localstack:4566`.
     #[arg(long = "runner-env", value_name = "KEY=VALUE")]
     runner_env: Vec<String>,
+    /// Extra environment for every runner from a Secret key, `KEY=SECRET/KEY` (repeatable);
+    /// the Secret must exist in each plan's namespace. Its value never passes through the
+    /// controller.
+    #[arg(long = "runner-env-from-secret", value_name = "KEY=SECRET/KEY")]
+    runner_env_from_secret: Vec<String>,
     /// `activeDeadlineSeconds` of runner Jobs.
     #[arg(long, default_value_t = 3600)]
     runner_active_deadline_seconds: i64,
@@ -138,6 +166,17 @@ fn config(args: Args) -> Result<Config> {
         };
         extra_env.push((k.to_string(), v.to_string()));
     }
+    let mut extra_env_secrets = Vec::new();
+    for kv in &args.runner_env_from_secret {
+        let Some((k, (secret, key))) = kv
+            .split_once('=')
+            .and_then(|(k, v)| Some((k, v.split_once('/')?)))
+            .filter(|(k, (s, key))| !k.is_empty() && !s.is_empty() && !key.is_empty())
+        else {
+            bail!("--runner-env-from-secret {kv:?} is not KEY=SECRET/KEY");
+        };
+        extra_env_secrets.push((k.to_string(), secret.to_string(), key.to_string()));
+    }
     let clock = match (&args.clock_start, args.clock_speed) {
         (Some(start), Some(speed)) => {
             let start: Timestamp = start
@@ -150,21 +189,11 @@ fn config(args: Args) -> Result<Config> {
         }
         _ => Clock::System,
     };
-    let read = |p: &std::path::Path| {
-        std::fs::read_to_string(p).with_context(|| format!("failed to read {}", p.display()))
-    };
-    let grpc_tls = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
-        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-        _ => None,
-    };
-    let controller_ca = match (&args.grpc_tls_ca, &grpc_tls) {
-        (Some(ca), _) => Some(read(ca)?),
-        // A self-signed certificate, or a chain ending with its CA.
-        (None, Some((cert, _))) => cert
-            .rfind("-----BEGIN CERTIFICATE-----")
-            .map(|i| cert[i..].to_string()),
-        (None, None) => None,
-    };
+    let controller_endpoint = args
+        .controller_endpoint
+        .clone()
+        .unwrap_or(defaults.controller_endpoint.clone());
+    let (grpc_tls, controller_ca) = grpc_tls(&args, &controller_endpoint)?;
     let instance = args
         .pod_name
         .clone()
@@ -211,17 +240,16 @@ fn config(args: Args) -> Result<Config> {
             image: args.runner_image.unwrap_or(defaults.image),
             image_pull_policy: args.runner_image_pull_policy,
             service_account: args.runner_service_account,
-            controller_endpoint: args
-                .controller_endpoint
-                .unwrap_or(defaults.controller_endpoint),
+            controller_endpoint,
             extra_env,
+            extra_env_secrets,
             active_deadline_seconds: args.runner_active_deadline_seconds,
             ttl_seconds_after_finished: args.runner_ttl_seconds,
             cpu_request: args.runner_cpu_request,
             memory_request: args.runner_memory_request,
             memory_limit: args.runner_memory_limit,
             log_format: args.runner_log_format,
-            controller_ca,
+            controller_ca: hibernator_controller::tls::TrustBundle::fixed(controller_ca),
             ..defaults
         },
         leader_election,
@@ -233,6 +261,81 @@ fn config(args: Args) -> Result<Config> {
         },
         instance,
     })
+}
+
+/// Where the gRPC certificate comes from, and the CA runners trust when it is fixed.
+fn grpc_tls(args: &Args, endpoint: &str) -> Result<(tls::Source, Option<String>)> {
+    let url: http::Uri = endpoint
+        .parse()
+        .with_context(|| format!("--controller-endpoint {endpoint:?} is not a URL"))?;
+    let https = match url.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => bail!("--controller-endpoint {endpoint:?} must start with https:// or http://"),
+    };
+    if args.grpc_plaintext {
+        if https {
+            bail!(
+                "--controller-endpoint {endpoint:?} is https:// but --grpc-plaintext serves without TLS"
+            );
+        }
+        return Ok((tls::Source::Plaintext, None));
+    }
+    if !https {
+        bail!(
+            "--controller-endpoint {endpoint:?} is plaintext, but the runners' gRPC is served over TLS; use https://, or --grpc-plaintext to serve without TLS"
+        );
+    }
+    if let (Some(cert), Some(key)) = (&args.grpc_tls_cert, &args.grpc_tls_key) {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).with_context(|| format!("failed to read {}", p.display()))
+        };
+        let ca = match &args.grpc_tls_ca {
+            Some(ca) => read(ca)?,
+            // A self-signed certificate, or a chain ending with its CA.
+            None => {
+                let chain = read(cert)?;
+                chain
+                    .rfind("-----BEGIN CERTIFICATE-----")
+                    .map(|i| chain[i..].to_string())
+                    .with_context(|| format!("{} holds no PEM certificate", cert.display()))?
+            }
+        };
+        return Ok((
+            tls::Source::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            Some(ca),
+        ));
+    }
+    let namespace = args
+        .grpc_tls_secret_namespace
+        .clone()
+        .or_else(|| args.self_namespace.clone())
+        .context(
+            "the controller keeps its gRPC certificate in a Secret of its namespace: set POD_NAMESPACE (or --grpc-tls-secret-namespace), or give --grpc-tls-cert and --grpc-tls-key",
+        )?;
+    let mut sans: Vec<String> = url.host().map(str::to_string).into_iter().collect();
+    sans.extend(args.grpc_tls_sans.iter().cloned());
+    sans.dedup();
+    Ok((
+        tls::Source::SelfManaged(tls::SelfManaged {
+            namespace,
+            secret: args.grpc_tls_secret.clone(),
+            sans,
+            lifetimes: tls::Lifetimes {
+                cert: SignedDuration::from_secs(args.grpc_tls_cert_lifetime_seconds),
+                // Longer than any runner Job lives (its active deadline), and at least a day.
+                ca_overlap: SignedDuration::from_secs(
+                    (2 * args.runner_active_deadline_seconds).max(86_400),
+                ),
+                ..tls::Lifetimes::default()
+            },
+            check_every: std::time::Duration::from_secs(args.grpc_tls_check_seconds.max(1)),
+        }),
+        None,
+    ))
 }
 
 fn init_logging(format: &str) -> Result<()> {

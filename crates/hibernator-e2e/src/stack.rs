@@ -104,7 +104,7 @@ impl Stack {
         let grpc = free_port()?;
         let metrics_port = free_port()?;
         let mut sets = vec![
-            format!("controllerEndpoint=http://127.0.0.1:{grpc}"),
+            format!("controllerEndpoint=https://127.0.0.1:{grpc}"),
             format!("service.grpcPort={grpc}"),
             format!("service.metricsPort={metrics_port}"),
             format!("clock.start={}", opts.clock_start),

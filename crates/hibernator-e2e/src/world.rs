@@ -221,23 +221,25 @@ impl World {
             .await
             .with_context(|| format!("failed to create ServiceAccount {name}"))?;
         }
+        // The controller's namespaced Roles (leader election, its own gRPC certificate).
         for mut doc in yaml_docs("deploy/rbac/controller-clusterrole.yaml")? {
             if doc["kind"] == "Role" {
                 doc["metadata"]["namespace"] = json!(ns);
                 apply(&client, &doc).await?;
+                let name = doc["metadata"]["name"].clone();
+                apply(
+                    &client,
+                    &json!({
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": {"name": name, "namespace": ns},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                        "subjects": [{"kind": "ServiceAccount", "name": "hibernator-controller", "namespace": ns}],
+                    }),
+                )
+                .await?;
             }
         }
-        apply(
-            &client,
-            &json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": "hibernator-controller-leader-election", "namespace": ns},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hibernator-controller-leader-election"},
-                "subjects": [{"kind": "ServiceAccount", "name": "hibernator-controller", "namespace": ns}],
-            }),
-        )
-        .await?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         secrets
             .create(
@@ -386,11 +388,7 @@ impl World {
                 "--controller-endpoint",
                 &format!(
                     "{}://127.0.0.1:{grpc}",
-                    if opts.grpc_tls.is_some() {
-                        "https"
-                    } else {
-                        "http"
-                    }
+                    if opts.plaintext { "http" } else { "https" }
                 ),
             ])
             .args(["--runner-image", RUNNER_IMAGE])
@@ -412,11 +410,20 @@ impl World {
             cmd.args(["--leader-elect", "--leader-election-namespace", &self.ns])
                 .args(["--leader-election-duration-seconds", "10"]);
         }
-        if let Some((cert, key)) = &opts.grpc_tls {
-            cmd.arg("--grpc-tls-cert")
-                .arg(cert)
-                .arg("--grpc-tls-key")
-                .arg(key);
+        match (&opts.grpc_tls, opts.plaintext) {
+            (_, true) => {
+                cmd.arg("--grpc-plaintext");
+            }
+            (Some((cert, key)), false) => {
+                cmd.arg("--grpc-tls-cert")
+                    .arg(cert)
+                    .arg("--grpc-tls-key")
+                    .arg(key);
+            }
+            // The default: the controller's own certificate, in a Secret of this namespace.
+            (None, false) => {
+                cmd.args(["--grpc-tls-secret-namespace", &self.ns]);
+            }
         }
         cmd.args(&opts.extra_args);
         let child = cmd
@@ -436,6 +443,22 @@ impl World {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The CA bundle of the controller's own gRPC certificate (Secret `hibernator-grpc-tls`),
+    /// once a controller has made it.
+    pub async fn grpc_ca(&self) -> Result<String> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        wait_for(
+            Duration::from_secs(60),
+            "the controller's gRPC certificate Secret",
+            || async {
+                let s = secrets.get_opt("hibernator-grpc-tls").await.ok()??;
+                let ca = s.data?.get("ca.crt")?.0.clone();
+                String::from_utf8(ca).ok()
+            },
+        )
+        .await
+    }
 }
 
 /// How to start a controller.
@@ -454,9 +477,11 @@ pub struct ControllerOptions {
     /// Listen on these ports `(grpc, http)` instead of free ones (a restarted controller
     /// keeps its address, as a Service would).
     pub ports: Option<(u16, u16)>,
-    /// Serve gRPC over TLS with this certificate and key (PEM files); runners then use an
-    /// `https://` endpoint.
+    /// Serve gRPC over TLS with this certificate and key (PEM files) instead of the
+    /// controller's own certificate.
     pub grpc_tls: Option<(PathBuf, PathBuf)>,
+    /// Serve gRPC without TLS (`--grpc-plaintext`).
+    pub plaintext: bool,
     /// Where runners reach AWS (a fault proxy in front of moto); moto itself by default.
     pub aws_endpoint: Option<String>,
 }
@@ -472,6 +497,7 @@ impl ControllerOptions {
             extra_args: vec![],
             ports: None,
             grpc_tls: None,
+            plaintext: false,
             aws_endpoint: None,
         }
     }
@@ -507,9 +533,25 @@ impl ControllerProcess {
         (self.grpc_port, self.http_port)
     }
 
-    /// The gRPC endpoint for runners.
+    /// The gRPC endpoint for runners (TLS).
     pub fn grpc_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        format!("https://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// A gRPC client of this controller that trusts `ca_pem` (see [`World::grpc_ca`]).
+    pub async fn grpc_client(
+        &self,
+        ca_pem: &str,
+    ) -> Result<hibernator_proto::v1::runner_client::RunnerClient<tonic::transport::Channel>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        let channel = Endpoint::from_shared(self.grpc_endpoint())?
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)))?
+            .connect()
+            .await
+            .context("failed to connect to the controller's gRPC service")?;
+        Ok(hibernator_proto::v1::runner_client::RunnerClient::new(
+            channel,
+        ))
     }
 
     /// Whether `/readyz` answers 200.
@@ -789,8 +831,8 @@ pub fn check_controller_writes(
             .unwrap_or_default();
         let expected_refusal = matches!(
             (code, key.as_str(), e.verb.as_str()),
-            (409, "jobs" | "configmaps", "create")
-                | (409, "configmaps", "update")
+            (409, "jobs" | "configmaps" | "secrets", "create")
+                | (409, "configmaps" | "secrets", "update")
                 | (404, _, "patch")
         );
         if !(200..300).contains(&code) && !expected_refusal {
@@ -831,6 +873,15 @@ pub fn check_controller_writes(
                 manager == "hibernator-controller"
             }
             ("leases", "create") => manager == "hibernator-controller",
+            // Its own gRPC certificate, and no other Secret.
+            ("secrets", "create") | ("secrets", "update") => {
+                let name = r.name.clone().or_else(|| {
+                    e.request_object.as_ref()?["metadata"]["name"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+                manager == "hibernator-controller" && name.as_deref() == Some("hibernator-grpc-tls")
+            }
             ("leases", "patch") | ("leases", "update") => {
                 manager.starts_with("hibernator-controller")
             }

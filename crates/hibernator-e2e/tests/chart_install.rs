@@ -8,7 +8,8 @@ use hibernator_api::connector::{CloudProvider, K8SCluster};
 use hibernator_api::plan::HibernationPlan;
 use hibernator_e2e::stack::{Stack, StackOptions, seed_estate};
 use hibernator_e2e::world::{cond, condition, wait_for};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,4 +162,51 @@ async fn helm_install_runs_the_controller_and_the_seed_becomes_ready() {
         "{text}"
     );
     assert!(text.contains("Ready=True (Active)"), "{text}");
+
+    // Secure by default: the API server accepted the chart's NetworkPolicy, and the controller
+    // made its own gRPC certificate (the runners' Jobs get its CA).
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &stack.namespace);
+    let np = policies.get("hibernator-controller").await.unwrap();
+    let from = &np.spec.unwrap().ingress.unwrap()[0].from.clone().unwrap()[0];
+    assert_eq!(
+        from.pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["app.kubernetes.io/name"],
+        "hibernator-runner"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &stack.namespace);
+    let tls = secrets.get("hibernator-grpc-tls").await.unwrap();
+    assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    // A plaintext install is possible only when asked for, and its notes warn about it.
+    let kubeconfig = cluster.kubeconfig_path().display().to_string();
+    let chart = hibernator_e2e::root()
+        .join("deploy/helm/hibernator")
+        .display()
+        .to_string();
+    let notes = |extra: &[&str]| {
+        let mut args = vec![
+            "install",
+            "other",
+            &chart,
+            "--namespace",
+            "other",
+            "--dry-run=client",
+            "--kubeconfig",
+            &kubeconfig,
+            "--set",
+            "crds.enabled=false",
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let helm = cluster.helm().unwrap();
+        async move { helm.run(&args).await.unwrap().stdout }
+    };
+    let plaintext = notes(&["--set", "grpc.plaintext=true"]).await;
+    assert!(plaintext.contains("served WITHOUT TLS"), "{plaintext}");
+    let default = notes(&[]).await;
+    assert!(default.contains("NOTES:"), "{default}");
+    assert!(!default.contains("WITHOUT TLS"), "{default}");
 }

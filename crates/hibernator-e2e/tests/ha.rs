@@ -5,12 +5,12 @@ use std::time::Duration;
 use hibernator_api::plan::Phase;
 use hibernator_e2e::world::{ControllerOptions, RUNNER_IMAGE, World, noop_plan, phase, wait_for};
 use hibernator_proto::v1::RecordRestoreStateRequest;
-use hibernator_proto::v1::runner_client::RunnerClient;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -114,13 +114,44 @@ async fn token(w: &World, audience: &str, bound: Option<&Pod>) -> String {
         .unwrap()
 }
 
+/// Creates a Job with the runner's labels and ServiceAccount whose pod only prints help, with
+/// `owner` as its owner reference; returns its pod once it exists.
+async fn forged_job(w: &World, name: &str, like: &Job, owners: Vec<serde_json::Value>) -> Pod {
+    let jobs: Api<Job> = Api::namespaced(w.client.clone(), &w.ns);
+    let mut labels = like.labels().clone();
+    labels.remove("batch.kubernetes.io/controller-uid");
+    labels.remove("controller-uid");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels, "annotations": like.annotations(),
+                     "ownerReferences": owners},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"labels": {"app.kubernetes.io/name": "hibernator-runner"}},
+            "spec": {"serviceAccountName": "hibernator-runner", "restartPolicy": "Never",
+                     "containers": [{"name": "runner", "image": RUNNER_IMAGE, "args": ["--help"]}]}}},
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_for(SECS(60), "the forged Job's pod", || async {
+        pods.list(&ListParams::default().labels(&format!("job-name={name}")))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runners_with_another_pods_token_or_none_are_refused() {
+async fn only_the_current_runner_job_of_the_plan_may_record_and_only_in_scope() {
     let w = World::new("auth").await.unwrap();
-    // A runner that stays a while, so that its Job and pod exist during the test.
+    // t0's runner stays a while, so that its Job and pod exist during the test; t1's finishes
+    // at once.
     w.apply(noop_plan(
         "p",
-        &[("t0", json!({"delaySeconds": 120}))],
+        &[("t0", json!({"delaySeconds": 300})), ("t1", json!({}))],
         json!({}),
     ))
     .await
@@ -129,20 +160,17 @@ async fn runners_with_another_pods_token_or_none_are_refused() {
         .controller(ControllerOptions::at("2026-11-27T00:59:55Z", 60.0))
         .unwrap();
     let job = wait_for(SECS(60), "the runner Job", || async {
-        w.jobs("t0", "hibernate")
-            .await
-            .ok()?
-            .first()
-            .map(|j| j.name_any())
+        w.jobs("t0", "hibernate").await.ok()?.into_iter().next()
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let job_name = job.name_any();
     let pods: Api<Pod> = Api::namespaced(w.client.clone(), &w.ns);
     let runner_pod = w
-        .running_pod(&format!("job-name={job}"), SECS(60))
+        .running_pod(&format!("job-name={job_name}"), SECS(60))
         .await
         .unwrap();
-    // Another pod of the same ServiceAccount, not part of the execution.
+    // Another pod of the same ServiceAccount, not part of any execution.
     let impostor: Pod = serde_json::from_value(json!({
         "metadata": {"name": "impostor"},
         "spec": {"serviceAccountName": "hibernator-runner", "restartPolicy": "Never",
@@ -153,12 +181,47 @@ async fn runners_with_another_pods_token_or_none_are_refused() {
         .create(&PostParams::default(), &impostor)
         .await
         .unwrap();
+    let plan_uid = w.plan("p").await.unwrap().metadata.uid.unwrap();
+    let runner_sa_uid = Api::<ServiceAccount>::namespaced(w.client.clone(), &w.ns)
+        .get("hibernator-runner")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let plan_owner = |uid: &str, controller: bool| {
+        json!({"apiVersion": "hibernator.ardikasaputro.io/v1alpha1", "kind": "HibernationPlan",
+               "name": "p", "uid": uid, "controller": controller})
+    };
+    // Jobs named like runner Jobs with the same labels: no owner; the plan as a mere owner;
+    // a plan of the same name with another UID.
+    let no_owner = forged_job(&w, &format!("{job_name}-x"), &job, vec![]).await;
+    let not_controller = forged_job(
+        &w,
+        &format!("{job_name}-y"),
+        &job,
+        vec![plan_owner(&plan_uid, false)],
+    )
+    .await;
+    // The plan as a second, non-controlling owner keeps the garbage collector from deleting
+    // the Job for its dangling controller reference (it may remove that reference instead).
+    let wrong_uid = forged_job(
+        &w,
+        &format!("{job_name}-z"),
+        &job,
+        vec![
+            plan_owner("6a0e3c55-0000-4000-8000-000000000000", true),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "name": "hibernator-runner",
+                   "uid": runner_sa_uid}),
+        ],
+    )
+    .await;
 
-    let mut client = RunnerClient::connect(c.grpc_endpoint()).await.unwrap();
-    let call = |token: Option<String>| {
+    let mut client = c.grpc_client(&w.grpc_ca().await.unwrap()).await.unwrap();
+    let call = |execution: &str, key: &str, token: Option<String>| {
         let mut req = tonic::Request::new(RecordRestoreStateRequest {
-            execution_id: job.clone(),
-            resource_key: "instance:forged".into(),
+            execution_id: execution.to_string(),
+            resource_key: key.to_string(),
             state_json: "{\"status\":\"available\"}".into(),
         });
         if let Some(t) = token {
@@ -167,56 +230,158 @@ async fn runners_with_another_pods_token_or_none_are_refused() {
         }
         req
     };
-    let no_token = client.record_restore_state(call(None)).await.unwrap_err();
-    assert_eq!(
-        no_token.code(),
+    let refused = |r: Result<tonic::Response<_>, tonic::Status>, code, text: &str| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(text), "{text:?} not in {e:?}");
+    };
+    refused(
+        client
+            .record_restore_state(call(&job_name, "noop:t0", None))
+            .await,
         tonic::Code::Unauthenticated,
-        "{no_token:?}"
+        "missing bearer token",
     );
-    let unbound = client
-        .record_restore_state(call(Some(token(&w, "hibernator", None).await)))
-        .await
-        .unwrap_err();
-    assert_eq!(unbound.code(), tonic::Code::PermissionDenied, "{unbound:?}");
-    assert!(
-        unbound.message().contains("not bound to a pod"),
-        "{unbound:?}"
-    );
-    let other_pod = client
-        .record_restore_state(call(Some(token(&w, "hibernator", Some(&impostor)).await)))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        other_pod.code(),
+    refused(
+        client
+            .record_restore_state(call(
+                &job_name,
+                "noop:t0",
+                Some(token(&w, "hibernator", None).await),
+            ))
+            .await,
         tonic::Code::PermissionDenied,
-        "{other_pod:?}"
+        "not bound to a pod",
     );
-    assert!(
-        other_pod.message().contains("does not belong to execution"),
-        "{other_pod:?}"
+    refused(
+        client
+            .record_restore_state(call(
+                &job_name,
+                "noop:t0",
+                Some(token(&w, "hibernator", Some(&impostor)).await),
+            ))
+            .await,
+        tonic::Code::PermissionDenied,
+        "is not controlled by a Job",
     );
-    let wrong_audience = client
-        .record_restore_state(call(Some(
-            token(&w, "someone-else", Some(&runner_pod)).await,
-        )))
+    refused(
+        client
+            .record_restore_state(call(
+                &job_name,
+                "noop:t0",
+                Some(token(&w, "someone-else", Some(&runner_pod)).await),
+            ))
+            .await,
+        tonic::Code::Unauthenticated,
+        "token rejected",
+    );
+    for (pod, job) in [(&no_owner, "-x"), (&not_controller, "-y")] {
+        refused(
+            client
+                .record_restore_state(call(
+                    &format!("{job_name}{job}"),
+                    "noop:t0",
+                    Some(token(&w, "hibernator", Some(pod)).await),
+                ))
+                .await,
+            tonic::Code::PermissionDenied,
+            "is not a runner Job (no controlling HibernationPlan)",
+        );
+    }
+    // A controlling plan of another UID: refused (for the UID, or because the garbage
+    // collector already dropped the dangling reference).
+    let e = client
+        .record_restore_state(call(
+            &format!("{job_name}-z"),
+            "noop:t0",
+            Some(token(&w, "hibernator", Some(&wrong_uid)).await),
+        ))
         .await
         .unwrap_err();
-    assert_eq!(
-        wrong_audience.code(),
-        tonic::Code::Unauthenticated,
-        "{wrong_audience:?}"
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // The runner's own token may not claim another execution.
+    let own = token(&w, "hibernator", Some(&runner_pod)).await;
+    refused(
+        client
+            .record_restore_state(call(&format!("{job_name}-x"), "noop:t0", Some(own.clone())))
+            .await,
+        tonic::Code::PermissionDenied,
+        "does not belong to execution",
     );
-    // Nothing was persisted.
+    // An out-of-scope key (a noop target records noop: keys only) is refused.
+    refused(
+        client
+            .record_restore_state(call(&job_name, "instance:prod-db", Some(own.clone())))
+            .await,
+        tonic::Code::PermissionDenied,
+        "out of scope for target t0",
+    );
+    // A finished Job (t1's) may not record any more, even with its own pod's token.
+    let t1 = wait_for(SECS(60), "t1's runner Job finished", || async {
+        let j = w.jobs("t1", "hibernate").await.ok()?.into_iter().next()?;
+        (j.status.as_ref()?.succeeded? == 1).then_some(j)
+    })
+    .await
+    .unwrap();
+    let t1_pod = pods
+        .list(&ListParams::default().labels(&format!("job-name={}", t1.name_any())))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    refused(
+        client
+            .record_restore_state(call(
+                &t1.name_any(),
+                "noop:t1",
+                Some(token(&w, "hibernator", Some(&t1_pod)).await),
+            ))
+            .await,
+        tonic::Code::FailedPrecondition,
+        "has finished",
+    );
+    // Nothing was persisted by any of them.
     let data = w.restore_data("p").await.unwrap();
-    assert!(data.values().all(|v| !v.contains("forged")), "{data:?}");
-    // The runner's own token (same pod, right audience) is accepted.
-    let own = client
-        .record_restore_state(call(Some(token(&w, "hibernator", Some(&runner_pod)).await)))
+    assert!(data.values().all(|v| !v.contains("prod-db")), "{data:?}");
+    // The runner's own token, its execution, a key of its target: accepted.
+    let ok = client
+        .record_restore_state(call(&job_name, "noop:extra", Some(own)))
         .await;
-    assert!(own.is_ok(), "{own:?}");
+    assert!(ok.is_ok(), "{ok:?}");
     let metrics = c.metrics().await.unwrap();
     assert!(
-        metrics.contains("hibernator_grpc_refused_total{rpc=\"RecordRestoreState\"} 4"),
+        metrics.contains("hibernator_grpc_refused_total{rpc=\"RecordRestoreState\"} 10"),
         "{metrics}"
+    );
+
+    // A flood of bad tokens from one address: after ten refusals its unknown tokens are
+    // refused without asking the API server.
+    let reviews = || -> usize {
+        w.controller_writes()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.resource.as_deref() == Some("tokenreviews"))
+            })
+            .count()
+    };
+    let before = reviews();
+    let mut exhausted = 0;
+    for i in 0..40 {
+        let e = client
+            .record_restore_state(call(&job_name, "noop:t0", Some(format!("garbage-{i}"))))
+            .await
+            .unwrap_err();
+        if e.code() == tonic::Code::ResourceExhausted {
+            exhausted += 1;
+        }
+    }
+    let flood_reviews = reviews() - before;
+    assert!(exhausted >= 30, "{exhausted} of 40 throttled");
+    assert!(
+        flood_reviews <= 10,
+        "{flood_reviews} TokenReviews for 40 bad tokens"
     );
 }

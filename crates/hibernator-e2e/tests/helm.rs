@@ -34,7 +34,14 @@ fn default_render_has_crds_rbac_and_a_locked_down_controller() {
     assert_eq!(roles.len(), 1, "the runner gets no ClusterRole by default");
     let rules = roles[0]["rules"].as_array().unwrap();
     assert!(rules.iter().any(|r| r["resources"][0] == "tokenreviews"));
-    assert_eq!(of_kind(&docs, "Role").len(), 1, "leader election Role");
+    let role_names: Vec<&str> = of_kind(&docs, "Role")
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        role_names,
+        ["hib-hibernator-leader-election", "hib-hibernator-grpc-tls"]
+    );
     let sas: Vec<&str> = of_kind(&docs, "ServiceAccount")
         .iter()
         .map(|s| s["metadata"]["name"].as_str().unwrap())
@@ -54,7 +61,7 @@ fn default_render_has_crds_rbac_and_a_locked_down_controller() {
     assert!(a.contains(&"--leader-elect".to_string()), "{a:?}");
     assert!(
         a.contains(
-            &"--controller-endpoint=http://hib-hibernator.hibernator-system.svc:9444".to_string()
+            &"--controller-endpoint=https://hib-hibernator.hibernator-system.svc:9444".to_string()
         ),
         "{a:?}"
     );
@@ -80,7 +87,7 @@ fn toggles() {
     assert!(args(&docs).contains(&"--leader-elect".to_string()));
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
 
-    let docs = render_chart(&["leaderElection.enabled=false"]).unwrap();
+    let docs = render_chart(&["leaderElection.enabled=false", "grpc.plaintext=true"]).unwrap();
     assert!(!args(&docs).contains(&"--leader-elect".to_string()));
     assert!(of_kind(&docs, "Role").is_empty());
 
@@ -146,11 +153,101 @@ fn grpc_tls_mounts_the_secret_and_switches_the_endpoint_to_https() {
         render_chart(&["grpc.tls.secretName=hibernator-grpc-tls", "grpc.tls.caKey="]).unwrap();
     assert!(!args(&docs).iter().any(|a| a.starts_with("--grpc-tls-ca")));
 
-    // Off by default: no mounts, plain http.
+    // By default: the controller's own certificate, in a Secret only it may read and renew.
     let docs = render_chart(&[]).unwrap();
     let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
     assert!(pod["volumes"].is_null());
-    assert!(!args(&docs).iter().any(|a| a.starts_with("--grpc-tls")));
+    let a = args(&docs);
+    for want in [
+        "--controller-endpoint=https://hib-hibernator.hibernator-system.svc:9444",
+        "--grpc-tls-secret=hib-hibernator-grpc-tls",
+        "--grpc-tls-san=hib-hibernator.hibernator-system.svc.cluster.local",
+    ] {
+        assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
+    }
+    assert!(
+        !a.iter()
+            .any(|a| a.starts_with("--grpc-tls-cert") || a == "--grpc-plaintext")
+    );
+    let role = of_kind(&docs, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "hib-hibernator-grpc-tls")
+        .unwrap();
+    assert_eq!(
+        role["rules"][0]["resourceNames"][0],
+        "hib-hibernator-grpc-tls"
+    );
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["get", "update"])
+    );
+
+    // Plaintext only when asked for.
+    let docs = render_chart(&["grpc.plaintext=true"]).unwrap();
+    let a = args(&docs);
+    assert!(a.contains(&"--grpc-plaintext".to_string()), "{a:?}");
+    assert!(
+        a.contains(
+            &"--controller-endpoint=http://hib-hibernator.hibernator-system.svc:9444".to_string()
+        ),
+        "{a:?}"
+    );
+    assert!(
+        !of_kind(&docs, "Role")
+            .iter()
+            .any(|r| r["metadata"]["name"] == "hib-hibernator-grpc-tls")
+    );
+    // (NOTES need a cluster to render: the chart's install test checks their warning.)
+}
+
+#[test]
+fn a_network_policy_lets_only_runners_reach_grpc_and_monitoring_reach_metrics() {
+    let docs = render_chart(&[
+        "networkPolicy.metricsNamespaceSelector.kubernetes\\.io/metadata\\.name=monitoring",
+    ])
+    .unwrap();
+    let np = of_kind(&docs, "NetworkPolicy");
+    assert_eq!(np.len(), 1);
+    let spec = &np[0]["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "controller"
+    );
+    assert_eq!(spec["ingress"][0]["ports"][0]["port"], 9444);
+    assert_eq!(
+        spec["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "hibernator-runner"
+    );
+    assert_eq!(spec["ingress"][1]["ports"][0]["port"], 8080);
+    assert_eq!(
+        spec["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert!(
+        of_kind(
+            &render_chart(&["networkPolicy.enabled=false"]).unwrap(),
+            "NetworkPolicy"
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn runner_env_from_a_secret_never_reaches_the_controllers_arguments_as_a_value() {
+    let docs = render_chart(&[
+        "runner.extraEnv[0].name=HTTPS_PROXY",
+        "runner.extraEnv[0].valueFrom.secretKeyRef.name=proxy",
+        "runner.extraEnv[0].valueFrom.secretKeyRef.key=url",
+    ])
+    .unwrap();
+    let a = args(&docs);
+    assert!(
+        a.contains(&"--runner-env-from-secret=HTTPS_PROXY=proxy/url".to_string()),
+        "{a:?}"
+    );
+    assert!(!a.iter().any(|a| a.starts_with("--runner-env=")), "{a:?}");
+    // Neither a value nor a secret: refused by the schema.
+    assert!(render_chart(&["runner.extraEnv[0].name=X"]).is_err());
 }
 
 #[test]

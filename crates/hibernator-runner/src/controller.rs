@@ -47,8 +47,27 @@ impl RpcError {
             }
             source = s.source();
         }
+        if tls_trust_failure(status) {
+            text.push_str(&format!(
+                " (the controller's TLS certificate is not trusted: {} does not hold the CA that signed it, or it does not name the endpoint)",
+                hibernator_api::runner::env::CONTROLLER_CA
+            ));
+        }
         Self(text)
     }
+}
+
+/// Whether a call failed because the controller's certificate was refused: retrying cannot
+/// fix that.
+fn tls_trust_failure(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        if s.to_string().contains("invalid peer certificate") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Why the controller could not be used.
@@ -240,7 +259,7 @@ impl Controller {
         matches!(
             status.code(),
             Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
-        )
+        ) && !tls_trust_failure(status)
     }
 
     /// Runs `call` until it succeeds, fails with an error that retrying cannot fix, or the

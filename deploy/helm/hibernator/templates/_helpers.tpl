@@ -42,3 +42,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "hibernator.runnerImage" -}}
 {{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) -}}
 {{- end -}}
+
+{{/* How runner pods reach the controller: https unless plaintext was asked for. */}}
+{{- define "hibernator.controllerEndpoint" -}}
+{{- default (printf "%s://%s.%s.svc:%v" (ternary "http" "https" .Values.grpc.plaintext) (include "hibernator.fullname" .) .Release.Namespace .Values.service.grpcPort) .Values.controllerEndpoint -}}
+{{- end -}}
+
+{{/* The Secret holding the controller's own gRPC CA and certificate. */}}
+{{- define "hibernator.grpcTlsSecretName" -}}
+{{- default (printf "%s-grpc-tls" (include "hibernator.fullname" .)) .Values.grpc.tls.selfManagedSecretName -}}
+{{- end -}}
+
+{{/* Whether the controller keeps its own gRPC certificate. */}}
+{{- define "hibernator.selfManagedTls" -}}
+{{- if and (not .Values.grpc.plaintext) (not .Values.grpc.tls.secretName) }}true{{ end -}}
+{{- end -}}
