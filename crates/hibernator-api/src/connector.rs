@@ -1,6 +1,6 @@
 //! Connectors: CloudProvider (an AWS account) and K8SCluster (a Kubernetes cluster).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,41 @@ pub struct CloudProviderSpec {
     /// AWS account settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsSpec>,
+    /// Namespaces whose plans may use this CloudProvider besides its own; none when absent.
+    /// Only connectors without Secrets (`auth.serviceAccount`) can be shared: a Secret is never
+    /// copied to another namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+}
+
+/// Which other namespaces may use a connector: those named, and those whose labels match
+/// `selector`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// Namespace names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// A label selector over namespaces (an empty selector selects every namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+impl AllowedNamespaces {
+    /// Whether `namespace` (with `labels`, when known) may use the connector. A selector that
+    /// cannot be read allows nothing.
+    pub fn allows(
+        &self,
+        namespace: &str,
+        labels: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> bool {
+        use kube::core::{Selector, SelectorExt};
+        self.names.iter().any(|n| n == namespace)
+            || match (&self.selector, labels) {
+                (Some(s), Some(l)) => Selector::try_from(s.clone()).is_ok_and(|s| s.matches(l)),
+                _ => false,
+            }
+    }
 }
 
 /// Supported clouds.
@@ -166,6 +201,11 @@ pub struct K8SClusterSpec {
     /// A cluster reached with a kubeconfig Secret or in-cluster credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s: Option<K8sAccess>,
+    /// Namespaces whose plans may use this K8SCluster besides its own; none when absent. Only
+    /// connectors without Secrets can be shared (no kubeconfig Secret, and a CloudProvider with
+    /// `auth.serviceAccount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
 }
 
 /// Reference to a CloudProvider.

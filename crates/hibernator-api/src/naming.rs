@@ -79,9 +79,46 @@ pub fn restore_config_map(plan: &str) -> String {
     }
 }
 
+/// The name of an Event about `object` at `nanos`: `<object>.<hex nanos>`, the object's name
+/// shortened so that the whole is a valid object name (at most 253 characters); a longer name
+/// would make the API server refuse the Event.
+pub fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    let room = 253usize.saturating_sub(suffix.len());
+    let head: String = object.chars().take(room).collect();
+    format!("{}{suffix}", head.trim_end_matches(['-', '.']))
+}
+
+/// `s` cut to at most `max` bytes on a character boundary (Event notes are limited in bytes).
+pub fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_names_stay_valid_for_the_longest_plan_names() {
+        let long = "p".repeat(253);
+        let n = event_name(&long, 1_796_000_000_000_000_000);
+        assert_eq!(n.len(), 253, "{n}");
+        assert!(n.ends_with(&format!(".{:x}", 1_796_000_000_000_000_000i128)));
+        let dotted = format!("{}.-{}", "a".repeat(234), "b".repeat(10));
+        let n = event_name(&dotted, 1_796_000_000_000_000_000);
+        assert!(!n.contains(".-."), "{n}");
+        assert!(n.len() <= 253);
+        assert_eq!(event_name("p", 255), "p.ff");
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+        assert_eq!(truncate_bytes("héllo", 3), "hé");
+    }
 
     #[test]
     fn job_names_are_deterministic_and_short() {

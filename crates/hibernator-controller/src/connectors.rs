@@ -327,6 +327,7 @@ mod tests {
                     region: "us-east-1".into(),
                 }),
                 k8s: None,
+                allowed_namespaces: None,
             },
         );
         kc.metadata.generation = Some(3);

@@ -539,10 +539,10 @@ fn set_conditions(
     let mut ready_problem: Option<(&'static str, String)> =
         failure.map(|f| ("TargetFailed", f.clone()));
     if let Some((reason, message)) = &o.reference_problem {
-        let reason: &'static str = if reason == "ReferenceNotFound" {
-            "ReferenceNotFound"
-        } else {
-            "ReferenceInvalid"
+        let reason: &'static str = match reason.as_str() {
+            "ReferenceNotFound" => "ReferenceNotFound",
+            "ReferenceNotAllowed" => "ReferenceNotAllowed",
+            _ => "ReferenceInvalid",
         };
         let since =
             hibernator_api::common::find_condition(&prev.conditions, condition_types::READY)

@@ -630,7 +630,8 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     let evaluation = schedule.evaluate(now);
 
     // Resolve every target's connector.
-    let (connectors, reference_problem) = resolve_connectors(plan, ctx);
+    let ns_labels = plan_namespace_labels(plan, ctx).await;
+    let (connectors, reference_problem) = resolve_connectors(plan, ctx, ns_labels.as_ref());
 
     // Observe Jobs and restore data.
     let jobs = observe_jobs(plan, ctx).await?;
@@ -969,15 +970,85 @@ async fn termination_message(ctx: &Context, ns: &str, job: &str) -> Option<Strin
     })
 }
 
+/// The labels of the plan's namespace, read only when a target uses a connector of another
+/// namespace that admits namespaces by selector.
+async fn plan_namespace_labels(
+    plan: &HibernationPlan,
+    ctx: &Context,
+) -> Option<BTreeMap<String, String>> {
+    let ns = plan.namespace().unwrap_or_default();
+    let by_selector = |a: Option<&hibernator_api::connector::AllowedNamespaces>| {
+        a.is_some_and(|a| a.selector.is_some())
+    };
+    let needed = plan.spec.targets.iter().any(|t| {
+        let Some(c) = t.connector_ref.as_ref() else {
+            return false;
+        };
+        let Some(cns) = c.namespace.as_ref().filter(|cns| **cns != ns) else {
+            return false;
+        };
+        match c.kind {
+            ConnectorKind::CloudProvider => ctx
+                .providers
+                .get(&ObjectRef::new(&c.name).within(cns))
+                .is_some_and(|p| by_selector(p.spec.allowed_namespaces.as_ref())),
+            ConnectorKind::K8SCluster => ctx
+                .clusters
+                .get(&ObjectRef::new(&c.name).within(cns))
+                .is_some_and(|k| by_selector(k.spec.allowed_namespaces.as_ref())),
+        }
+    });
+    if !needed {
+        return None;
+    }
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    match api.get(&ns).await {
+        Ok(n) => Some(n.metadata.labels.unwrap_or_default()),
+        Err(e) => {
+            warn!(namespace = %ns, "cannot read the plan's namespace labels for allowedNamespaces selectors: {e}");
+            None
+        }
+    }
+}
+
+/// Why a plan in `ns` may not use a connector of `cns`, if it may not: the connector must
+/// admit `ns` in `allowedNamespaces`, and a shared connector may not need a Secret (a Job
+/// mounts Secrets of its own namespace only, and the controller copies none).
+fn not_allowed(
+    what: &str,
+    cns: &str,
+    ns: &str,
+    allowed: Option<&hibernator_api::connector::AllowedNamespaces>,
+    labels: Option<&BTreeMap<String, String>>,
+    secret: Option<&str>,
+) -> Option<String> {
+    if cns == ns {
+        return None;
+    }
+    if !allowed.is_some_and(|a| a.allows(ns, labels)) {
+        return Some(format!(
+            "{what} in namespace {cns} does not allow plans of namespace {ns} (spec.allowedNamespaces)"
+        ));
+    }
+    secret.map(|s| {
+        format!(
+            "{what} in namespace {cns} uses Secret {s:?}, and Secrets are not shared across namespaces: use auth.serviceAccount (IRSA) for a shared connector, or a connector in namespace {ns}"
+        )
+    })
+}
+
 /// Resolves each target's connector into runner settings. Returns the problem when a
-/// referenced connector is missing or unusable (no secret values are read here).
+/// referenced connector is missing, unusable or not allowed for the plan's namespace (no
+/// secret values are read here).
 fn resolve_connectors(
     plan: &HibernationPlan,
     ctx: &Context,
+    ns_labels: Option<&BTreeMap<String, String>>,
 ) -> (BTreeMap<usize, ResolvedConnector>, Option<(String, String)>) {
     let ns = plan.namespace().unwrap_or_default();
     let mut out = BTreeMap::new();
     let mut problems: Vec<String> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
     let find_provider = |pns: &str, pname: &str| {
         ctx.providers
             .get(&ObjectRef::new(pname).within(pns))
@@ -1025,6 +1096,18 @@ fn resolve_connectors(
                 )),
                 Some(p) => match aws_settings(&p) {
                     Err(e) => problems.push(e),
+                    Ok((_, secret))
+                        if let Some(why) = not_allowed(
+                            &format!("CloudProvider {} (target {})", cref.name, t.name),
+                            &cns,
+                            &ns,
+                            p.spec.allowed_namespaces.as_ref(),
+                            ns_labels,
+                            secret.as_deref(),
+                        ) =>
+                    {
+                        refused.push(why)
+                    }
                     Ok((mut settings, secret)) => {
                         if t.type_ == TargetType::Eks {
                             // `clusterName` names a K8SCluster in the plan's namespace, or else the
@@ -1064,6 +1147,31 @@ fn resolve_connectors(
                         cref.name, t.name
                     )),
                     Some(c) => {
+                        // The Secrets the cluster needs: its kubeconfig, its provider's keys.
+                        let provider_secret = c
+                            .spec
+                            .provider_ref
+                            .as_ref()
+                            .and_then(|pref| find_provider(&cns, &pref.name))
+                            .and_then(|p| aws_settings(&p).ok())
+                            .and_then(|(_, secret)| secret);
+                        let kubeconfig = c
+                            .spec
+                            .k8s
+                            .as_ref()
+                            .and_then(|k| k.kubeconfig_ref.as_ref())
+                            .map(|r| r.name.clone());
+                        if let Some(why) = not_allowed(
+                            &format!("K8SCluster {} (target {})", cref.name, t.name),
+                            &cns,
+                            &ns,
+                            c.spec.allowed_namespaces.as_ref(),
+                            ns_labels,
+                            kubeconfig.or(provider_secret).as_deref(),
+                        ) {
+                            refused.push(why);
+                            continue;
+                        }
                         let mut settings = KubernetesSettings::default();
                         let mut kubeconfig_secret = None;
                         if let Some(k8s) = &c.spec.k8s
@@ -1113,8 +1221,13 @@ fn resolve_connectors(
             }
         }
     }
-    let problem =
-        (!problems.is_empty()).then(|| ("ReferenceNotFound".to_string(), problems.join("; ")));
+    // A reference that is not allowed is a mistake to fix, unlike one not applied yet.
+    let problem = if !refused.is_empty() {
+        refused.extend(problems);
+        Some(("ReferenceNotAllowed".to_string(), refused.join("; ")))
+    } else {
+        (!problems.is_empty()).then(|| ("ReferenceNotFound".to_string(), problems.join("; ")))
+    };
     (out, problem)
 }
 
@@ -1210,13 +1323,17 @@ async fn publish_event(
     let now = Timestamp::now();
     let event = Event {
         metadata: ObjectMeta {
-            name: Some(format!("{}.{:x}", plan.name_any(), now.as_nanosecond())),
+            name: Some(hibernator_api::naming::event_name(
+                &plan.name_any(),
+                now.as_nanosecond(),
+            )),
             namespace: Some(ns.clone()),
             ..Default::default()
         },
         action: Some(reason.to_string()),
         reason: Some(reason.to_string()),
-        note: Some(note.chars().take(1000).collect()),
+        // The API server's limits: note 1 KiB, reportingInstance 128 characters.
+        note: Some(hibernator_api::naming::truncate_bytes(note, 1024).to_string()),
         type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
         event_time: Some(MicroTime(now)),
         regarding: Some(ObjectReference {
@@ -1229,7 +1346,7 @@ async fn publish_event(
             field_path: None,
         }),
         reporting_controller: Some(format!("hibernator.ardikasaputro.io/{MANAGER}")),
-        reporting_instance: Some(ctx.instance.clone()),
+        reporting_instance: Some(ctx.instance.chars().take(128).collect()),
         ..Default::default()
     };
     let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);

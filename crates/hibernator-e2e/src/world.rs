@@ -381,7 +381,6 @@ impl World {
                 std::env::var("E2E_CONTROLLER_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
             )
             .env_remove("WATCH_NAMESPACE")
-            .args(["--namespace", &self.ns])
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .args([
@@ -409,6 +408,9 @@ impl World {
         if opts.leader_elect {
             cmd.args(["--leader-elect", "--leader-election-namespace", &self.ns])
                 .args(["--leader-election-duration-seconds", "10"]);
+        }
+        if !opts.watch_all_namespaces {
+            cmd.args(["--namespace", &self.ns]);
         }
         match (&opts.grpc_tls, opts.plaintext) {
             (_, true) => {
@@ -482,6 +484,9 @@ pub struct ControllerOptions {
     pub grpc_tls: Option<(PathBuf, PathBuf)>,
     /// Serve gRPC without TLS (`--grpc-plaintext`).
     pub plaintext: bool,
+    /// Watch every namespace, not only this world's (only for a test alone on its cluster:
+    /// the controller acts on every plan it sees).
+    pub watch_all_namespaces: bool,
     /// Where runners reach AWS (a fault proxy in front of moto); moto itself by default.
     pub aws_endpoint: Option<String>,
 }
@@ -498,6 +503,7 @@ impl ControllerOptions {
             ports: None,
             grpc_tls: None,
             plaintext: false,
+            watch_all_namespaces: false,
             aws_endpoint: None,
         }
     }
