@@ -88,5 +88,29 @@ fn rbac_templates() -> Result<String> {
             rules
         ));
     }
+    // The same rules for a controller that watches one namespace: without the cluster-scoped
+    // resources (TokenReviews, nodes, namespaces), which a Role cannot grant.
+    let path = root().join("deploy/rbac/controller-clusterrole.yaml");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(&path)?)?;
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .context("controller-clusterrole.yaml has no ClusterRole")?;
+    let cluster_scoped = ["tokenreviews", "nodes", "namespaces"];
+    let namespaced: Vec<&Value> = role["rules"]
+        .as_array()
+        .context("the ClusterRole has no rules")?
+        .iter()
+        .filter(|r| {
+            !r["resources"].as_array().is_some_and(|rs| {
+                rs.iter()
+                    .any(|x| cluster_scoped.contains(&x.as_str().unwrap_or_default()))
+            })
+        })
+        .collect();
+    out.push_str(&format!(
+        "{{{{- define \"hibernator.controllerNamespacedRules\" -}}}}\n{}{{{{- end -}}}}\n",
+        serde_saphyr::to_string(&namespaced)?
+    ));
     Ok(out)
 }

@@ -146,6 +146,8 @@ fn token_key(token: &str) -> u64 {
 /// matched by UID.
 pub struct TokenReviewAuthenticator {
     client: Client,
+    /// Verify tokens locally instead of with TokenReviews (namespaced permissions).
+    local: Option<LocalVerifier>,
     runner_service_account: String,
     accepted: Mutex<Bounded<u64, Identity>>,
     refused: Mutex<Bounded<u64, Status>>,
@@ -157,12 +159,21 @@ impl TokenReviewAuthenticator {
     /// An authenticator using `client`, accepting pods of `runner_service_account` only.
     pub fn new(client: Client, runner_service_account: &str) -> Self {
         Self {
+            local: None,
             client,
             runner_service_account: runner_service_account.to_string(),
             accepted: Mutex::new(Bounded::new(REVIEW_CACHE)),
             refused: Mutex::new(Bounded::new(REFUSAL_CACHE)),
             sources: Mutex::new(Bounded::new(REFUSAL_WINDOW)),
             reviews: tokio::sync::Semaphore::new(CONCURRENT_REVIEWS),
+        }
+    }
+
+    /// Like [`Self::new`], verifying tokens with [`LocalVerifier`] instead of TokenReviews.
+    pub fn local(client: Client, runner_service_account: &str) -> Self {
+        Self {
+            local: Some(LocalVerifier::new(client.clone())),
+            ..Self::new(client, runner_service_account)
         }
     }
 
@@ -199,6 +210,16 @@ impl TokenReviewAuthenticator {
     /// authenticators that ignore requested audiences) and bound to a pod of the runner
     /// ServiceAccount. Returns (namespace, pod name, pod UID).
     async fn review(&self, token: &str) -> Result<(String, String, String), Status> {
+        if let Some(local) = &self.local {
+            let (namespace, account, pod, uid) = local.verify(token).await?;
+            if account != self.runner_service_account {
+                return Err(Status::permission_denied(format!(
+                    "system:serviceaccount:{namespace}:{account} is not the runner ServiceAccount {:?}",
+                    self.runner_service_account
+                )));
+            }
+            return Ok((namespace, pod, uid));
+        }
         let _permit = self
             .reviews
             .acquire()
@@ -327,6 +348,136 @@ impl TokenReviewAuthenticator {
                 .cloned()
                 .unwrap_or_default(),
         })
+    }
+}
+
+/// Verifies runner tokens without TokenReview, for a controller with namespaced permissions
+/// only (TokenReview is cluster-scoped): the token's signature against the API server's
+/// published service-account signing keys (`/openid/v1/jwks`, readable by every service
+/// account), its issuer, audience and lifetime, and its pod binding. The pod is then read and
+/// matched by UID like after a TokenReview, so a token of a deleted pod is refused.
+pub struct LocalVerifier {
+    client: Client,
+    keys: tokio::sync::Mutex<Option<(String, jsonwebtoken::jwk::JwkSet, Instant)>>,
+}
+
+/// How long the signing keys are kept before they are read again (an unknown key id reads
+/// them at once, at most every [`KEYS_MIN_REFRESH`]).
+const KEYS_REFRESH: Duration = Duration::from_secs(600);
+const KEYS_MIN_REFRESH: Duration = Duration::from_secs(10);
+
+#[derive(serde::Deserialize)]
+struct KubernetesClaims {
+    #[serde(rename = "kubernetes.io")]
+    kubernetes: KubernetesIo,
+}
+
+#[derive(serde::Deserialize)]
+struct KubernetesIo {
+    namespace: String,
+    serviceaccount: Named,
+    #[serde(default)]
+    pod: Option<Named>,
+}
+
+#[derive(serde::Deserialize)]
+struct Named {
+    name: String,
+    #[serde(default)]
+    uid: String,
+}
+
+impl LocalVerifier {
+    /// A verifier reading the keys through `client`.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            keys: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> Result<serde_json::Value, Status> {
+        let request = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| Status::internal(format!("failed to build a request for {path}: {e}")))?;
+        self.client
+            .request::<serde_json::Value>(request)
+            .await
+            .map_err(|e| Status::unavailable(format!("failed to read {path}: {e}")))
+    }
+
+    /// The issuer and the signing keys; read again when older than [`KEYS_REFRESH`], or when
+    /// `kid` is unknown and they are older than [`KEYS_MIN_REFRESH`].
+    async fn keys(&self, kid: &str) -> Result<(String, jsonwebtoken::jwk::Jwk), Status> {
+        let mut cached = self.keys.lock().await;
+        let stale = match &*cached {
+            None => true,
+            Some((_, set, at)) => {
+                at.elapsed() > KEYS_REFRESH
+                    || (set.find(kid).is_none() && at.elapsed() > KEYS_MIN_REFRESH)
+            }
+        };
+        if stale {
+            let config = self.get_json("/.well-known/openid-configuration").await?;
+            let issuer = config["issuer"]
+                .as_str()
+                .ok_or_else(|| {
+                    Status::unavailable("the API server's OpenID configuration has no issuer")
+                })?
+                .to_string();
+            let jwks = self.get_json("/openid/v1/jwks").await?;
+            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).map_err(|e| {
+                Status::unavailable(format!("the API server's signing keys cannot be read: {e}"))
+            })?;
+            *cached = Some((issuer, set, Instant::now()));
+        }
+        let (issuer, set, _) = cached.as_ref().expect("set above");
+        let jwk = set.find(kid).cloned().ok_or_else(|| {
+            Status::unauthenticated("the token is not signed by a key of this cluster")
+        })?;
+        Ok((issuer.clone(), jwk))
+    }
+
+    /// (namespace, service account, pod name, pod UID) of a valid token for our audience.
+    async fn verify(&self, token: &str) -> Result<(String, String, String, String), Status> {
+        use jsonwebtoken::Algorithm as A;
+        let bad = |e: jsonwebtoken::errors::Error| {
+            Status::unauthenticated(format!("token rejected: {e}"))
+        };
+        let header = jsonwebtoken::decode_header(token).map_err(bad)?;
+        // Service-account tokens are signed with an asymmetric key; never accept a MAC.
+        if !matches!(
+            header.alg,
+            A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512 | A::ES256 | A::ES384
+        ) {
+            return Err(Status::unauthenticated(format!(
+                "token rejected: algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| Status::unauthenticated("token rejected: no key id"))?;
+        let (issuer, jwk) = self.keys(&kid).await?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(bad)?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_audience(&[hibernator_proto::TOKEN_AUDIENCE]);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 30;
+        let claims = jsonwebtoken::decode::<KubernetesClaims>(token, &key, &validation)
+            .map_err(bad)?
+            .claims
+            .kubernetes;
+        let pod = claims
+            .pod
+            .ok_or_else(|| Status::permission_denied("the token is not bound to a pod"))?;
+        Ok((
+            claims.namespace,
+            claims.serviceaccount.name,
+            pod.name,
+            pod.uid,
+        ))
     }
 }
 
@@ -515,8 +666,13 @@ impl Reports {
     }
 }
 
+/// How long a record waits for the plan's account (`status.asleep`) to count it; less than
+/// the runner's call timeout (10 s), which then asks again.
+const ACCOUNT_WAIT: Duration = Duration::from_secs(8);
+
 /// The gRPC service.
 pub struct RunnerService<A> {
+    client: Client,
     auth: A,
     store: RestoreStore,
     reports: Reports,
@@ -527,6 +683,7 @@ pub struct RunnerService<A> {
 impl<A: Authenticator> RunnerService<A> {
     /// A service persisting into `store` and waking the reconciler through `wake`.
     pub fn new(
+        client: Client,
         auth: A,
         store: RestoreStore,
         reports: Reports,
@@ -534,6 +691,7 @@ impl<A: Authenticator> RunnerService<A> {
         metrics: Metrics,
     ) -> Self {
         Self {
+            client,
             auth,
             store,
             reports,
@@ -591,6 +749,44 @@ impl<A: Authenticator> RunnerService<A> {
         result
     }
 
+    /// Waits until the plan's own account of what is asleep (`status.asleep`, written by the
+    /// reconciler) counts `key` for the caller's target, so that a record acknowledged to a
+    /// runner survives the loss of the ConfigMap the next moment (the runner changes nothing
+    /// before the acknowledgement). Beyond the keys the account lists, only its count is kept,
+    /// and that is taken as counted.
+    async fn accounted(&self, id: &Identity, key: &str) -> Result<(), Status> {
+        let plans: Api<HibernationPlan> = Api::namespaced(self.client.clone(), &id.namespace);
+        let deadline = Instant::now() + ACCOUNT_WAIT;
+        loop {
+            let counted = plans
+                .get_opt(&id.plan)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|p| {
+                    p.status
+                        .iter()
+                        .flat_map(|s| s.asleep.iter())
+                        .find(|a| a.name == id.target)
+                        .is_some_and(|a| {
+                            a.keys.iter().any(|k| k == key)
+                                || a.keys.len() >= hibernator_api::plan::ASLEEP_KEYS_LISTED
+                        })
+                });
+            if counted {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                info!(plan = %id.plan, target = %id.target, resource = key,
+                    "the plan's status does not count the record yet; the runner will ask again");
+                return Err(Status::unavailable(format!(
+                    "the plan has not yet accounted for the record of {key}; ask again (it is stored)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     fn poke(&self, id: &Identity) {
         let _ = self
             .wake
@@ -644,8 +840,10 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             })?;
         self.metrics
             .restore_record(matches!(outcome, RecordOutcome::Stored(_)));
-        // The plan's account of what is asleep catches up at once.
+        // The plan's account of what is asleep catches up at once, and the runner hears back
+        // only when it has.
         self.poke(&id);
+        self.accounted(&id, &req.resource_key).await?;
         info!(plan = %id.plan, target = %id.target, cycle = %id.cycle, resource = %req.resource_key,
             stored = matches!(outcome, RecordOutcome::Stored(_)), "restore data recorded");
         let (already_recorded, stored) = match outcome {

@@ -65,6 +65,8 @@ pub struct Config {
     pub whereabouts: Whereabouts,
     /// Watch only this namespace (all when absent).
     pub namespace: Option<String>,
+    /// Namespaced permissions only: verify runner tokens locally, read no nodes or namespaces.
+    pub namespaced_rbac: bool,
     /// gRPC listen address for runners.
     pub grpc_addr: SocketAddr,
     /// Where the gRPC service's certificate comes from.
@@ -101,7 +103,12 @@ pub async fn run(config: Config) -> Result<()> {
     // The gRPC server runs on every replica: restore writes use optimistic concurrency, and
     // runner reports are kept for whichever replica leads.
     let service = RunnerService::new(
-        TokenReviewAuthenticator::new(client.clone(), &config.runner.service_account),
+        client.clone(),
+        if config.namespaced_rbac {
+            TokenReviewAuthenticator::local(client.clone(), &config.runner.service_account)
+        } else {
+            TokenReviewAuthenticator::new(client.clone(), &config.runner.service_account)
+        },
         store.clone(),
         reports.clone(),
         wake_tx.clone(),
@@ -156,7 +163,19 @@ pub async fn run(config: Config) -> Result<()> {
     };
     tokio::spawn(shutdown);
 
-    let self_guard = self_guard(&client, &config.whereabouts).await;
+    let self_guard = if config.namespaced_rbac {
+        info!(
+            "namespaced permissions: the controller's node group, NodePool and namespace labels are not read, so not guarded"
+        );
+        selfguard::SelfGuard {
+            namespace: config.whereabouts.namespace.clone(),
+            deployment_labels: config.whereabouts.deployment_labels.clone(),
+            cluster_name: config.whereabouts.cluster_name.clone(),
+            ..Default::default()
+        }
+    } else {
+        self_guard(&client, &config.whereabouts).await
+    };
     let make_ctx = |config: &Config, stores: reconcile::ControllerStores| Context {
         self_guard: self_guard.clone(),
         versions: Default::default(),

@@ -18,6 +18,11 @@ struct Args {
     /// Watch only this namespace (all namespaces when absent).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// The controller has namespaced permissions only (a Role in --namespace, none
+    /// cluster-wide): runner tokens are verified against the API server's published signing
+    /// keys instead of with TokenReviews, and no node or namespace is read.
+    #[arg(long, requires = "namespace")]
+    namespaced_rbac: bool,
     /// Listen address of the gRPC service for runners.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:9444")]
     grpc_addr: SocketAddr,
@@ -233,6 +238,7 @@ fn config(args: Args) -> Result<Config> {
     Ok(Config {
         whereabouts,
         namespace: args.namespace,
+        namespaced_rbac: args.namespaced_rbac,
         grpc_addr: args.grpc_addr,
         grpc_tls,
         http_addr: args.http_addr,

@@ -927,10 +927,15 @@ async fn observe_job(job: &Job, ctx: &Context, known: bool) -> Option<JobObserva
     } else {
         JobOutcome::Running
     };
-    let report = ctx.reports.get(&ns, &name).unwrap_or_default();
+    let mut report = ctx.reports.get(&ns, &name).unwrap_or_default();
     let mut message = report.completion.as_ref().map(|(_, m)| m.clone());
     if message.is_none() && outcome != JobOutcome::Running && !known {
-        message = termination_message(ctx, &ns, &name).await.or_else(|| {
+        // The runner's report never reached this controller (it restarted): its pod says.
+        let (summary, recorded) = termination_message(ctx, &ns, &name).await.unzip();
+        if report.recorded.is_empty() {
+            report.recorded = recorded.unwrap_or_default();
+        }
+        message = summary.or_else(|| {
             conditions
                 .iter()
                 .find(|c| c.type_ == "Failed" && c.status == "True")
@@ -951,8 +956,9 @@ async fn observe_job(job: &Job, ctx: &Context, known: bool) -> Option<JobObserva
     })
 }
 
-/// The runner's one-line summary from its pod's termination message.
-async fn termination_message(ctx: &Context, ns: &str, job: &str) -> Option<String> {
+/// The runner's one-line summary from its pod's termination message, and the resources a
+/// hibernation runner listed there as recorded.
+async fn termination_message(ctx: &Context, ns: &str, job: &str) -> Option<(String, Vec<String>)> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let list = pods
         .list(&ListParams::default().labels(&format!("job-name={job}")))
@@ -965,9 +971,23 @@ async fn termination_message(ctx: &Context, ns: &str, job: &str) -> Option<Strin
             .as_ref()?
             .iter()
             .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
-            .map(|m| m.trim().lines().last().unwrap_or_default().to_string())
-            .filter(|m| !m.is_empty())
+            .and_then(|m| parse_termination_message(&m))
     })
+}
+
+/// Splits a termination message into its summary (the last line that is not the list of
+/// records) and the recorded keys (`recorded: KEY KEY ...`).
+fn parse_termination_message(text: &str) -> Option<(String, Vec<String>)> {
+    let mut summary = None;
+    let mut recorded = Vec::new();
+    for line in text.trim().lines() {
+        match line.strip_prefix("recorded: ") {
+            Some(keys) => recorded = keys.split_whitespace().map(str::to_string).collect(),
+            None if !line.trim().is_empty() => summary = Some(line.trim().to_string()),
+            None => {}
+        }
+    }
+    Some((summary?, recorded))
 }
 
 /// The labels of the plan's namespace, read only when a target uses a connector of another
@@ -1457,5 +1477,28 @@ async fn update_exceptions(
             Ok(_) => ctx.metrics.api_write("ScheduleException/status"),
             Err(err) => warn!(exception = %e.name_any(), "failed to update status: {err}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_termination_message;
+
+    #[test]
+    fn termination_messages_give_the_summary_and_the_records() {
+        assert_eq!(
+            parse_termination_message(
+                "stopped 2 databases in 3 s\nrecorded: instance:a cluster:b\n"
+            ),
+            Some((
+                "stopped 2 databases in 3 s".to_string(),
+                vec!["instance:a".to_string(), "cluster:b".to_string()]
+            ))
+        );
+        assert_eq!(
+            parse_termination_message("failed: AccessDenied"),
+            Some(("failed: AccessDenied".to_string(), vec![]))
+        );
+        assert_eq!(parse_termination_message("  \n"), None);
     }
 }

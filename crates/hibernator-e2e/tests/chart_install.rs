@@ -10,6 +10,7 @@ use hibernator_e2e::stack::{Stack, StackOptions, seed_estate};
 use hibernator_e2e::world::{cond, condition, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, ListParams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,11 +23,15 @@ async fn helm_install_runs_the_controller_and_the_seed_becomes_ready() {
         // Wednesday noon in New York: the plan is Active.
         clock_start: "2026-11-25T17:00:00Z".into(),
         clock_speed: 1.0,
+        // The seed's namespace only: namespaced Roles, nothing cluster-wide.
+        extra_sets: vec!["watchNamespace=hibernator-system".into()],
         ..StackOptions::default()
     };
+    let t0 = std::time::Instant::now();
     let stack = Stack::install(cluster, &opts, seed_estate(), &mut |_| {})
         .await
         .unwrap();
+    eprintln!("installed after {:?}", t0.elapsed());
     let client = cluster.client().unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &stack.namespace);
     let pod = pods
@@ -209,4 +214,96 @@ async fn helm_install_runs_the_controller_and_the_seed_becomes_ready() {
     let default = notes(&[]).await;
     assert!(default.contains("NOTES:"), "{default}");
     assert!(!default.contains("WITHOUT TLS"), "{default}");
+
+    // Watching one namespace, the controller has no cluster-wide binding, and the night runs
+    // with namespaced access only: upgrade to a clock just before Thursday 20:00 in New York.
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let controller_sa = |b: &ClusterRoleBinding| {
+        b.subjects.iter().flatten().any(|s| {
+            s.kind == "ServiceAccount"
+                && s.name == "hibernator"
+                && s.namespace.as_deref() == Some(stack.namespace.as_str())
+        })
+    };
+    let cluster_wide: Vec<String> = bindings
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|b| controller_sa(b))
+        .map(|b| b.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert!(cluster_wide.is_empty(), "{cluster_wide:?}");
+    let upgrade: Vec<String> = [
+        "upgrade",
+        "hibernator",
+        &chart,
+        "--namespace",
+        &stack.namespace,
+        "--kubeconfig",
+        &kubeconfig,
+        "--reuse-values",
+        "--set-string",
+        "clock.start=2026-11-27T00:58:30Z",
+        "--set",
+        "clock.speed=60",
+        "--wait",
+        "--timeout",
+        "120s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let started = std::time::Instant::now();
+    cluster.helm().unwrap().run(&upgrade).await.unwrap();
+    eprintln!("helm upgrade took {:?}", started.elapsed());
+    wait_for(
+        Duration::from_secs(180),
+        "prod-offhours Hibernated",
+        || async {
+            let p = plans.get_opt("prod-offhours").await.ok()??;
+            (condition(&p, "Ready") == cond("True", "Hibernated")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!("Hibernated after {:?}", started.elapsed());
+    let after = stack.snapshot().unwrap();
+    assert_eq!(after["rds"]["prod-db"], "stopped", "{after}");
+    let events: Vec<_> = cluster
+        .audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.user.username == user)
+        .collect();
+    let cluster_scoped: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            e.object_ref.as_ref().is_some_and(|o| {
+                o.namespace.is_none() || o.resource.as_deref() == Some("namespaces")
+            })
+        })
+        .map(|e| format!("{} {}", e.verb, e.request_uri))
+        .collect();
+    assert!(
+        cluster_scoped.is_empty(),
+        "cluster-scoped access: {cluster_scoped:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.request_uri.contains("tokenreviews")),
+        "no TokenReview in namespaced mode"
+    );
+    // Runners were authenticated (locally): their records arrived.
+    let cm: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), &stack.namespace);
+    let data = cm
+        .get("hibernator-restore-prod-offhours")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert!(data.contains_key("prod-db"), "{data:?}");
 }

@@ -264,3 +264,53 @@ fn the_values_schema_rejects_nonsense() {
     let err = render_chart(&["replicas=2"]).unwrap_err().to_string();
     assert!(err.contains("replicas"), "{err}");
 }
+
+#[test]
+fn watching_one_namespace_binds_roles_there_and_nothing_cluster_wide() {
+    let docs = render_chart(&["watchNamespace=team-a"]).unwrap();
+    assert!(of_kind(&docs, "ClusterRole").is_empty());
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    let role = of_kind(&docs, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "hib-hibernator-controller")
+        .unwrap();
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    let resources: Vec<&str> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap().iter())
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for namespaced in [
+        "hibernationplans",
+        "jobs",
+        "pods",
+        "configmaps",
+        "events",
+        "cloudproviders",
+    ] {
+        assert!(
+            resources.contains(&namespaced),
+            "{namespaced}: {resources:?}"
+        );
+    }
+    for cluster_scoped in ["tokenreviews", "nodes", "namespaces"] {
+        assert!(
+            !resources.contains(&cluster_scoped),
+            "{cluster_scoped}: {resources:?}"
+        );
+    }
+    let binding = of_kind(&docs, "RoleBinding")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "hib-hibernator-controller")
+        .unwrap();
+    assert_eq!(binding["metadata"]["namespace"], "team-a");
+    assert_eq!(binding["subjects"][0]["namespace"], "hibernator-system");
+    let a = args(&docs);
+    for want in ["--namespace=team-a", "--namespaced-rbac"] {
+        assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
+    }
+    // Cluster-wide by default.
+    assert!(!args(&render_chart(&[]).unwrap()).contains(&"--namespaced-rbac".to_string()));
+}

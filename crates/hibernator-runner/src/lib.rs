@@ -191,7 +191,21 @@ pub async fn run(args: Args) -> u8 {
             "the log stream to the controller did not finish in time; the logs are on stdout",
         ),
     }
-    termination_message(&reporter, &args, &line);
+    // A hibernation's records also go into the termination message: the controller reads them
+    // if its copy of this runner's report was lost.
+    let recorded: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, executor::ResourceOutcome::Recorded))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if let Err(err) =
+        output::write_termination_report(&args.termination_message_path, &line, &recorded)
+    {
+        reporter.warn(format!(
+            "could not write the summary to {} ({err})",
+            args.termination_message_path.display()
+        ));
+    }
     code
 }
 

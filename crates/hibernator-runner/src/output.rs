@@ -180,9 +180,59 @@ pub fn write_termination_message(path: &Path, summary: &str) -> Result<(), std::
     std::fs::write(path, text)
 }
 
+/// The line of a termination message that lists the resources a hibernation recorded:
+/// `recorded: KEY KEY ...`. The controller reads it when the runner's report to it was lost
+/// (a controller restarted between the record and its status write), so that restore data lost
+/// in that window is still reported missing.
+pub const RECORDED_LINE: &str = "recorded: ";
+
+/// [`write_termination_message`], followed by a [`RECORDED_LINE`] with as many of `recorded` as
+/// fit in the kubelet's 4 KiB.
+pub fn write_termination_report(
+    path: &Path,
+    summary: &str,
+    recorded: &[String],
+) -> Result<(), std::io::Error> {
+    let mut text = summary.replace(['\n', '\r'], " ");
+    if !recorded.is_empty() {
+        let mut line = String::from(RECORDED_LINE);
+        for key in recorded {
+            if text.len() + 1 + line.len() + key.len() + 1 > TERMINATION_MESSAGE_LIMIT {
+                break;
+            }
+            line.push_str(key);
+            line.push(' ');
+        }
+        if text.len() + 1 + line.len() <= TERMINATION_MESSAGE_LIMIT {
+            text = format!("{text}\n{}", line.trim_end());
+            return std::fs::write(path, text);
+        }
+    }
+    write_termination_message(path, &text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hibernation_lists_its_records_after_the_summary_within_the_limit() {
+        let dir = std::env::temp_dir().join(format!("hibernator-runner-tr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("termination-log");
+        let keys = vec!["instance:db-1".to_string(), "cluster:aurora".to_string()];
+        write_termination_report(&path, "stopped 2 databases in 3 s", &keys).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "stopped 2 databases in 3 s\nrecorded: instance:db-1 cluster:aurora"
+        );
+        let many: Vec<String> = (0..1000).map(|i| format!("ec2:i-{i:017}")).collect();
+        write_termination_report(&path, "stopped 1000 instances", &many).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
+        assert!(text.starts_with("stopped 1000 instances\nrecorded: ec2:i-00000000000000000 "));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn durations_read_well() {

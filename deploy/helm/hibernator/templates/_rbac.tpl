@@ -148,3 +148,85 @@
   - list
   - delete
 {{- end -}}
+{{- define "hibernator.controllerNamespacedRules" -}}
+- apiGroups:
+  - hibernator.ardikasaputro.io
+  resources:
+  - hibernationplans
+  verbs:
+  - get
+  - list
+  - watch
+  - patch
+- apiGroups:
+  - hibernator.ardikasaputro.io
+  resources:
+  - hibernationplans/status
+  - scheduleexceptions/status
+  verbs:
+  - get
+  - patch
+- apiGroups:
+  - hibernator.ardikasaputro.io
+  resources:
+  - hibernationplans/finalizers
+  verbs:
+  - update
+- apiGroups:
+  - hibernator.ardikasaputro.io
+  resources:
+  - scheduleexceptions
+  verbs:
+  - get
+  - list
+  - watch
+- apiGroups:
+  - connector.hibernator.ardikasaputro.io
+  resources:
+  - cloudproviders
+  - k8sclusters
+  verbs:
+  - get
+  - list
+  - watch
+- apiGroups:
+  - connector.hibernator.ardikasaputro.io
+  resources:
+  - cloudproviders/status
+  - k8sclusters/status
+  verbs:
+  - get
+  - patch
+- apiGroups:
+  - batch
+  resources:
+  - jobs
+  verbs:
+  - get
+  - list
+  - watch
+  - create
+- apiGroups:
+  - ""
+  resources:
+  - pods
+  verbs:
+  - get
+  - list
+- apiGroups:
+  - ""
+  resources:
+  - configmaps
+  verbs:
+  - get
+  - list
+  - watch
+  - create
+  - update
+- apiGroups:
+  - events.k8s.io
+  resources:
+  - events
+  verbs:
+  - create
+{{- end -}}
