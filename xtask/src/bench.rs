@@ -228,7 +228,7 @@ async fn bench(args: &Args) -> Result<Vec<Row>> {
             "--grpc-addr".into(),
             format!("127.0.0.1:{grpc_port}"),
             "--controller-endpoint".into(),
-            format!("http://127.0.0.1:{grpc_port}"),
+            format!("https://127.0.0.1:{grpc_port}"),
             "--runner-image".into(),
             RUNNER_IMAGE.into(),
             "--runner-service-account".into(),
@@ -356,6 +356,9 @@ fn spawn_controller(
         )
         .args([
             "--namespace",
+            ns,
+            // The controller's own gRPC certificate, as installed by default.
+            "--grpc-tls-secret-namespace",
             ns,
             "--clock-start",
             clock,

@@ -580,15 +580,11 @@ impl Authenticator for TokenReviewAuthenticator {
                 "{what} has finished; it may not act any more"
             )));
         }
-        let newer = runner_jobs.items.iter().filter(ours).find(|j| {
-            (
-                j.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                j.name_any(),
-            ) > (
-                this.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                this.name_any(),
-            )
-        });
+        let newer = runner_jobs
+            .items
+            .iter()
+            .filter(ours)
+            .find(|j| execution_order(j) > execution_order(this));
         if let Some(newer) = newer {
             return Err(Status::failed_precondition(format!(
                 "{what} is not the current execution of target {} ({} is); it may not act any more",
@@ -598,6 +594,23 @@ impl Authenticator for TokenReviewAuthenticator {
         }
         Ok(plan)
     }
+}
+
+/// Where a runner Job stands among its target's executions: cycle (its id is the hibernation's
+/// start, fixed width, so it sorts in time), then hibernation before wake-up, then attempt.
+/// Labels, not creation times: two Jobs made within the same second still compare right.
+fn execution_order(job: &Job) -> (String, u8, i32) {
+    let label = |k: &str| job.labels().get(k).cloned().unwrap_or_default();
+    let operation = match Operation::parse(&label(labels::OPERATION)) {
+        Some(Operation::Hibernate) => 0,
+        Some(Operation::WakeUp) => 1,
+        None => 0,
+    };
+    (
+        label(labels::CYCLE),
+        operation,
+        label(labels::ATTEMPT).parse().unwrap_or(0),
+    )
 }
 
 /// `apiVersion` of plans in owner references.
@@ -1091,5 +1104,56 @@ fn truncate(s: &str, max: usize) -> String {
         s.to_string()
     } else {
         format!("{}...", s.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(cycle: &str, op: &str, attempt: i32) -> Job {
+        serde_json::from_value(serde_json::json!({"metadata": {"labels": {
+            labels::CYCLE: cycle, labels::OPERATION: op, labels::ATTEMPT: attempt.to_string(),
+        }}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn executions_are_ordered_by_cycle_operation_and_attempt_not_by_name() {
+        let order = [
+            job("20261127t0100", "hibernate", 1),
+            job("20261127t0100", "hibernate", 2),
+            job("20261127t0100", "hibernate", 10),
+            job("20261127t0100", "wakeUp", 1),
+            job("20261127t0100-2", "hibernate", 1),
+            job("20261128t0100", "hibernate", 1),
+        ];
+        for pair in order.windows(2) {
+            assert!(
+                execution_order(&pair[0]) < execution_order(&pair[1]),
+                "{:?} before {:?}",
+                execution_order(&pair[0]),
+                execution_order(&pair[1])
+            );
+        }
+    }
+
+    #[test]
+    fn the_bounded_cache_forgets_the_oldest_entry_when_full_and_old_ones_after_their_age() {
+        let mut cache: Bounded<u64, u64> = Bounded::new(Duration::from_secs(60));
+        cache.insert(0, 0);
+        std::thread::sleep(Duration::from_millis(5));
+        for i in 1..CACHE_ENTRIES as u64 + 10 {
+            cache.insert(i, i);
+        }
+        assert_eq!(cache.len(), CACHE_ENTRIES);
+        assert_eq!(cache.get(&0), None);
+        assert_eq!(
+            cache.get(&(CACHE_ENTRIES as u64 + 9)),
+            Some(CACHE_ENTRIES as u64 + 9)
+        );
+        let mut young: Bounded<u64, u64> = Bounded::new(Duration::ZERO);
+        young.insert(1, 1);
+        assert_eq!(young.get(&1), None);
     }
 }
