@@ -684,6 +684,29 @@ mod tests {
     }
 }
 
+/// The prefixes of record keys (`<prefix>:<id>`): one source for the runner's executors, which
+/// make the keys, and the controller's scope check ([`key_in_scope`]).
+pub mod key_prefix {
+    /// RDS DB instances.
+    pub const RDS_INSTANCE: &str = "instance";
+    /// Aurora clusters.
+    pub const RDS_CLUSTER: &str = "cluster";
+    /// EKS managed node groups.
+    pub const NODE_GROUP: &str = "nodegroup";
+    /// EC2 instances.
+    pub const EC2: &str = "ec2";
+    /// Auto-scaling groups.
+    pub const ASG: &str = "asg";
+    /// Deployments (`deployment:<namespace>/<name>`).
+    pub const DEPLOYMENT: &str = "deployment";
+    /// StatefulSets (`statefulset:<namespace>/<name>`).
+    pub const STATEFULSET: &str = "statefulset";
+    /// Karpenter NodePools.
+    pub const NODE_POOL: &str = "nodepool";
+    /// Noop targets.
+    pub const NOOP: &str = "noop";
+}
+
 /// Whether `key` is a record a target with `params` can make: its prefix belongs to the
 /// target's type (`instance:`/`cluster:` for RDS, `nodegroup:` for EKS, `ec2:`, `asg:`,
 /// `deployment:`/`statefulset:` for workloads, `nodepool:` for Karpenter, `noop:`), and a
@@ -692,14 +715,15 @@ mod tests {
 /// cluster.
 pub fn key_in_scope(params: &crate::TargetParameters, key: &str) -> Result<(), String> {
     use crate::TargetParameters as P;
+    use key_prefix as k;
     let prefixes: &[&str] = match params {
-        P::Rds(_) => &["instance", "cluster"],
-        P::Eks(_) => &["nodegroup"],
-        P::Ec2(_) => &["ec2"],
-        P::Asg(_) => &["asg"],
-        P::Workloads(_) => &["deployment", "statefulset"],
-        P::Karpenter(_) => &["nodepool"],
-        P::Noop(_) => &["noop"],
+        P::Rds(_) => &[k::RDS_INSTANCE, k::RDS_CLUSTER],
+        P::Eks(_) => &[k::NODE_GROUP],
+        P::Ec2(_) => &[k::EC2],
+        P::Asg(_) => &[k::ASG],
+        P::Workloads(_) => &[k::DEPLOYMENT, k::STATEFULSET],
+        P::Karpenter(_) => &[k::NODE_POOL],
+        P::Noop(_) => &[k::NOOP],
     };
     let (prefix, rest) = key
         .split_once(':')
@@ -715,11 +739,10 @@ pub fn key_in_scope(params: &crate::TargetParameters, key: &str) -> Result<(), S
         ));
     }
     if let P::Workloads(w) = params {
-        let (namespace, name) = rest
+        let (namespace, _) = rest
             .split_once('/')
             .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
             .ok_or_else(|| "a workload key is \"kind:namespace/name\"".to_string())?;
-        let _ = name;
         if let Some(namespaces) = &w.namespaces
             && !namespaces.iter().any(|n| n == namespace)
         {

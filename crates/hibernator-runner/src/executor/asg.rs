@@ -5,6 +5,7 @@ use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter};
 use hibernator_api::Operation;
 use hibernator_api::params::AsgParameters;
+use hibernator_api::restore::key_prefix;
 
 use super::rds::wake_summary;
 use super::scale::{self, Condition, Look, Scalable, Sizes};
@@ -50,7 +51,7 @@ impl Scalable for Groups<'_> {
     }
 
     fn key_prefix(&self) -> &'static str {
-        "asg"
+        key_prefix::ASG
     }
 
     async fn look(&self, name: &str) -> Result<Option<Look>, AwsError> {
@@ -161,8 +162,8 @@ pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &AsgParameters) -> Result<Out
         }
         Operation::WakeUp => {
             let records = ctx.fetch().await?;
-            ctx.ignore_other_records(&records, &["asg"]);
-            let records: Vec<(String, Sizes)> = ctx.records_of(&records, "asg")?;
+            ctx.ignore_other_records(&records, &[key_prefix::ASG]);
+            let records: Vec<(String, Sizes)> = ctx.records_of(&records, key_prefix::ASG)?;
             ctx.add_total(records.len());
             let tally = scale::wake(ctx, &groups, &records).await?;
             let summary = if tally.total == 0 {

@@ -6,6 +6,7 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::Filter;
 use hibernator_api::Operation;
 use hibernator_api::params::Ec2Parameters;
+use hibernator_api::restore::key_prefix;
 
 use super::rds::wake_summary;
 use super::switch::{self, RunRecord, States, Switchable};
@@ -36,7 +37,7 @@ impl Switchable for Instances<'_> {
     }
 
     fn key_prefix(&self) -> &'static str {
-        "ec2"
+        key_prefix::EC2
     }
 
     fn states(&self) -> &'static States {
@@ -195,8 +196,8 @@ pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &Ec2Parameters) -> Result<Out
         }
         Operation::WakeUp => {
             let records = ctx.fetch().await?;
-            ctx.ignore_other_records(&records, &["ec2"]);
-            let records: Vec<(String, RunRecord)> = ctx.records_of(&records, "ec2")?;
+            ctx.ignore_other_records(&records, &[key_prefix::EC2]);
+            let records: Vec<(String, RunRecord)> = ctx.records_of(&records, key_prefix::EC2)?;
             ctx.add_total(records.len());
             let tally = switch::wake(ctx, &instances, &records).await?;
             Ok(Outcome {

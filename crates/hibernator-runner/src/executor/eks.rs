@@ -5,6 +5,7 @@ use aws_sdk_eks::Client;
 use aws_sdk_eks::types::NodegroupScalingConfig;
 use hibernator_api::Operation;
 use hibernator_api::params::EksParameters;
+use hibernator_api::restore::key_prefix;
 
 use super::rds::wake_summary;
 use super::scale::{self, Condition, Look, Scalable, Sizes};
@@ -22,7 +23,7 @@ impl Scalable for NodeGroups<'_> {
     }
 
     fn key_prefix(&self) -> &'static str {
-        "nodegroup"
+        key_prefix::NODE_GROUP
     }
 
     async fn look(&self, name: &str) -> Result<Option<Look>, AwsError> {
@@ -183,8 +184,8 @@ pub async fn run(
         }
         Operation::WakeUp => {
             let records = ctx.fetch().await?;
-            ctx.ignore_other_records(&records, &["nodegroup"]);
-            let records: Vec<(String, Sizes)> = ctx.records_of(&records, "nodegroup")?;
+            ctx.ignore_other_records(&records, &[key_prefix::NODE_GROUP]);
+            let records: Vec<(String, Sizes)> = ctx.records_of(&records, key_prefix::NODE_GROUP)?;
             ctx.add_total(records.len());
             let tally = scale::wake(ctx, &groups, &records).await?;
             let summary = if tally.total == 0 {

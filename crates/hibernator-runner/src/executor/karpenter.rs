@@ -8,6 +8,7 @@
 
 use hibernator_api::Operation;
 use hibernator_api::params::KarpenterParameters;
+use hibernator_api::restore::key_prefix;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind, Selector};
 use serde::{Deserialize, Serialize};
@@ -240,7 +241,7 @@ async fn hibernate(
                     describe(limits.as_ref())
                 ));
             }
-            let key = format!("nodepool:{name}");
+            let key = format!("{}:{name}", key_prefix::NODE_POOL);
             let (stored, already) = ctx
                 .record(
                     &key,
@@ -472,7 +473,7 @@ async fn wake(ctx: &Ctx<'_>, pools: &Pools) -> Result<Outcome, RunError> {
     };
     for (name, recorded) in &records {
         ctx.check_stop()?;
-        let key = format!("nodepool:{name}");
+        let key = format!("{}:{name}", key_prefix::NODE_POOL);
         match restore_pool(ctx, pools, name, recorded).await {
             Ok(None) => {
                 tally.missing += 1;

@@ -2,6 +2,7 @@
 //! and fetches restore data like the real executors, so plans made of noop targets exercise
 //! the whole protocol.
 
+use hibernator_api::restore::key_prefix;
 use std::time::Duration;
 
 use hibernator_api::Operation;
@@ -24,7 +25,7 @@ pub async fn run(ctx: &Ctx<'_>, params: &NoopParameters) -> Result<Outcome, RunE
     ctx.add_total(1);
     match operation {
         Operation::Hibernate => {
-            let key = format!("noop:{target}");
+            let key = format!("{}:{target}", key_prefix::NOOP);
             let (_, already) = ctx.record(&key, &NoopRecord { was_running: true }).await?;
             ctx.reporter.info(if already {
                 format!("{key} was recorded earlier in this cycle; keeping that record")

@@ -1,6 +1,7 @@
 //! `rds`: DB instances and Aurora clusters. Hibernate takes an optional manual snapshot, then
 //! stops what is available; wake-up starts what was running.
 
+use hibernator_api::restore::key_prefix;
 use std::collections::BTreeMap;
 
 use aws_sdk_rds::Client;
@@ -202,7 +203,7 @@ impl Switchable for Instances<'_> {
     }
 
     fn key_prefix(&self) -> &'static str {
-        "instance"
+        key_prefix::RDS_INSTANCE
     }
 
     fn states(&self) -> &'static States {
@@ -295,7 +296,7 @@ impl Switchable for Clusters<'_> {
     }
 
     fn key_prefix(&self) -> &'static str {
-        "cluster"
+        key_prefix::RDS_CLUSTER
     }
 
     fn states(&self) -> &'static States {
@@ -547,10 +548,14 @@ pub async fn run(
         }
         Operation::WakeUp => {
             let records = ctx.fetch().await?;
-            ctx.ignore_other_records(&records, &["instance", "cluster"]);
+            ctx.ignore_other_records(
+                &records,
+                &[key_prefix::RDS_INSTANCE, key_prefix::RDS_CLUSTER],
+            );
             let instance_records: Vec<(String, RunRecord)> =
-                ctx.records_of(&records, "instance")?;
-            let cluster_records: Vec<(String, RunRecord)> = ctx.records_of(&records, "cluster")?;
+                ctx.records_of(&records, key_prefix::RDS_INSTANCE)?;
+            let cluster_records: Vec<(String, RunRecord)> =
+                ctx.records_of(&records, key_prefix::RDS_CLUSTER)?;
             ctx.add_total(instance_records.len() + cluster_records.len());
             // Clusters first: their member instances come up with them.
             let c = switch::wake(ctx, &clusters, &cluster_records).await?;

@@ -5,6 +5,7 @@
 
 use hibernator_api::Operation;
 use hibernator_api::params::{WorkloadKind, WorkloadsParameters};
+use hibernator_api::restore::key_prefix;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -51,8 +52,8 @@ fn noun(kind: WorkloadKind) -> &'static str {
 
 fn prefix(kind: WorkloadKind) -> &'static str {
     match kind {
-        WorkloadKind::Deployment => "deployment",
-        WorkloadKind::StatefulSet => "statefulset",
+        WorkloadKind::Deployment => key_prefix::DEPLOYMENT,
+        WorkloadKind::StatefulSet => key_prefix::STATEFULSET,
     }
 }
 
@@ -528,7 +529,7 @@ async fn scale_back(
 
 async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
     let records = ctx.fetch().await?;
-    ctx.ignore_other_records(&records, &["deployment", "statefulset"]);
+    ctx.ignore_other_records(&records, &[key_prefix::DEPLOYMENT, key_prefix::STATEFULSET]);
     let mut recorded = Vec::new();
     for kind in [WorkloadKind::Deployment, WorkloadKind::StatefulSet] {
         for (id, r) in ctx.records_of::<Replicas>(&records, prefix(kind))? {
