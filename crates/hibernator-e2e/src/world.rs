@@ -838,9 +838,9 @@ pub fn check_controller_writes(
         let expected_refusal = matches!(
             (code, key.as_str(), e.verb.as_str()),
             (409, "jobs" | "configmaps" | "secrets", "create")
-                | (409, "configmaps" | "secrets" | "leases", "update")
-                // Leader election: two replicas trying for the Lease at once.
-                | (409, "leases", "patch")
+                | (409, "configmaps" | "secrets", "update")
+                // Leader election: two replicas creating or taking the Lease at once.
+                | (409, "leases", "create" | "update" | "patch")
                 | (404, _, "patch")
         );
         if !(200..300).contains(&code) && !expected_refusal {
