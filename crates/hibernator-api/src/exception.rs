@@ -42,6 +42,12 @@ pub const MAX_LEAD_TIME_SECONDS: i64 = 24 * 3600;
 #[x_kube(validation = kube::core::Rule::new("!has(self.leadTime) || self.type == 'suspend'")
     .message(kube::core::Message::Expression("'leadTime applies only to type suspend, not ' + self.type".into()))
     .field_path(".leadTime"))]
+#[x_kube(validation = kube::core::Rule::new("(!has(self.dates) && !has(self.calendarRef)) || self.type == 'extend'")
+    .message(kube::core::Message::Expression("'dates and calendarRef apply only to type extend, not ' + self.type".into()))
+    .field_path(".dates"))]
+#[x_kube(validation = kube::core::Rule::new("(has(self.windows) && size(self.windows) > 0) || (has(self.dates) && size(self.dates) > 0) || has(self.calendarRef)")
+    .message("give windows, dates or calendarRef")
+    .field_path(".windows"))]
 pub struct ScheduleExceptionSpec {
     /// The plan (in this namespace) whose schedule this changes.
     pub plan_ref: PlanRef,
@@ -62,8 +68,38 @@ pub struct ScheduleExceptionSpec {
     )]
     pub lead_time: Option<String>,
     /// The windows, read in the plan's timezone.
-    #[schemars(length(min = 1, max = 20))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub windows: Vec<OffHourWindow>,
+    /// `extend` only: whole days asleep (`YYYY-MM-DD`, midnight to midnight in the plan's
+    /// timezone), such as public holidays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 400))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub dates: Option<Vec<HolidayDate>>,
+    /// `extend` only: whole days asleep from the all-day events of an iCalendar (RFC 5545)
+    /// file kept in a ConfigMap of this namespace (yearly `RRULE`s and `EXDATE`s included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar_ref: Option<CalendarRef>,
+}
+
+/// A date `YYYY-MM-DD`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct HolidayDate(
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), length(max = 10))] pub String,
+);
+
+/// An iCalendar file in a ConfigMap.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CalendarRef {
+    /// Name of the ConfigMap (same namespace).
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// Key holding the iCalendar text.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// Reference to a plan in the same namespace.

@@ -376,6 +376,80 @@ impl ExecutionGraph {
     }
 }
 
+/// Why a target sleeps or stays awake once the plan's dependencies are honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Because {
+    /// Its own schedule says so.
+    Own,
+    /// Kept awake: this target (by index), kept awake, needs it (it wakes before that one).
+    NeededBy(usize),
+    /// Asleep: it needs this target (by index), which sleeps.
+    Needs(usize),
+}
+
+/// Whether a target should sleep, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wish {
+    /// Asleep.
+    pub asleep: bool,
+    /// Why.
+    pub because: Because,
+}
+
+impl ExecutionGraph {
+    /// Which targets sleep, from what each one's own schedule says (`asleep`; `kept_awake` when a
+    /// suspend exception keeps it awake), honouring the dependencies: a target needs the targets
+    /// that wake before it (its dependencies in the wake-up order).
+    ///
+    /// A target kept awake keeps awake everything it needs, transitively (suspend wins); then a
+    /// target that needs a sleeping target sleeps too, unless it is kept awake. The awake targets
+    /// are therefore closed under "needs": nothing awake waits for something asleep.
+    pub fn close_wishes(&self, asleep: &[bool], kept_awake: &[bool]) -> Vec<Wish> {
+        let n = self.names.len();
+        assert!(
+            asleep.len() == n && kept_awake.len() == n,
+            "one wish per target"
+        );
+        let wake = self.reversed();
+        let mut out: Vec<Wish> = (0..n)
+            .map(|i| Wish {
+                asleep: asleep[i] && !kept_awake[i],
+                because: Because::Own,
+            })
+            .collect();
+        let mut held: Vec<bool> = kept_awake.to_vec();
+        let mut queue: VecDeque<usize> = (0..n).filter(|&i| kept_awake[i]).collect();
+        while let Some(i) = queue.pop_front() {
+            for d in wake.dependencies(i) {
+                if !held[d] {
+                    held[d] = true;
+                    if out[d].asleep {
+                        out[d] = Wish {
+                            asleep: false,
+                            because: Because::NeededBy(i),
+                        };
+                    }
+                    queue.push_back(d);
+                }
+            }
+        }
+        let mut queue: VecDeque<usize> = (0..n).filter(|&i| out[i].asleep).collect();
+        while let Some(i) = queue.pop_front() {
+            // In the hibernation graph, the targets that need `i` are those `i` waits for.
+            for j in self.dependencies(i) {
+                if !held[j] && !out[j].asleep {
+                    out[j] = Wish {
+                        asleep: true,
+                        because: Because::Needs(i),
+                    };
+                    queue.push_back(j);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A path of node indices from `from` to `to` (inclusive), by breadth-first search.
 fn path(dag: &Dag<(), (), u32>, from: usize, to: usize) -> Vec<usize> {
     let mut prev = vec![usize::MAX; dag.node_count()];

@@ -6,6 +6,7 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod calendar;
 pub mod common;
 pub mod connector;
 pub mod crds;

@@ -63,6 +63,9 @@ pub enum ScheduleError {
     /// Unparsable or too long lead time.
     #[error("leadTime {0:?} is not a duration such as 30m or 1h30m of at most 24h")]
     BadLeadTime(String),
+    /// Not a date.
+    #[error("date {0:?} is not a date YYYY-MM-DD")]
+    BadDate(String),
 }
 
 /// A window ready for evaluation.
@@ -153,10 +156,23 @@ pub struct Exception {
     pub lead_time: SignedDuration,
     /// Its windows.
     pub windows: Vec<Window>,
+    /// The targets it applies to; empty: the whole plan.
+    pub targets: Vec<String>,
+    /// Whole days asleep (`extend`), from `dates` and the calendar.
+    pub holidays: Vec<Holiday>,
+}
+
+/// A whole day asleep, midnight to midnight in the plan's time zone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Holiday {
+    /// The local date.
+    pub date: Date,
+    /// Its name (the calendar event's SUMMARY), if it has one.
+    pub name: Option<String>,
 }
 
 impl Exception {
-    /// Reads a ScheduleException object.
+    /// Reads a ScheduleException object without a calendar (see [`Self::with_calendar`]).
     pub fn from_object(e: &ScheduleException) -> Result<Self, ScheduleError> {
         let lead_time = match &e.spec.lead_time {
             None => SignedDuration::ZERO,
@@ -177,7 +193,49 @@ impl Exception {
                 .iter()
                 .map(Window::parse)
                 .collect::<Result<_, _>>()?,
+            // Target-scoped exceptions are evaluated by the engine ([`CompiledSchedule::for_target`])
+            // but not yet offered in the API.
+            targets: vec![],
+            holidays: e
+                .spec
+                .dates
+                .iter()
+                .flatten()
+                .map(|d| {
+                    d.0.parse::<Date>()
+                        .map(|date| Holiday { date, name: None })
+                        .map_err(|_| ScheduleError::BadDate(d.0.clone()))
+                })
+                .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Adds the all-day events of the exception's iCalendar file (`calendarRef`) within its
+    /// validity (a day either side, as local dates depend on the time zone).
+    pub fn with_calendar(mut self, ics: &str) -> Result<Self, crate::calendar::CalendarError> {
+        let day = SignedDuration::from_hours(24);
+        let from = self.valid_from.saturating_sub(day).expect("in range");
+        let until = self.valid_until.saturating_add(day).expect("in range");
+        let utc = TimeZone::UTC;
+        let found = crate::calendar::holidays(
+            ics,
+            from.to_zoned(utc.clone()).date(),
+            until.to_zoned(utc).date(),
+        )?;
+        self.holidays.extend(found);
+        // One entry per date, named when any source names it.
+        self.holidays.sort_by(|a, b| {
+            a.date
+                .cmp(&b.date)
+                .then(b.name.is_some().cmp(&a.name.is_some()))
+        });
+        self.holidays.dedup_by(|a, b| a.date == b.date);
+        Ok(self)
+    }
+
+    /// Does the exception apply to `target` (`None`: the whole plan)?
+    fn applies_to(&self, target: Option<&str>) -> bool {
+        self.targets.is_empty() || target.is_some_and(|t| self.targets.iter().any(|x| x == t))
     }
 
     fn valid_at(&self, t: Timestamp) -> bool {
@@ -191,7 +249,10 @@ pub struct CompiledSchedule {
     tz: TimeZone,
     tz_name: String,
     windows: Vec<Window>,
+    /// The exceptions this view of the schedule obeys.
     exceptions: Vec<Exception>,
+    /// Exceptions for some targets only, kept for [`Self::for_target`] (plan view only).
+    scoped: Vec<Exception>,
 }
 
 /// One scheduled change.
@@ -208,6 +269,8 @@ pub struct Transition {
 pub struct Evaluation {
     /// True when the targets should sleep.
     pub in_off_hours: bool,
+    /// True when a suspend exception keeps the targets awake (they would sleep otherwise).
+    pub kept_awake: bool,
     /// Why, in a sentence.
     pub reason: String,
     /// The next hibernation after the instant.
@@ -253,11 +316,16 @@ struct Span {
 enum Source {
     Plan(usize),
     Exception(usize, usize),
+    /// A whole day of an `extend` exception: (exception, holiday).
+    Holiday(usize, usize),
 }
 
 impl CompiledSchedule {
     /// Compiles a plan schedule and its exceptions.
+    /// Exceptions with `targets` apply only to [`Self::for_target`] views.
     pub fn new(schedule: &Schedule, exceptions: Vec<Exception>) -> Result<Self, ScheduleError> {
+        let (whole, scoped): (Vec<Exception>, Vec<Exception>) =
+            exceptions.into_iter().partition(|e| e.applies_to(None));
         Ok(Self {
             tz: time_zone(&schedule.timezone)?,
             tz_name: schedule.timezone.clone(),
@@ -266,8 +334,42 @@ impl CompiledSchedule {
                 .iter()
                 .map(Window::parse)
                 .collect::<Result<_, _>>()?,
-            exceptions,
+            exceptions: whole,
+            scoped,
         })
+    }
+
+    /// True when some exception applies to some targets only.
+    pub fn has_scoped_exceptions(&self) -> bool {
+        !self.scoped.is_empty()
+    }
+
+    /// Names of the exceptions that apply to some targets only and name `target`.
+    pub fn scoped_exceptions_of(&self, target: &str) -> Vec<&str> {
+        self.scoped
+            .iter()
+            .filter(|e| e.applies_to(Some(target)))
+            .map(|e| e.name.as_str())
+            .collect()
+    }
+
+    /// The schedule as one target sees it: the plan's windows, the exceptions for the whole
+    /// plan and those naming the target.
+    pub fn for_target(&self, target: &str) -> Self {
+        let mut exceptions = self.exceptions.clone();
+        exceptions.extend(
+            self.scoped
+                .iter()
+                .filter(|e| e.applies_to(Some(target)))
+                .cloned(),
+        );
+        Self {
+            tz: self.tz.clone(),
+            tz_name: self.tz_name.clone(),
+            windows: self.windows.clone(),
+            exceptions,
+            scoped: vec![],
+        }
     }
 
     /// The plan's time zone.
@@ -331,6 +433,25 @@ impl CompiledSchedule {
                     out.push((Source::Exception(e_idx, w_idx), clipped));
                 }
             });
+            for (h_idx, h) in e.holidays.iter().enumerate() {
+                if h.date < first || h.date > last {
+                    continue;
+                }
+                let start = self.resolve(h.date.to_datetime(Time::midnight()));
+                let end = self.resolve(
+                    h.date
+                        .tomorrow()
+                        .expect("dates in range")
+                        .to_datetime(Time::midnight()),
+                );
+                let clipped = Span {
+                    start: start.max(e.valid_from),
+                    end: end.min(e.valid_until),
+                };
+                if clipped.start < clipped.end {
+                    out.push((Source::Holiday(e_idx, h_idx), clipped));
+                }
+            }
         }
         out
     }
@@ -345,7 +466,13 @@ impl CompiledSchedule {
         let raw = self.raw(from, to);
         let by_type = |t: ExceptionType| {
             raw.iter()
-                .filter(move |(src, _)| matches!(src, Source::Exception(e, _) if self.exceptions[*e].type_ == t))
+                .filter(move |(src, _)| match src {
+                    Source::Exception(e, _) => self.exceptions[*e].type_ == t,
+                    // Whole days count as extend, whatever the type (validation allows them
+                    // on extend only).
+                    Source::Holiday(..) => t == ExceptionType::Extend,
+                    Source::Plan(_) => false,
+                })
                 .map(|(_, s)| *s)
         };
         // Plan windows, except while a replace exception is valid.
@@ -422,10 +549,12 @@ impl CompiledSchedule {
                 let earliest = at
                     .saturating_sub(SignedDuration::from_hours(24 * (LOOKBACK_DAYS - 1)))
                     .expect("in range");
+                let (reason, kept_awake) = self.reason(at, current.is_some());
                 return Evaluation {
                     current_since: current.map(|s| s.start).filter(|t| *t > earliest),
                     in_off_hours: current.is_some(),
-                    reason: self.reason(at, current.is_some()),
+                    reason,
+                    kept_awake,
                     next_hibernate_at,
                     next_wake_up_at,
                     active_exceptions: self
@@ -453,7 +582,9 @@ impl CompiledSchedule {
         out
     }
 
-    fn reason(&self, at: Timestamp, asleep: bool) -> String {
+    /// Why the targets sleep or not at `at`, and whether a suspend keeps them awake (they
+    /// would sleep otherwise).
+    fn reason(&self, at: Timestamp, asleep: bool) -> (String, bool) {
         let raw = self.raw(at, at);
         let covering: Vec<&Source> = raw
             .iter()
@@ -471,6 +602,14 @@ impl CompiledSchedule {
                     e.windows[*w]
                 )
             }
+            Source::Holiday(e, h) => {
+                let e = &self.exceptions[*e];
+                let h = &e.holidays[*h];
+                match &h.name {
+                    Some(n) => format!("holiday {n:?} ({}) of exception {:?}", h.date, e.name),
+                    None => format!("holiday {} of exception {:?}", h.date, e.name),
+                }
+            }
         };
         let replace_active = self
             .exceptions
@@ -482,30 +621,39 @@ impl CompiledSchedule {
                 .filter(|src| match src {
                     Source::Plan(_) => replace_active.is_none(),
                     Source::Exception(e, _) => self.exceptions[*e].type_ != ExceptionType::Suspend,
+                    Source::Holiday(..) => true,
                 })
                 .map(|s| describe(s))
                 .collect();
             if reasons.is_empty() {
-                return "between off-hours windows less than a minute apart".to_string();
+                return (
+                    "between off-hours windows less than a minute apart".to_string(),
+                    false,
+                );
             }
-            return format!("inside {}", reasons.join(" and "));
+            return (format!("inside {}", reasons.join(" and ")), false);
         }
         if let Some(src) = covering.iter().find(
             |src| matches!(src, Source::Exception(e, _) if self.exceptions[*e].type_ == ExceptionType::Suspend),
         ) {
-            return format!("kept awake by {}", describe(src));
+            return (format!("kept awake by {}", describe(src)), true);
         }
         let sleeps_by_plan = covering.iter().any(|src| match src {
             Source::Plan(_) => replace_active.is_none(),
             Source::Exception(e, _) => self.exceptions[*e].type_ != ExceptionType::Suspend,
+            Source::Holiday(..) => true,
         });
         if sleeps_by_plan {
-            return "kept awake: a suspend exception opens within its leadTime".to_string();
+            return (
+                "kept awake: a suspend exception opens within its leadTime".to_string(),
+                true,
+            );
         }
-        match replace_active {
+        let why = match replace_active {
             Some(e) => format!("outside the windows of replace exception {:?}", e.name),
             None => "outside off-hours".to_string(),
-        }
+        };
+        (why, false)
     }
 }
 

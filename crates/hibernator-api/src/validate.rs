@@ -269,7 +269,69 @@ pub fn validate_documents(docs: &[Document], opts: Options) -> Report {
     if !opts.allow_missing_refs {
         check_references(&objects, &mut report);
     }
+    check_calendars(docs, &objects, opts.allow_missing_refs, &mut report);
     report
+}
+
+/// The holiday calendar of each ScheduleException with a `calendarRef`: its ConfigMap among the
+/// documents, and the iCalendar text in it readable (errors with line numbers).
+fn check_calendars(
+    docs: &[Document],
+    objects: &[(ObjectKey, &Document)],
+    allow_missing: bool,
+    report: &mut Report,
+) {
+    for (key, doc) in objects {
+        if key.kind != Kind::ScheduleException {
+            continue;
+        }
+        let Ok(e) = serde_json::from_value::<ScheduleException>(doc.value.clone()) else {
+            continue;
+        };
+        let Some(r) = &e.spec.calendar_ref else {
+            continue;
+        };
+        let label = format!("ScheduleException {}/{}", key.namespace, key.name);
+        let mut problems = Problems::new(&doc.source, &label, &doc.value);
+        let config_map = docs.iter().find(|d| {
+            d.value.get("apiVersion").and_then(Value::as_str) == Some("v1")
+                && d.value.get("kind").and_then(Value::as_str) == Some("ConfigMap")
+                && d.value.pointer("/metadata/name").and_then(Value::as_str) == Some(&r.name)
+                && d.value
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(DEFAULT_NAMESPACE)
+                    == key.namespace
+        });
+        let cm = format!("ConfigMap {}/{}", key.namespace, r.name);
+        match config_map {
+            None if allow_missing => {}
+            None => problems.error(
+                "spec.calendarRef.name",
+                format!("{cm} is not among the documents"),
+                Some("add it to the documents validated together, or pass --allow-missing-refs when it already exists in the cluster".into()),
+            ),
+            Some(d) => match d.value.pointer(&format!("/data/{}", r.key.replace('~', "~0").replace('/', "~1"))).and_then(Value::as_str) {
+                None => problems.error(
+                    "spec.calendarRef.key",
+                    format!("{cm} has no key {:?} in data", r.key),
+                    None,
+                ),
+                Some(text) => {
+                    let from = e.spec.valid_from.0.to_zoned(jiff::tz::TimeZone::UTC).date();
+                    let until = e.spec.valid_until.0.to_zoned(jiff::tz::TimeZone::UTC).date();
+                    if let Err(err) = crate::calendar::holidays(text, from, until) {
+                        problems.error(
+                            "spec.calendarRef",
+                            format!("{cm} key {}: {err}", r.key),
+                            Some("the calendar must be iCalendar (RFC 5545) with all-day events".into()),
+                        );
+                    }
+                }
+            },
+        }
+        report.problems.extend(problems.list);
+    }
 }
 
 /// Checks one object of a known kind (all layers but references).
@@ -496,6 +558,15 @@ pub fn exception_semantics(e: &ScheduleException) -> Vec<SemanticProblem> {
     for (i, w) in e.spec.windows.iter().enumerate() {
         if let Err(err) = Window::parse(w) {
             out.push(window_problem(&format!("spec.windows[{i}]"), &err));
+        }
+    }
+    for (i, d) in e.spec.dates.iter().flatten().enumerate() {
+        if d.0.parse::<jiff::civil::Date>().is_err() {
+            out.push(SemanticProblem::new(
+                format!("spec.dates[{i}]"),
+                format!("{:?} is not a date", d.0),
+                Some("write it as YYYY-MM-DD".into()),
+            ));
         }
     }
     out

@@ -138,17 +138,39 @@ pub fn documents(namespace: Option<String>) -> Result<crate::input::Inputs> {
                 value: serde_json::to_value(&p)?,
             });
         }
-        let exceptions: Api<hibernator_api::ScheduleException> = Api::namespaced(client, &ns);
+        let exceptions: Api<hibernator_api::ScheduleException> =
+            Api::namespaced(client.clone(), &ns);
+        let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, &ns);
+        let mut calendars = std::collections::BTreeSet::new();
         for e in exceptions
             .list(&ListParams::default())
             .await
             .context("failed to list ScheduleExceptions")?
             .items
         {
+            if let Some(r) = &e.spec.calendar_ref {
+                calendars.insert(r.name.clone());
+            }
             inputs.documents.push(hibernator_api::validate::Document {
                 source: format!("{ns}/{}", e.name_any()),
                 value: serde_json::to_value(&e)?,
             });
+        }
+        // The holiday calendars the exceptions refer to.
+        for name in calendars {
+            if let Some(cm) = config_maps
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("failed to read ConfigMap {ns}/{name}"))?
+            {
+                let mut value = serde_json::to_value(&cm)?;
+                value["apiVersion"] = "v1".into();
+                value["kind"] = "ConfigMap".into();
+                inputs.documents.push(hibernator_api::validate::Document {
+                    source: format!("{ns}/{name}"),
+                    value,
+                });
+            }
         }
         Ok(inputs)
     })

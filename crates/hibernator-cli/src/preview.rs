@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use hibernator_api::exception::ScheduleException;
 use hibernator_api::plan::HibernationPlan;
-use hibernator_api::schedule::{CompiledSchedule, Exception};
+use hibernator_api::schedule::{CompiledSchedule, Exception, Holiday};
 use hibernator_api::validate::{DEFAULT_NAMESPACE, Document};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -48,6 +48,62 @@ struct Row {
     /// RFC 3339 with the plan's offset.
     local: String,
     operation: &'static str,
+    /// Why the schedule changes then (a holiday by name, say).
+    reason: String,
+}
+
+/// Why the schedule changes at `at`; for a hibernation, also the holidays the sleep spans
+/// (until `next`, the wake-up).
+fn reason(
+    schedule: &CompiledSchedule,
+    holidays: &[(Timestamp, Timestamp, Holiday)],
+    at: Timestamp,
+    next: Option<Timestamp>,
+) -> String {
+    let e = schedule.evaluate(at);
+    let Some(until) = next.or(e.next_wake_up_at).filter(|_| e.in_off_hours) else {
+        return e.reason;
+    };
+    let tz = schedule.time_zone();
+    let (first, last) = (
+        at.to_zoned(tz.clone()).date(),
+        until.to_zoned(tz.clone()).date(),
+    );
+    let mut names: Vec<String> = holidays
+        .iter()
+        .filter(|(from, to, h)| h.date >= first && h.date <= last && *from < until && *to > at)
+        .map(|(_, _, h)| match &h.name {
+            Some(n) => format!("{n} ({})", h.date),
+            None => format!("holiday {}", h.date),
+        })
+        .collect();
+    names.dedup();
+    if names.is_empty() {
+        e.reason
+    } else {
+        format!("{}; holidays: {}", e.reason, names.join(", "))
+    }
+}
+
+/// The iCalendar text of a `calendarRef`, from a ConfigMap among the documents.
+fn calendar<'a>(docs: &'a [Document], ns: &str, name: &str, key: &str) -> Result<&'a str, String> {
+    let cm = docs
+        .iter()
+        .find(|d| {
+            d.value.get("kind").and_then(Value::as_str) == Some("ConfigMap")
+                && d.value.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+                && d.value
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(DEFAULT_NAMESPACE)
+                    == ns
+        })
+        .ok_or_else(|| format!("calendarRef: ConfigMap {ns}/{name} is not among the documents"))?;
+    cm.value
+        .get("data")
+        .and_then(|d| d.get(key))
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("calendarRef: ConfigMap {ns}/{name} has no key {key:?}"))
 }
 
 /// Runs `preview`.
@@ -103,7 +159,18 @@ pub fn run(args: Args) -> Result<u8> {
         for e in &exceptions {
             let ns = e.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
             if ns == namespace && e.spec.plan_ref.name == name {
-                match Exception::from_object(e) {
+                let compiled = Exception::from_object(e)
+                    .map_err(|err| err.to_string())
+                    .and_then(|x| match &e.spec.calendar_ref {
+                        None => Ok(x),
+                        Some(r) => {
+                            let text = calendar(&inputs.documents, ns, &r.name, &r.key)?;
+                            x.with_calendar(text).map_err(|err| {
+                                format!("calendarRef: ConfigMap {} key {}: {err}", r.name, r.key)
+                            })
+                        }
+                    });
+                match compiled {
                     Ok(x) => applicable.push(x),
                     Err(err) => {
                         eprintln!(
@@ -115,6 +182,14 @@ pub fn run(args: Args) -> Result<u8> {
                 }
             }
         }
+        let holidays: Vec<(Timestamp, Timestamp, Holiday)> = applicable
+            .iter()
+            .flat_map(|x| {
+                x.holidays
+                    .iter()
+                    .map(|h| (x.valid_from, x.valid_until, h.clone()))
+            })
+            .collect();
         let schedule = match CompiledSchedule::new(&plan.spec.schedule, applicable) {
             Ok(s) => s,
             Err(e) => {
@@ -131,7 +206,10 @@ pub fn run(args: Args) -> Result<u8> {
                 println!("  no transition within a year");
             }
         }
-        for t in transitions {
+        let next_of: Vec<Option<Timestamp>> = (0..transitions.len())
+            .map(|i| transitions.get(i + 1).map(|n| n.at))
+            .collect();
+        for (t, next) in transitions.into_iter().zip(next_of) {
             let local = t.at.to_zoned(tz.clone());
             let row = Row {
                 plan: name.clone(),
@@ -139,6 +217,7 @@ pub fn run(args: Args) -> Result<u8> {
                 at: t.at.to_string(),
                 local: local.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
                 operation: t.operation.as_str(),
+                reason: reason(&schedule, &holidays, t.at, next),
             };
             if args.output == Output::Text {
                 let verb = match t.operation {
@@ -146,9 +225,10 @@ pub fn run(args: Args) -> Result<u8> {
                     hibernator_api::Operation::WakeUp => "wake up",
                 };
                 println!(
-                    "  {}  {verb:<9}  ({})",
+                    "  {}  {verb:<9}  ({})  {}",
                     local.strftime("%a %Y-%m-%d %H:%M %Z"),
-                    row.at
+                    row.at,
+                    row.reason
                 );
             }
             rows.push(row);

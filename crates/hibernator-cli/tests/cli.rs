@@ -48,8 +48,9 @@ fn stream() -> String {
 fn validate_accepts_the_seed_directory() {
     let o = run(&["validate", examples().to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    // Two CloudProviders, two K8SClusters and three plans.
-    assert!(stdout(&o).contains("7 objects valid"), "{}", stdout(&o));
+    // Two CloudProviders, two K8SClusters, three plans and the holiday exception (its calendar
+    // ConfigMap is read, not counted).
+    assert!(stdout(&o).contains("8 objects valid"), "{}", stdout(&o));
 }
 
 #[test]
@@ -118,7 +119,7 @@ fn preview_shows_weeknights_and_the_weekend_asleep() {
             "--plan",
             "prod-offhours",
             "--from",
-            "2026-11-26T12:00:00Z",
+            "2026-12-03T12:00:00Z",
             "--count",
             "4",
             "-o",
@@ -134,12 +135,84 @@ fn preview_shows_weeknights_and_the_weekend_asleep() {
     );
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let expected = serde_json::json!([
-        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-11-27T01:00:00Z", "local": "2026-11-26T20:00:00-05:00", "operation": "hibernate"},
-        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-11-27T11:00:00Z", "local": "2026-11-27T06:00:00-05:00", "operation": "wakeUp"},
-        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-11-28T01:00:00Z", "local": "2026-11-27T20:00:00-05:00", "operation": "hibernate"},
-        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-11-30T11:00:00Z", "local": "2026-11-30T06:00:00-05:00", "operation": "wakeUp"},
+        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-12-04T01:00:00Z", "local": "2026-12-03T20:00:00-05:00", "operation": "hibernate", "reason": WINDOW},
+        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-12-04T11:00:00Z", "local": "2026-12-04T06:00:00-05:00", "operation": "wakeUp", "reason": "outside off-hours"},
+        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-12-05T01:00:00Z", "local": "2026-12-04T20:00:00-05:00", "operation": "hibernate", "reason": WINDOW},
+        {"plan": "prod-offhours", "namespace": "hibernator-system", "at": "2026-12-07T11:00:00Z", "local": "2026-12-07T06:00:00-05:00", "operation": "wakeUp", "reason": "outside off-hours"},
     ]);
     assert_eq!(rows, expected);
+}
+
+const WINDOW: &str = "inside off-hours window MON,TUE,WED,THU,FRI 20:00-06:00";
+
+#[test]
+fn preview_names_the_holidays_of_the_example_calendar() {
+    // Thanksgiving (Thursday and Friday) joins the weekend: asleep from Wednesday 20:00 to
+    // Monday 06:00.
+    let o = run(
+        &[
+            "preview",
+            examples().to_str().unwrap(),
+            "--plan",
+            "prod-offhours",
+            "--from",
+            "2026-11-25T12:00:00Z",
+            "--count",
+            "2",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["local"], "2026-11-25T20:00:00-05:00");
+    assert_eq!(
+        rows[0]["reason"],
+        format!("{WINDOW}; holidays: Thanksgiving (2026-11-26), Thanksgiving (2026-11-27)")
+    );
+    assert_eq!(rows[1]["local"], "2026-11-30T06:00:00-05:00");
+    assert_eq!(rows[1]["operation"], "wakeUp");
+}
+
+#[test]
+fn validate_points_at_the_line_of_a_bad_calendar() {
+    let docs = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cal, namespace: ns}
+data:
+  holidays.ics: |
+    BEGIN:VCALENDAR
+    VERSION:2.0
+    BEGIN:VEVENT
+    SUMMARY:Offsite
+    DTSTART:20261201T090000Z
+    END:VEVENT
+    END:VCALENDAR
+---
+apiVersion: hibernator.ardikasaputro.io/v1alpha1
+kind: ScheduleException
+metadata: {name: holidays, namespace: ns}
+spec:
+  planRef: {name: p}
+  type: extend
+  validFrom: "2026-01-01T00:00:00Z"
+  validUntil: "2027-01-01T00:00:00Z"
+  calendarRef: {name: cal, key: holidays.ics}
+"#;
+    let o = run(&["validate", "--allow-missing-refs", "-"], Some(docs));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("spec.calendarRef") && text.contains("ConfigMap ns/cal key holidays.ics: line 5: event \"Offsite\": DTSTART 20261201T090000Z is not a date"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -196,7 +269,7 @@ fn preview_text_is_readable() {
             "preview",
             examples().to_str().unwrap(),
             "--from",
-            "2026-11-27T12:00:00Z",
+            "2026-12-04T12:00:00Z",
             "--count",
             "2",
         ],
@@ -208,8 +281,8 @@ fn preview_text_is_readable() {
         "{text}"
     );
     assert!(
-        text.contains("Fri 2026-11-27 20:00 EST  hibernate"),
+        text.contains("Fri 2026-12-04 20:00 EST  hibernate"),
         "{text}"
     );
-    assert!(text.contains("Mon 2026-11-30 06:00 EST  wake up"), "{text}");
+    assert!(text.contains("Mon 2026-12-07 06:00 EST  wake up"), "{text}");
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hibernator_api::plan::{HibernationPlan, Operation};
+use hibernator_api::plan::{AsleepTarget, HibernationPlan, HibernationPlanStatus, Operation};
 use hibernator_proto::v1::runner_server::Runner;
 use hibernator_proto::v1::{
     Ack, Completion, FetchRestoreStateRequest, FetchRestoreStateResponse, HeartbeatRequest,
@@ -648,14 +648,63 @@ pub struct Report {
     pub updated: Option<Instant>,
 }
 
-/// Reports by (namespace, Job name).
+/// Reports by (namespace, Job name), and the plans' accounts of what is asleep as this
+/// replica last wrote them.
 #[derive(Clone, Default)]
-pub struct Reports(Arc<Mutex<HashMap<(String, String), Report>>>);
+pub struct Reports {
+    jobs: Arc<Mutex<HashMap<(String, String), Report>>>,
+    accounts: Arc<Accounts>,
+}
+
+/// `status.asleep` of each plan as this replica's reconciler last wrote it, so that a record
+/// waiting for the account hears of the write at once instead of polling the API server (which
+/// it still does, for the replicas that do not lead).
+#[derive(Default)]
+struct Accounts {
+    written: Mutex<HashMap<(String, String), Vec<AsleepTarget>>>,
+    changed: tokio::sync::Notify,
+}
+
+/// Does the account count `key` of `target`? Beyond the keys the account lists only its count
+/// is kept, and that is taken as counted.
+fn counts(asleep: &[AsleepTarget], target: &str, key: &str) -> bool {
+    asleep.iter().find(|a| a.name == target).is_some_and(|a| {
+        a.keys.iter().any(|k| k == key) || a.keys.len() >= hibernator_api::plan::ASLEEP_KEYS_LISTED
+    })
+}
 
 impl Reports {
+    /// The reconciler wrote a plan's status.
+    pub fn status_written(&self, namespace: &str, plan: &str, status: &HibernationPlanStatus) {
+        let mut map = self
+            .accounts
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Bounded: it is only a shortcut, the API server has the real thing.
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(
+            (namespace.to_string(), plan.to_string()),
+            status.asleep.clone(),
+        );
+        drop(map);
+        self.accounts.changed.notify_waiters();
+    }
+
+    fn written_counts(&self, id: &Identity, key: &str) -> bool {
+        self.accounts
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(id.namespace.clone(), id.plan.clone()))
+            .is_some_and(|asleep| counts(asleep, &id.target, key))
+    }
+
     /// The report of a Job.
     pub fn get(&self, namespace: &str, job: &str) -> Option<Report> {
-        self.0
+        self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(namespace.to_string(), job.to_string()))
@@ -663,7 +712,7 @@ impl Reports {
     }
 
     fn update(&self, namespace: &str, job: &str, f: impl FnOnce(&mut Report)) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         // Bounded: forget reports nobody asked for within a day.
         if map.len() > 10_000 {
             map.retain(|_, r| {
@@ -682,6 +731,8 @@ impl Reports {
 /// How long a record waits for the plan's account (`status.asleep`) to count it; less than
 /// the runner's call timeout (10 s), which then asks again.
 const ACCOUNT_WAIT: Duration = Duration::from_secs(8);
+/// How long a record waits for this replica's reconciler before asking the API server.
+const ACCOUNT_POLL: Duration = Duration::from_millis(400);
 
 /// The gRPC service.
 pub struct RunnerService<A> {
@@ -771,21 +822,23 @@ impl<A: Authenticator> RunnerService<A> {
         let plans: Api<HibernationPlan> = Api::namespaced(self.client.clone(), &id.namespace);
         let deadline = Instant::now() + ACCOUNT_WAIT;
         loop {
+            // Registered before looking, so that a write in between is not missed.
+            let changed = self.reports.accounts.changed.notified();
+            if self.reports.written_counts(id, key) {
+                return Ok(());
+            }
+            // This replica's reconciler normally writes the account within a debounce; the
+            // API server is asked when it did not (another replica leads).
+            if tokio::time::timeout(ACCOUNT_POLL, changed).await.is_ok() {
+                continue;
+            }
             let counted = plans
                 .get_opt(&id.plan)
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|p| {
-                    p.status
-                        .iter()
-                        .flat_map(|s| s.asleep.iter())
-                        .find(|a| a.name == id.target)
-                        .is_some_and(|a| {
-                            a.keys.iter().any(|k| k == key)
-                                || a.keys.len() >= hibernator_api::plan::ASLEEP_KEYS_LISTED
-                        })
-                });
+                .and_then(|p| p.status)
+                .is_some_and(|s| counts(&s.asleep, &id.target, key));
             if counted {
                 return Ok(());
             }
@@ -796,7 +849,6 @@ impl<A: Authenticator> RunnerService<A> {
                     "the plan has not yet accounted for the record of {key}; ask again (it is stored)"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -327,7 +327,7 @@ pub async fn run_controller(
             // A bounded number of reconciles at a time keeps memory flat when many plans need work at
             // once (start-up, a shared schedule boundary).
             kube::runtime::controller::Config::default()
-                .debounce(Duration::from_millis(200))
+                .debounce(Duration::from_millis(100))
                 .concurrency(8),
         )
         .trigger_backoff(watch_backoff());
@@ -610,21 +610,13 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     }
 
     // The schedule with its exceptions.
-    let mut exceptions = Vec::new();
-    for e in ctx.exceptions.state() {
-        if e.namespace().as_deref() == Some(ns.as_str()) && e.spec.plan_ref.name == name {
-            match Exception::from_object(&e) {
-                Ok(x) => exceptions.push((e.clone(), Some(x))),
-                Err(err) => {
-                    warn!(exception = %e.name_any(), "unusable ScheduleException: {err}");
-                    exceptions.push((e.clone(), None));
-                }
-            }
-        }
-    }
+    let exceptions = plan_exceptions(ctx, &ns, &name).await;
     let schedule = CompiledSchedule::new(
         &plan.spec.schedule,
-        exceptions.iter().filter_map(|(_, x)| x.clone()).collect(),
+        exceptions
+            .iter()
+            .filter_map(|(_, x)| x.as_ref().ok().cloned())
+            .collect(),
     )
     .expect("validated above");
     let evaluation = schedule.evaluate(now);
@@ -688,7 +680,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     // Exceptions change state at the edges of their validity.
     let edge = exceptions
         .iter()
-        .filter_map(|(_, x)| x.as_ref())
+        .filter_map(|(_, x)| x.as_ref().ok())
         .flat_map(|x| [x.valid_from, x.valid_until])
         .filter(|t| *t > now)
         .min();
@@ -1293,6 +1285,9 @@ async fn patch_status(
     {
         Ok(written) => {
             ctx.versions.saw(&written);
+            if let Some(status) = &written.status {
+                ctx.reports.status_written(ns, name, status);
+            }
             ctx.metrics.api_write("HibernationPlan/status");
             Ok(())
         }
@@ -1381,11 +1376,54 @@ async fn publish_event(
 }
 
 /// Keeps each ScheduleException's status (Pending / Active / Expired) current.
-async fn update_exceptions(
-    ctx: &Context,
-    exceptions: &[(Arc<ScheduleException>, Option<Exception>)],
-    now: Timestamp,
-) {
+/// A plan's ScheduleExceptions, each compiled (with its holiday calendar) or why it cannot be.
+type PlanExceptions = Vec<(Arc<ScheduleException>, Result<Exception, String>)>;
+
+/// The ScheduleExceptions of a plan. An exception that cannot be used (a bad window, a
+/// calendar that is missing or does not parse) is left out of the schedule: the plan keeps
+/// doing what it does without it, and the exception's status says why.
+async fn plan_exceptions(ctx: &Context, ns: &str, plan: &str) -> PlanExceptions {
+    let mut out = Vec::new();
+    for e in ctx.exceptions.state() {
+        if e.namespace().as_deref() != Some(ns) || e.spec.plan_ref.name != plan {
+            continue;
+        }
+        let compiled = match Exception::from_object(&e) {
+            Err(err) => Err(format!("the exception cannot be used: {err}")),
+            Ok(x) => match &e.spec.calendar_ref {
+                None => Ok(x),
+                Some(r) => match calendar_text(ctx, ns, &r.name, &r.key).await {
+                    Err(why) => Err(why),
+                    Ok(text) => x.with_calendar(&text).map_err(|err| {
+                        format!("calendarRef: ConfigMap {} key {}: {err}", r.name, r.key)
+                    }),
+                },
+            },
+        };
+        if let Err(why) = &compiled {
+            warn!(exception = %e.name_any(), "unusable ScheduleException: {why}");
+        }
+        out.push((e.clone(), compiled));
+    }
+    out
+}
+
+/// The iCalendar text a `calendarRef` points at.
+async fn calendar_text(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<String, String> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(cm)) => cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .cloned()
+            .ok_or_else(|| format!("calendarRef: ConfigMap {name} has no key {key}")),
+        Ok(None) => Err(format!("calendarRef: ConfigMap {name} not found")),
+        Err(e) => Err(format!("calendarRef: cannot read ConfigMap {name}: {e}")),
+    }
+}
+
+async fn update_exceptions(ctx: &Context, exceptions: &PlanExceptions, now: Timestamp) {
     for (e, parsed) in exceptions {
         let generation = e.metadata.generation;
         let prev = e.status.clone().unwrap_or_default();
@@ -1395,8 +1433,8 @@ async fn update_exceptions(
             ..Default::default()
         };
         match parsed {
-            None => {
-                let msg = "the exception cannot be used: check leadTime and windows".to_string();
+            Err(why) => {
+                let msg = why.clone();
                 set_condition(
                     &mut status.conditions,
                     condition(
@@ -1420,7 +1458,7 @@ async fn update_exceptions(
                     ),
                 );
             }
-            Some(x) => {
+            Ok(x) => {
                 let (state, message) = if now < x.valid_from {
                     (
                         ExceptionState::Pending,

@@ -323,3 +323,91 @@ proptest! {
         }
     }
 }
+
+/// Targets reachable from `from` by following `next` (not counting `from` itself).
+fn reach(from: usize, next: &dyn Fn(usize) -> Vec<usize>) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    let mut stack = next(from);
+    while let Some(i) = stack.pop() {
+        if seen.insert(i) {
+            stack.extend(next(i));
+        }
+    }
+    seen
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// A partial wake (or sleep): nothing awake needs something asleep; a target kept awake is
+    /// awake; every target whose wish changed was changed by the closure of a target whose own
+    /// wish stands (kept awake: something kept awake needs it; put to sleep: it needs something
+    /// asleep by its own schedule); a uniform wish stays uniform.
+    #[test]
+    fn partial_wishes_are_closed_and_minimal(
+        (spec, _) in arb_plan(),
+        asleep in prop::collection::vec(any::<bool>(), 9),
+        kept in prop::collection::vec(prop::bool::weighted(0.25), 9),
+    ) {
+        let g = ExecutionGraph::compile(&spec).unwrap();
+        let n = g.names().len();
+        let (asleep, kept) = (&asleep[..n], &kept[..n]);
+        let wake = g.reversed();
+        let w = g.close_wishes(asleep, kept);
+        let needs = |i: usize| wake.dependencies(i);
+        for i in 0..n {
+            if !w[i].asleep {
+                for d in needs(i) {
+                    prop_assert!(!w[d].asleep, "{} is awake but needs {}, asleep", i, d);
+                }
+            }
+            if kept[i] {
+                prop_assert!(!w[i].asleep, "{} is kept awake", i);
+            }
+            let own = asleep[i] && !kept[i];
+            if w[i].asleep != own {
+                if own {
+                    // Woken: some target kept awake needs it, transitively.
+                    prop_assert!((0..n).any(|k| kept[k] && reach(k, &needs).contains(&i)));
+                    prop_assert!(matches!(w[i].because, Because::NeededBy(k) if !w[k].asleep));
+                } else {
+                    // Put to sleep: it needs, transitively, a target asleep by its own wish.
+                    prop_assert!(reach(i, &needs).iter().any(|&k| asleep[k] && !kept[k] && w[k].asleep));
+                    prop_assert!(matches!(w[i].because, Because::Needs(k) if w[k].asleep));
+                }
+            } else {
+                prop_assert_eq!(w[i].because, Because::Own);
+            }
+        }
+        let none = vec![false; n];
+        prop_assert!(g.close_wishes(&vec![true; n], &none).iter().all(|x| x.asleep && x.because == Because::Own));
+        prop_assert!(g.close_wishes(&none, &none).iter().all(|x| !x.asleep && x.because == Because::Own));
+    }
+}
+
+#[test]
+fn keeping_the_database_awake_keeps_what_it_needs() {
+    // Hibernation: app, then cluster, then db; wake-up: db, cluster, app. Keeping the cluster
+    // awake keeps the database awake (the cluster wakes after it), not the app.
+    let spec = PlanBuilder::new("p")
+        .target("app", TargetType::Noop)
+        .target("cluster", TargetType::Noop)
+        .target("db", TargetType::Noop)
+        .dag(&[("app", "cluster"), ("cluster", "db")])
+        .spec();
+    let g = ExecutionGraph::compile(&spec).unwrap();
+    let w = g.close_wishes(&[true, true, true], &[false, true, false]);
+    assert_eq!(
+        w.iter().map(|x| x.asleep).collect::<Vec<_>>(),
+        [true, false, false]
+    );
+    assert_eq!(w[2].because, Because::NeededBy(1));
+    // Putting the database to sleep by day puts what needs it to sleep too.
+    let w = g.close_wishes(&[false, false, true], &[false, false, false]);
+    assert_eq!(
+        w.iter().map(|x| x.asleep).collect::<Vec<_>>(),
+        [true, true, true]
+    );
+    assert_eq!(w[1].because, Because::Needs(2));
+    assert_eq!(w[0].because, Because::Needs(1));
+}

@@ -295,6 +295,8 @@ fn exception(
         valid_until: utc(until),
         lead_time: SignedDuration::from_secs(lead),
         windows: windows.iter().map(|w| Window::parse(w).unwrap()).collect(),
+        targets: vec![],
+        holidays: vec![],
     }
 }
 
@@ -506,7 +508,12 @@ impl Oracle<'_> {
             };
             for k in 0..n_ex {
                 let e = &self.s.exceptions[k];
-                if e.type_ == ExceptionType::Extend && e.valid_at(t) && any(&ex_state[k]) {
+                // A holiday is asleep for every minute whose local date it is.
+                let holiday = e.holidays.iter().any(|h| h.date == now.date());
+                if e.type_ == ExceptionType::Extend
+                    && e.valid_at(t)
+                    && (any(&ex_state[k]) || holiday)
+                {
                     sleep = true;
                 }
             }
@@ -619,26 +626,52 @@ fn arb_exception(anchor: Timestamp) -> impl Strategy<Value = Exception> {
         -6 * 24 * 60i64..6 * 24 * 60,
         60i64..5 * 24 * 60,
         prop::sample::select(vec![0i64, 30, 60, 120]),
-        prop::collection::vec(arb_window(), 1..=2),
+        prop::collection::vec(arb_window(), 0..=2),
+        prop::collection::vec(-7i64..7, 0..=3),
+        prop::sample::select(vec![vec![], vec!["a"], vec!["b"], vec!["a", "b"]]),
     )
-        .prop_map(move |(t, from_min, len_min, lead_min, windows)| {
-            let valid_from = anchor + SignedDuration::from_mins(from_min);
-            Exception {
-                name: format!("e{from_min}"),
-                type_: t,
-                valid_from,
-                valid_until: valid_from + SignedDuration::from_mins(len_min),
-                lead_time: if t == ExceptionType::Suspend {
-                    SignedDuration::from_mins(lead_min)
-                } else {
-                    SignedDuration::ZERO
-                },
-                windows: windows.iter().map(|w| Window::parse(w).unwrap()).collect(),
-            }
+        .prop_filter("windows or dates", |(t, _, _, _, w, d, _)| {
+            !w.is_empty() || (*t == ExceptionType::Extend && !d.is_empty())
         })
+        .prop_map(
+            move |(t, from_min, len_min, lead_min, windows, days, targets)| {
+                let valid_from = anchor + SignedDuration::from_mins(from_min);
+                let anchor_date = anchor.to_zoned(TimeZone::UTC).date();
+                let holidays = if t == ExceptionType::Extend {
+                    days.iter()
+                        .map(|d| Holiday {
+                            date: anchor_date.checked_add(jiff::Span::new().days(*d)).unwrap(),
+                            name: Some(format!("day {d}")),
+                        })
+                        .collect()
+                } else {
+                    vec![]
+                };
+                Exception {
+                    name: format!("e{from_min}"),
+                    type_: t,
+                    valid_from,
+                    valid_until: valid_from + SignedDuration::from_mins(len_min),
+                    lead_time: if t == ExceptionType::Suspend {
+                        SignedDuration::from_mins(lead_min)
+                    } else {
+                        SignedDuration::ZERO
+                    },
+                    windows: windows.iter().map(|w| Window::parse(w).unwrap()).collect(),
+                    targets: targets.iter().map(|t| t.to_string()).collect(),
+                    holidays,
+                }
+            },
+        )
 }
 
+/// A plan's schedule, an instant, and target `a`'s view of it built by hand: the exceptions
+/// for the whole plan and those naming `a`, as if they were the plan's.
 fn arb_case() -> impl Strategy<Value = (CompiledSchedule, Timestamp)> {
+    arb_scoped_case().prop_map(|(s, _, at)| (s, at))
+}
+
+fn arb_scoped_case() -> impl Strategy<Value = (CompiledSchedule, CompiledSchedule, Timestamp)> {
     (
         prop::sample::select(ZONES.to_vec()),
         prop::sample::select(ANCHORS.to_vec()),
@@ -649,8 +682,17 @@ fn arb_case() -> impl Strategy<Value = (CompiledSchedule, Timestamp)> {
             let anchor: Timestamp = anchor.parse().unwrap();
             let at = anchor + SignedDuration::from_mins(offset);
             (prop::collection::vec(arb_exception(anchor), 0..=3)).prop_map(move |exceptions| {
+                let for_a = exceptions
+                    .iter()
+                    .filter(|e| e.targets.is_empty() || e.targets.iter().any(|t| t == "a"))
+                    .map(|e| Exception {
+                        targets: vec![],
+                        ..e.clone()
+                    })
+                    .collect();
                 let s = CompiledSchedule::new(&schedule(tz, windows.clone()), exceptions).unwrap();
-                (s, at)
+                let a = CompiledSchedule::new(&schedule(tz, windows.clone()), for_a).unwrap();
+                (s, a, at)
             })
         })
 }
@@ -679,6 +721,92 @@ proptest! {
             None => prop_assert!(e.next_wake_up_at.is_none_or(|t| t >= to), "no wake-up within the horizon, engine says {:?}", e.next_wake_up_at),
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A target's view obeys the plan's exceptions and those naming it, and agrees with the
+    /// oracle; the plan's own view ignores exceptions naming some targets only.
+    #[test]
+    fn target_views_match_the_oracle((s, a, at) in arb_scoped_case()) {
+        let view = s.for_target("a");
+        let e = view.evaluate(at);
+        prop_assert_eq!(&e, &a.evaluate(at));
+        let states = Oracle { s: &view }.states(at, at + SignedDuration::from_mins(3 * 24 * 60));
+        prop_assert_eq!(e.in_off_hours, states[0], "target view at {} ({})", at, e.reason);
+        prop_assert!(s.exceptions.iter().all(|x| x.targets.is_empty()));
+    }
+}
+
+#[test]
+fn a_friday_holiday_joins_the_weekend() {
+    // MON-FRI 20:00-06:00; Friday 2026-12-25 is a holiday: asleep Thursday 20:00 to Monday 06:00.
+    let mut ex = exception(
+        "holidays",
+        ExceptionType::Extend,
+        "2026-01-01T00:00Z",
+        "2027-01-01T00:00Z",
+        0,
+        vec![],
+    );
+    ex.holidays = vec![Holiday {
+        date: "2026-12-25".parse().unwrap(),
+        name: Some("Christmas Day".into()),
+    }];
+    let s = CompiledSchedule::new(
+        &schedule("Europe/Berlin", vec![window("20:00", "06:00", WEEKDAYS)]),
+        vec![ex],
+    )
+    .unwrap();
+    let thursday_noon = utc("2026-12-24T11:00Z");
+    let e = s.evaluate(thursday_noon);
+    assert!(!e.in_off_hours);
+    assert_eq!(e.next_hibernate_at, Some(utc("2026-12-24T19:00Z")));
+    assert_eq!(e.next_wake_up_at, Some(utc("2026-12-28T05:00Z")));
+    let friday_noon = s.evaluate(utc("2026-12-25T11:00Z"));
+    assert!(friday_noon.in_off_hours);
+    assert!(
+        friday_noon
+            .reason
+            .contains("holiday \"Christmas Day\" (2026-12-25)"),
+        "{}",
+        friday_noon.reason
+    );
+}
+
+#[test]
+fn a_suspend_wins_over_a_holiday_and_says_so() {
+    let mut ex = exception(
+        "holidays",
+        ExceptionType::Extend,
+        "2026-01-01T00:00Z",
+        "2027-01-01T00:00Z",
+        0,
+        vec![],
+    );
+    ex.holidays = vec![Holiday {
+        date: "2026-12-25".parse().unwrap(),
+        name: None,
+    }];
+    let keep = exception(
+        "release",
+        ExceptionType::Suspend,
+        "2026-12-25T08:00Z",
+        "2026-12-25T12:00Z",
+        0,
+        vec![window("00:00", "23:59", &[Fri])],
+    );
+    let s = CompiledSchedule::new(
+        &schedule("UTC", vec![window("20:00", "06:00", WEEKDAYS)]),
+        vec![ex, keep],
+    )
+    .unwrap();
+    let e = s.evaluate(utc("2026-12-25T10:00Z"));
+    assert!(!e.in_off_hours);
+    assert!(e.kept_awake, "{}", e.reason);
+    assert!(s.evaluate(utc("2026-12-25T13:00Z")).in_off_hours);
+    assert!(!s.evaluate(utc("2026-12-23T12:00Z")).kept_awake);
 }
 
 #[test]
