@@ -657,8 +657,8 @@ pub struct Reports {
 }
 
 /// `status.asleep` of each plan as this replica's reconciler last wrote it, so that a record
-/// waiting for the account hears of the write at once instead of polling the API server (which
-/// it still does, for the replicas that do not lead).
+/// waiting for the account reads the plan right after the write that counts it instead of on a
+/// polling interval (which remains, for the replicas that do not lead).
 #[derive(Default)]
 struct Accounts {
     written: Mutex<HashMap<(String, String), Vec<AsleepTarget>>>,
@@ -821,26 +821,26 @@ impl<A: Authenticator> RunnerService<A> {
     async fn accounted(&self, id: &Identity, key: &str) -> Result<(), Status> {
         let plans: Api<HibernationPlan> = Api::namespaced(self.client.clone(), &id.namespace);
         let deadline = Instant::now() + ACCOUNT_WAIT;
+        let mut last_read: Option<Instant> = None;
         loop {
             // Registered before looking, so that a write in between is not missed.
             let changed = self.reports.accounts.changed.notified();
-            if self.reports.written_counts(id, key) {
-                return Ok(());
-            }
-            // This replica's reconciler normally writes the account within a debounce; the
-            // API server is asked when it did not (another replica leads).
-            if tokio::time::timeout(ACCOUNT_POLL, changed).await.is_ok() {
-                continue;
-            }
-            let counted = plans
-                .get_opt(&id.plan)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|p| p.status)
-                .is_some_and(|s| counts(&s.asleep, &id.target, key));
-            if counted {
-                return Ok(());
+            // The API server has the word: this replica's own write only says when to ask
+            // (another replica may have written since, after a leader hand-over), and it is
+            // asked at least every ACCOUNT_POLL when another replica leads.
+            let due = last_read.is_none_or(|t| t.elapsed() >= ACCOUNT_POLL);
+            if due || self.reports.written_counts(id, key) {
+                last_read = Some(Instant::now());
+                let counted = plans
+                    .get_opt(&id.plan)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|p| p.status)
+                    .is_some_and(|s| counts(&s.asleep, &id.target, key));
+                if counted {
+                    return Ok(());
+                }
             }
             if Instant::now() >= deadline {
                 info!(plan = %id.plan, target = %id.target, resource = key,
@@ -849,6 +849,8 @@ impl<A: Authenticator> RunnerService<A> {
                     "the plan has not yet accounted for the record of {key}; ask again (it is stored)"
                 )));
             }
+            let since = last_read.map_or(ACCOUNT_POLL, |t| t.elapsed());
+            let _ = tokio::time::timeout(ACCOUNT_POLL.saturating_sub(since), changed).await;
         }
     }
 
