@@ -632,3 +632,146 @@ async fn deleting_a_hibernated_plan_wakes_it_up_unless_leave() {
         "Leave keeps the restore data"
     );
 }
+
+/// Issue "wake on demand, target-scoped exceptions and holiday calendars", acceptance: a
+/// holiday on a weekday keeps the plan asleep all day and wakes it the next working morning; a
+/// malformed calendar is a clear error in the exception's status and changes nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weekday_holiday_sleeps_all_day_and_a_broken_calendar_changes_nothing() {
+    let w = World::new("holidays").await.unwrap();
+    let calendar = |name: &str, ics: &str| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"holidays.ics": ics},
+        })
+    };
+    let exception = |name: &str, plan: &str, cm: &str| {
+        json!({
+            "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+            "kind": "ScheduleException",
+            "metadata": {"name": name},
+            "spec": {"planRef": {"name": plan}, "type": "extend",
+                     "validFrom": "2026-11-01T00:00:00Z", "validUntil": "2027-01-01T00:00:00Z",
+                     "calendarRef": {"name": cm, "key": "holidays.ics"}},
+        })
+    };
+    w.apply(calendar(
+        "us-holidays",
+        "BEGIN:VCALENDAR\nVERSION:2.0\nBEGIN:VEVENT\nDTSTART;VALUE=DATE:20261126\nRRULE:FREQ=YEARLY;BYMONTH=11;BYDAY=4TH\nSUMMARY:Thanksgiving\nEND:VEVENT\nEND:VCALENDAR\n",
+    ))
+    .await
+    .unwrap();
+    w.apply(calendar(
+        "broken",
+        "BEGIN:VCALENDAR\nVERSION:2.0\nBEGIN:VEVENT\nSUMMARY:Offsite\nDTSTART:20261126T090000Z\nEND:VEVENT\nEND:VCALENDAR\n",
+    ))
+    .await
+    .unwrap();
+    for plan in ["hol", "bad"] {
+        w.apply(noop_plan(plan, &[("t0", json!({}))], json!({})))
+            .await
+            .unwrap();
+    }
+    w.apply(exception("holidays", "hol", "us-holidays"))
+        .await
+        .unwrap();
+    w.apply(exception("broken", "bad", "broken")).await.unwrap();
+
+    // Thursday 2026-11-26 (Thanksgiving) 05:00 New York, inside Wednesday night's off-hours;
+    // 1200x: a simulated day is 72 real seconds.
+    let c = w
+        .controller(ControllerOptions::at("2026-11-26T10:00:00Z", 1200.0))
+        .unwrap();
+    let wake_at = |p: &hibernator_api::HibernationPlan| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.schedule.as_ref())
+            .and_then(|s| s.next_wake_up_at.as_ref())
+            .map(|t| t.0.to_string())
+    };
+    // The holiday plan sleeps through Thursday: its wake-up is Friday 06:00, not Thursday's.
+    let p = w
+        .wait_plan("hol", SECS(120), "hibernated until Friday", |p| {
+            phase(p) == Some(Phase::Hibernated)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    assert_eq!(wake_at(&p).as_deref(), Some("2026-11-27T11:00:00Z"));
+    // The broken calendar: its exception says why (ConfigMap, key, line), its plan keeps its
+    // own schedule (wakes on Thursday, once its hibernation is done).
+    let exc: Api<hibernator_api::ScheduleException> = Api::namespaced(w.client.clone(), &w.ns);
+    let deadline = Instant::now() + SECS(120);
+    let message = loop {
+        let e = exc.get("broken").await.unwrap();
+        let ready = e
+            .status
+            .as_ref()
+            .and_then(|s| hibernator_api::common::find_condition(&s.conditions, "Ready").cloned());
+        if let Some(r) = ready.filter(|r| r.status == "False") {
+            assert_eq!(r.reason, "InvalidSpec");
+            break r.message;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Ready=False on the broken exception\n{}",
+            c.log()
+        );
+        tokio::time::sleep(SECS(1)).await;
+    };
+    assert!(
+        message.contains("ConfigMap broken key holidays.ics: line 5: event \"Offsite\": DTSTART 20261126T090000Z is not a date"),
+        "{message}"
+    );
+    let good = exc.get("holidays").await.unwrap();
+    assert_eq!(
+        good.status.unwrap().state,
+        Some(hibernator_api::exception::ExceptionState::Active)
+    );
+    let bad = w
+        .wait_plan("bad", SECS(240), "awake on Thursday morning", |p| {
+            phase(p) == Some(Phase::Active)
+                && p.status
+                    .as_ref()
+                    .is_some_and(|s| s.history.iter().any(|h| h.wake_up.is_some()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let woke = bad.status.unwrap().history[0].wake_up.clone().unwrap();
+    assert!(
+        woke.started_at.0.to_string().as_str() < "2026-11-27T05:00:00Z",
+        "the plan with the broken calendar woke at {}, not on Thursday (its own schedule)",
+        woke.started_at.0
+    );
+    // Meanwhile the holiday plan is still asleep on Thursday and says why.
+    let p = w.plan("hol").await.unwrap();
+    assert_eq!(phase(&p), Some(Phase::Hibernated), "{}", c.log());
+    let reason = p
+        .status
+        .unwrap()
+        .schedule
+        .unwrap()
+        .reason
+        .unwrap_or_default();
+    assert!(
+        reason.contains("holiday \"Thanksgiving\" (2026-11-26)"),
+        "{reason}"
+    );
+    // Friday 06:00 New York: the next working morning, it wakes up.
+    let p = w
+        .wait_plan("hol", SECS(360), "awake on Friday morning", |p| {
+            phase(p) == Some(Phase::Active)
+                && p.status
+                    .as_ref()
+                    .is_some_and(|s| s.history.iter().any(|h| h.wake_up.is_some()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    let woke = p.status.unwrap().history[0].wake_up.clone().unwrap();
+    assert!(
+        woke.started_at.0.to_string().as_str() >= "2026-11-27T11:00:00Z",
+        "woke at {}, before Friday 06:00 New York",
+        woke.started_at.0
+    );
+}

@@ -743,9 +743,8 @@ proptest! {
     }
 }
 
-#[test]
-fn a_friday_holiday_joins_the_weekend() {
-    // MON-FRI 20:00-06:00; Friday 2026-12-25 is a holiday: asleep Thursday 20:00 to Monday 06:00.
+/// An extend exception for 2026 whose only holiday is Friday 2026-12-25.
+fn christmas(name: Option<&str>) -> Exception {
     let mut ex = exception(
         "holidays",
         ExceptionType::Extend,
@@ -756,8 +755,15 @@ fn a_friday_holiday_joins_the_weekend() {
     );
     ex.holidays = vec![Holiday {
         date: "2026-12-25".parse().unwrap(),
-        name: Some("Christmas Day".into()),
+        name: name.map(Into::into),
     }];
+    ex
+}
+
+#[test]
+fn a_friday_holiday_joins_the_weekend() {
+    // MON-FRI 20:00-06:00; Friday 2026-12-25 is a holiday: asleep Thursday 20:00 to Monday 06:00.
+    let ex = christmas(Some("Christmas Day"));
     let s = CompiledSchedule::new(
         &schedule("Europe/Berlin", vec![window("20:00", "06:00", WEEKDAYS)]),
         vec![ex],
@@ -781,18 +787,7 @@ fn a_friday_holiday_joins_the_weekend() {
 
 #[test]
 fn a_suspend_wins_over_a_holiday_and_says_so() {
-    let mut ex = exception(
-        "holidays",
-        ExceptionType::Extend,
-        "2026-01-01T00:00Z",
-        "2027-01-01T00:00Z",
-        0,
-        vec![],
-    );
-    ex.holidays = vec![Holiday {
-        date: "2026-12-25".parse().unwrap(),
-        name: None,
-    }];
+    let ex = christmas(None);
     let keep = exception(
         "release",
         ExceptionType::Suspend,
