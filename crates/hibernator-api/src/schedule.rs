@@ -64,7 +64,7 @@ pub enum ScheduleError {
     #[error("leadTime {0:?} is not a duration such as 30m or 1h30m of at most 24h")]
     BadLeadTime(String),
     /// Not a date.
-    #[error("date {0:?} is not a date YYYY-MM-DD")]
+    #[error("dates: {0:?} is not a date YYYY-MM-DD")]
     BadDate(String),
 }
 

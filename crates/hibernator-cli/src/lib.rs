@@ -1,5 +1,6 @@
 //! The `kubectl-hibernator` command: offline `validate` and `preview` for pull-request CI, and
-//! live `status`, `retry`, `suspend`/`resume`, `logs` and `restore` for operators.
+//! live `status`, `retry`, `suspend`/`resume`, `logs` and `restore` for operators, and `wake`,
+//! `sleep` and `exceptions` to bend a schedule without editing Git.
 //!
 //! Exit codes: 0 success (valid), 1 invalid input, 2 usage or I/O error.
 
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod exceptions;
 pub mod input;
 mod live;
 mod preview;
@@ -40,6 +42,14 @@ enum Command {
     Logs(live::LogsArgs),
     /// Print the restore data recorded for a plan's targets.
     Restore(live::RestoreArgs),
+    /// Keep a plan awake for a while (`--for 2h` or `--until TIME`), even in its off-hours:
+    /// creates a `suspend` ScheduleException; the plan's spec is not touched.
+    Wake(exceptions::ChangeArgs),
+    /// Put a plan to sleep for a while: creates an `extend` ScheduleException.
+    Sleep(exceptions::ChangeArgs),
+    /// List a namespace's active and upcoming ScheduleExceptions (`--all`: expired too), or
+    /// `prune` the expired ones made by `wake` and `sleep`.
+    Exceptions(exceptions::ListArgs),
 }
 
 /// Output formats.
@@ -85,6 +95,9 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => live::resume_cmd(args),
         Command::Logs(args) => live::logs(args),
         Command::Restore(args) => live::restore(args),
+        Command::Wake(args) => exceptions::change(args, true),
+        Command::Sleep(args) => exceptions::change(args, false),
+        Command::Exceptions(args) => exceptions::exceptions(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{Output, exit};
 
 /// The field manager of the CLI's writes.
-const FIELD_MANAGER: &str = "kubectl-hibernator";
+pub(crate) const FIELD_MANAGER: &str = "kubectl-hibernator";
 
 /// Which namespace to act in.
 #[derive(clap::Args, Debug, Clone)]
@@ -88,7 +88,7 @@ pub struct RestoreArgs {
     acknowledge: bool,
 }
 
-async fn client_and_namespace(scope: &Scope) -> Result<(Client, String)> {
+pub(crate) async fn client_and_namespace(scope: &Scope) -> Result<(Client, String)> {
     let config = kube::Config::infer()
         .await
         .context("failed to load a kubeconfig (set KUBECONFIG or use a context)")?;
@@ -107,14 +107,18 @@ fn patch_params() -> PatchParams {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")
 }
 
-async fn get_plan(api: &Api<HibernationPlan>, name: &str, ns: &str) -> Result<HibernationPlan> {
+pub(crate) async fn get_plan(
+    api: &Api<HibernationPlan>,
+    name: &str,
+    ns: &str,
+) -> Result<HibernationPlan> {
     api.get_opt(name)
         .await
         .with_context(|| format!("failed to read HibernationPlan {ns}/{name}"))?
