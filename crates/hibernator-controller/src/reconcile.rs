@@ -610,7 +610,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     }
 
     // The schedule with its exceptions.
-    let exceptions = plan_exceptions(ctx, &ns, &name).await;
+    let exceptions = plan_exceptions(ctx, &ns, &name).await?;
     let schedule = CompiledSchedule::new(
         &plan.spec.schedule,
         exceptions
@@ -1375,14 +1375,15 @@ async fn publish_event(
     }
 }
 
-/// Keeps each ScheduleException's status (Pending / Active / Expired) current.
 /// A plan's ScheduleExceptions, each compiled (with its holiday calendar) or why it cannot be.
 type PlanExceptions = Vec<(Arc<ScheduleException>, Result<Exception, String>)>;
 
 /// The ScheduleExceptions of a plan. An exception that cannot be used (a bad window, a
 /// calendar that is missing or does not parse) is left out of the schedule: the plan keeps
-/// doing what it does without it, and the exception's status says why.
-async fn plan_exceptions(ctx: &Context, ns: &str, plan: &str) -> PlanExceptions {
+/// doing what it does without it, and the exception's status says why. A calendar that cannot
+/// be read right now (the API server did not answer) fails the reconcile, to be tried again:
+/// a holiday must not end because of a hiccup.
+async fn plan_exceptions(ctx: &Context, ns: &str, plan: &str) -> Result<PlanExceptions, Error> {
     let mut out = Vec::new();
     for e in ctx.exceptions.state() {
         if e.namespace().as_deref() != Some(ns) || e.spec.plan_ref.name != plan {
@@ -1392,7 +1393,7 @@ async fn plan_exceptions(ctx: &Context, ns: &str, plan: &str) -> PlanExceptions 
             Err(err) => Err(format!("the exception cannot be used: {err}")),
             Ok(x) => match &e.spec.calendar_ref {
                 None => Ok(x),
-                Some(r) => match calendar_text(ctx, ns, &r.name, &r.key).await {
+                Some(r) => match calendar_text(ctx, ns, &r.name, &r.key).await? {
                     Err(why) => Err(why),
                     Ok(text) => x.with_calendar(&text).map_err(|err| {
                         format!("calendarRef: ConfigMap {} key {}: {err}", r.name, r.key)
@@ -1405,24 +1406,49 @@ async fn plan_exceptions(ctx: &Context, ns: &str, plan: &str) -> PlanExceptions 
         }
         out.push((e.clone(), compiled));
     }
-    out
+    Ok(out)
 }
 
-/// The iCalendar text a `calendarRef` points at.
-async fn calendar_text(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<String, String> {
+/// The iCalendar text a `calendarRef` points at, or why there is none (a mistake to report).
+async fn calendar_text(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<Result<String, String>, Error> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    match api.get_opt(name).await {
-        Ok(Some(cm)) => cm
+    let found = match api.get_opt(name).await {
+        Ok(found) => found,
+        // Refused (403, say): a lasting problem to report, not to retry.
+        Err(kube::Error::Api(s)) if (400..500).contains(&s.code) && s.code != 429 => {
+            return Ok(Err(format!(
+                "calendarRef: cannot read ConfigMap {name}: {} ({})",
+                s.message, s.code
+            )));
+        }
+        Err(e) => {
+            return Err(api_err(
+                "read",
+                format!("ConfigMap {ns}/{name} (calendarRef)"),
+            )(e));
+        }
+    };
+    Ok(match found {
+        Some(cm) => cm
             .data
             .as_ref()
             .and_then(|d| d.get(key))
             .cloned()
-            .ok_or_else(|| format!("calendarRef: ConfigMap {name} has no key {key}")),
-        Ok(None) => Err(format!("calendarRef: ConfigMap {name} not found")),
-        Err(e) => Err(format!("calendarRef: cannot read ConfigMap {name}: {e}")),
-    }
+            .ok_or_else(|| {
+                format!("calendarRef: ConfigMap {name} has no key {key:?}; add it or fix calendarRef.key")
+            }),
+        None => Err(format!(
+            "calendarRef: ConfigMap {name} not found in namespace {ns}; create it or fix calendarRef.name"
+        )),
+    })
 }
 
+/// Keeps each ScheduleException's status (Pending / Active / Expired) current.
 async fn update_exceptions(ctx: &Context, exceptions: &PlanExceptions, now: Timestamp) {
     for (e, parsed) in exceptions {
         let generation = e.metadata.generation;
