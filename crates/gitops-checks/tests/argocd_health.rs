@@ -293,6 +293,13 @@ const SHAPES: &[Shape] = &[
         None,
         Some(("False", "WakingUp")),
     ),
+    // Steady with some targets awake by a ScheduleException for some targets only.
+    shape(
+        Some("PartlyAwake"),
+        ("True", "PartlyAwake"),
+        None,
+        Some(("False", "PartlyAwake")),
+    ),
     // suspendUntil in the future.
     shape(
         Some("Suspended"),

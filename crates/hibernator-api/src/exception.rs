@@ -81,6 +81,19 @@ pub struct ScheduleExceptionSpec {
     /// file kept in a ConfigMap of this namespace (yearly `RRULE`s and `EXDATE`s included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calendar_ref: Option<CalendarRef>,
+    /// The plan's targets this exception applies to; absent: the whole plan. A target kept
+    /// awake also keeps awake the targets it needs (those that wake up before it); a target put
+    /// to sleep also puts to sleep the targets that need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 50),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub targets: Option<Vec<String>>,
 }
 
 /// A date `YYYY-MM-DD`.

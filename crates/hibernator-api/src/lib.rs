@@ -21,6 +21,7 @@ pub mod runner;
 pub mod schedule;
 pub mod status;
 pub mod validate;
+pub mod wishes;
 
 pub use common::{DayOfWeek, OffHourWindow};
 pub use connector::{CloudProvider, CloudProviderSpec, K8SCluster, K8SClusterSpec};

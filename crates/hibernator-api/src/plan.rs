@@ -392,7 +392,7 @@ pub struct AsleepTarget {
 }
 
 /// Where the plan is in its cycle: `Active` (awake, following the schedule), `Hibernating`,
-/// `Hibernated`, `WakingUp`, `Suspended` or `Error`.
+/// `Hibernated`, `WakingUp`, `PartlyAwake`, `Suspended` or `Error`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// Awake, following the schedule.
@@ -403,6 +403,9 @@ pub enum Phase {
     Hibernated,
     /// Runners are waking the targets up.
     WakingUp,
+    /// Steady with some targets awake and others asleep: a ScheduleException for some
+    /// targets only keeps them (and what they need) awake, or puts them to sleep.
+    PartlyAwake,
     /// `spec.suspend` or `spec.suspendUntil` holds the plan awake.
     Suspended,
     /// An operation failed; see `lastError` and `retry`.
@@ -417,6 +420,7 @@ impl Phase {
             Self::Hibernating => "Hibernating",
             Self::Hibernated => "Hibernated",
             Self::WakingUp => "WakingUp",
+            Self::PartlyAwake => "PartlyAwake",
             Self::Suspended => "Suspended",
             Self::Error => "Error",
         }
@@ -494,6 +498,17 @@ pub struct CycleStatus {
     /// When the operation finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// The targets the operation runs, when not every target of the plan (a ScheduleException
+    /// for some targets only); the others keep the state of their last operation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+}
+
+impl CycleStatus {
+    /// True when the operation runs `target` (every target when `targets` is empty).
+    pub fn runs(&self, target: &str) -> bool {
+        self.targets.is_empty() || self.targets.iter().any(|t| t == target)
+    }
 }
 
 /// State of one target in the current operation.
@@ -560,6 +575,16 @@ pub struct TargetStatus {
     /// Wake-up: how many of them are back in their recorded state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources_restored: Option<i32>,
+    /// For a target outside the current operation: the operation its state belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    /// For a target outside the current operation: the cycle its state belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<String>,
+    /// Why the target departs from the plan's schedule: the ScheduleException that keeps it
+    /// awake or asleep, or the target that needs it (`awake: needed by prod-cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_override: Option<String>,
 }
 
 /// Automatic retry state.

@@ -193,9 +193,7 @@ impl Exception {
                 .iter()
                 .map(Window::parse)
                 .collect::<Result<_, _>>()?,
-            // Target-scoped exceptions are evaluated by the engine ([`CompiledSchedule::for_target`])
-            // but not yet offered in the API.
-            targets: vec![],
+            targets: e.spec.targets.clone().unwrap_or_default(),
             holidays: e
                 .spec
                 .dates
@@ -323,7 +321,10 @@ enum Source {
 impl CompiledSchedule {
     /// Compiles a plan schedule and its exceptions.
     /// Exceptions with `targets` apply only to [`Self::for_target`] views.
-    pub fn new(schedule: &Schedule, exceptions: Vec<Exception>) -> Result<Self, ScheduleError> {
+    pub fn new(schedule: &Schedule, mut exceptions: Vec<Exception>) -> Result<Self, ScheduleError> {
+        // By name, so that the reason ("kept awake by ...", the replace whose windows apply)
+        // does not depend on the order in which the API server or the files listed them.
+        exceptions.sort_by(|a, b| a.name.cmp(&b.name));
         let (whole, scoped): (Vec<Exception>, Vec<Exception>) =
             exceptions.into_iter().partition(|e| e.applies_to(None));
         Ok(Self {
@@ -363,6 +364,7 @@ impl CompiledSchedule {
                 .filter(|e| e.applies_to(Some(target)))
                 .cloned(),
         );
+        exceptions.sort_by(|a, b| a.name.cmp(&b.name));
         Self {
             tz: self.tz.clone(),
             tz_name: self.tz_name.clone(),

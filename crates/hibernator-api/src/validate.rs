@@ -656,10 +656,11 @@ fn check_references(objects: &[(ObjectKey, &Document)], report: &mut Report) {
                 }
             }
             Kind::ScheduleException => {
-                if let Some(name) = doc
+                let plan_name = doc
                     .value
                     .pointer("/spec/planRef/name")
-                    .and_then(Value::as_str)
+                    .and_then(Value::as_str);
+                if let Some(name) = plan_name
                     && !exists(Kind::HibernationPlan, &key.namespace, name)
                 {
                     problems.error(
@@ -671,10 +672,47 @@ fn check_references(objects: &[(ObjectKey, &Document)], report: &mut Report) {
                         Some(missing_hint.into()),
                     );
                 }
+                let plan = objects.iter().find(|(k, _)| {
+                    k.kind == Kind::HibernationPlan
+                        && k.namespace == key.namespace
+                        && Some(k.name.as_str()) == plan_name
+                });
+                if let Some((_, plan)) = plan {
+                    check_exception_targets(&doc.value, &plan.value, &mut problems);
+                }
             }
             Kind::CloudProvider => {}
         }
         report.problems.extend(problems.list);
+    }
+}
+
+/// Every `spec.targets` entry of an exception names a target of its plan.
+fn check_exception_targets(exception: &Value, plan: &Value, problems: &mut Problems<'_>) {
+    let names: Vec<&str> = plan
+        .pointer("/spec/targets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .collect();
+    let targets = exception.pointer("/spec/targets").and_then(Value::as_array);
+    for (i, t) in targets.into_iter().flatten().enumerate() {
+        let Some(t) = t.as_str() else { continue };
+        if !names.contains(&t) {
+            let close = names
+                .iter()
+                .map(|n| (strsim::levenshtein(n, t), *n))
+                .filter(|(d, _)| *d <= 3)
+                .min()
+                .map(|(_, n)| format!("did you mean {n:?}? "))
+                .unwrap_or_default();
+            problems.error(
+                &format!("spec.targets[{i}]"),
+                format!("{t:?} is not a target of the plan"),
+                Some(format!("{close}its targets: {}", names.join(", "))),
+            );
+        }
     }
 }
 

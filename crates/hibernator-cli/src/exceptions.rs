@@ -41,6 +41,10 @@ pub struct ChangeArgs {
     /// Why (kept in an annotation, shown by `exceptions`).
     #[arg(long)]
     reason: Option<String>,
+    /// Only this target of the plan (repeatable); the targets it needs in the wake-up order
+    /// follow it (waking), as do those that need it (sleeping).
+    #[arg(long = "target", value_name = "TARGET")]
+    targets: Vec<String>,
 }
 
 /// Arguments of `exceptions`.
@@ -97,7 +101,8 @@ pub fn change(args: ChangeArgs, wake: bool) -> Result<u8> {
     runtime()?.block_on(async {
         let (client, ns) = client_and_namespace(&args.scope).await?;
         let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), &ns);
-        get_plan(&plans, &args.plan, &ns).await?;
+        let plan = get_plan(&plans, &args.plan, &ns).await?;
+        check_targets(&plan, &args.targets)?;
         let verb = if wake { "wake" } else { "sleep" };
         let name = exception_name(&args.plan, verb, from);
         let mut annotations = serde_json::Map::new();
@@ -107,7 +112,7 @@ pub fn change(args: ChangeArgs, wake: bool) -> Result<u8> {
         }
         // Two windows covering every day end to end: the exception holds its whole validity.
         let days = ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
-        let e: ScheduleException = serde_json::from_value(json!({
+        let mut e: ScheduleException = serde_json::from_value(json!({
             "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
             "kind": "ScheduleException",
             "metadata": {
@@ -128,6 +133,9 @@ pub fn change(args: ChangeArgs, wake: bool) -> Result<u8> {
             },
         }))
         .context("the ScheduleException is well-formed")?;
+        if !args.targets.is_empty() {
+            e.spec.targets = Some(args.targets.clone());
+        }
         let api: Api<ScheduleException> = Api::namespaced(client, &ns);
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -137,16 +145,33 @@ pub fn change(args: ChangeArgs, wake: bool) -> Result<u8> {
             .await
             .with_context(|| format!("failed to create ScheduleException {ns}/{name}"))?;
         let what = if wake { "awake" } else { "asleep" };
-        println!(
-            "ScheduleException {ns}/{name}: {} {what} from {from} until {until}",
-            args.plan
-        );
+        let who = if args.targets.is_empty() {
+            args.plan.clone()
+        } else {
+            format!("{} of {}", args.targets.join(", "), args.plan)
+        };
+        println!("ScheduleException {ns}/{name}: {who} {what} from {from} until {until}");
         eprintln!(
             "note: the controller acts within seconds; `kubectl hibernator exceptions {}` lists it, and `kubectl delete hexc {name} -n {ns}` ends it early",
             args.plan
         );
         Ok(exit::OK)
     })
+}
+
+/// Every `--target` must be a target of the plan.
+fn check_targets(plan: &HibernationPlan, targets: &[String]) -> Result<()> {
+    let names: Vec<&str> = plan.spec.targets.iter().map(|t| t.name.as_str()).collect();
+    for t in targets {
+        if !names.contains(&t.as_str()) {
+            bail!(
+                "--target {t:?} is not a target of plan {} (its targets: {})",
+                plan.name_any(),
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One exception, as listed.
@@ -158,6 +183,8 @@ struct Row {
     type_: &'static str,
     valid_from: String,
     valid_until: String,
+    /// The targets it applies to; empty: the whole plan.
+    targets: Vec<String>,
     state: &'static str,
     created_by: String,
     requested_by: Option<String>,
@@ -201,7 +228,7 @@ fn list(plan: Option<String>, scope: Scope, all: bool, output: Output) -> Result
         }
         println!(
             "{:<40} {:<24} {:<8} {:<8} {:<21} {:<21} BY / REASON",
-            "NAME", "PLAN", "TYPE", "STATE", "FROM", "UNTIL"
+            "NAME", "PLAN[/TARGETS]", "TYPE", "STATE", "FROM", "UNTIL"
         );
         for r in rows {
             let by = match (&r.requested_by, &r.reason) {
@@ -210,9 +237,14 @@ fn list(plan: Option<String>, scope: Scope, all: bool, output: Output) -> Result
                 (None, Some(why)) => format!("{}: {why}", r.created_by),
                 (None, None) => r.created_by.clone(),
             };
+            let plan = if r.targets.is_empty() {
+                r.plan.clone()
+            } else {
+                format!("{}/{}", r.plan, r.targets.join(","))
+            };
             println!(
                 "{:<40} {:<24} {:<8} {:<8} {:<21} {:<21} {by}",
-                r.name, r.plan, r.type_, r.state, r.valid_from, r.valid_until
+                r.name, plan, r.type_, r.state, r.valid_from, r.valid_until
             );
         }
         Ok(exit::OK)
@@ -236,6 +268,7 @@ fn row(e: &ScheduleException, now: Timestamp) -> Row {
         type_: e.spec.type_.as_str(),
         valid_from: e.spec.valid_from.0.to_string(),
         valid_until: e.spec.valid_until.0.to_string(),
+        targets: e.spec.targets.clone().unwrap_or_default(),
         state,
         created_by: if made_here(e) { "cli" } else { "git" }.to_string(),
         requested_by: annotations.get(REQUESTED_BY_ANNOTATION).cloned(),

@@ -264,9 +264,14 @@ fn print_plan(p: &HibernationPlan) {
     }
     if let Some(c) = &s.current_cycle {
         println!(
-            "  cycle {} {}: started {}{}",
+            "  cycle {} {}{}: started {}{}",
             c.id,
             c.operation,
+            if c.targets.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", c.targets.join(", "))
+            },
             c.started_at.0,
             c.finished_at
                 .as_ref()
@@ -289,14 +294,22 @@ fn print_plan(p: &HibernationPlan) {
     }
     if !s.targets.is_empty() {
         println!(
-            "  {:<20} {:<10} {:<8} {:<44} MESSAGE",
-            "TARGET", "STATE", "ATTEMPTS", "JOB"
+            "  {:<20} {:<10} {:<7} {:<8} {:<44} MESSAGE",
+            "TARGET", "STATE", "SIDE", "ATTEMPTS", "JOB"
         );
+        let cycle_op = s.current_cycle.as_ref().map(|c| c.operation);
         for t in &s.targets {
+            // The side the target's last operation leaves it on (the one under way included).
+            let side = match t.operation.or(cycle_op) {
+                Some(hibernator_api::Operation::Hibernate) => "asleep",
+                Some(hibernator_api::Operation::WakeUp) => "awake",
+                None => "",
+            };
             println!(
-                "  {:<20} {:<10} {:<8} {:<44} {}",
+                "  {:<20} {:<10} {:<7} {:<8} {:<44} {}{}",
                 t.name,
                 format!("{:?}", t.state),
+                side,
                 t.attempts,
                 t.job.clone().unwrap_or_default(),
                 {
@@ -312,7 +325,11 @@ fn print_plan(p: &HibernationPlan) {
                         }
                         _ => text,
                     }
-                }
+                },
+                t.schedule_override
+                    .as_ref()
+                    .map(|o| format!(" [{o}]"))
+                    .unwrap_or_default()
             );
         }
     }

@@ -2,10 +2,15 @@
 //! or from the cluster (`--live`).
 
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeSet;
+
+use hibernator_api::Operation;
 use hibernator_api::exception::ScheduleException;
+use hibernator_api::graph::ExecutionGraph;
 use hibernator_api::plan::HibernationPlan;
 use hibernator_api::schedule::{CompiledSchedule, Exception, Holiday};
 use hibernator_api::validate::{DEFAULT_NAMESPACE, Document};
+use hibernator_api::wishes::{Wishes, target_wishes};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
@@ -48,8 +53,100 @@ struct Row {
     /// RFC 3339 with the plan's offset.
     local: String,
     operation: &'static str,
+    /// The targets that change, when not all of them do (ScheduleExceptions for some
+    /// targets, with the dependencies they take along).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    targets: Vec<String>,
     /// Why the schedule changes then (a holiday by name, say).
     reason: String,
+}
+
+/// A change of some or all targets at one instant: what [`changes`] returns.
+struct Change {
+    at: Timestamp,
+    operation: Operation,
+    /// The targets that change; empty when all of them do.
+    targets: Vec<String>,
+    /// Why, for a change of some targets (each with its reason).
+    why: Option<String>,
+}
+
+/// The plan's next `count` changes, target by target: the plan's own transitions when no
+/// ScheduleException names targets, otherwise every instant at which the set of asleep
+/// targets changes (the same closure under dependencies the controller applies).
+fn changes(
+    schedule: &CompiledSchedule,
+    graph: &ExecutionGraph,
+    from: Timestamp,
+    count: usize,
+) -> Vec<Change> {
+    let whole = schedule.transitions(from, count);
+    if !schedule.has_scoped_exceptions() {
+        return whole
+            .into_iter()
+            .map(|t| Change {
+                at: t.at,
+                operation: t.operation,
+                targets: vec![],
+                why: None,
+            })
+            .collect();
+    }
+    let names = graph.names();
+    let wishes =
+        |at: Timestamp| -> Wishes { target_wishes(schedule, &schedule.evaluate(at), graph, at) };
+    // Every target's closed wish only changes where some target's own schedule does.
+    let mut instants: BTreeSet<Timestamp> = whole.iter().map(|t| t.at).collect();
+    for n in names {
+        instants.extend(
+            schedule
+                .for_target(n)
+                .transitions(from, count)
+                .iter()
+                .map(|t| t.at),
+        );
+    }
+    let mut prev = wishes(from);
+    let mut out = Vec::new();
+    for at in instants {
+        let now = wishes(at);
+        // Waking comes first at a shared instant, as in the controller.
+        for operation in [Operation::WakeUp, Operation::Hibernate] {
+            let asleep = operation == Operation::Hibernate;
+            let changed: Vec<usize> = (0..names.len())
+                .filter(|&i| prev.targets[i].asleep != asleep && now.targets[i].asleep == asleep)
+                .collect();
+            if changed.is_empty() {
+                continue;
+            }
+            let all = changed.len() == names.len() && !now.departs();
+            out.push(Change {
+                at,
+                operation,
+                targets: if all {
+                    vec![]
+                } else {
+                    changed.iter().map(|&i| names[i].clone()).collect()
+                },
+                why: (!all).then(|| {
+                    changed
+                        .iter()
+                        .map(|&i| {
+                            let why = now.targets[i].departs.as_deref().unwrap_or("as the plan");
+                            format!("{} ({why})", names[i])
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }),
+            });
+        }
+        prev = now;
+        if out.len() >= count {
+            break;
+        }
+    }
+    out.truncate(count);
+    out
 }
 
 /// Why the schedule changes at `at`; for a hibernation, also the holidays the sleep spans
@@ -159,6 +256,21 @@ pub fn run(args: Args) -> Result<u8> {
         for e in &exceptions {
             let ns = e.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
             if ns == namespace && e.spec.plan_ref.name == name {
+                let unknown: Vec<&String> = e
+                    .spec
+                    .targets
+                    .iter()
+                    .flatten()
+                    .filter(|t| !plan.spec.targets.iter().any(|x| x.name == **t))
+                    .collect();
+                if let Some(t) = unknown.first() {
+                    eprintln!(
+                        "ScheduleException {ns}/{}: spec.targets: {t:?} is not a target of plan {name}; the exception is left out",
+                        e.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    invalid = true;
+                    continue;
+                }
                 let compiled = Exception::from_object(e)
                     .map_err(|err| err.to_string())
                     .and_then(|x| match &e.spec.calendar_ref {
@@ -198,8 +310,18 @@ pub fn run(args: Args) -> Result<u8> {
                 continue;
             }
         };
+        let graph = match ExecutionGraph::compile(&plan.spec) {
+            Ok(g) => g,
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("HibernationPlan {namespace}/{name}: {}: {}", e.field(), e);
+                }
+                invalid = true;
+                continue;
+            }
+        };
         let tz = schedule.time_zone().clone();
-        let transitions = schedule.transitions(from, args.count);
+        let transitions = changes(&schedule, &graph, from, args.count);
         if args.output == Output::Text {
             println!("{name} ({namespace}), {}:", schedule.time_zone_name());
             if transitions.is_empty() {
@@ -217,7 +339,11 @@ pub fn run(args: Args) -> Result<u8> {
                 at: t.at.to_string(),
                 local: local.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
                 operation: t.operation.as_str(),
-                reason: reason(&schedule, &holidays, t.at, next),
+                reason: match &t.why {
+                    Some(why) => why.clone(),
+                    None => reason(&schedule, &holidays, t.at, next),
+                },
+                targets: t.targets,
             };
             if args.output == Output::Text {
                 let verb = match t.operation {
@@ -228,7 +354,11 @@ pub fn run(args: Args) -> Result<u8> {
                     "  {}  {verb:<9}  ({})  {}",
                     local.strftime("%a %Y-%m-%d %H:%M %Z"),
                     row.at,
-                    row.reason
+                    if row.targets.is_empty() {
+                        row.reason.clone()
+                    } else {
+                        format!("only {}", row.reason)
+                    }
                 );
             }
             rows.push(row);

@@ -262,6 +262,112 @@ spec:
     assert_eq!(rows[1]["operation"], "wakeUp");
 }
 
+/// A ScheduleException for one target: `preview` lists which targets change, with the one the
+/// woken target needs in wake-up order (the example's cluster wakes before its database).
+#[test]
+fn preview_shows_an_exception_for_some_targets_per_target() {
+    let exception = |targets: &str| {
+        format!(
+            r#"---
+apiVersion: hibernator.ardikasaputro.io/v1alpha1
+kind: ScheduleException
+metadata:
+  name: db-migration
+  namespace: hibernator-system
+spec:
+  planRef:
+    name: prod-offhours
+  targets: [{targets}]
+  validFrom: "2026-11-27T02:00:00Z"
+  validUntil: "2026-11-27T04:00:00Z"
+  type: suspend
+  windows:
+    - start: "00:00"
+      end: "23:59"
+      daysOfWeek: ["THU", "FRI"]
+"#
+        )
+    };
+    let args = [
+        "preview",
+        "-",
+        "--from",
+        "2026-11-26T12:00:00Z",
+        "--count",
+        "4",
+        "-o",
+        "json",
+    ];
+    let o = run(
+        &args,
+        Some(&format!("{}{}", stream(), exception("prod-db"))),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = |i: usize| {
+        (
+            rows[i]["at"].as_str().unwrap_or_default().to_string(),
+            rows[i]["operation"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            rows[i]["targets"].clone(),
+        )
+    };
+    let all = serde_json::Value::Null;
+    let both = serde_json::json!(["prod-db", "prod-cluster"]);
+    assert_eq!(
+        row(0),
+        (
+            "2026-11-27T01:00:00Z".into(),
+            "hibernate".into(),
+            all.clone()
+        )
+    );
+    assert_eq!(
+        row(1),
+        ("2026-11-27T02:00:00Z".into(), "wakeUp".into(), both)
+    );
+    assert_eq!(
+        rows[1]["reason"],
+        "prod-db (awake: ScheduleException db-migration), prod-cluster (awake: needed by prod-db)"
+    );
+    // Back on the plan's schedule: every target sleeps, as the plan says.
+    assert_eq!(
+        row(2),
+        (
+            "2026-11-27T04:00:00Z".into(),
+            "hibernate".into(),
+            all.clone()
+        )
+    );
+    assert_eq!(
+        row(3),
+        ("2026-11-27T11:00:00Z".into(), "wakeUp".into(), all)
+    );
+
+    // A target the plan does not have: the exception is left out, and the exit code says so.
+    let o = run(
+        &args,
+        Some(&format!("{}{}", stream(), exception("prod-dbb"))),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "db-migration: spec.targets: \"prod-dbb\" is not a target of plan prod-offhours"
+        ),
+        "{err}"
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[1]["at"], "2026-11-27T11:00:00Z", "{rows}");
+}
+
 #[test]
 fn preview_text_is_readable() {
     let o = run(

@@ -30,6 +30,7 @@ use hibernator_api::plan::{
 };
 use hibernator_api::restore::RestoreView;
 use hibernator_api::schedule::Evaluation;
+use hibernator_api::wishes::Wishes;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -88,6 +89,9 @@ pub struct Observed<'a> {
     pub graph: &'a ExecutionGraph,
     /// The schedule (with exceptions) evaluated at `now`.
     pub schedule: &'a Evaluation,
+    /// Target by target: asleep or awake at `now` (exceptions for some targets only, closed
+    /// under the dependencies).
+    pub wishes: &'a Wishes,
     /// Schedule time (simulated in tests and the demo).
     pub now: Timestamp,
     /// Wall-clock time, for deadlines measured by the API server.
@@ -188,7 +192,10 @@ struct Wants<'a> {
     names: Vec<&'a str>,
     deleting: bool,
     suspended: bool,
-    asleep: bool,
+    /// Per target (in `spec.targets` order): should it sleep.
+    each: Vec<bool>,
+    /// Per target: why it departs from the plan's schedule.
+    departs: Vec<Option<String>>,
 }
 
 impl<'a> Wants<'a> {
@@ -197,13 +204,63 @@ impl<'a> Wants<'a> {
         let deleting = o.plan.metadata.deletion_timestamp.is_some();
         let suspended = spec.suspend.unwrap_or(false)
             || spec.suspend_until.as_ref().is_some_and(|u| u.0 > o.now);
+        let held = deleting || suspended;
+        let wish = |i: usize| o.wishes.targets.get(i);
         Self {
             names: spec.targets.iter().map(|t| t.name.as_str()).collect(),
             deleting,
             suspended,
-            asleep: !deleting && !suspended && o.schedule.in_off_hours,
+            each: (0..spec.targets.len())
+                .map(|i| !held && wish(i).map_or(o.schedule.in_off_hours, |w| w.asleep))
+                .collect(),
+            departs: (0..spec.targets.len())
+                .map(|i| wish(i).and_then(|w| w.departs.clone()).filter(|_| !held))
+                .collect(),
         }
     }
+
+    /// Targets whose wish differs from the side their last operation left them on, by the
+    /// operation that brings them there: `(wake, sleep)`. A target whose last operation failed
+    /// counts as well when it is outside the current operation, or with `all_failed`: it is
+    /// run again when the next operation in its direction starts.
+    fn differing(
+        &self,
+        targets: &[TargetStatus],
+        cycle: &CycleStatus,
+        all_failed: bool,
+    ) -> (Vec<usize>, Vec<usize>) {
+        let mut wake = vec![];
+        let mut sleep = vec![];
+        for (i, name) in self.names.iter().enumerate() {
+            let t = targets.iter().find(|t| t.name == *name);
+            let side = t.and_then(|t| t.operation).unwrap_or(match t {
+                Some(_) => cycle.operation,
+                None => Operation::WakeUp,
+            });
+            let failed = t.is_some_and(|t| {
+                t.state.is_terminal() && !t.state.is_success() && (all_failed || !in_operation(t))
+            });
+            match (self.each[i], side) {
+                (false, Operation::Hibernate) => wake.push(i),
+                (true, Operation::WakeUp) => sleep.push(i),
+                (false, Operation::WakeUp) | (true, Operation::Hibernate) if failed => {
+                    if self.each[i] {
+                        sleep.push(i)
+                    } else {
+                        wake.push(i)
+                    }
+                }
+                _ => {}
+            }
+        }
+        (wake, sleep)
+    }
+}
+
+/// True for a target of the current operation (the others carry the state of their own last
+/// operation, see [`CycleStatus::targets`]).
+pub(crate) fn in_operation(t: &TargetStatus) -> bool {
+    t.operation.is_none()
 }
 
 /// Decides what to do.
@@ -260,6 +317,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     );
 
     let (mut stalled, new_hibernation) = step_operation(&mut status, &mut d, &wants, retry_now, o);
+    for t in &mut status.targets {
+        let i = wants.names.iter().position(|n| *n == t.name);
+        t.schedule_override = i.and_then(|i| wants.departs[i].clone());
+    }
     let failure = settle_operation(&mut status, &mut d, o);
     let phase = phase_of(
         &status,
@@ -269,14 +330,14 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     );
     status.phase = Some(phase);
 
-    restored::update_ledger(&mut status, o, &wants.names, new_hibernation);
+    restored::update_ledger(&mut status, o, &wants.names, new_hibernation.is_some());
     let restore_problem = restored::evaluate(&mut status, &mut d, o, &wants.names, ack_now);
     d.retire = o.restore.restored();
-    if new_hibernation {
-        // Acknowledged records of targets still in the plan have been seen; tonight's records
+    if let Some(scope) = &new_hibernation {
+        // Acknowledged records of the targets going to sleep have been seen; tonight's records
         // replace them. Those of removed targets stay.
         d.retire
-            .extend(o.restore.acknowledged(|t| wants.names.contains(&t)));
+            .extend(o.restore.acknowledged(|t| scope.iter().any(|s| s == t)));
     }
     if wants.deleting {
         deletion(&mut status, &mut d, o, &wants.names);
@@ -301,8 +362,20 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     );
     target_events(&status, &prev, &mut d, o);
 
-    // Look again at the next schedule boundary, retry or end of suspension.
+    // Look again at the next schedule boundary (the plan's or a target's), retry or end of
+    // suspension; at once when an operation ended and targets wait for the next one.
     d.requeue_at = earliest(d.requeue_at, o.schedule.next_transition().map(|t| t.at));
+    d.requeue_at = earliest(d.requeue_at, o.wishes.next_change);
+    if let Some(cycle) = status
+        .current_cycle
+        .as_ref()
+        .filter(|c| c.finished_at.is_some())
+    {
+        let (wake, sleep) = wants.differing(&status.targets, cycle, false);
+        if !wake.is_empty() || !sleep.is_empty() {
+            d.requeue_at = Some(o.now);
+        }
+    }
     if let Some(u) = &plan.spec.suspend_until
         && u.0 > o.now
     {
@@ -339,55 +412,82 @@ fn take_token(plan: &HibernationPlan, annotation: &str, handled: &mut Option<Str
 }
 
 /// Advances, holds, switches or starts an operation. Returns why the plan is stalled, if it
-/// is, and whether a new hibernation began.
+/// is, and the targets of a hibernation that began.
 fn step_operation(
     status: &mut HibernationPlanStatus,
     d: &mut Decision,
     wants: &Wants<'_>,
     retry_now: bool,
     o: &Observed<'_>,
-) -> (Option<(&'static str, String)>, bool) {
+) -> (Option<(&'static str, String)>, Option<Vec<String>>) {
     let prev = o.plan.status.clone().unwrap_or_default();
     let names = &wants.names;
     let Some(cycle) = prev.current_cycle.clone() else {
-        if wants.asleep {
+        let sleepers: Vec<usize> = (0..names.len()).filter(|&i| wants.each[i]).collect();
+        if !sleepers.is_empty() {
             let id = cycle_id(o.schedule.current_since.unwrap_or(o.now), None);
-            start_operation(status, d, Operation::Hibernate, id, names, o);
-            return (None, true);
+            let scope = start_operation(status, d, Operation::Hibernate, id, &sleepers, o);
+            return (None, Some(scope));
         }
         if let Some(newest) = restored::asleep_in_spec(o, names).values().max() {
             // Restore data but no operation on record (status lost): wake up what it holds.
-            start_operation(status, d, Operation::WakeUp, newest.clone(), names, o);
+            let all: Vec<usize> = (0..names.len()).collect();
+            start_operation(status, d, Operation::WakeUp, newest.clone(), &all, o);
         }
-        return (None, false);
+        return (None, None);
     };
     let mut targets = observe_targets(names, &cycle, &prev.targets, o.jobs, o.now);
     let running = targets.iter().any(|t| t.state == TargetState::Running);
-    if (cycle.operation == Operation::Hibernate) == wants.asleep {
+    let agrees = (0..names.len())
+        .filter(|&i| in_operation(&targets[i]))
+        .all(|i| wants.each[i] == (cycle.operation == Operation::Hibernate));
+    let (wake, sleep) = wants.differing(&targets, &cycle, false);
+    let others_wait = !wake.is_empty() || !sleep.is_empty();
+    if agrees && !(others_wait && cycle.finished_at.is_some()) {
         let stalled = advance(status, d, &cycle, &mut targets, retry_now, o);
         status.targets = targets;
-        if status.targets.iter().any(|t| !t.state.is_terminal())
+        if status
+            .targets
+            .iter()
+            .any(|t| in_operation(t) && !t.state.is_terminal())
             && let Some(c) = status.current_cycle.as_mut()
         {
             c.finished_at = None;
         }
-        return (stalled, false);
+        return (stalled, None);
     }
     if running {
         // Let the running Jobs end; start nothing new.
         status.targets = targets;
-        return (None, false);
+        return (None, None);
     }
     if cycle.finished_at.is_none() {
         finish_operation(status, d, &cycle, &targets, o.now, true);
     }
-    if wants.asleep {
+    next_operation(status, d, wants, &cycle, targets, o)
+}
+
+/// The operation after `cycle`: targets that should be awake and are not wake up first; else
+/// targets that should sleep and do not go to sleep. Nothing to do leaves the plan steady.
+fn next_operation(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    wants: &Wants<'_>,
+    cycle: &CycleStatus,
+    targets: Vec<TargetStatus>,
+    o: &Observed<'_>,
+) -> (Option<(&'static str, String)>, Option<Vec<String>>) {
+    let (wake, sleep) = wants.differing(&targets, cycle, true);
+    status.targets = targets;
+    if !wake.is_empty() {
+        start_operation(status, d, Operation::WakeUp, cycle.id.clone(), &wake, o);
+        (None, None)
+    } else if !sleep.is_empty() {
         let id = cycle_id(o.schedule.current_since.unwrap_or(o.now), Some(&cycle.id));
-        start_operation(status, d, Operation::Hibernate, id, names, o);
-        (None, true)
+        let scope = start_operation(status, d, Operation::Hibernate, id, &sleep, o);
+        (None, Some(scope))
     } else {
-        start_operation(status, d, Operation::WakeUp, cycle.id.clone(), names, o);
-        (None, false)
+        (None, None)
     }
 }
 
@@ -401,14 +501,10 @@ fn settle_operation(
     let prev = o.plan.status.clone().unwrap_or_default();
     let mut failure: Option<String> = None;
     if let Some(cycle) = status.current_cycle.clone() {
-        let all_terminal = status.targets.iter().all(|t| t.state.is_terminal());
-        let running = status
-            .targets
-            .iter()
-            .any(|t| t.state == TargetState::Running);
-        let failed: Vec<&TargetStatus> = status
-            .targets
-            .iter()
+        let ours = || status.targets.iter().filter(|t| in_operation(t));
+        let all_terminal = ours().all(|t| t.state.is_terminal());
+        let running = ours().any(|t| t.state == TargetState::Running);
+        let failed: Vec<&TargetStatus> = ours()
             .filter(|t| matches!(t.state, TargetState::Failed | TargetState::Aborted))
             .collect();
         let halted = match o.plan.failure_mode() {
@@ -431,7 +527,7 @@ fn settle_operation(
         }
         let waiting_for_retry = status.retry.as_ref().is_some_and(|r| r.next_at.is_some());
         if all_terminal && cycle.finished_at.is_none() && !waiting_for_retry {
-            let targets = status.targets.clone();
+            let targets: Vec<TargetStatus> = ours().cloned().collect();
             finish_operation(status, d, &cycle, &targets, o.now, false);
         }
     }
@@ -439,7 +535,12 @@ fn settle_operation(
         // Keep the last error while a retry is pending.
         status.retry.as_ref().and_then(|_| prev.last_error.clone())
     });
-    if failure.is_none() && status.targets.iter().all(|t| t.state.is_terminal()) {
+    if failure.is_none()
+        && status
+            .targets
+            .iter()
+            .all(|t| !in_operation(t) || t.state.is_terminal())
+    {
         status.retry = None;
     }
     failure
@@ -457,6 +558,9 @@ fn phase_of(
         Some(c) => match (c.operation, c.finished_at.is_some()) {
             (Operation::Hibernate, false) => Phase::Hibernating,
             (Operation::WakeUp, false) => Phase::WakingUp,
+            _ if !awake_targets(status).is_empty() && !asleep_targets(status).is_empty() => {
+                Phase::PartlyAwake
+            }
             (Operation::Hibernate, true) => Phase::Hibernated,
             (Operation::WakeUp, true) => Phase::Active,
         },
@@ -629,15 +733,61 @@ fn set_conditions(
     }
 }
 
+/// The side a target's last operation left it on.
+fn side(status: &HibernationPlanStatus, t: &TargetStatus) -> Option<Operation> {
+    t.operation
+        .or(status.current_cycle.as_ref().map(|c| c.operation))
+}
+
+/// Targets whose last operation woke them up.
+fn awake_targets(status: &HibernationPlanStatus) -> Vec<&TargetStatus> {
+    status
+        .targets
+        .iter()
+        .filter(|t| side(status, t) == Some(Operation::WakeUp))
+        .collect()
+}
+
+/// Targets whose last operation put them to sleep.
+fn asleep_targets(status: &HibernationPlanStatus) -> Vec<&TargetStatus> {
+    status
+        .targets
+        .iter()
+        .filter(|t| side(status, t) == Some(Operation::Hibernate))
+        .collect()
+}
+
+/// `prod-db (awake: needed by prod-cluster), prod-cluster (awake: ScheduleException x) awake;
+/// the other 3 asleep`.
+fn partly_awake_message(status: &HibernationPlanStatus) -> String {
+    let awake: Vec<String> = awake_targets(status)
+        .iter()
+        .map(|t| match &t.schedule_override {
+            Some(why) => format!("{} ({why})", t.name),
+            None => t.name.clone(),
+        })
+        .collect();
+    let asleep = asleep_targets(status).len();
+    format!(
+        "{} awake; {} asleep",
+        awake.join(", "),
+        if asleep == 1 {
+            "1 other target".to_string()
+        } else {
+            format!("the other {asleep} targets")
+        }
+    )
+}
+
 fn hibernated_condition(
     status: &HibernationPlanStatus,
     phase: Phase,
     failed: bool,
 ) -> (bool, &'static str, String) {
-    let asleep = status
-        .current_cycle
-        .as_ref()
-        .is_some_and(|c| c.operation == Operation::Hibernate && c.finished_at.is_some() && !failed);
+    let asleep =
+        status.current_cycle.as_ref().is_some_and(|c| {
+            c.operation == Operation::Hibernate && c.finished_at.is_some() && !failed
+        }) && awake_targets(status).is_empty();
     let last_error = || status.last_error.clone().unwrap_or_default();
     let (reason, message) = match (asleep, phase) {
         (true, _) => ("Hibernated", "every target is asleep".to_string()),
@@ -648,6 +798,7 @@ fn hibernated_condition(
             _ => ("WakeUpFailed", last_error()),
         },
         (false, Phase::Hibernated) => ("PartiallyHibernated", last_error()),
+        (false, Phase::PartlyAwake) => ("PartlyAwake", partly_awake_message(status)),
         (false, _) => ("Awake", "the targets are awake".to_string()),
     };
     (asleep, reason, message)
@@ -667,7 +818,7 @@ fn target_events(
         .as_ref()
         .map(|c| c.operation)
         .unwrap_or(Operation::Hibernate);
-    for t in &status.targets {
+    for t in status.targets.iter().filter(|t| in_operation(t)) {
         let before = prev
             .targets
             .iter()
@@ -738,7 +889,7 @@ fn advance(
     let graph = o.graph.for_operation(cycle.operation);
     let running = targets.iter().any(|t| t.state == TargetState::Running);
     let failed: Vec<usize> = (0..targets.len())
-        .filter(|&i| targets[i].state == TargetState::Failed)
+        .filter(|&i| in_operation(&targets[i]) && targets[i].state == TargetState::Failed)
         .collect();
     let mut stalled = None;
     // A wake-up retried on request also runs the targets that completed with resources left
@@ -747,7 +898,9 @@ fn advance(
         let asleep = restored::asleep_in_spec(o, &names);
         (0..targets.len())
             .filter(|&i| {
-                targets[i].state.is_success() && asleep.contains_key(targets[i].name.as_str())
+                in_operation(&targets[i])
+                    && targets[i].state.is_success()
+                    && asleep.contains_key(targets[i].name.as_str())
             })
             .collect()
     } else {
@@ -763,8 +916,7 @@ fn advance(
     {
         return stalled;
     }
-    let states: Vec<TargetState> = targets.iter().map(|t| t.state).collect();
-    let step = graph.step(&states, plan.failure_mode());
+    let step = graph.step(&step_states(targets), plan.failure_mode());
     for &i in &step.abort {
         let deps: Vec<&str> = graph
             .dependencies(i)
@@ -803,6 +955,21 @@ fn advance(
     stalled
 }
 
+/// The states the graph steps on: a target outside the operation counts as done (Skipped), so
+/// it neither waits nor blocks anything.
+fn step_states(targets: &[TargetStatus]) -> Vec<TargetState> {
+    targets
+        .iter()
+        .map(|t| {
+            if in_operation(t) {
+                t.state
+            } else {
+                TargetState::Skipped
+            }
+        })
+        .collect()
+}
+
 /// A target to run again gets its next attempt number now, so that the failed Job of the
 /// previous attempt no longer speaks for it.
 fn repend(targets: &mut [TargetStatus], i: usize) {
@@ -821,7 +988,7 @@ fn retry_on_request(
     unrestored: &[usize],
 ) {
     let aborted: Vec<usize> = (0..targets.len())
-        .filter(|&i| targets[i].state == TargetState::Aborted)
+        .filter(|&i| in_operation(&targets[i]) && targets[i].state == TargetState::Aborted)
         .collect();
     for &i in failed.iter().chain(&aborted).chain(unrestored) {
         repend(targets, i);
@@ -928,6 +1095,13 @@ fn observe_targets(
         .iter()
         .map(|&name| {
             let recorded = prev.iter().find(|t| t.name == name).cloned();
+            // Outside the operation: the state of the target's own last operation stands.
+            if let Some(r) = recorded.as_ref().filter(|r| !in_operation(r)) {
+                return r.clone();
+            }
+            if !cycle.runs(name) {
+                return not_in_operation(name);
+            }
             let latest = jobs
                 .iter()
                 .filter(|j| {
@@ -971,6 +1145,16 @@ fn observe_targets(
         .collect()
 }
 
+/// A target added to the plan during a partial operation: awake, untouched.
+fn not_in_operation(name: &str) -> TargetStatus {
+    TargetStatus {
+        state: TargetState::Skipped,
+        message: Some("not part of the current operation".into()),
+        operation: Some(Operation::WakeUp),
+        ..pending(name)
+    }
+}
+
 fn pending(name: &str) -> TargetStatus {
     TargetStatus {
         name: name.to_string(),
@@ -983,30 +1167,63 @@ fn pending(name: &str) -> TargetStatus {
         finished_at: None,
         resources_recorded: None,
         resources_restored: None,
+        operation: None,
+        cycle: None,
+        schedule_override: None,
     }
 }
 
+/// Starts `op` for the targets `scope` (indices into `spec.targets`); the others keep the state
+/// of their last operation. Returns the names of the targets it runs.
 fn start_operation(
     status: &mut HibernationPlanStatus,
     d: &mut Decision,
     op: Operation,
     id: String,
-    names: &[&str],
+    scope: &[usize],
     o: &Observed<'_>,
-) {
+) -> Vec<String> {
+    let names: Vec<&str> = o
+        .plan
+        .spec
+        .targets
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    let scope_names: Vec<String> = scope.iter().map(|&i| names[i].to_string()).collect();
+    let before = status.current_cycle.clone();
     status.current_cycle = Some(CycleStatus {
         id: id.clone(),
         operation: op,
         started_at: t(o.now),
         finished_at: None,
+        targets: if scope.len() == names.len() {
+            vec![]
+        } else {
+            scope_names.clone()
+        },
     });
     status.retry = None;
     status.last_error = None;
-    let asleep = restored::asleep_in_spec(o, names);
+    let asleep = restored::asleep_in_spec(o, &names);
+    let old = std::mem::take(&mut status.targets);
     status.targets = names
         .iter()
-        .map(|&n| {
+        .enumerate()
+        .map(|(i, &n)| {
+            let was = old.iter().find(|t| t.name == n);
+            if !scope.contains(&i) {
+                return carried(was, n, before.as_ref());
+            }
             let mut s = pending(n);
+            // Run again in the same operation of the same cycle: the next attempt, so that the
+            // Job of the last one does not speak for it.
+            if let Some(w) = was
+                && w.operation.or(before.as_ref().map(|c| c.operation)) == Some(op)
+                && w.cycle.as_deref().or(before.as_ref().map(|c| c.id.as_str())) == Some(&id)
+            {
+                s.attempts = w.attempts + 1;
+            }
             if op == Operation::WakeUp {
                 let (recorded, missing) = restored::counts_at_wake_up(status, o, n);
                 s.resources_recorded = Some(recorded);
@@ -1030,28 +1247,28 @@ fn start_operation(
     // Jobs of this operation may exist already (the status that recorded its start was lost):
     // adopt them rather than start twice.
     let cycle = status.current_cycle.clone().expect("set above");
-    status.targets = observe_targets(names, &cycle, &status.targets, o.jobs, o.now);
+    status.targets = observe_targets(&names, &cycle, &status.targets, o.jobs, o.now);
     let graph = o.graph.for_operation(op);
-    let states: Vec<TargetState> = status.targets.iter().map(|t| t.state).collect();
     let step = if o.reference_problem.is_some()
         || (op == Operation::Hibernate && o.refuse_hibernation.is_some())
     {
         Default::default()
     } else {
-        graph.step(&states, o.plan.failure_mode())
+        graph.step(&step_states(&status.targets), o.plan.failure_mode())
     };
     let plan_name = o.plan.metadata.name.as_deref().unwrap_or_default();
     for &i in &step.start {
+        let tgt = &mut status.targets[i];
+        let attempt = tgt.attempts.max(1);
         d.create.push(JobRequest {
             target: i,
             operation: op,
             cycle: id.clone(),
-            attempt: 1,
+            attempt,
         });
-        let tgt = &mut status.targets[i];
         tgt.state = TargetState::Running;
-        tgt.attempts = 1;
-        tgt.job = Some(crate::jobs::job_name(plan_name, names[i], op, &id, 1));
+        tgt.attempts = attempt;
+        tgt.job = Some(crate::jobs::job_name(plan_name, names[i], op, &id, attempt));
         tgt.started_at = Some(t(o.now));
     }
     let (reason, verb) = match op {
@@ -1063,14 +1280,43 @@ fn start_operation(
     } else {
         o.schedule.reason.clone()
     };
+    let note = if scope.len() == names.len() {
+        format!(
+            "cycle {id}: {verb} of {} target(s) started ({why})",
+            names.len()
+        )
+    } else {
+        let wishes: Vec<String> = scope
+            .iter()
+            .map(
+                |&i| match o.wishes.targets.get(i).and_then(|w| w.departs.as_ref()) {
+                    Some(w) => format!("{} ({w})", names[i]),
+                    None => names[i].to_string(),
+                },
+            )
+            .collect();
+        format!("cycle {id}: {verb} of {} started", wishes.join(", "))
+    };
     d.events.push(EventRequest {
         warning: false,
         reason,
-        note: format!(
-            "cycle {id}: {verb} of {} target(s) started ({why})",
-            names.len()
-        ),
+        note,
     });
+    scope_names
+}
+
+/// A target outside a new operation keeps its state, now marked with the operation and cycle
+/// it belongs to.
+fn carried(was: Option<&TargetStatus>, name: &str, before: Option<&CycleStatus>) -> TargetStatus {
+    let Some(was) = was else {
+        return not_in_operation(name);
+    };
+    let mut t = was.clone();
+    if t.operation.is_none() {
+        t.operation = before.map(|c| c.operation);
+        t.cycle = before.map(|c| c.id.clone());
+    }
+    t
 }
 
 fn finish_operation(
@@ -1083,7 +1329,7 @@ fn finish_operation(
 ) {
     let failed: Vec<String> = targets
         .iter()
-        .filter(|t| !t.state.is_success())
+        .filter(|t| in_operation(t) && !t.state.is_success())
         .map(|t| t.name.clone())
         .collect();
     let succeeded = failed.is_empty();
@@ -1184,6 +1430,7 @@ fn phase_message(phase: Phase, status: &HibernationPlanStatus) -> String {
         Phase::Hibernating => "putting the targets to sleep".into(),
         Phase::Hibernated => format!("every target is asleep{next}"),
         Phase::WakingUp => "waking the targets up".into(),
+        Phase::PartlyAwake => format!("{}{next}", partly_awake_message(status)),
         Phase::Suspended => "suspended: the targets are kept awake".into(),
         Phase::Error => status.last_error.clone().unwrap_or_default(),
     }

@@ -17,6 +17,7 @@ use hibernator_api::plan::{
 use hibernator_api::runner::{AwsCredentials, AwsSettings, ConnectorSettings, KubernetesSettings};
 use hibernator_api::schedule::{CompiledSchedule, Exception};
 use hibernator_api::validate::plan_semantics;
+use hibernator_api::wishes::target_wishes;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
@@ -501,6 +502,7 @@ fn count_phases(ctx: &Context) {
         Phase::Hibernating,
         Phase::Hibernated,
         Phase::WakingUp,
+        Phase::PartlyAwake,
         Phase::Suspended,
         Phase::Error,
     ]
@@ -610,7 +612,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     }
 
     // The schedule with its exceptions.
-    let exceptions = plan_exceptions(ctx, &ns, &name).await?;
+    let exceptions = plan_exceptions(ctx, plan).await?;
     let schedule = CompiledSchedule::new(
         &plan.spec.schedule,
         exceptions
@@ -642,6 +644,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     }
     let restore = RestoreView::from_data(&loaded.data);
     let graph = ExecutionGraph::compile(&plan.spec).expect("validated above");
+    let wishes = target_wishes(&schedule, &evaluation, &graph, now);
     let unsafe_selectors = hibernator_api::validate::unsafe_selectors(plan);
     let refuse_hibernation = if unsafe_selectors.is_empty() {
         crate::selfguard::check(plan, &connectors, &ctx.self_guard).map(|m| ("SelfHibernation", m))
@@ -658,6 +661,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         plan,
         graph: &graph,
         schedule: &evaluation,
+        wishes: &wishes,
         now,
         real_now,
         jobs: &jobs,
@@ -1383,14 +1387,22 @@ type PlanExceptions = Vec<(Arc<ScheduleException>, Result<Exception, String>)>;
 /// doing what it does without it, and the exception's status says why. A calendar that cannot
 /// be read right now (the API server did not answer) fails the reconcile, to be tried again:
 /// a holiday must not end because of a hiccup.
-async fn plan_exceptions(ctx: &Context, ns: &str, plan: &str) -> Result<PlanExceptions, Error> {
+async fn plan_exceptions(ctx: &Context, plan: &HibernationPlan) -> Result<PlanExceptions, Error> {
+    let ns = plan.namespace().unwrap_or_default();
+    let ns = ns.as_str();
+    let name = plan.name_any();
     let mut out = Vec::new();
     for e in ctx.exceptions.state() {
-        if e.namespace().as_deref() != Some(ns) || e.spec.plan_ref.name != plan {
+        if e.namespace().as_deref() != Some(ns) || e.spec.plan_ref.name != name {
             continue;
         }
-        let compiled = match Exception::from_object(&e) {
-            Err(err) => Err(format!("the exception cannot be used: {err}")),
+        let compiled = match Exception::from_object(&e)
+            .map_err(|err| format!("the exception cannot be used: {err}"))
+            .and_then(|x| match unknown_targets(&x, plan) {
+                Some(why) => Err(why),
+                None => Ok(x),
+            }) {
+            Err(why) => Err(why),
             Ok(x) => match &e.spec.calendar_ref {
                 None => Ok(x),
                 Some(r) => match calendar_text(ctx, ns, &r.name, &r.key).await? {
@@ -1407,6 +1419,30 @@ async fn plan_exceptions(ctx: &Context, ns: &str, plan: &str) -> Result<PlanExce
         out.push((e.clone(), compiled));
     }
     Ok(out)
+}
+
+/// Why an exception's `targets` cannot be used: names that are not targets of the plan.
+fn unknown_targets(x: &Exception, plan: &HibernationPlan) -> Option<String> {
+    let names: Vec<&str> = plan.spec.targets.iter().map(|t| t.name.as_str()).collect();
+    let unknown: Vec<&str> = x
+        .targets
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !names.contains(t))
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "spec.targets: {} not a target of plan {} (its targets: {}); the exception is ignored until this is fixed",
+            unknown
+                .iter()
+                .map(|t| format!("{t:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+                + if unknown.len() == 1 { " is" } else { " are" },
+            plan.name_any(),
+            names.join(", ")
+        )
+    })
 }
 
 /// The iCalendar text a `calendarRef` points at, or why there is none (a mistake to report).
@@ -1493,7 +1529,15 @@ async fn update_exceptions(ctx: &Context, exceptions: &PlanExceptions, now: Time
                 } else if now < x.valid_until {
                     (
                         ExceptionState::Active,
-                        format!("applies until {}", x.valid_until),
+                        if x.targets.is_empty() {
+                            format!("applies until {}", x.valid_until)
+                        } else {
+                            format!(
+                                "applies until {} to {} (and the targets they need)",
+                                x.valid_until,
+                                x.targets.join(", ")
+                            )
+                        },
                     )
                 } else {
                     (

@@ -154,3 +154,24 @@ fn controller_semantics_on_typed_plans() {
         ]
     );
 }
+
+#[test]
+fn an_exception_target_that_is_almost_right_gets_a_suggestion() {
+    let mut docs = seed();
+    docs.push(exception());
+    set(
+        doc_mut(&mut docs, "ScheduleException"),
+        "/spec/targets",
+        json!(["prod-clustr"]),
+    );
+    let report = validate_documents(&docs, Options::default());
+    let p = report
+        .problems
+        .iter()
+        .find(|p| p.field == "spec.targets[0]")
+        .unwrap_or_else(|| panic!("{:#?}", report.problems));
+    assert_eq!(
+        p.hint.as_deref(),
+        Some("did you mean \"prod-cluster\"? its targets: prod-db, prod-cluster")
+    );
+}

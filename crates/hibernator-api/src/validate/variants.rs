@@ -549,6 +549,14 @@ pub fn cases() -> Vec<Case> {
             value: Some("\"staging-offhours\""),
         },
         Case {
+            name: "exception for a target the plan does not have",
+            kind: "ScheduleException",
+            change: |p| set(p, "/spec/targets", json!(["prod-db", "prod-clustr"])),
+            field: "spec.targets[1]",
+            message: "\"prod-clustr\" is not a target of the plan",
+            value: Some("\"prod-clustr\""),
+        },
+        Case {
             name: "unknown kind in our group",
             kind: PLAN,
             change: |p| set(p, "/kind", json!("HibernatePlan")),

@@ -22,7 +22,7 @@ use hibernator_api::plan::{
 };
 use hibernator_api::restore::WakeUpOutcome;
 
-use super::{Decision, EventRequest, Observed};
+use super::{Decision, EventRequest, Observed, in_operation};
 
 /// Reasons of `Restored=False`, most serious first.
 pub const RESTORE_DATA_MISSING: &str = "RestoreDataMissing";
@@ -382,25 +382,21 @@ fn account_problems(
 /// A wake-up has done what it will do: nothing runs, no retry is due, and either every target
 /// is done or a failure halted the rest (Strict).
 fn wake_up_settled(status: &HibernationPlanStatus) -> bool {
-    let failed = status
-        .targets
-        .iter()
-        .any(|t| matches!(t.state, TargetState::Failed | TargetState::Aborted));
+    let ours = || status.targets.iter().filter(|t| in_operation(t));
+    let failed = ours().any(|t| matches!(t.state, TargetState::Failed | TargetState::Aborted));
     status
         .current_cycle
         .as_ref()
         .is_some_and(|c| c.operation == Operation::WakeUp)
-        && !status
-            .targets
-            .iter()
-            .any(|t| t.state == TargetState::Running)
+        && !ours().any(|t| t.state == TargetState::Running)
         && status.retry.as_ref().is_none_or(|r| r.next_at.is_none())
-        && (failed || status.targets.iter().all(|t| t.state.is_terminal()))
+        && (failed || ours().all(|t| t.state.is_terminal()))
 }
 
 /// The records a settled wake-up left asleep: not found, not restored, or never reported.
+/// Targets outside a partial wake-up were not woken: their records are asleep on purpose.
 fn wake_up_problems(p: &mut Problems, status: &HibernationPlanStatus, o: &Observed<'_>) {
-    for t in &status.targets {
+    for t in status.targets.iter().filter(|t| in_operation(t)) {
         let Some(view) = o.restore.targets.get(&t.name) else {
             continue;
         };
@@ -585,16 +581,29 @@ fn wake_up_restored_everything(
     if acknowledged_since {
         return false;
     }
-    let (restored, recorded) = status.targets.iter().fold((0, 0), |(r, t), s| {
-        (
-            r + s.resources_restored.unwrap_or(0),
-            t + s.resources_recorded.unwrap_or(0),
+    let (restored, recorded) =
+        status
+            .targets
+            .iter()
+            .filter(|t| in_operation(t))
+            .fold((0, 0), |(r, t), s| {
+                (
+                    r + s.resources_restored.unwrap_or(0),
+                    t + s.resources_recorded.unwrap_or(0),
+                )
+            });
+    let message = if cycle.targets.is_empty() {
+        format!(
+            "every resource put to sleep in cycle {} is back ({restored} of {recorded})",
+            cycle.id
         )
-    });
-    let message = format!(
-        "every resource put to sleep in cycle {} is back ({restored} of {recorded})",
-        cycle.id
-    );
+    } else {
+        format!(
+            "every resource of {} woken up in cycle {} is back ({restored} of {recorded}); the other targets sleep on",
+            cycle.targets.join(", "),
+            cycle.id
+        )
+    };
     set_restored(status, o, true, "Restored", &message);
     if prev.is_some_and(|c| c.status == "False") {
         d.events.push(EventRequest {
@@ -616,7 +625,7 @@ fn count_restored(status: &mut HibernationPlanStatus, o: &Observed<'_>) {
         return;
     }
     for t in &mut status.targets {
-        let Some(recorded) = t.resources_recorded else {
+        let Some(recorded) = t.resources_recorded.filter(|_| t.operation.is_none()) else {
             continue;
         };
         let view = o.restore.targets.get(&t.name);

@@ -7,7 +7,7 @@ use hibernator_api::common::find_condition;
 use hibernator_api::fixtures::PlanBuilder;
 use hibernator_api::params::TargetType;
 use hibernator_api::plan::{FailureMode, HibernationPlan, Operation, Phase, TargetState};
-use hibernator_api::schedule::CompiledSchedule;
+use hibernator_api::schedule::{CompiledSchedule, Exception};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
@@ -30,6 +30,8 @@ struct World {
     refuse_hibernation: Option<(&'static str, String)>,
     events: Vec<EventRequest>,
     released: bool,
+    /// ScheduleExceptions of the plan.
+    exceptions: Vec<hibernator_api::schedule::Exception>,
 }
 
 fn ny(s: &str) -> Timestamp {
@@ -71,6 +73,7 @@ impl World {
             refuse_hibernation: None,
             events: vec![],
             released: false,
+            exceptions: vec![],
         }
     }
 
@@ -145,13 +148,15 @@ impl World {
     /// The decision on the world as it is, applying nothing.
     fn decide(&self) -> Decision {
         let graph = ExecutionGraph::compile(&self.plan.spec).unwrap();
-        let schedule = CompiledSchedule::new(&self.plan.spec.schedule, vec![])
-            .unwrap()
-            .evaluate(self.now);
+        let compiled =
+            CompiledSchedule::new(&self.plan.spec.schedule, self.exceptions.clone()).unwrap();
+        let schedule = compiled.evaluate(self.now);
+        let wishes = hibernator_api::wishes::target_wishes(&compiled, &schedule, &graph, self.now);
         decide(&Observed {
             plan: &self.plan,
             graph: &graph,
             schedule: &schedule,
+            wishes: &wishes,
             now: self.now,
             real_now: self.now,
             jobs: &self.jobs,
@@ -1053,5 +1058,241 @@ fn records_lost_after_the_wake_up_restored_them_are_not_reported() {
     );
     w.finish("prod-db", true);
     w.reconcile();
+    assert_eq!(w.condition("Restored"), cond("True", "Restored"));
+}
+
+/// Three targets woken up in the order prod-db, prod-cluster, prod-app (hibernated the other
+/// way round): the cluster needs the database, the app needs the cluster.
+fn three_tier_plan() -> HibernationPlan {
+    let mut p = PlanBuilder::new("prod-offhours")
+        .namespace("hibernator-system")
+        .target("prod-db", TargetType::Noop)
+        .target("prod-cluster", TargetType::Noop)
+        .target("prod-app", TargetType::Noop)
+        .dag(&[("prod-app", "prod-cluster"), ("prod-cluster", "prod-db")])
+        .max_concurrency(3)
+        .build();
+    p.metadata.generation = Some(1);
+    p
+}
+
+/// A ScheduleException for some targets, all day from `from` to `until` (New York).
+fn scoped(name: &str, type_: &str, targets: &[&str], from: &str, until: &str) -> Exception {
+    let e: hibernator_api::ScheduleException = serde_json::from_value(json!({
+        "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "ScheduleException",
+        "metadata": {"name": name, "namespace": "hibernator-system"},
+        "spec": {
+            "planRef": {"name": "prod-offhours"},
+            "type": type_,
+            "validFrom": ny(from).to_string(),
+            "validUntil": ny(until).to_string(),
+            "targets": targets,
+            "windows": [
+                {"start": "00:00", "end": "12:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]},
+                {"start": "12:00", "end": "00:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]},
+            ],
+        },
+    }))
+    .unwrap();
+    Exception::from_object(&e).unwrap()
+}
+
+/// Runs the current operation to its end, every runner succeeding; returns the order in which
+/// the targets ran.
+fn run_to_end(w: &mut World) -> Vec<String> {
+    let mut order = vec![];
+    w.reconcile();
+    for _ in 0..10 {
+        let running = w.running();
+        if running.is_empty() {
+            break;
+        }
+        for t in running {
+            w.advance(SignedDuration::from_secs(20));
+            w.finish(&t, true);
+            order.push(t);
+        }
+        w.reconcile();
+    }
+    order
+}
+
+fn entry<'a>(w: &'a World, target: &str) -> &'a hibernator_api::plan::TargetStatus {
+    w.status()
+        .targets
+        .iter()
+        .find(|t| t.name == target)
+        .unwrap()
+}
+
+#[test]
+fn a_target_woken_by_an_exception_wakes_what_it_needs_and_sleeps_again_at_its_end() {
+    let mut w = World::new(three_tier_plan(), ny("2026-11-26T20:00"));
+    assert_eq!(run_to_end(&mut w), ["prod-app", "prod-cluster", "prod-db"]);
+    assert_eq!(w.phase(), Phase::Hibernated);
+
+    // 23:00: keep prod-cluster awake until 01:00.
+    w.now = ny("2026-11-26T23:00");
+    w.exceptions = vec![scoped(
+        "wake-cluster",
+        "suspend",
+        &["prod-cluster"],
+        "2026-11-26T23:00",
+        "2026-11-27T01:00",
+    )];
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::WakingUp);
+    assert_eq!(
+        w.running(),
+        ["prod-db"],
+        "the database first: the cluster needs it"
+    );
+    let cycle = w.status().current_cycle.clone().unwrap();
+    assert_eq!(cycle.operation, Operation::WakeUp);
+    assert_eq!(cycle.targets, ["prod-db", "prod-cluster"]);
+    assert_eq!(
+        entry(&w, "prod-db").schedule_override.as_deref(),
+        Some("awake: needed by prod-cluster")
+    );
+    assert_eq!(
+        entry(&w, "prod-cluster").schedule_override.as_deref(),
+        Some("awake: ScheduleException wake-cluster")
+    );
+    let app = entry(&w, "prod-app");
+    assert_eq!(
+        (app.state, app.operation, app.schedule_override.clone()),
+        (TargetState::Completed, Some(Operation::Hibernate), None),
+        "prod-app keeps its hibernation"
+    );
+    assert!(
+        w.events.iter().any(|e| e.reason == "WakeUpStarted"
+            && e.note.contains("prod-db (awake: needed by prod-cluster)")),
+        "{:?}",
+        w.events
+    );
+    w.advance(SignedDuration::from_secs(20));
+    w.finish("prod-db", true);
+    w.reconcile();
+    assert_eq!(w.running(), ["prod-cluster"]);
+    w.finish("prod-cluster", true);
+    let d = w.reconcile();
+    assert_eq!(w.phase(), Phase::PartlyAwake);
+    assert_eq!(w.condition("Ready"), cond("True", "PartlyAwake"));
+    assert_eq!(w.condition("Stalled"), None);
+    assert_eq!(w.condition("Hibernated"), cond("False", "PartlyAwake"));
+    assert_eq!(w.condition("Restored"), cond("True", "Restored"));
+    assert!(
+        restored_message(&w).contains("prod-db, prod-cluster woken up"),
+        "{}",
+        restored_message(&w)
+    );
+    assert_eq!(
+        w.status()
+            .asleep
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["prod-app"],
+        "prod-app still counts as asleep"
+    );
+    assert_eq!(
+        d.requeue_at,
+        Some(ny("2026-11-27T01:00")),
+        "the exception's end"
+    );
+    let steady = w.status().clone();
+    let d = w.reconcile();
+    assert!(d.create.is_empty());
+    assert_eq!(w.status(), &steady, "no churn while partly awake");
+
+    // 01:00: the exception is over; both sleep again in hibernation order, in a new cycle.
+    w.now = ny("2026-11-27T01:00");
+    assert_eq!(run_to_end(&mut w), ["prod-cluster", "prod-db"]);
+    let cycle = w.status().current_cycle.clone().unwrap();
+    assert_eq!(
+        (cycle.id.as_str(), cycle.operation),
+        ("20261127t0100-2", Operation::Hibernate)
+    );
+    assert_eq!(w.phase(), Phase::Hibernated);
+    assert_eq!(w.condition("Hibernated"), cond("True", "Hibernated"));
+    assert!(
+        w.status()
+            .targets
+            .iter()
+            .all(|t| t.schedule_override.is_none())
+    );
+
+    // The morning wakes everything, each from its own records.
+    w.now = ny("2026-11-27T06:00");
+    assert_eq!(run_to_end(&mut w), ["prod-db", "prod-cluster", "prod-app"]);
+    assert_eq!(w.phase(), Phase::Active);
+    assert_eq!(w.condition("Restored"), cond("True", "Restored"));
+    assert!(w.restore.is_empty(), "every record restored and retired");
+    assert!(
+        w.status()
+            .current_cycle
+            .as_ref()
+            .unwrap()
+            .targets
+            .is_empty()
+    );
+    assert_eq!(w.jobs.len(), 3 + 2 + 2 + 3);
+}
+
+#[test]
+fn a_target_put_to_sleep_by_day_takes_what_needs_it_along() {
+    // Wednesday noon, awake: put prod-cluster to sleep for an hour; prod-app needs it.
+    let mut w = World::new(three_tier_plan(), ny("2026-11-25T12:00"));
+    w.exceptions = vec![scoped(
+        "sleep-cluster",
+        "extend",
+        &["prod-cluster"],
+        "2026-11-25T12:00",
+        "2026-11-25T13:00",
+    )];
+    assert_eq!(run_to_end(&mut w), ["prod-app", "prod-cluster"]);
+    assert_eq!(w.phase(), Phase::PartlyAwake);
+    assert_eq!(
+        entry(&w, "prod-app").schedule_override.as_deref(),
+        Some("asleep: needs prod-cluster, which sleeps")
+    );
+    assert_eq!(entry(&w, "prod-db").operation, Some(Operation::WakeUp));
+    assert_eq!(w.condition("Ready"), cond("True", "PartlyAwake"));
+    w.now = ny("2026-11-25T13:00");
+    assert_eq!(run_to_end(&mut w), ["prod-cluster", "prod-app"]);
+    assert_eq!(w.phase(), Phase::Active);
+    assert_eq!(w.condition("Restored"), cond("True", "Restored"));
+    assert!(w.restore.is_empty());
+}
+
+#[test]
+fn the_night_comes_while_a_target_is_kept_awake() {
+    // prod-db is kept awake from 19:00 to 22:00: at 20:00 only the others sleep; at 22:00
+    // prod-db follows.
+    let mut w = World::new(three_tier_plan(), ny("2026-11-26T19:00"));
+    w.exceptions = vec![scoped(
+        "keep-db",
+        "suspend",
+        &["prod-db"],
+        "2026-11-26T19:00",
+        "2026-11-26T22:00",
+    )];
+    run_to_end(&mut w);
+    assert_eq!(w.phase(), Phase::Active);
+    w.now = ny("2026-11-26T20:00");
+    assert_eq!(run_to_end(&mut w), ["prod-app", "prod-cluster"]);
+    assert_eq!(w.phase(), Phase::PartlyAwake);
+    assert_eq!(
+        w.status().current_cycle.as_ref().unwrap().targets,
+        ["prod-cluster", "prod-app"]
+    );
+    w.now = ny("2026-11-26T22:00");
+    assert_eq!(run_to_end(&mut w), ["prod-db"]);
+    assert_eq!(w.phase(), Phase::Hibernated);
+    w.now = ny("2026-11-27T06:00");
+    assert_eq!(run_to_end(&mut w), ["prod-db", "prod-cluster", "prod-app"]);
+    assert_eq!(w.phase(), Phase::Active);
+    assert!(w.restore.is_empty());
     assert_eq!(w.condition("Restored"), cond("True", "Restored"));
 }

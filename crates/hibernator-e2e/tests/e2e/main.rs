@@ -18,4 +18,5 @@ mod helm;
 mod lifecycle;
 mod morning;
 mod night;
+mod partial;
 mod workloads;

@@ -9,6 +9,7 @@
 --   Suspended    spec.suspend is true (the targets are held awake on purpose)
 --   Healthy      Ready=True, whatever the phase: a hibernated plan is healthy, sleeping on
 --                schedule is its steady state, and so is a plan held awake by suspendUntil
+--                or partly awake by a ScheduleException for some targets (PartlyAwake)
 local hs = {}
 
 local function find(conditions, kind)
