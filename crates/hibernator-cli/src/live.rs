@@ -292,47 +292,7 @@ fn print_plan(p: &HibernationPlan) {
                 .unwrap_or_default()
         );
     }
-    if !s.targets.is_empty() {
-        println!(
-            "  {:<20} {:<10} {:<7} {:<8} {:<44} MESSAGE",
-            "TARGET", "STATE", "SIDE", "ATTEMPTS", "JOB"
-        );
-        let cycle_op = s.current_cycle.as_ref().map(|c| c.operation);
-        for t in &s.targets {
-            // The side the target's last operation leaves it on (the one under way included).
-            let side = match t.operation.or(cycle_op) {
-                Some(hibernator_api::Operation::Hibernate) => "asleep",
-                Some(hibernator_api::Operation::WakeUp) => "awake",
-                None => "",
-            };
-            println!(
-                "  {:<20} {:<10} {:<7} {:<8} {:<44} {}{}",
-                t.name,
-                format!("{:?}", t.state),
-                side,
-                t.attempts,
-                t.job.clone().unwrap_or_default(),
-                {
-                    let text = if t.state.is_terminal() {
-                        t.message.clone().or(t.progress.clone())
-                    } else {
-                        t.progress.clone().or(t.message.clone())
-                    }
-                    .unwrap_or_default();
-                    match (t.resources_restored, t.resources_recorded) {
-                        (Some(r), Some(m)) if m > 0 => {
-                            format!("restored {r} of {m} resources; {text}")
-                        }
-                        _ => text,
-                    }
-                },
-                t.schedule_override
-                    .as_ref()
-                    .map(|o| format!(" [{o}]"))
-                    .unwrap_or_default()
-            );
-        }
-    }
+    print_targets(&s);
     for a in &s.asleep {
         println!(
             "  asleep: {} {} resource(s){}",
@@ -366,6 +326,53 @@ fn print_plan(p: &HibernationPlan) {
             h.id,
             part("hibernate", &h.hibernate),
             part("wake-up", &h.wake_up)
+        );
+    }
+}
+
+/// The table of a plan's targets: state, the side each is on, attempts, Job, and what it
+/// says (with why it departs from the plan's schedule).
+fn print_targets(s: &hibernator_api::plan::HibernationPlanStatus) {
+    if s.targets.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<20} {:<10} {:<7} {:<8} {:<44} MESSAGE",
+        "TARGET", "STATE", "SIDE", "ATTEMPTS", "JOB"
+    );
+    let cycle_op = s.current_cycle.as_ref().map(|c| c.operation);
+    for t in &s.targets {
+        // The side the target's last operation leaves it on (the one under way included).
+        let side = match t.operation.or(cycle_op) {
+            Some(hibernator_api::Operation::Hibernate) => "asleep",
+            Some(hibernator_api::Operation::WakeUp) => "awake",
+            None => "",
+        };
+        println!(
+            "  {:<20} {:<10} {:<7} {:<8} {:<44} {}{}",
+            t.name,
+            format!("{:?}", t.state),
+            side,
+            t.attempts,
+            t.job.clone().unwrap_or_default(),
+            {
+                let text = if t.state.is_terminal() {
+                    t.message.clone().or(t.progress.clone())
+                } else {
+                    t.progress.clone().or(t.message.clone())
+                }
+                .unwrap_or_default();
+                match (t.resources_restored, t.resources_recorded) {
+                    (Some(r), Some(m)) if m > 0 => {
+                        format!("restored {r} of {m} resources; {text}")
+                    }
+                    _ => text,
+                }
+            },
+            t.schedule_override
+                .as_ref()
+                .map(|o| format!(" [{o}]"))
+                .unwrap_or_default()
         );
     }
 }

@@ -279,23 +279,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     };
     if releases_at_once(o, &wants, &prev) {
         d.release_finalizer = true;
-        let orphans: Vec<String> = o
-            .restore
-            .asleep()
-            .into_keys()
-            .filter(|t| !wants.names.contains(&t.as_str()))
-            .collect();
-        if !orphans.is_empty() && o.plan.on_delete() == OnDelete::WakeUp {
-            d.events.push(EventRequest {
-                warning: true,
-                reason: "DeletedWithoutWakeUp",
-                note: format!(
-                    "{} no longer in the plan and not woken up; their restore data stays in ConfigMap {}",
-                    orphans.join(", "),
-                    crate::restore::config_map_name(o.plan.metadata.name.as_deref().unwrap_or_default())
-                ),
-            });
-        }
+        d.events.extend(deleted_without_wake_up(o, &wants));
         return d;
     }
 
@@ -362,10 +346,22 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     );
     target_events(&status, &prev, &mut d, o);
 
-    // Look again at the next schedule boundary (the plan's or a target's), retry or end of
-    // suspension; at once when an operation ended and targets wait for the next one.
-    d.requeue_at = earliest(d.requeue_at, o.schedule.next_transition().map(|t| t.at));
-    d.requeue_at = earliest(d.requeue_at, o.wishes.next_change);
+    d.requeue_at = requeue_at(d.requeue_at, &status, &wants, o);
+    d.status = status;
+    d
+}
+
+/// When to look again, besides `retry_at`: at the next schedule boundary (the plan's or a
+/// target's) or the end of a suspension; at once when an operation ended and targets wait for
+/// the next one.
+fn requeue_at(
+    retry_at: Option<Timestamp>,
+    status: &HibernationPlanStatus,
+    wants: &Wants<'_>,
+    o: &Observed<'_>,
+) -> Option<Timestamp> {
+    let mut at = earliest(retry_at, o.schedule.next_transition().map(|t| t.at));
+    at = earliest(at, o.wishes.next_change);
     if let Some(cycle) = status
         .current_cycle
         .as_ref()
@@ -373,16 +369,35 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     {
         let (wake, sleep) = wants.differing(&status.targets, cycle, false);
         if !wake.is_empty() || !sleep.is_empty() {
-            d.requeue_at = Some(o.now);
+            return Some(o.now);
         }
     }
-    if let Some(u) = &plan.spec.suspend_until
+    if let Some(u) = &o.plan.spec.suspend_until
         && u.0 > o.now
     {
-        d.requeue_at = earliest(d.requeue_at, Some(u.0));
+        at = earliest(at, Some(u.0));
     }
-    d.status = status;
-    d
+    at
+}
+
+/// The warning for a plan deleted with `onDelete: WakeUp` that leaves records of targets no
+/// longer in it asleep.
+fn deleted_without_wake_up(o: &Observed<'_>, wants: &Wants<'_>) -> Option<EventRequest> {
+    let orphans: Vec<String> = o
+        .restore
+        .asleep()
+        .into_keys()
+        .filter(|t| !wants.names.contains(&t.as_str()))
+        .collect();
+    (!orphans.is_empty() && o.plan.on_delete() == OnDelete::WakeUp).then(|| EventRequest {
+        warning: true,
+        reason: "DeletedWithoutWakeUp",
+        note: format!(
+            "{} no longer in the plan and not woken up; their restore data stays in ConfigMap {}",
+            orphans.join(", "),
+            crate::restore::config_map_name(o.plan.metadata.name.as_deref().unwrap_or_default())
+        ),
+    })
 }
 
 /// Deletion with `Leave`, or of a plan with nothing asleep: the finalizer goes at once.
@@ -1207,55 +1222,98 @@ fn start_operation(
     status.last_error = None;
     let asleep = restored::asleep_in_spec(o, &names);
     let old = std::mem::take(&mut status.targets);
-    status.targets = names
+    let entries: Vec<TargetStatus> = names
         .iter()
         .enumerate()
         .map(|(i, &n)| {
             let was = old.iter().find(|t| t.name == n);
-            if !scope.contains(&i) {
-                return carried(was, n, before.as_ref());
+            if scope.contains(&i) {
+                let attempts = attempts_before(was, op, &id, before.as_ref());
+                entry_in_operation(status, n, op, attempts, asleep.contains_key(n), o)
+            } else {
+                carried(was, n, before.as_ref())
             }
-            let mut s = pending(n);
-            // Run again in the same operation of the same cycle: the next attempt, so that the
-            // Job of the last one does not speak for it.
-            if let Some(w) = was
-                && w.operation.or(before.as_ref().map(|c| c.operation)) == Some(op)
-                && w.cycle.as_deref().or(before.as_ref().map(|c| c.id.as_str())) == Some(&id)
-            {
-                s.attempts = w.attempts + 1;
-            }
-            if op == Operation::WakeUp {
-                let (recorded, missing) = restored::counts_at_wake_up(status, o, n);
-                s.resources_recorded = Some(recorded);
-                s.resources_restored = Some(0);
-                if !asleep.contains_key(n) {
-                    s.state = TargetState::Skipped;
-                    s.message = Some(if missing > 0 {
-                        format!(
-                            "restore data missing: {missing} resource(s) put to sleep have no record in ConfigMap {}; left as they are",
-                            status.restore_ref.clone().unwrap_or_default()
-                        )
-                    } else {
-                        "nothing recorded to wake up".into()
-                    });
-                    s.finished_at = Some(t(o.now));
-                }
-            }
-            s
         })
         .collect();
     // Jobs of this operation may exist already (the status that recorded its start was lost):
     // adopt them rather than start twice.
     let cycle = status.current_cycle.clone().expect("set above");
-    status.targets = observe_targets(&names, &cycle, &status.targets, o.jobs, o.now);
-    let graph = o.graph.for_operation(op);
-    let step = if o.reference_problem.is_some()
+    status.targets = observe_targets(&names, &cycle, &entries, o.jobs, o.now);
+    start_first_jobs(status, d, &names, op, &id, o);
+    d.events.push(start_event(op, &id, scope, &names, o));
+    scope_names
+}
+
+/// The attempts a target already made in operation `op` of cycle `id` (`None` when its last
+/// entry belongs to another operation or cycle): a new start is the next attempt, so that the
+/// Job of the last one does not speak for it.
+fn attempts_before(
+    was: Option<&TargetStatus>,
+    op: Operation,
+    id: &str,
+    before: Option<&CycleStatus>,
+) -> Option<i32> {
+    was.filter(|w| {
+        w.operation.or(before.map(|c| c.operation)) == Some(op)
+            && w.cycle.as_deref().or(before.map(|c| c.id.as_str())) == Some(id)
+    })
+    .map(|w| w.attempts)
+}
+
+/// The entry of a target that takes part in a new operation: pending after `attempts`
+/// earlier attempts, or skipped for a wake-up that has nothing of it recorded (`asleep`:
+/// something of it is asleep).
+fn entry_in_operation(
+    status: &HibernationPlanStatus,
+    name: &str,
+    op: Operation,
+    attempts: Option<i32>,
+    asleep: bool,
+    o: &Observed<'_>,
+) -> TargetStatus {
+    let mut s = pending(name);
+    if let Some(a) = attempts {
+        s.attempts = a + 1;
+    }
+    if op == Operation::WakeUp {
+        let (recorded, missing) = restored::counts_at_wake_up(status, o, name);
+        s.resources_recorded = Some(recorded);
+        s.resources_restored = Some(0);
+        if !asleep {
+            s.state = TargetState::Skipped;
+            s.message = Some(if missing > 0 {
+                format!(
+                    "restore data missing: {missing} resource(s) put to sleep have no record in ConfigMap {}; left as they are",
+                    status.restore_ref.clone().unwrap_or_default()
+                )
+            } else {
+                "nothing recorded to wake up".into()
+            });
+            s.finished_at = Some(t(o.now));
+        }
+    }
+    s
+}
+
+/// Requests the Jobs of the targets that can start at once (none while a reference is
+/// missing, or a hibernation is refused).
+fn start_first_jobs(
+    status: &mut HibernationPlanStatus,
+    d: &mut Decision,
+    names: &[&str],
+    op: Operation,
+    id: &str,
+    o: &Observed<'_>,
+) {
+    if o.reference_problem.is_some()
         || (op == Operation::Hibernate && o.refuse_hibernation.is_some())
     {
-        Default::default()
-    } else {
-        graph.step(&step_states(&status.targets), o.plan.failure_mode())
-    };
+        return;
+    }
+    let step = o
+        .graph
+        .for_operation(op)
+        .step(&step_states(&status.targets), o.plan.failure_mode());
     let plan_name = o.plan.metadata.name.as_deref().unwrap_or_default();
     for &i in &step.start {
         let tgt = &mut status.targets[i];
@@ -1263,14 +1321,25 @@ fn start_operation(
         d.create.push(JobRequest {
             target: i,
             operation: op,
-            cycle: id.clone(),
+            cycle: id.to_string(),
             attempt,
         });
         tgt.state = TargetState::Running;
         tgt.attempts = attempt;
-        tgt.job = Some(crate::jobs::job_name(plan_name, names[i], op, &id, attempt));
+        tgt.job = Some(crate::jobs::job_name(plan_name, names[i], op, id, attempt));
         tgt.started_at = Some(t(o.now));
     }
+}
+
+/// The Event that says an operation started: of how many targets, or of which ones and why
+/// when it is not the whole plan.
+fn start_event(
+    op: Operation,
+    id: &str,
+    scope: &[usize],
+    names: &[&str],
+    o: &Observed<'_>,
+) -> EventRequest {
     let (reason, verb) = match op {
         Operation::Hibernate => ("HibernationStarted", "hibernation"),
         Operation::WakeUp => ("WakeUpStarted", "wake-up"),
@@ -1297,12 +1366,11 @@ fn start_operation(
             .collect();
         format!("cycle {id}: {verb} of {} started", wishes.join(", "))
     };
-    d.events.push(EventRequest {
+    EventRequest {
         warning: false,
         reason,
         note,
-    });
-    scope_names
+    }
 }
 
 /// A target outside a new operation keeps its state, now marked with the operation and cycle

@@ -558,57 +558,11 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     }
     let now = ctx.clock.now();
     let real_now = Timestamp::now();
-    let prev = plan.status.clone().unwrap_or_default();
 
     // Validate (the same checks as `kubectl hibernator validate`).
     let problems = plan_semantics(plan);
     if !problems.is_empty() {
-        let message = problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut status = prev.clone();
-        status.observed_generation = plan.metadata.generation;
-        let generation = plan.metadata.generation;
-        set_condition(
-            &mut status.conditions,
-            condition(
-                condition_types::READY,
-                false,
-                "InvalidSpec",
-                message.clone(),
-                generation,
-                now,
-            ),
-        );
-        set_condition(
-            &mut status.conditions,
-            condition(
-                condition_types::STALLED,
-                true,
-                "InvalidSpec",
-                message.clone(),
-                generation,
-                now,
-            ),
-        );
-        write_status(ctx, plan, &prev, &status).await?;
-        if deleting {
-            // Nothing can be woken up without a valid spec: say so, keep the restore data.
-            let restore = ctx.store.load(&plan_key(plan)).await?;
-            let asleep = RestoreView::from_data(&restore.data).asleep();
-            if !asleep.is_empty() {
-                let note = format!(
-                    "deleted while its spec is invalid: {} not woken up; their restore data stays in ConfigMap {}",
-                    asleep.keys().cloned().collect::<Vec<_>>().join(", "),
-                    crate::restore::config_map_name(&name)
-                );
-                publish_event(ctx, plan, true, "DeletedWithoutWakeUp", &note).await;
-            }
-            set_finalizer(ctx, &ns, &name, false).await?;
-        }
-        return Ok(Action::await_change());
+        return invalid_spec(plan, ctx, &problems, now).await;
     }
 
     // The schedule with its exceptions.
@@ -645,17 +599,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     let restore = RestoreView::from_data(&loaded.data);
     let graph = ExecutionGraph::compile(&plan.spec).expect("validated above");
     let wishes = target_wishes(&schedule, &evaluation, &graph, now);
-    let unsafe_selectors = hibernator_api::validate::unsafe_selectors(plan);
-    let refuse_hibernation = if unsafe_selectors.is_empty() {
-        crate::selfguard::check(plan, &connectors, &ctx.self_guard).map(|m| ("SelfHibernation", m))
-    } else {
-        let message = unsafe_selectors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        Some(("InvalidSpec", format!("refused to hibernate: {message}")))
-    };
+    let refuse_hibernation = refuse_hibernation(plan, ctx, &connectors);
 
     let d = decide(&Observed {
         plan,
@@ -681,14 +625,113 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         info!("finalizer released");
         return Ok(Action::await_change());
     }
-    // Exceptions change state at the edges of their validity.
+    Ok(Action::requeue(requeue_delay(
+        ctx,
+        d.requeue_at,
+        &exceptions,
+        now,
+        soon,
+    )))
+}
+
+/// A plan whose spec fails validation: `Ready=False` and `Stalled=True` naming the problems;
+/// deleted, it lets go at once (nothing can be woken up without a valid spec) and says what
+/// stays asleep.
+async fn invalid_spec(
+    plan: &HibernationPlan,
+    ctx: &Context,
+    problems: &[hibernator_api::validate::SemanticProblem],
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let name = plan.name_any();
+    let ns = plan.namespace().unwrap_or_default();
+    let deleting = plan.metadata.deletion_timestamp.is_some();
+    let prev = plan.status.clone().unwrap_or_default();
+    let message = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut status = prev.clone();
+    status.observed_generation = plan.metadata.generation;
+    let generation = plan.metadata.generation;
+    set_condition(
+        &mut status.conditions,
+        condition(
+            condition_types::READY,
+            false,
+            "InvalidSpec",
+            message.clone(),
+            generation,
+            now,
+        ),
+    );
+    set_condition(
+        &mut status.conditions,
+        condition(
+            condition_types::STALLED,
+            true,
+            "InvalidSpec",
+            message.clone(),
+            generation,
+            now,
+        ),
+    );
+    write_status(ctx, plan, &prev, &status).await?;
+    if deleting {
+        // Nothing can be woken up without a valid spec: say so, keep the restore data.
+        let restore = ctx.store.load(&plan_key(plan)).await?;
+        let asleep = RestoreView::from_data(&restore.data).asleep();
+        if !asleep.is_empty() {
+            let note = format!(
+                "deleted while its spec is invalid: {} not woken up; their restore data stays in ConfigMap {}",
+                asleep.keys().cloned().collect::<Vec<_>>().join(", "),
+                crate::restore::config_map_name(&name)
+            );
+            publish_event(ctx, plan, true, "DeletedWithoutWakeUp", &note).await;
+        }
+        set_finalizer(ctx, &ns, &name, false).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Why a hibernation must not start: a selector that would reach too far, or a target that
+/// would put the controller itself to sleep.
+fn refuse_hibernation(
+    plan: &HibernationPlan,
+    ctx: &Context,
+    connectors: &BTreeMap<usize, ResolvedConnector>,
+) -> Option<(&'static str, String)> {
+    let unsafe_selectors = hibernator_api::validate::unsafe_selectors(plan);
+    if unsafe_selectors.is_empty() {
+        crate::selfguard::check(plan, connectors, &ctx.self_guard).map(|m| ("SelfHibernation", m))
+    } else {
+        let message = unsafe_selectors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(("InvalidSpec", format!("refused to hibernate: {message}")))
+    }
+}
+
+/// How long to wait before the next reconcile: until `requeue_at` or the next edge of an
+/// exception's validity (when it changes state), at most `max_requeue`; within a second when
+/// something is under way (`soon`).
+fn requeue_delay(
+    ctx: &Context,
+    requeue_at: Option<Timestamp>,
+    exceptions: &PlanExceptions,
+    now: Timestamp,
+    soon: bool,
+) -> Duration {
     let edge = exceptions
         .iter()
         .filter_map(|(_, x)| x.as_ref().ok())
         .flat_map(|x| [x.valid_from, x.valid_until])
         .filter(|t| *t > now)
         .min();
-    let requeue_at = match (d.requeue_at, edge) {
+    let requeue_at = match (requeue_at, edge) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -702,7 +745,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         delay
     };
     // A boundary reached exactly: look again right after it.
-    Ok(Action::requeue(delay.max(Duration::from_millis(20))))
+    delay.max(Duration::from_millis(20))
 }
 
 /// Acknowledges records, creates Jobs, writes the status, retires restored records and

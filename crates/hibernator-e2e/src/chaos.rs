@@ -17,8 +17,8 @@
 //! AWS resources.
 //!
 //! Run it with `cargo xtask chaos --seed N --nights K`; `cargo test` runs a short seed set
-//! (`tests/chaos.rs`). It restarts the API server, so it needs a cluster of its own (its own
-//! test binary or process).
+//! (`tests/e2e/chaos.rs`). It restarts the API server, so it runs on a test cluster of its own
+//! (`World::alone`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -35,7 +35,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use moto_server::{Fault, FaultAction, FaultProxy};
 use serde_json::{Value, json};
 
@@ -135,10 +135,10 @@ const CLOCK_SPEED: f64 = 30.0;
 /// Longest wait for an operation to settle.
 const SETTLE: Duration = Duration::from_secs(180);
 
-/// Runs the suite in a namespace of the shared test cluster.
+/// Runs the suite on a test cluster of its own.
 pub async fn run(opts: ChaosOptions) -> Result<ChaosReport> {
     let started = Instant::now();
-    let w = World::new("chaos").await?;
+    let w = World::alone("chaos").await?;
     let mut c = Chaos::setup(&w, opts.clone()).await?;
     for night in 1..=opts.nights {
         c.night(night)
@@ -298,10 +298,13 @@ fn watch_records(w: &World, seen: Arc<Mutex<BTreeSet<String>>>) {
     let api: Api<ConfigMap> = Api::namespaced(w.client.clone(), &w.ns);
     let name = hibernator_api::naming::restore_config_map(PLAN);
     tokio::spawn(async move {
+        // With backoff: while the API server restarts (or after its cluster is gone) every
+        // attempt fails at once, and a loop without a pause would never yield.
         let stream = watcher(
             api,
             watcher::Config::default().fields(&format!("metadata.name={name}")),
-        );
+        )
+        .default_backoff();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             let cm = match event {

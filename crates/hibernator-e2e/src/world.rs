@@ -78,18 +78,47 @@ pub async fn cluster() -> Result<&'static TestCluster> {
     static READY: OnceCell<std::result::Result<(), String>> = OnceCell::const_new();
     let cluster = TestCluster::shared().await?;
     READY
-        .get_or_init(|| async {
-            let b = binaries().map_err(|e| e.to_string())?;
-            cluster.map_image(RUNNER_IMAGE, Image::new(&b.runner));
-            install_crds(cluster).await.map_err(|e| format!("{e:#}"))?;
-            install_controller_role(cluster)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        })
+        .get_or_init(|| async { prepare(cluster).await.map_err(|e| format!("{e:#}")) })
         .await
         .clone()
         .map_err(anyhow::Error::msg)?;
     Ok(cluster)
+}
+
+/// A test cluster of the caller's own, prepared like the shared one, for a test that restarts
+/// the API server, watches every namespace or uses fixed namespace names: it can then run
+/// beside the others in one test binary. It stops when dropped.
+pub async fn private_cluster() -> Result<TestCluster> {
+    let cluster = TestCluster::start(Default::default()).await?;
+    prepare(&cluster).await?;
+    Ok(cluster)
+}
+
+/// The CRDs, the controller's ClusterRole and the runner image.
+async fn prepare(cluster: &TestCluster) -> Result<()> {
+    let b = binaries()?;
+    cluster.map_image(RUNNER_IMAGE, Image::new(&b.runner));
+    install_crds(cluster).await?;
+    install_controller_role(cluster).await
+}
+
+/// The cluster of a [`World`]: the shared one, or one of its own.
+pub enum WorldCluster {
+    /// The process's shared cluster.
+    Shared(&'static TestCluster),
+    /// A cluster of this world alone, stopped with it.
+    Own(Box<TestCluster>),
+}
+
+impl std::ops::Deref for WorldCluster {
+    type Target = TestCluster;
+
+    fn deref(&self) -> &TestCluster {
+        match self {
+            WorldCluster::Shared(c) => c,
+            WorldCluster::Own(c) => c,
+        }
+    }
 }
 
 async fn install_crds(cluster: &TestCluster) -> Result<()> {
@@ -191,7 +220,7 @@ where
 /// One test's world.
 pub struct World {
     /// The cluster.
-    pub cluster: &'static TestCluster,
+    pub cluster: WorldCluster,
     /// An admin client.
     pub client: Client,
     /// The test's namespace.
@@ -206,7 +235,17 @@ impl World {
     /// A namespace with the runner and controller ServiceAccounts (the controller bound to its
     /// ClusterRole and leader-election Role), a static-credentials Secret for moto, and moto.
     pub async fn new(prefix: &str) -> Result<World> {
-        let cluster = cluster().await?;
+        World::on(WorldCluster::Shared(cluster().await?), prefix).await
+    }
+
+    /// A world as [`World::new`] makes it, on a test cluster of its own
+    /// ([`private_cluster`]).
+    pub async fn alone(prefix: &str) -> Result<World> {
+        let cluster = private_cluster().await?;
+        World::on(WorldCluster::Own(Box::new(cluster)), prefix).await
+    }
+
+    async fn on(cluster: WorldCluster, prefix: &str) -> Result<World> {
         let client = cluster.client()?;
         let ns = cluster.create_namespace(prefix).await?;
         let dir = crate::tempdir_for(&ns);

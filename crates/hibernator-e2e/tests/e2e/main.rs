@@ -3,20 +3,24 @@
 //! side by side; most of their time is spent waiting on simulated clocks, Jobs and pods, and one
 //! binary also links the heavy dependencies once instead of once per file.
 //!
-//! Tests that need a cluster to themselves stay separate binaries: `chaos` (restarts the API
-//! server), `namespaces` (a controller watching every namespace) and `gitops_apply` (applies the
-//! example repository into its fixed namespaces, which `chart_install` also uses).
+//! Tests that need a cluster to themselves start one of their own (`World::alone`,
+//! `private_cluster`): `chaos` (restarts the API server), `namespaces` (a controller watching
+//! every namespace) and `gitops_apply` (applies the example repository into its fixed
+//! namespaces, which `chart_install` also uses).
 
 mod audit;
 mod cel_parity;
+mod chaos;
 mod chart_install;
 mod cli_live;
 mod demo;
+mod exception_targets;
+mod gitops_apply;
 mod grpc_tls;
 mod ha;
 mod helm;
 mod lifecycle;
 mod morning;
+mod namespaces;
 mod night;
-mod partial;
 mod workloads;

@@ -1,12 +1,13 @@
 //! Every Kustomize build of the example repository applies to a real API server once the CRDs
 //! are installed (the CEL rules and schemas are the server's; `kubectl-hibernator validate` of
-//! the same builds is tested in the CLI crate).
+//! the same builds is tested in the CLI crate). On a test cluster of its own: the examples use
+//! fixed namespaces, which `chart_install` uses on the shared one.
 
 use hibernator_e2e::root;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kustomization_applies_after_the_crds() {
-    let cluster = hibernator_e2e::world::cluster().await.unwrap();
+    let cluster = hibernator_e2e::world::private_cluster().await.unwrap();
     let kubectl = cluster.kubectl().unwrap();
     for dir in [
         "examples/gitops/hibernator",

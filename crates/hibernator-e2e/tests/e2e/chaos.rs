@@ -1,8 +1,8 @@
 //! The fault-injection suite, short (issue "The morning guarantee"): a few seeded nights with
 //! faults at random moments; the invariant must hold every morning and no resource may be
-//! stopped without its record. Long runs: `cargo xtask chaos --seed N --nights K`. This binary
-//! has the test cluster to itself, since the suite restarts the API server. `CHAOS_SEEDS=1,2`
-//! runs other seeds.
+//! stopped without its record. Long runs: `cargo xtask chaos --seed N --nights K`. The suite
+//! restarts the API server, so it runs on a test cluster of its own. `CHAOS_SEEDS=1,2` runs
+//! other seeds.
 
 use hibernator_e2e::chaos::{ChaosOptions, run};
 

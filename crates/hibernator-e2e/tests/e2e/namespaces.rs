@@ -1,7 +1,7 @@
 //! Namespace boundaries for connectors: a plan may use a CloudProvider of another namespace
 //! only when the connector allows that namespace (`spec.allowedNamespaces`, by name or by
 //! label selector), and a shared connector may not need a Secret (Secrets are never copied
-//! across namespaces). A controller watching every namespace, alone on its own cluster.
+//! across namespaces). A controller watching every namespace, on a test cluster of its own.
 
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ async fn not_allowed(w: &World, c: &ControllerProcess, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connector_of_another_namespace_is_used_only_where_it_allows_and_never_with_secrets() {
-    let w = World::new("team-a").await.unwrap();
+    let w = World::alone("team-a").await.unwrap();
     let shared = w.cluster.create_namespace("shared").await.unwrap();
     w.estate(json!({"rds": ["team-a-db"]})).unwrap();
     let provider = |allowed: serde_json::Value, auth: serde_json::Value| {
