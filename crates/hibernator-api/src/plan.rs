@@ -511,6 +511,16 @@ impl CycleStatus {
     }
 }
 
+impl HibernationPlanStatus {
+    /// The side `target`'s last operation leaves it on (the one under way included): its own
+    /// `operation` when it sits outside the current one, else the current cycle's.
+    pub fn side_of(&self, target: &TargetStatus) -> Option<Operation> {
+        target
+            .operation
+            .or(self.current_cycle.as_ref().map(|c| c.operation))
+    }
+}
+
 /// State of one target in the current operation.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TargetState {

@@ -340,10 +340,8 @@ fn print_targets(s: &hibernator_api::plan::HibernationPlanStatus) {
         "  {:<20} {:<10} {:<7} {:<8} {:<44} MESSAGE",
         "TARGET", "STATE", "SIDE", "ATTEMPTS", "JOB"
     );
-    let cycle_op = s.current_cycle.as_ref().map(|c| c.operation);
     for t in &s.targets {
-        // The side the target's last operation leaves it on (the one under way included).
-        let side = match t.operation.or(cycle_op) {
+        let side = match s.side_of(t) {
             Some(hibernator_api::Operation::Hibernate) => "asleep",
             Some(hibernator_api::Operation::WakeUp) => "awake",
             None => "",

@@ -264,9 +264,12 @@ pub fn run(args: Args) -> Result<u8> {
                     .filter(|t| !plan.spec.targets.iter().any(|x| x.name == **t))
                     .collect();
                 if let Some(t) = unknown.first() {
+                    let targets: Vec<&str> =
+                        plan.spec.targets.iter().map(|x| x.name.as_str()).collect();
                     eprintln!(
-                        "ScheduleException {ns}/{}: spec.targets: {t:?} is not a target of plan {name}; the exception is left out",
-                        e.metadata.name.as_deref().unwrap_or_default()
+                        "ScheduleException {ns}/{}: spec.targets: {t:?} is not a target of plan {name} (its targets: {}); the exception is left out until this is fixed",
+                        e.metadata.name.as_deref().unwrap_or_default(),
+                        targets.join(", ")
                     );
                     invalid = true;
                     continue;

@@ -360,7 +360,7 @@ spec:
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains(
-            "db-migration: spec.targets: \"prod-dbb\" is not a target of plan prod-offhours"
+            "db-migration: spec.targets: \"prod-dbb\" is not a target of plan prod-offhours (its targets: prod-db, prod-cluster)"
         ),
         "{err}"
     );

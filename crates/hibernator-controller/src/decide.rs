@@ -573,7 +573,9 @@ fn phase_of(
         Some(c) => match (c.operation, c.finished_at.is_some()) {
             (Operation::Hibernate, false) => Phase::Hibernating,
             (Operation::WakeUp, false) => Phase::WakingUp,
-            _ if !awake_targets(status).is_empty() && !asleep_targets(status).is_empty() => {
+            _ if !targets_on(status, Operation::WakeUp).is_empty()
+                && !targets_on(status, Operation::Hibernate).is_empty() =>
+            {
                 Phase::PartlyAwake
             }
             (Operation::Hibernate, true) => Phase::Hibernated,
@@ -748,41 +750,26 @@ fn set_conditions(
     }
 }
 
-/// The side a target's last operation left it on.
-fn side(status: &HibernationPlanStatus, t: &TargetStatus) -> Option<Operation> {
-    t.operation
-        .or(status.current_cycle.as_ref().map(|c| c.operation))
-}
-
-/// Targets whose last operation woke them up.
-fn awake_targets(status: &HibernationPlanStatus) -> Vec<&TargetStatus> {
+/// Targets whose last operation was `op` (woke them up, or put them to sleep).
+fn targets_on(status: &HibernationPlanStatus, op: Operation) -> Vec<&TargetStatus> {
     status
         .targets
         .iter()
-        .filter(|t| side(status, t) == Some(Operation::WakeUp))
-        .collect()
-}
-
-/// Targets whose last operation put them to sleep.
-fn asleep_targets(status: &HibernationPlanStatus) -> Vec<&TargetStatus> {
-    status
-        .targets
-        .iter()
-        .filter(|t| side(status, t) == Some(Operation::Hibernate))
+        .filter(|t| status.side_of(t) == Some(op))
         .collect()
 }
 
 /// `prod-db (awake: needed by prod-cluster), prod-cluster (awake: ScheduleException x) awake;
 /// the other 3 asleep`.
 fn partly_awake_message(status: &HibernationPlanStatus) -> String {
-    let awake: Vec<String> = awake_targets(status)
+    let awake: Vec<String> = targets_on(status, Operation::WakeUp)
         .iter()
         .map(|t| match &t.schedule_override {
             Some(why) => format!("{} ({why})", t.name),
             None => t.name.clone(),
         })
         .collect();
-    let asleep = asleep_targets(status).len();
+    let asleep = targets_on(status, Operation::Hibernate).len();
     format!(
         "{} awake; {} asleep",
         awake.join(", "),
@@ -802,7 +789,7 @@ fn hibernated_condition(
     let asleep =
         status.current_cycle.as_ref().is_some_and(|c| {
             c.operation == Operation::Hibernate && c.finished_at.is_some() && !failed
-        }) && awake_targets(status).is_empty();
+        }) && targets_on(status, Operation::WakeUp).is_empty();
     let last_error = || status.last_error.clone().unwrap_or_default();
     let (reason, message) = match (asleep, phase) {
         (true, _) => ("Hibernated", "every target is asleep".to_string()),

@@ -22,7 +22,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
@@ -654,28 +654,12 @@ async fn invalid_spec(
         .join("; ");
     let mut status = prev.clone();
     status.observed_generation = plan.metadata.generation;
-    let generation = plan.metadata.generation;
-    set_condition(
+    set_stalled(
         &mut status.conditions,
-        condition(
-            condition_types::READY,
-            false,
-            "InvalidSpec",
-            message.clone(),
-            generation,
-            now,
-        ),
-    );
-    set_condition(
-        &mut status.conditions,
-        condition(
-            condition_types::STALLED,
-            true,
-            "InvalidSpec",
-            message.clone(),
-            generation,
-            now,
-        ),
+        "InvalidSpec",
+        &message,
+        plan.metadata.generation,
+        now,
     );
     write_status(ctx, plan, &prev, &status).await?;
     if deleting {
@@ -693,6 +677,25 @@ async fn invalid_spec(
         set_finalizer(ctx, &ns, &name, false).await?;
     }
     Ok(Action::await_change())
+}
+
+/// `Ready=False` and `Stalled=True`, both with `reason` and `message`: a person must act.
+fn set_stalled(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    for (type_, status) in [
+        (condition_types::READY, false),
+        (condition_types::STALLED, true),
+    ] {
+        set_condition(
+            conditions,
+            condition(type_, status, reason, message.to_string(), generation, now),
+        );
+    }
 }
 
 /// Why a hibernation must not start: a selector that would reach too far, or a target that
@@ -1539,29 +1542,7 @@ async fn update_exceptions(ctx: &Context, exceptions: &PlanExceptions, now: Time
         };
         match parsed {
             Err(why) => {
-                let msg = why.clone();
-                set_condition(
-                    &mut status.conditions,
-                    condition(
-                        condition_types::READY,
-                        false,
-                        "InvalidSpec",
-                        msg.clone(),
-                        generation,
-                        now,
-                    ),
-                );
-                set_condition(
-                    &mut status.conditions,
-                    condition(
-                        condition_types::STALLED,
-                        true,
-                        "InvalidSpec",
-                        msg,
-                        generation,
-                        now,
-                    ),
-                );
+                set_stalled(&mut status.conditions, "InvalidSpec", why, generation, now);
             }
             Ok(x) => {
                 let (state, message) = if now < x.valid_from {

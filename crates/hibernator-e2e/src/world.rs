@@ -358,6 +358,19 @@ impl World {
         .await
     }
 
+    /// A K8SCluster `name` for the EKS cluster `cluster` in moto, through CloudProvider
+    /// `provider`.
+    pub async fn eks_cluster(&self, name: &str, provider: &str, cluster: &str) -> Result<()> {
+        self.apply(json!({
+            "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
+            "kind": "K8SCluster",
+            "metadata": {"name": name},
+            "spec": {"providerRef": {"kind": "CloudProvider", "name": provider},
+                     "eks": {"name": cluster, "region": "us-east-1"}},
+        }))
+        .await
+    }
+
     /// The plan `name`.
     pub async fn plan(&self, name: &str) -> Result<HibernationPlan> {
         Api::<HibernationPlan>::namespaced(self.client.clone(), &self.ns)

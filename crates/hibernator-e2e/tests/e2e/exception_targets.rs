@@ -89,14 +89,9 @@ async fn wake_one_target_with_what_it_needs_and_sleep_again_in_order() {
                        "ec2": [{"name": "vm-1", "tags": {"env": "prod"}, "running": true}]}))
         .unwrap();
     w.cloud_provider("aws-prod").await.unwrap();
-    w.apply(json!({
-        "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
-        "kind": "K8SCluster",
-        "metadata": {"name": "eks-prod"},
-        "spec": {"providerRef": {"kind": "CloudProvider", "name": "aws-prod"}, "eks": {"name": "prod-eks-1", "region": "us-east-1"}},
-    }))
-    .await
-    .unwrap();
+    w.eks_cluster("eks-prod", "aws-prod", "prod-eks-1")
+        .await
+        .unwrap();
     w.apply(plan()).await.unwrap();
     // From Git, with a typo: it would keep "prod-dbb" awake all night, but the plan has no
     // such target, so it is reported and ignored.

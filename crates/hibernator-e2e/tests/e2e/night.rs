@@ -71,14 +71,9 @@ async fn a_night_of_the_seed_plan() {
         .estate(json!({"rds": ["prod-db"], "eks": {"prod-eks-1": {"default-ng": [1, 2, 3], "gpu-ng": [1, 1, 2]}}}))
         .unwrap();
     w.cloud_provider("aws-prod").await.unwrap();
-    w.apply(json!({
-        "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
-        "kind": "K8SCluster",
-        "metadata": {"name": "eks-prod"},
-        "spec": {"providerRef": {"kind": "CloudProvider", "name": "aws-prod"}, "eks": {"name": "prod-eks-1", "region": "us-east-1"}},
-    }))
-    .await
-    .unwrap();
+    w.eks_cluster("eks-prod", "aws-prod", "prod-eks-1")
+        .await
+        .unwrap();
     w.apply(seed_plan()).await.unwrap();
 
     // Thursday 16:00 New York; 600x: an hour takes six seconds, so the first status has 24 s
