@@ -1,4 +1,4 @@
-//! `cargo xtask schemas`: JSON schemas of the four kinds in kubeconform's layout, so that
+//! `cargo xtask schemas`: JSON schemas of the five kinds in kubeconform's layout, so that
 //! `kubeconform -schema-location deploy/schemas` (with `-strict` or without) checks manifests
 //! offline:
 //!

@@ -117,6 +117,7 @@ fn every_kind_has_a_health_check_with_tests() {
         [
             "connector.hibernator.ardikasaputro.io/CloudProvider",
             "connector.hibernator.ardikasaputro.io/K8SCluster",
+            "hibernator.ardikasaputro.io/HibernationNotification",
             "hibernator.ardikasaputro.io/HibernationPlan",
             "hibernator.ardikasaputro.io/ScheduleException",
         ]

@@ -117,6 +117,7 @@ fn every_example_and_fixture_is_valid_against_the_strict_schemas() {
     // The examples hold every kind but ScheduleException; the fixtures add it.
     for kind in [
         "HibernationPlan",
+        "HibernationNotification",
         "ScheduleException",
         "CloudProvider",
         "K8SCluster",
@@ -274,6 +275,7 @@ fn a_schema_for_every_kind_in_both_layouts() {
             names,
             [
                 "cloudprovider-connector-v1alpha1.json",
+                "hibernationnotification-hibernator-v1alpha1.json",
                 "hibernationplan-hibernator-v1alpha1.json",
                 "k8scluster-connector-v1alpha1.json",
                 "scheduleexception-hibernator-v1alpha1.json",

@@ -4,13 +4,19 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::{CloudProvider, HibernationPlan, K8SCluster, ScheduleException};
+use crate::{
+    CloudProvider, HibernationNotification, HibernationPlan, K8SCluster, ScheduleException,
+};
 
 /// Every CRD with the file name it is written to under `deploy/crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("hibernationplans.yaml", tidy(HibernationPlan::crd())),
         ("scheduleexceptions.yaml", tidy(ScheduleException::crd())),
+        (
+            "hibernationnotifications.yaml",
+            tidy(HibernationNotification::crd()),
+        ),
         ("cloudproviders.yaml", tidy(CloudProvider::crd())),
         ("k8sclusters.yaml", tidy(K8SCluster::crd())),
     ]

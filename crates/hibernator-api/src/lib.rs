@@ -14,6 +14,7 @@ pub mod exception;
 pub mod fixtures;
 pub mod graph;
 pub mod naming;
+pub mod notification;
 pub mod params;
 pub mod plan;
 pub mod restore;
@@ -26,6 +27,7 @@ pub mod wishes;
 pub use common::{DayOfWeek, OffHourWindow};
 pub use connector::{CloudProvider, CloudProviderSpec, K8SCluster, K8SClusterSpec};
 pub use exception::{ExceptionType, ScheduleException, ScheduleExceptionSpec};
+pub use notification::{HibernationNotification, HibernationNotificationSpec};
 pub use params::{TargetParameters, TargetType};
 pub use plan::{
     HibernationPlan, HibernationPlanSpec, HibernationPlanStatus, Operation, Phase, TargetState,

@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::common::{CONNECTOR_GROUP, GROUP, VERSION};
 use crate::exception::{MAX_LEAD_TIME_SECONDS, ScheduleException, parse_lead_time};
 use crate::graph::{ExecutionGraph, GraphError};
+use crate::notification::HibernationNotification;
 use crate::params::TargetParameters;
 use crate::plan::HibernationPlan;
 use crate::schedule::{ScheduleError, Window, time_zone};
@@ -122,14 +123,17 @@ pub enum Kind {
     CloudProvider,
     /// K8SCluster.
     K8SCluster,
+    /// HibernationNotification.
+    HibernationNotification,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 5] = [
         Kind::HibernationPlan,
         Kind::ScheduleException,
         Kind::CloudProvider,
         Kind::K8SCluster,
+        Kind::HibernationNotification,
     ];
 
     /// The kind's name.
@@ -139,12 +143,15 @@ impl Kind {
             Self::ScheduleException => "ScheduleException",
             Self::CloudProvider => "CloudProvider",
             Self::K8SCluster => "K8SCluster",
+            Self::HibernationNotification => "HibernationNotification",
         }
     }
 
     fn group(self) -> &'static str {
         match self {
-            Self::HibernationPlan | Self::ScheduleException => GROUP,
+            Self::HibernationPlan | Self::ScheduleException | Self::HibernationNotification => {
+                GROUP
+            }
             Self::CloudProvider | Self::K8SCluster => CONNECTOR_GROUP,
         }
     }
@@ -155,6 +162,7 @@ impl Kind {
             Self::ScheduleException => "scheduleexceptions.yaml",
             Self::CloudProvider => "cloudproviders.yaml",
             Self::K8SCluster => "k8sclusters.yaml",
+            Self::HibernationNotification => "hibernationnotifications.yaml",
         }
     }
 }
@@ -270,7 +278,122 @@ pub fn validate_documents(docs: &[Document], opts: Options) -> Report {
         check_references(&objects, &mut report);
     }
     check_calendars(docs, &objects, opts.allow_missing_refs, &mut report);
+    check_notification_secrets(docs, &objects, &mut report);
     report
+}
+
+/// A Secret a notification names, when it is among the documents, has the key named. Secrets
+/// that are not among them are not reported: webhook URLs carry tokens and are kept out of Git
+/// on purpose.
+fn check_notification_secrets(
+    docs: &[Document],
+    objects: &[(ObjectKey, &Document)],
+    report: &mut Report,
+) {
+    for (key, doc) in objects {
+        if key.kind != Kind::HibernationNotification {
+            continue;
+        }
+        let Ok(n) = serde_json::from_value::<HibernationNotification>(doc.value.clone()) else {
+            continue;
+        };
+        let label = format!("HibernationNotification {}/{}", key.namespace, key.name);
+        let mut problems = Problems::new(&doc.source, &label, &doc.value);
+        for (i, sink) in n.spec.sinks.iter().enumerate() {
+            let refs = [
+                sink.slack
+                    .as_ref()
+                    .map(|w| ("slack.webhookSecretRef", &w.webhook_secret_ref)),
+                sink.teams
+                    .as_ref()
+                    .map(|w| ("teams.webhookSecretRef", &w.webhook_secret_ref)),
+                sink.webhook
+                    .as_ref()
+                    .map(|w| ("webhook.urlSecretRef", &w.url_secret_ref)),
+                sink.webhook
+                    .as_ref()
+                    .and_then(|w| w.hmac_secret_ref.as_ref())
+                    .map(|r| ("webhook.hmacSecretRef", r)),
+            ];
+            for (field, r) in refs.into_iter().flatten() {
+                let secret = docs.iter().find(|d| {
+                    d.value.get("kind").and_then(Value::as_str) == Some("Secret")
+                        && d.value.pointer("/metadata/name").and_then(Value::as_str)
+                            == Some(r.name.as_str())
+                        && d.value
+                            .pointer("/metadata/namespace")
+                            .and_then(Value::as_str)
+                            .unwrap_or(DEFAULT_NAMESPACE)
+                            == key.namespace
+                });
+                let Some(secret) = secret else { continue };
+                let has_key = ["data", "stringData"]
+                    .iter()
+                    .any(|d| secret.value.get(*d).and_then(|m| m.get(&r.key)).is_some());
+                if !has_key {
+                    problems.error(
+                        &format!("spec.sinks[{i}].{field}.key"),
+                        format!("Secret {}/{} has no key {:?}", key.namespace, r.name, r.key),
+                        Some("add the key to the Secret, or fix the reference".into()),
+                    );
+                }
+            }
+        }
+        report.problems.extend(problems.list);
+    }
+}
+
+/// Checks of a HibernationNotification that no schema can express: distinct sink names, a
+/// readable `headsUpBefore`, a selector that selects something. The controller reports these
+/// as `Stalled`.
+pub fn notification_semantics(n: &HibernationNotification) -> Vec<SemanticProblem> {
+    let mut out = Vec::new();
+    let mut seen = BTreeMap::new();
+    for (i, sink) in n.spec.sinks.iter().enumerate() {
+        let name = sink.effective_name();
+        if let Some(first) = seen.insert(name.clone(), i) {
+            out.push(SemanticProblem::new(
+                format!("spec.sinks[{i}].name"),
+                format!("the name {name:?} is taken by spec.sinks[{first}]"),
+                Some("give the sinks distinct names".into()),
+            ));
+        }
+        if sink.type_().is_none() {
+            out.push(SemanticProblem::new(
+                format!("spec.sinks[{i}]"),
+                "give exactly one of slack, teams and webhook".into(),
+                None,
+            ));
+        }
+    }
+    if n.heads_up_before().is_none() {
+        out.push(SemanticProblem::new(
+            "spec.headsUpBefore".into(),
+            format!(
+                "{:?} is not a duration of at most 24h",
+                n.spec.heads_up_before.as_deref().unwrap_or_default()
+            ),
+            Some("write it like 15m, 1h or 1h30m".into()),
+        ));
+    }
+    if let Some(s) = &n.spec.selector {
+        let empty = s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && s.match_expressions.as_ref().is_none_or(|m| m.is_empty());
+        if empty {
+            out.push(SemanticProblem::new(
+                "spec.selector".into(),
+                "an empty selector selects no plan (not every plan)".into(),
+                Some("give matchLabels or matchExpressions, or planRefs".into()),
+            ));
+        } else if let Err(e) = kube::core::Selector::try_from(s.clone()) {
+            out.push(SemanticProblem::new(
+                "spec.selector".into(),
+                e.to_string(),
+                None,
+            ));
+        }
+    }
+    out
 }
 
 /// The holiday calendar of each ScheduleException with a `calendarRef`: its ConfigMap among the
@@ -362,6 +485,13 @@ fn check_object(kind: Kind, value: &Value, problems: &mut Problems<'_>, semantic
         Kind::ScheduleException => {
             if let Ok(e) = serde_json::from_value::<ScheduleException>(value.clone()) {
                 for p in exception_semantics(&e) {
+                    problems.push_semantic(p);
+                }
+            }
+        }
+        Kind::HibernationNotification => {
+            if let Ok(n) = serde_json::from_value::<HibernationNotification>(value.clone()) {
+                for p in notification_semantics(&n) {
                     problems.push_semantic(p);
                 }
             }
@@ -681,9 +811,77 @@ fn check_references(objects: &[(ObjectKey, &Document)], report: &mut Report) {
                     check_exception_targets(&doc.value, &plan.value, &mut problems);
                 }
             }
+            Kind::HibernationNotification => {
+                check_notification_references(key, doc, objects, &mut problems);
+            }
             Kind::CloudProvider => {}
         }
         report.problems.extend(problems.list);
+    }
+}
+
+/// A notification's plans and Secrets among the documents: every `planRefs` name is a plan
+/// (an error otherwise, as for an exception's plan), a selector matching none of them is
+/// probably a mistake (a warning), and a Secret given among the documents has the key
+/// referenced. Secrets that are not among the documents are not reported: they are kept out of
+/// Git on purpose.
+fn check_notification_references(
+    key: &ObjectKey,
+    doc: &Document,
+    objects: &[(ObjectKey, &Document)],
+    problems: &mut Problems<'_>,
+) {
+    let Ok(n) = serde_json::from_value::<HibernationNotification>(doc.value.clone()) else {
+        return;
+    };
+    let plans: Vec<&Document> = objects
+        .iter()
+        .filter(|(k, _)| k.kind == Kind::HibernationPlan && k.namespace == key.namespace)
+        .map(|(_, d)| *d)
+        .collect();
+    let plan_name = |d: &Document| {
+        d.value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (i, r) in n.spec.plan_refs.iter().flatten().enumerate() {
+        if !plans.iter().any(|d| plan_name(d) == r.name) {
+            let names: Vec<String> = plans.iter().map(|d| plan_name(d)).collect();
+            problems.error(
+                &format!("spec.planRefs[{i}].name"),
+                format!(
+                    "HibernationPlan {}/{} is not among the documents",
+                    key.namespace, r.name
+                ),
+                Some(match closest(&r.name, names.iter().map(String::as_str)) {
+                    Some(c) => format!("did you mean {c:?}?"),
+                    None => "add it to the documents validated together, or pass --allow-missing-refs when it already exists in the cluster".into(),
+                }),
+            );
+        }
+    }
+    if n.spec.selector.is_some() && n.spec_problems().is_empty() {
+        let selected = plans.iter().any(|d| {
+            let labels: std::collections::BTreeMap<String, String> = d
+                .value
+                .pointer("/metadata/labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            n.selects(&plan_name(d), &labels)
+        });
+        if !selected {
+            problems.push(
+                "spec.selector".into(),
+                format!(
+                    "selects none of the HibernationPlans of namespace {} among the documents",
+                    key.namespace
+                ),
+                Some("label the plans, or fix the selector".into()),
+                Severity::Warning,
+            );
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod exceptions;
 pub mod input;
 mod live;
+mod notify;
 mod preview;
 mod validate;
 
@@ -50,6 +51,8 @@ enum Command {
     /// List a namespace's active and upcoming ScheduleExceptions (`--all`: expired too), or
     /// `prune` the expired ones made by `wake` and `sleep`.
     Exceptions(exceptions::ListArgs),
+    /// HibernationNotifications: `notify test NOTIFICATION` sends a sample through every sink.
+    Notify(notify::NotifyArgs),
 }
 
 /// Output formats.
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Wake(args) => exceptions::change(args, true),
         Command::Sleep(args) => exceptions::change(args, false),
         Command::Exceptions(args) => exceptions::exceptions(args),
+        Command::Notify(args) => notify::notify(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -48,9 +48,9 @@ fn stream() -> String {
 fn validate_accepts_the_seed_directory() {
     let o = run(&["validate", examples().to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    // Two CloudProviders, two K8SClusters, three plans and the holiday exception (its calendar
-    // ConfigMap is read, not counted).
-    assert!(stdout(&o).contains("8 objects valid"), "{}", stdout(&o));
+    // Two CloudProviders, two K8SClusters, three plans, the holiday exception (its calendar
+    // ConfigMap is read, not counted) and the prod plan's Slack notification.
+    assert!(stdout(&o).contains("9 objects valid"), "{}", stdout(&o));
 }
 
 #[test]

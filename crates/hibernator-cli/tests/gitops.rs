@@ -58,9 +58,9 @@ fn every_kustomization_builds_and_validates() {
         let o = validate(&built);
         assert_eq!(o.status.code(), Some(0), "{}:\n{}", relative(dir), text(&o));
         let expected = if dir.ends_with("hibernator") {
-            // Two CloudProviders, two K8SClusters, three plans and the holiday exception (its
-            // calendar ConfigMap is read, not counted).
-            "8 objects valid"
+            // Two CloudProviders, two K8SClusters, three plans, the holiday exception (its
+            // calendar ConfigMap is read, not counted) and the prod plan's notification.
+            "9 objects valid"
         } else {
             // One CloudProvider, one plan.
             "2 objects valid"

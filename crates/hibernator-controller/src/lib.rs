@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod notify;
 pub mod reconcile;
 pub mod restore;
 pub mod selfguard;
@@ -83,6 +84,8 @@ pub struct Config {
     pub timing: Timing,
     /// Identity used in Events.
     pub instance: String,
+    /// How notifications are delivered.
+    pub notifications: notify::Settings,
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -94,6 +97,13 @@ pub async fn run(config: Config) -> Result<()> {
     let ready = Readiness::default();
     let reports = Reports::default();
     let store = RestoreStore::new(client.clone());
+    let notifier = notify::Notifier::new(
+        client.clone(),
+        config.clock,
+        metrics.clone(),
+        config.notifications,
+    )
+    .context("failed to set up notifications (trust roots)")?;
     let (wake_tx, _) = broadcast::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -177,6 +187,7 @@ pub async fn run(config: Config) -> Result<()> {
         self_guard(&client, &config.whereabouts).await
     };
     let make_ctx = |config: &Config, stores: reconcile::ControllerStores| Context {
+        plan_changes: stores.plan_changes,
         self_guard: self_guard.clone(),
         versions: Default::default(),
         client: client.clone(),
@@ -201,6 +212,7 @@ pub async fn run(config: Config) -> Result<()> {
                     client.clone(),
                     config.namespace.clone(),
                     |s| make_ctx(&config, s),
+                    notifier.clone(),
                     wake_tx.subscribe(),
                     ready.clone(),
                     stopped(stop_rx.clone()),
@@ -248,6 +260,7 @@ pub async fn run(config: Config) -> Result<()> {
                         client.clone(),
                         config.namespace.clone(),
                         |s| make_ctx(&config, s),
+                        notifier.clone(),
                         wake_tx.subscribe(),
                         ready.clone(),
                         lost(),

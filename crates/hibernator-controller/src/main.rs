@@ -132,6 +132,19 @@ struct Args {
     /// Seconds deletion waits for the wake-up before giving up.
     #[arg(long, default_value_t = 1800)]
     deletion_timeout_seconds: i64,
+    /// Notifications: the first retry's delay in milliseconds (doubled for each further one).
+    #[arg(long, default_value_t = 2000)]
+    notification_retry_base_ms: u64,
+    /// Notifications: attempts per message before it is given up on.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=20))]
+    notification_max_attempts: u32,
+    /// Notifications: send a HeadsUp this many seconds (schedule time) before it is due, so that
+    /// it arrives at least `headsUpBefore` before the hibernation.
+    #[arg(long, default_value_t = 60)]
+    notification_heads_up_lead_seconds: u64,
+    /// Notifications: the shortest time between two messages to one sink, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    notification_min_interval_ms: u64,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -266,6 +279,17 @@ fn config(args: Args) -> Result<Config> {
             ..Timing::default()
         },
         instance,
+        notifications: hibernator_controller::notify::Settings {
+            retry: hibernator_notify::Retry {
+                base: std::time::Duration::from_millis(args.notification_retry_base_ms),
+                max_attempts: args.notification_max_attempts,
+                ..Default::default()
+            },
+            min_interval: std::time::Duration::from_millis(args.notification_min_interval_ms),
+            heads_up_lead: SignedDuration::from_secs(
+                args.notification_heads_up_lead_seconds.min(3600) as i64,
+            ),
+        },
     })
 }
 

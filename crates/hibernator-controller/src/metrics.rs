@@ -25,6 +25,7 @@ pub struct Metrics {
     restore_records: Family<Labels, Counter>,
     api_writes: Family<Labels, Counter>,
     runner_seconds: Family<Labels, Histogram>,
+    notifications: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,7 +90,14 @@ impl Metrics {
             "How long runners took, as they report it, by target type, operation and result",
             runner_seconds.clone(),
         );
+        let notifications = Family::<Labels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts by sink type, event and result (delivered, retried, failed)",
+            notifications.clone(),
+        );
         Self {
+            notifications,
             registry: Arc::new(Mutex::new(registry)),
             runner_seconds,
             reconciles,
@@ -169,6 +177,17 @@ impl Metrics {
     pub fn api_write(&self, kind: &'static str) {
         self.api_writes
             .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
+    }
+
+    /// A notification delivery attempt ended: `delivered`, `retried` or `failed` (given up).
+    pub fn notification(&self, sink_type: &str, event: &str, result: &'static str) {
+        self.notifications
+            .get_or_create(&vec![
+                ("sink_type", sink_type.to_string()),
+                ("event", event.to_string()),
+                ("result", result.to_string()),
+            ])
             .inc();
     }
 

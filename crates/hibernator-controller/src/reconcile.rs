@@ -133,6 +133,9 @@ pub struct Context {
     pub self_guard: crate::selfguard::SelfGuard,
     /// The resource version of each plan as last written or read by this controller.
     pub versions: PlanVersions,
+    /// Plans reconciled, for the notifier (never waited on: a full channel drops the
+    /// reference; the notifier looks again within minutes).
+    pub plan_changes: tokio::sync::mpsc::Sender<ObjectRef<HibernationPlan>>,
 }
 
 /// The version of each plan this controller last wrote or read, so that a reconcile never
@@ -249,6 +252,7 @@ pub async fn run_controller(
     client: Client,
     namespace: Option<String>,
     mut make_ctx: impl FnMut(ControllerStores) -> Context,
+    notifier: crate::notify::Notifier,
     wake: broadcast::Receiver<ObjectRef<HibernationPlan>>,
     ready: Readiness,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -382,7 +386,9 @@ pub async fn run_controller(
     };
     let by_provider = referencing(plan_store.clone(), ConnectorKind::CloudProvider);
     let by_cluster = referencing(plan_store.clone(), ConnectorKind::K8SCluster);
+    let (plan_changes, plan_changes_rx) = tokio::sync::mpsc::channel(4096);
     let ctx = Arc::new(make_ctx(ControllerStores {
+        plan_changes,
         jobs: jobs.clone(),
         exceptions: exceptions.clone(),
         providers: providers.clone(),
@@ -416,12 +422,25 @@ pub async fn run_controller(
         }
     };
     tokio::spawn(stores_ready);
-    // The controller wants a `Sync` shutdown future; a oneshot receiver is one.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The controllers want a `Sync` shutdown future; a watch receiver is one.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         stop.await;
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
     });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let notifications = tokio::spawn(notifier.run(
+        client.clone(),
+        namespace.clone(),
+        plan_store.clone(),
+        plan_changes_rx,
+        stopped(),
+    ));
     controller
         .owns_stream(job_stream)
         .watches_stream(exc_stream, |e: ScheduleException| {
@@ -438,9 +457,7 @@ pub async fn run_controller(
         })
         .watches_stream(restore_stream, by_restore_data)
         .reconcile_on(wake)
-        .graceful_shutdown_on(async move {
-            let _ = stop_rx.await;
-        })
+        .graceful_shutdown_on(stopped())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -448,10 +465,13 @@ pub async fn run_controller(
             }
         })
         .await;
+    let _ = notifications.await;
 }
 
 /// The caches a [`Context`] is built with.
 pub struct ControllerStores {
+    /// Where reconciled plans are announced to the notifier.
+    pub plan_changes: tokio::sync::mpsc::Sender<ObjectRef<HibernationPlan>>,
     /// Runner Jobs.
     pub jobs: Store<Job>,
     /// ScheduleExceptions.
@@ -480,6 +500,9 @@ async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
+    if let Ok(p) = &guard.0 {
+        let _ = ctx.plan_changes.try_send(ObjectRef::from_obj(p));
+    }
     let result = match &guard.0 {
         Ok(cached) => match current_plan(cached, &ctx).await {
             Ok(Some(live)) => reconcile_plan(&live, &ctx).await,

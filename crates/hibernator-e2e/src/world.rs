@@ -189,13 +189,24 @@ pub async fn apply(client: &Client, obj: &Value) -> Result<()> {
 
 async fn install_controller_role(cluster: &TestCluster) -> Result<()> {
     let client = cluster.client()?;
-    for mut doc in yaml_docs("deploy/rbac/controller-clusterrole.yaml")? {
+    // Every ClusterRole of the file (the controller's and the notifications' Secret reading) as
+    // one, under its own name, so that a Helm release in the same cluster can own its copies.
+    let mut rules = Vec::new();
+    for doc in yaml_docs("deploy/rbac/controller-clusterrole.yaml")? {
         if doc["kind"] == "ClusterRole" {
-            // Its own name, so that a Helm release in the same cluster can own its copy.
-            doc["metadata"]["name"] = json!(E2E_CLUSTER_ROLE);
-            apply(&client, &doc).await?;
+            rules.extend(doc["rules"].as_array().cloned().unwrap_or_default());
         }
     }
+    apply(
+        &client,
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": E2E_CLUSTER_ROLE},
+            "rules": rules,
+        }),
+    )
+    .await?;
     Ok(())
 }
 
@@ -480,6 +491,7 @@ impl World {
             }
         }
         cmd.args(&opts.extra_args);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -541,6 +553,8 @@ pub struct ControllerOptions {
     pub watch_all_namespaces: bool,
     /// Where runners reach AWS (a fault proxy in front of moto); moto itself by default.
     pub aws_endpoint: Option<String>,
+    /// Extra environment of the controller process.
+    pub env: Vec<(String, String)>,
 }
 
 impl ControllerOptions {
@@ -557,6 +571,7 @@ impl ControllerOptions {
             plaintext: false,
             watch_all_namespaces: false,
             aws_endpoint: None,
+            env: vec![],
         }
     }
 }

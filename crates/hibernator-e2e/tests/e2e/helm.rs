@@ -23,7 +23,7 @@ fn lint_passes() {
 fn default_render_has_crds_rbac_and_a_locked_down_controller() {
     let docs = render_chart(&[]).unwrap();
     let crds = of_kind(&docs, "CustomResourceDefinition");
-    assert_eq!(crds.len(), 4);
+    assert_eq!(crds.len(), 5);
     for crd in &crds {
         assert_eq!(
             crd["metadata"]["annotations"]["helm.sh/resource-policy"],
@@ -31,9 +31,37 @@ fn default_render_has_crds_rbac_and_a_locked_down_controller() {
         );
     }
     let roles = of_kind(&docs, "ClusterRole");
-    assert_eq!(roles.len(), 1, "the runner gets no ClusterRole by default");
+    let names: Vec<&str> = roles
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["hib-hibernator-controller", "hib-hibernator-notifications"],
+        "the runner gets no ClusterRole by default"
+    );
     let rules = roles[0]["rules"].as_array().unwrap();
     assert!(rules.iter().any(|r| r["resources"][0] == "tokenreviews"));
+    assert!(
+        !rules.iter().any(|r| r["resources"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("secrets"))),
+        "the controller's own role reads no Secret"
+    );
+    // Notifications: get (never list or watch) on Secrets, narrowed to names when given.
+    assert_eq!(
+        roles[1]["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])
+    );
+    let narrowed = render_chart(&["notifications.secretNames={slack-hook,teams-hook}"]).unwrap();
+    assert_eq!(
+        of_kind(&narrowed, "ClusterRole")[1]["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"],
+                            "resourceNames": ["slack-hook", "teams-hook"], "verbs": ["get"]}])
+    );
+    let off = render_chart(&["notifications.enabled=false"]).unwrap();
+    assert_eq!(of_kind(&off, "ClusterRole").len(), 1);
     let role_names: Vec<&str> = of_kind(&docs, "Role")
         .iter()
         .map(|r| r["metadata"]["name"].as_str().unwrap())
@@ -123,7 +151,8 @@ fn toggles() {
     assert!(
         args(&docs).contains(&"--runner-env=AWS_ENDPOINT_URL=http://localstack:4566".to_string())
     );
-    assert_eq!(of_kind(&docs, "ClusterRole").len(), 2);
+    // The controller's, the notifications' Secret reading, the runner's.
+    assert_eq!(of_kind(&docs, "ClusterRole").len(), 3);
 }
 
 #[test]
@@ -275,6 +304,14 @@ fn watching_one_namespace_binds_roles_there_and_nothing_cluster_wide() {
         .find(|r| r["metadata"]["name"] == "hib-hibernator-controller")
         .unwrap();
     assert_eq!(role["metadata"]["namespace"], "team-a");
+    let secrets = of_kind(&docs, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "hib-hibernator-notifications")
+        .unwrap();
+    assert_eq!(
+        secrets["metadata"]["namespace"], "team-a",
+        "notification Secrets are read in the watched namespace only"
+    );
     let resources: Vec<&str> = role["rules"]
         .as_array()
         .unwrap()

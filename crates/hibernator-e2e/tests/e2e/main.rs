@@ -23,4 +23,5 @@ mod lifecycle;
 mod morning;
 mod namespaces;
 mod night;
+mod notifications;
 mod workloads;

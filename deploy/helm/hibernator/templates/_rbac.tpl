@@ -14,6 +14,7 @@
   resources:
   - hibernationplans/status
   - scheduleexceptions/status
+  - hibernationnotifications/status
   verbs:
   - get
   - patch
@@ -27,6 +28,7 @@
   - hibernator.ardikasaputro.io
   resources:
   - scheduleexceptions
+  - hibernationnotifications
   verbs:
   - get
   - list
@@ -163,6 +165,7 @@
   resources:
   - hibernationplans/status
   - scheduleexceptions/status
+  - hibernationnotifications/status
   verbs:
   - get
   - patch
@@ -176,6 +179,7 @@
   - hibernator.ardikasaputro.io
   resources:
   - scheduleexceptions
+  - hibernationnotifications
   verbs:
   - get
   - list
