@@ -81,6 +81,7 @@ async fn bench(args: &Args) -> Result<Vec<Row>> {
             controller: dir.join("hibernator-controller"),
             runner: dir.join("hibernator-runner"),
             cli: debug.cli.clone(),
+            xtask: debug.xtask.clone(),
         }
     } else {
         debug.clone()

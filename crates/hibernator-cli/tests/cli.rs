@@ -392,3 +392,74 @@ fn preview_text_is_readable() {
     );
     assert!(text.contains("Mon 2026-12-07 06:00 EST  wake up"), "{text}");
 }
+
+#[test]
+fn validate_checks_notifications_against_their_plans_and_secrets() {
+    let docs = r#"
+apiVersion: hibernator.ardikasaputro.io/v1alpha1
+kind: HibernationPlan
+metadata: {name: prod-offhours, namespace: team-a, labels: {notify: platform}}
+spec:
+  schedule: {timezone: UTC, offHours: [{start: "20:00", end: "06:00", daysOfWeek: [MON]}]}
+  execution: {strategy: {type: Parallel}}
+  targets: [{name: batch, type: noop}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: hooks, namespace: team-a}
+stringData: {slack: "https://hooks.example/T"}
+---
+apiVersion: hibernator.ardikasaputro.io/v1alpha1
+kind: HibernationNotification
+metadata: {name: by-name, namespace: team-a}
+spec:
+  planRefs: [{name: prod-ofhours}]
+  events: [Hibernated, Awake]
+  sinks:
+    - slack: {webhookSecretRef: {name: hooks, key: slack}}
+    - teams: {webhookSecretRef: {name: hooks, key: teams}}
+    - slack: {webhookSecretRef: {name: kept-out-of-git, key: url}}
+---
+apiVersion: hibernator.ardikasaputro.io/v1alpha1
+kind: HibernationNotification
+metadata: {name: by-label, namespace: team-a}
+spec:
+  selector: {matchLabels: {notify: nobody}}
+  events: [HeadsUp]
+  headsUpBefore: 25h
+  sinks: [{slack: {webhookSecretRef: {name: hooks, key: slack}}}]
+"#;
+    let o = run(&["validate", "-"], Some(docs));
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for line in [
+        "error: spec.planRefs[0].name = \"prod-ofhours\": HibernationPlan team-a/prod-ofhours is not among the documents",
+        "hint: did you mean \"prod-offhours\"?",
+        "error: spec.sinks[2].name: the name \"slack\" is taken by spec.sinks[0]",
+        "error: spec.sinks[1].teams.webhookSecretRef.key = \"teams\": Secret team-a/hooks has no key \"teams\"",
+        "error: spec.headsUpBefore = \"25h\": \"25h\" is not a duration of at most 24h",
+    ] {
+        assert!(out.contains(line), "{line}\nnot in:\n{out}");
+    }
+    assert!(
+        !out.contains("kept-out-of-git"),
+        "a Secret that is not among the documents is not reported: {out}"
+    );
+    // Fixed, the label selector that matches no plan is a warning only.
+    let fixed = docs
+        .replace("prod-ofhours", "prod-offhours")
+        .replace("key: teams", "key: slack")
+        .replace(
+            "- slack: {webhookSecretRef: {name: kept-out-of-git, key: url}}",
+            "- {name: other, slack: {webhookSecretRef: {name: kept-out-of-git, key: url}}}",
+        )
+        .replace("25h", "30m");
+    let o = run(&["validate", "-"], Some(&fixed));
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("warning: spec.selector")
+            && out.contains("selects none of the HibernationPlans of namespace team-a"),
+        "{out}"
+    );
+}

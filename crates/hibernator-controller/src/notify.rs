@@ -160,15 +160,17 @@ impl Notifier {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs the notification controller until `stop`: notifications are evaluated when they
-    /// change, when a plan they may select is reconciled (`plan_changes`), when a delivery
-    /// ends, and at least every five minutes.
+    /// Runs the notification controller until `stop`, from when the plan controller's caches
+    /// are synced (`caches_synced`): notifications are evaluated when they change, when a plan
+    /// they may select is reconciled (`plan_changes`), when a delivery ends, and at least every
+    /// five minutes.
     pub async fn run(
         self,
         client: Client,
         namespace: Option<String>,
         plans: Store<DeserializeGuard<HibernationPlan>>,
         plan_changes: mpsc::Receiver<ObjectRef<HibernationPlan>>,
+        caches_synced: impl std::future::Future<Output = ()> + Send,
         stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     ) {
         let api: Api<HibernationNotification> = match &namespace {
@@ -206,6 +208,15 @@ impl Notifier {
             let next = rx.lock().await.recv().await;
             next.map(|r| (r, rx))
         });
+        // A ledger is pruned to the plans selected: evaluating before the plan cache is
+        // complete would forget what was sent to the plans not listed yet. (Not
+        // `Store::wait_until_ready`: with two tasks waiting on one store, only the last to poll
+        // is woken.)
+        let mut stop = Box::pin(stop);
+        tokio::select! {
+            _ = caches_synced => {},
+            _ = &mut stop => return,
+        }
         let ctx = Arc::new(Ctx {
             notifier: self.clone(),
             plans,
@@ -288,12 +299,8 @@ async fn reconcile(n: Arc<HibernationNotification>, ctx: Arc<Ctx>) -> Result<Act
         for sink in &n.spec.sinks {
             let sink_name = sink.effective_name();
             ensure_sink_status(&mut status, &sink_name, sink);
-            if broken.contains_key(&sink_name) {
-                // What is due stays due until the sink can be reached.
-                continue;
-            }
             for plan in &plans {
-                jobs.extend(evaluate(
+                let due = evaluate(
                     &n,
                     &key,
                     plan,
@@ -302,7 +309,11 @@ async fn reconcile(n: Arc<HibernationNotification>, ctx: Arc<Ctx>) -> Result<Act
                     &mut status,
                     horizon,
                     notifier,
-                ));
+                );
+                // What is due for a sink that cannot be reached stays due until it can.
+                if !broken.contains_key(&sink_name) {
+                    jobs.extend(due);
+                }
             }
         }
         prune(&mut status, &n, &plans, horizon);
@@ -722,12 +733,16 @@ impl Notifier {
         }
     }
 
-    /// Stops the workers of sinks a notification no longer has.
+    /// Stops the workers of sinks a notification no longer has, and forgets their jobs.
     fn forget_removed_sinks(&self, key: &NotifKey, sinks: &[Sink]) {
         let names: BTreeSet<String> = sinks.iter().map(Sink::effective_name).collect();
-        self.state()
+        let mut state = self.state();
+        state
             .workers
             .retain(|(k, s), _| k != key || names.contains(s));
+        state
+            .in_flight
+            .retain(|(k, _, s, _)| k != key || names.contains(s));
     }
 
     fn finished(&self, job: &Job, outcome: Outcome) {

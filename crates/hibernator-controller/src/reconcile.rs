@@ -401,6 +401,7 @@ pub async fn run_controller(
             ObjectRef::new(&r.name).within(r.namespace.as_deref().unwrap_or_default())
         })
     });
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let stores_ready = {
         let (j, e, p, c, pl) = (
             jobs.clone(),
@@ -418,6 +419,7 @@ pub async fn run_controller(
                 pl.wait_until_ready()
             );
             ready.set(true);
+            let _ = synced_tx.send(true);
             info!("caches synced; reconciling");
         }
     };
@@ -439,6 +441,13 @@ pub async fn run_controller(
         namespace.clone(),
         plan_store.clone(),
         plan_changes_rx,
+        async move {
+            let mut synced = synced_rx;
+            if synced.wait_for(|s| *s).await.is_err() {
+                // Never synced: the notifier waits for its stop.
+                std::future::pending::<()>().await;
+            }
+        },
         stopped(),
     ));
     controller

@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests.
 
 pub mod chaos;
+pub mod checkers;
 pub mod receiver;
 pub mod stack;
 pub mod world;

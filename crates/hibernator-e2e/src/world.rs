@@ -39,6 +39,8 @@ pub struct Binaries {
     pub runner: PathBuf,
     /// kubectl-hibernator.
     pub cli: PathBuf,
+    /// xtask (what `cargo xtask` runs).
+    pub xtask: PathBuf,
 }
 
 /// Builds (once per test process) and returns the workspace binaries.
@@ -67,6 +69,7 @@ pub fn binaries() -> Result<&'static Binaries> {
             controller: dir.join("hibernator-controller"),
             runner: dir.join("hibernator-runner"),
             cli: dir.join("kubectl-hibernator"),
+            xtask: dir.join("xtask"),
         })
     })
     .as_ref()

@@ -133,7 +133,7 @@ pub async fn deliver(
                 count("failed");
                 return Report {
                     attempts: attempt,
-                    error: Some(if f.retryable {
+                    error: Some(if f.retryable && attempt > 1 {
                         format!("gave up after {attempt} attempts: {}", f.message)
                     } else {
                         f.message
@@ -240,28 +240,8 @@ pub async fn resolve(
             url_ref.name, url_ref.key
         )
     })?;
-    let uri: Uri = url.trim().parse().map_err(|_| {
-        format!(
-            "{field}: Secret {} key {} does not hold a URL",
-            url_ref.name, url_ref.key
-        )
-    })?;
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if sink.insecure == Some(true) => {}
-        Some("http") => {
-            return Err(format!(
-                "{field}: the URL in Secret {} key {} is http://; use https:// or set insecure: true on the sink",
-                url_ref.name, url_ref.key
-            ));
-        }
-        _ => {
-            return Err(format!(
-                "{field}: Secret {} key {} does not hold an https:// URL",
-                url_ref.name, url_ref.key
-            ));
-        }
-    }
+    let uri = parse_url(&url, sink.insecure == Some(true))
+        .map_err(|why| format!("{field}: Secret {} key {} {why}", url_ref.name, url_ref.key))?;
     let hmac = match sink
         .webhook
         .as_ref()
@@ -321,6 +301,21 @@ async fn secret_value(
         .ok_or_else(|| format!("{field}: Secret {} has no key {}", r.name, r.key))
 }
 
+/// A webhook URL: `https://`, or `http://` when the sink is `insecure`. The error never holds
+/// the URL (it carries a token).
+pub fn parse_url(text: &str, insecure: bool) -> Result<Uri, &'static str> {
+    let uri: Uri = text.trim().parse().map_err(|_| "does not hold a URL")?;
+    if uri.host().is_none() {
+        return Err("does not hold a URL with a host");
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if insecure => Ok(uri),
+        Some("http") => Err("holds an http:// URL; use https:// or set insecure: true on the sink"),
+        _ => Err("does not hold an https:// URL"),
+    }
+}
+
 /// `sha256=<hex HMAC-SHA256 of body>`.
 pub fn signature(key: &[u8], body: &[u8]) -> String {
     use aws_lc_rs::hmac;
@@ -353,6 +348,34 @@ mod tests {
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn urls_must_be_https_unless_the_sink_is_insecure() {
+        let token = "https://hooks.example/services/T0KEN";
+        assert!(parse_url(token, false).is_ok());
+        assert!(
+            parse_url(&format!(" {token}\n"), false).is_ok(),
+            "a trailing newline is fine"
+        );
+        let plain = "http://receiver.internal/hook";
+        assert_eq!(
+            parse_url(plain, false).unwrap_err(),
+            "holds an http:// URL; use https:// or set insecure: true on the sink"
+        );
+        assert!(parse_url(plain, true).is_ok());
+        assert_eq!(
+            parse_url("ftp://x/y", true).unwrap_err(),
+            "does not hold an https:// URL"
+        );
+        assert_eq!(
+            parse_url("not a url", false).unwrap_err(),
+            "does not hold a URL"
+        );
+        assert_eq!(
+            parse_url("/relative", false).unwrap_err(),
+            "does not hold a URL with a host"
         );
     }
 

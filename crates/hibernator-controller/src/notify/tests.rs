@@ -146,3 +146,50 @@ impl SignedDurationExt {
         jiff::SignedDuration::from_mins(m)
     }
 }
+
+#[test]
+fn readiness_names_what_is_wrong() {
+    let n = notification(&["Hibernated"]);
+    let status = HibernationNotificationStatus::default();
+    let none = BTreeMap::new();
+    let (ready, reason, message) = readiness(&n, &[], &status, &none);
+    assert!(!ready);
+    assert_eq!(reason, "NoPlansSelected");
+    assert_eq!(
+        message,
+        "spec.planRefs: no plan named prod in namespace team-a"
+    );
+    let p = plan(hibernated_status());
+    let broken = BTreeMap::from([(
+        "slack".to_string(),
+        "sink slack: Secret s not found".to_string(),
+    )]);
+    assert_eq!(
+        readiness(&n, std::slice::from_ref(&p), &status, &broken).1,
+        "SinkNotUsable"
+    );
+    let mut failed = status.clone();
+    failed.sinks.push(SinkStatus {
+        name: "slack".into(),
+        type_: "slack".into(),
+        last_delivery: Some(Delivery {
+            time: Time(ts("2026-12-01T20:03:01Z")),
+            plan: "prod".into(),
+            event: NotificationEvent::Hibernated,
+            result: DeliveryResult::Failed,
+            attempts: 8,
+            error: Some("gave up after 8 attempts: the receiver answered HTTP 503".into()),
+        }),
+        ..Default::default()
+    });
+    let (ready, reason, message) = readiness(&n, std::slice::from_ref(&p), &failed, &none);
+    assert_eq!((ready, reason), (false, "DeliveryFailed"));
+    assert_eq!(
+        message,
+        "sink slack: gave up after 8 attempts: the receiver answered HTTP 503"
+    );
+    assert_eq!(
+        readiness(&n, std::slice::from_ref(&p), &status, &none),
+        (true, "Watching", "1 plan(s), 1 sink(s)".to_string())
+    );
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use hibernator_api::common::find_condition;
 use hibernator_api::notification::{DeliveryResult, HibernationNotification, NotificationEvent};
 use hibernator_api::plan::{HibernationPlan, Operation, Phase};
+use hibernator_e2e::checkers::{self, Format};
 use hibernator_e2e::receiver::{Received, Receiver, ReceiverCert};
 use hibernator_e2e::world::{ControllerOptions, World, binaries, free_port, phase, wait_for};
 use hmac::{Hmac, KeyInit, Mac};
@@ -233,12 +234,14 @@ async fn a_night_reaches_slack_teams_and_a_cloudevents_webhook() {
     .unwrap();
 
     // Thursday 19:30 New York at 30x: the heads-up (sent up to five minutes early) after about
-    // 20 s, the night from 60 s to 120 s.
+    // 20 s, the night from 60 s to 120 s. Six attempts: the `events` receiver refuses five.
     let opts = ControllerOptions {
         env: vec![("SSL_CERT_FILE".into(), ca.display().to_string())],
         extra_args: [
             "--notification-retry-base-ms",
             "100",
+            "--notification-max-attempts",
+            "6",
             "--notification-min-interval-ms",
             "50",
             "--notification-heads-up-lead-seconds",
@@ -304,6 +307,26 @@ async fn a_night_reaches_slack_teams_and_a_cloudevents_webhook() {
     }
     for m in teams.accepted() {
         check_teams(&m.json());
+    }
+    // The formats' own libraries read every card and every event without complaint.
+    let bodies: Vec<(Format, Vec<u8>)> = teams
+        .accepted()
+        .into_iter()
+        .map(|r| (Format::Teams, r.body))
+        .chain(
+            cloud
+                .accepted()
+                .into_iter()
+                .map(|r| (Format::CloudEvent, r.body)),
+        )
+        .collect();
+    let refs: Vec<(Format, &[u8])> = bodies.iter().map(|(f, b)| (*f, b.as_slice())).collect();
+    for (result, (format, body)) in checkers::check(&refs).unwrap().iter().zip(&refs) {
+        assert!(
+            result.is_empty(),
+            "{format:?} {}: {result:?}",
+            String::from_utf8_lossy(body)
+        );
     }
     let heads_up = &slack.accepted()[0];
     let text = heads_up.json().to_string();
@@ -376,7 +399,7 @@ async fn a_night_reaches_slack_teams_and_a_cloudevents_webhook() {
     let last = sink("down").last_delivery.clone().unwrap();
     assert_eq!(last.result, DeliveryResult::Failed);
     let error = last.error.unwrap();
-    assert!(error.starts_with("gave up after 8 attempts"), "{error}");
+    assert!(error.starts_with("gave up after 6 attempts"), "{error}");
     let ready = find_condition(&status.conditions, "Ready").unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
@@ -391,11 +414,11 @@ async fn a_night_reaches_slack_teams_and_a_cloudevents_webhook() {
             "{token} leaked into the status or the log"
         );
     }
-    // The HeadsUp to the two webhooks: five retries to `events`, seven to `down`, which then
-    // gave up.
+    // The HeadsUp to the two webhooks: five retries to `events`, five to `down`, which then
+    // gave up (six attempts).
     let metrics = c.metrics().await.unwrap();
     for line in [
-        "hibernator_notifications_total{sink_type=\"webhook\",event=\"HeadsUp\",result=\"retried\"} 12",
+        "hibernator_notifications_total{sink_type=\"webhook\",event=\"HeadsUp\",result=\"retried\"} 10",
         "hibernator_notifications_total{sink_type=\"webhook\",event=\"HeadsUp\",result=\"failed\"} 1",
         "hibernator_notifications_total{sink_type=\"webhook\",event=\"HeadsUp\",result=\"delivered\"} 1",
         "hibernator_notifications_total{sink_type=\"slack\",event=\"Awake\",result=\"delivered\"} 1",
@@ -428,7 +451,11 @@ async fn a_notification_due_when_the_controller_dies_arrives_once() {
         "spec": {
             "planRefs": [{"name": PLAN}],
             "events": ["Hibernated", "Awake"],
-            "sinks": [{"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}],
+            "sinks": [
+                {"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}},
+                // Its Secret was never created: reported, and the other sink goes on.
+                {"name": "unready", "webhook": {"urlSecretRef": {"name": "not-there", "key": "url"}}},
+            ],
         },
     }))
     .await
@@ -450,6 +477,25 @@ async fn a_notification_due_when_the_controller_dies_arrives_once() {
     .map_err(|e| format!("{e:#}\n--- controller log:\n{}", first.log()))
     .unwrap();
     first.kill();
+    let api: Api<HibernationNotification> = Api::namespaced(w.client.clone(), &w.ns);
+    let ready = find_condition(
+        &api.get("ops").await.unwrap().status.unwrap().conditions,
+        "Ready",
+    )
+    .cloned()
+    .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SinkNotUsable"),
+        "{ready:?}"
+    );
+    assert_eq!(
+        ready.message,
+        format!(
+            "sink unready (webhook.urlSecretRef): Secret not-there not found in namespace {}",
+            w.ns
+        )
+    );
     let receiver = Receiver::start_on(&cert, port, 0).await.unwrap();
     let second = w
         .controller(ControllerOptions {
@@ -498,12 +544,14 @@ async fn a_notification_due_when_the_controller_dies_arrives_once() {
             String::from_utf8_lossy(&o.stderr)
         )
     };
-    assert!(out.0.status.success(), "{}", text(&out.0));
-    assert!(
-        text(&out.0).contains("webhook (webhook): delivered TargetFailed about nightly"),
-        "{}",
-        text(&out.0)
-    );
+    // One sink delivered, the one without its Secret failed: exit 1.
+    assert_eq!(out.0.status.code(), Some(1), "{}", text(&out.0));
+    for line in [
+        "webhook (webhook): delivered TargetFailed about nightly",
+        "unready (webhook): failed: sink unready (webhook.urlSecretRef): Secret not-there not found",
+    ] {
+        assert!(text(&out.0).contains(line), "{line} in {}", text(&out.0));
+    }
     let sample = receiver.accepted().last().unwrap().json();
     assert_eq!(
         sample["type"],
