@@ -356,6 +356,18 @@ impl ExecutionGraph {
         step
     }
 
+    /// True when target `b` starts only after target `a` completed: a chain of dependencies
+    /// leads from `a` to `b`.
+    pub fn precedes(&self, a: usize, b: usize) -> bool {
+        a != b
+            && daggy::petgraph::algo::has_path_connecting(
+                self.dag.graph(),
+                NodeIndex::new(a),
+                NodeIndex::new(b),
+                None,
+            )
+    }
+
     /// A topological order (list order among independent targets).
     pub fn topological_order(&self) -> Vec<usize> {
         let n = self.names.len();

@@ -31,19 +31,22 @@ pub enum TargetType {
     Workloads,
     /// Karpenter NodePools in a cluster.
     Karpenter,
+    /// Flux and Argo CD objects whose reconciliation is paused while the plan sleeps.
+    Gitops,
     /// Does nothing (tests and demos).
     Noop,
 }
 
 impl TargetType {
     /// Every type.
-    pub const ALL: [TargetType; 7] = [
+    pub const ALL: [TargetType; 8] = [
         TargetType::Rds,
         TargetType::Eks,
         TargetType::Ec2,
         TargetType::Asg,
         TargetType::Workloads,
         TargetType::Karpenter,
+        TargetType::Gitops,
         TargetType::Noop,
     ];
 
@@ -56,6 +59,7 @@ impl TargetType {
             Self::Asg => "asg",
             Self::Workloads => "workloads",
             Self::Karpenter => "karpenter",
+            Self::Gitops => "gitops",
             Self::Noop => "noop",
         }
     }
@@ -70,7 +74,7 @@ impl TargetType {
         use crate::plan::ConnectorKind;
         match self {
             Self::Rds | Self::Eks | Self::Ec2 | Self::Asg => Some(ConnectorKind::CloudProvider),
-            Self::Workloads | Self::Karpenter => Some(ConnectorKind::K8SCluster),
+            Self::Workloads | Self::Karpenter | Self::Gitops => Some(ConnectorKind::K8SCluster),
             Self::Noop => None,
         }
     }
@@ -83,6 +87,7 @@ impl TargetType {
             Self::Asg => generator.subschema_for::<AsgParameters>(),
             Self::Workloads => generator.subschema_for::<WorkloadsParameters>(),
             Self::Karpenter => generator.subschema_for::<KarpenterParameters>(),
+            Self::Gitops => generator.subschema_for::<GitopsParameters>(),
             Self::Noop => generator.subschema_for::<NoopParameters>(),
         }
     }
@@ -133,6 +138,23 @@ impl TargetType {
                 "karpenter targets need exactly one of parameters.nodePools or parameters.selector".into(),
                 ".parameters",
             )],
+            Self::Gitops => vec![
+                (
+                    guard("has(self.parameters) && (has(self.parameters.flux) || has(self.parameters.argocd))"),
+                    "gitops targets need parameters.flux and/or parameters.argocd".into(),
+                    ".parameters",
+                ),
+                (
+                    guard("!has(self.parameters) || !has(self.parameters.flux) || has(self.parameters.flux.kustomizations) || has(self.parameters.flux.helmReleases) || has(self.parameters.flux.selector)"),
+                    "parameters.flux needs kustomizations, helmReleases and/or selector".into(),
+                    ".parameters.flux",
+                ),
+                (
+                    guard("!has(self.parameters) || !has(self.parameters.argocd) || has(self.parameters.argocd.applications) || has(self.parameters.argocd.selector)"),
+                    "parameters.argocd needs applications and/or selector".into(),
+                    ".parameters.argocd",
+                ),
+            ],
             Self::Noop => vec![],
         }
     }
@@ -261,9 +283,11 @@ pub struct WorkloadsParameters {
     /// Label selector choosing the namespaces instead of `namespaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
-    /// Kinds to scale: `Deployment` and/or `StatefulSet` (default both).
+    /// Kinds to put to sleep (default `Deployment` and `StatefulSet`): `Deployment`,
+    /// `StatefulSet`, `CronJob` (suspended), or any kind with a scale subresource as
+    /// `group/version/Kind` (for example `argoproj.io/v1alpha1/Rollout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2))]
+    #[schemars(length(min = 1, max = 10))]
     pub kinds: Option<Vec<WorkloadKind>>,
     /// Label selector on the objects (workloads, NodePools); all when
     /// absent for workloads.
@@ -271,13 +295,155 @@ pub struct WorkloadsParameters {
     pub selector: Option<LabelSelector>,
 }
 
-/// A kind of workload to scale: `Deployment` or `StatefulSet`.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+impl WorkloadsParameters {
+    /// The kinds the target puts to sleep (`kinds`, or Deployments and StatefulSets).
+    pub fn kinds(&self) -> Vec<WorkloadKind> {
+        self.kinds
+            .clone()
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| vec![WorkloadKind::Deployment, WorkloadKind::StatefulSet])
+    }
+}
+
+/// A kind of workload: `Deployment`, `StatefulSet`, `CronJob`, or a kind with a scale
+/// subresource written `group/version/Kind`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     Deployment,
     /// apps/v1 StatefulSet.
     StatefulSet,
+    /// batch/v1 CronJob (suspended, not scaled).
+    CronJob,
+    /// Any kind with a scale subresource.
+    Scalable(ScalableKind),
+}
+
+/// A kind with a scale subresource, found through API discovery.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScalableKind {
+    /// API group (never the core group).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+}
+
+impl ScalableKind {
+    /// `group/version`.
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    /// The key prefix of its restore records: the lower-case kind, a dot and the group
+    /// (`rollout.argoproj.io`); the version is in the record, the key stays the same across
+    /// versions.
+    pub fn key_prefix(&self) -> String {
+        format!("{}.{}", self.kind.to_lowercase(), self.group)
+    }
+}
+
+/// The pattern of `kinds[]` entries.
+pub const WORKLOAD_KIND_PATTERN: &str = r"^(Deployment|StatefulSet|CronJob|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+/v[0-9]+((alpha|beta)[0-9]+)?/[A-Z][A-Za-z0-9]*)$";
+
+impl WorkloadKind {
+    /// Reads `Deployment`, `StatefulSet`, `CronJob` or `group/version/Kind`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "Deployment" => return Ok(Self::Deployment),
+            "StatefulSet" => return Ok(Self::StatefulSet),
+            "CronJob" => return Ok(Self::CronJob),
+            _ => {}
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        let bad = || {
+            format!(
+                "kind {s:?} is neither Deployment, StatefulSet nor CronJob, nor group/version/Kind \
+                 (for example argoproj.io/v1alpha1/Rollout)"
+            )
+        };
+        let [group, version, kind] = parts[..] else {
+            return Err(bad());
+        };
+        let dns = |g: &str| {
+            g.contains('.')
+                && g.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+        };
+        let version_ok = version.strip_prefix('v').is_some_and(|v| {
+            let digits = v.chars().take_while(char::is_ascii_digit).count();
+            let rest = &v[digits..];
+            digits > 0
+                && (rest.is_empty()
+                    || ["alpha", "beta"].iter().any(|p| {
+                        rest.strip_prefix(p)
+                            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                    }))
+        });
+        let kind_ok = kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric());
+        if !dns(group) || !version_ok || !kind_ok {
+            return Err(bad());
+        }
+        Ok(Self::Scalable(ScalableKind {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+        }))
+    }
+
+    /// The spelling of manifests.
+    pub fn as_string(&self) -> String {
+        match self {
+            Self::Deployment => "Deployment".into(),
+            Self::StatefulSet => "StatefulSet".into(),
+            Self::CronJob => "CronJob".into(),
+            Self::Scalable(k) => format!("{}/{}/{}", k.group, k.version, k.kind),
+        }
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_string())
+    }
+}
+
+impl Serialize for WorkloadKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkloadKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for WorkloadKind {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "WorkloadKind".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "maxLength": 253,
+            "pattern": WORKLOAD_KIND_PATTERN,
+        })
+    }
 }
 
 /// Parameters of a `karpenter` target.
@@ -292,6 +458,61 @@ pub struct KarpenterParameters {
     /// absent for workloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+}
+
+/// Parameters of a `gitops` target: the Flux and Argo CD objects whose reconciliation is paused
+/// while the plan sleeps, so that Git does not wake up what the plan put to sleep.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitopsParameters {
+    /// Flux Kustomizations and HelmReleases to suspend (`spec.suspend: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flux: Option<FluxObjects>,
+    /// Argo CD Applications whose automated sync is turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argocd: Option<ArgoCdObjects>,
+}
+
+/// Flux objects of a `gitops` target: the named ones and those the selector matches.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FluxObjects {
+    /// `kustomize.toolkit.fluxcd.io/v1` Kustomizations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub kustomizations: Option<Vec<NamespacedName>>,
+    /// `helm.toolkit.fluxcd.io/v2` HelmReleases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub helm_releases: Option<Vec<NamespacedName>>,
+    /// Kustomizations and HelmReleases of any namespace with these labels (not empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Argo CD Applications of a `gitops` target: the named ones and those the selector matches.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgoCdObjects {
+    /// `argoproj.io/v1alpha1` Applications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub applications: Option<Vec<NamespacedName>>,
+    /// Applications of any namespace with these labels (not empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// An object by namespace and name.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespacedName {
+    /// Namespace of the object.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Parameters of a `noop` target.
@@ -338,6 +559,8 @@ pub enum TargetParameters {
     Workloads(WorkloadsParameters),
     /// `karpenter`.
     Karpenter(KarpenterParameters),
+    /// `gitops`.
+    Gitops(GitopsParameters),
     /// `noop`.
     Noop(NoopParameters),
 }
@@ -367,6 +590,7 @@ impl TargetParameters {
             TargetType::Asg => Self::Asg(serde_json::from_value(value).map_err(err)?),
             TargetType::Workloads => Self::Workloads(serde_json::from_value(value).map_err(err)?),
             TargetType::Karpenter => Self::Karpenter(serde_json::from_value(value).map_err(err)?),
+            TargetType::Gitops => Self::Gitops(serde_json::from_value(value).map_err(err)?),
             TargetType::Noop => Self::Noop(serde_json::from_value(value).map_err(err)?),
         })
     }
@@ -380,6 +604,7 @@ impl TargetParameters {
             Self::Asg(p) => serde_json::to_value(p),
             Self::Workloads(p) => serde_json::to_value(p),
             Self::Karpenter(p) => serde_json::to_value(p),
+            Self::Gitops(p) => serde_json::to_value(p),
             Self::Noop(p) => serde_json::to_value(p),
         };
         v.unwrap_or_else(|_| json!({}))
@@ -610,6 +835,43 @@ mod tests {
                 selector: None
             })
         );
+    }
+
+    #[test]
+    fn workload_kinds_are_names_or_group_version_kind() {
+        let re = regex::Regex::new(WORKLOAD_KIND_PATTERN).unwrap();
+        for (text, ok) in [
+            ("Deployment", true),
+            ("CronJob", true),
+            ("argoproj.io/v1alpha1/Rollout", true),
+            ("apps/v1/ReplicaSet", false),
+            ("argoproj.io/v1/rollout", false),
+            ("argoproj.io/1/Rollout", false),
+            ("argoproj.io/v1alpha/Rollout", false),
+            ("Rollout", false),
+            ("argoproj.io/v1alpha1/Rollout/x", false),
+        ] {
+            let parsed = WorkloadKind::parse(text);
+            assert_eq!(parsed.is_ok(), ok, "{text}: {parsed:?}");
+            // The CRD's pattern agrees with the parser.
+            assert_eq!(re.is_match(text), ok, "pattern on {text}");
+            if let Ok(k) = parsed {
+                assert_eq!(k.to_string(), text);
+            }
+        }
+        let e = TargetParameters::parse(
+            TargetType::Workloads,
+            Some(&json!({"namespaces": ["a"], "kinds": ["Rollout"]})),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("kind \"Rollout\" is neither"), "{e}");
+        let WorkloadKind::Scalable(k) =
+            WorkloadKind::parse("argoproj.io/v1alpha1/Rollout").unwrap()
+        else {
+            panic!("scalable")
+        };
+        assert_eq!(k.key_prefix(), "rollout.argoproj.io");
+        assert_eq!(k.api_version(), "argoproj.io/v1alpha1");
     }
 
     #[test]

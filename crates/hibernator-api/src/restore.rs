@@ -703,32 +703,60 @@ pub mod key_prefix {
     pub const STATEFULSET: &str = "statefulset";
     /// Karpenter NodePools.
     pub const NODE_POOL: &str = "nodepool";
+    /// CronJobs (`cronjob:<namespace>/<name>`).
+    pub const CRONJOB: &str = "cronjob";
+    /// KEDA ScaledObjects paused for the night (`scaledobject:<namespace>/<name>`).
+    pub const SCALED_OBJECT: &str = "scaledobject";
+    /// Flux Kustomizations (`kustomization:<namespace>/<name>`).
+    pub const KUSTOMIZATION: &str = "kustomization";
+    /// Flux HelmReleases (`helmrelease:<namespace>/<name>`).
+    pub const HELM_RELEASE: &str = "helmrelease";
+    /// Argo CD Applications (`application:<namespace>/<name>`).
+    pub const APPLICATION: &str = "application";
     /// Noop targets.
     pub const NOOP: &str = "noop";
 }
 
-/// Whether `key` is a record a target with `params` can make: its prefix belongs to the
-/// target's type (`instance:`/`cluster:` for RDS, `nodegroup:` for EKS, `ec2:`, `asg:`,
-/// `deployment:`/`statefulset:` for workloads, `nodepool:` for Karpenter, `noop:`), and a
-/// workload's namespace is one of the target's `namespaces` when it names them. Targets that
-/// choose namespaces by a selector are not checked further: the labels live in the target's
-/// cluster.
-pub fn key_in_scope(params: &crate::TargetParameters, key: &str) -> Result<(), String> {
+/// The key prefixes of the records a target with `params` makes: `instance`/`cluster` for
+/// RDS, `nodegroup` for EKS, `ec2`, `asg`, for workloads `deployment`/`statefulset`/`cronjob`,
+/// `scaledobject` and `<kind>.<group>` of each scalable kind it names, `nodepool` for Karpenter,
+/// `kustomization`/`helmrelease`/`application` for gitops, `noop`.
+pub fn key_prefixes(params: &crate::TargetParameters) -> Vec<String> {
     use crate::TargetParameters as P;
+    use crate::params::WorkloadKind;
     use key_prefix as k;
-    let prefixes: &[&str] = match params {
+    let fixed: &[&str] = match params {
         P::Rds(_) => &[k::RDS_INSTANCE, k::RDS_CLUSTER],
         P::Eks(_) => &[k::NODE_GROUP],
         P::Ec2(_) => &[k::EC2],
         P::Asg(_) => &[k::ASG],
-        P::Workloads(_) => &[k::DEPLOYMENT, k::STATEFULSET],
+        P::Workloads(_) => &[k::DEPLOYMENT, k::STATEFULSET, k::CRONJOB, k::SCALED_OBJECT],
         P::Karpenter(_) => &[k::NODE_POOL],
+        P::Gitops(_) => &[k::KUSTOMIZATION, k::HELM_RELEASE, k::APPLICATION],
         P::Noop(_) => &[k::NOOP],
     };
+    let mut out: Vec<String> = fixed.iter().map(|p| p.to_string()).collect();
+    if let P::Workloads(w) = params {
+        for kind in w.kinds() {
+            if let WorkloadKind::Scalable(s) = kind {
+                out.push(s.key_prefix());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `key` is a record a target with `params` can make: its prefix is one of
+/// [`key_prefixes`], and a workload's namespace is one of the target's `namespaces` when it
+/// names them. Targets that choose namespaces by a selector are not checked further: the
+/// labels live in the target's cluster.
+pub fn key_in_scope(params: &crate::TargetParameters, key: &str) -> Result<(), String> {
+    use crate::TargetParameters as P;
+    let prefixes = key_prefixes(params);
     let (prefix, rest) = key
         .split_once(':')
         .ok_or_else(|| "it has no \"kind:\" prefix".to_string())?;
-    if !prefixes.contains(&prefix) || rest.is_empty() {
+    if !prefixes.iter().any(|p| p == prefix) || rest.is_empty() {
         return Err(format!(
             "this type records {} keys",
             prefixes
@@ -738,11 +766,13 @@ pub fn key_in_scope(params: &crate::TargetParameters, key: &str) -> Result<(), S
                 .join(" or ")
         ));
     }
-    if let P::Workloads(w) = params {
-        let (namespace, _) = rest
-            .split_once('/')
+    if matches!(params, P::Workloads(_) | P::Gitops(_)) {
+        rest.split_once('/')
             .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
-            .ok_or_else(|| "a workload key is \"kind:namespace/name\"".to_string())?;
+            .ok_or_else(|| "a key of this type is \"kind:namespace/name\"".to_string())?;
+    }
+    if let P::Workloads(w) = params {
+        let (namespace, _) = rest.split_once('/').unwrap_or_default();
         if let Some(namespaces) = &w.namespaces
             && !namespaces.iter().any(|n| n == namespace)
         {
@@ -788,5 +818,26 @@ mod scope_tests {
             json!({"namespaceSelector": {"matchLabels": {"env": "dev"}}}),
         );
         assert_eq!(key_in_scope(&by_label, "statefulset:any/db"), Ok(()));
+
+        let rollouts = params(
+            TargetType::Workloads,
+            json!({"namespaces": ["team-a"], "kinds": ["CronJob", "argoproj.io/v1alpha1/Rollout"]}),
+        );
+        assert_eq!(
+            key_in_scope(&rollouts, "rollout.argoproj.io:team-a/web"),
+            Ok(())
+        );
+        assert_eq!(key_in_scope(&rollouts, "cronjob:team-a/report"), Ok(()));
+        assert_eq!(key_in_scope(&rollouts, "scaledobject:team-a/web"), Ok(()));
+        assert!(key_in_scope(&w, "rollout.argoproj.io:team-a/web").is_err());
+
+        let g = params(
+            TargetType::Gitops,
+            json!({"flux": {"kustomizations": [{"namespace": "flux-system", "name": "apps"}]}}),
+        );
+        assert_eq!(key_in_scope(&g, "kustomization:flux-system/apps"), Ok(()));
+        assert_eq!(key_in_scope(&g, "application:argocd/web"), Ok(()));
+        assert!(key_in_scope(&g, "application:web").is_err());
+        assert!(key_in_scope(&g, "deployment:argocd/web").is_err());
     }
 }

@@ -474,11 +474,16 @@ fn check_object(kind: Kind, value: &Value, problems: &mut Problems<'_>, semantic
         _ if !semantics => {}
         Kind::HibernationPlan => {
             if let Ok(plan) = serde_json::from_value::<HibernationPlan>(value.clone()) {
+                let (order_errors, order_warnings) = gitops_order(&plan);
                 for p in plan_semantics(&plan)
                     .into_iter()
                     .chain(unsafe_selectors(&plan))
+                    .chain(order_errors)
                 {
                     problems.push_semantic(p);
+                }
+                for p in order_warnings {
+                    problems.push(p.field, p.message, p.hint, Severity::Warning);
                 }
             }
         }
@@ -615,6 +620,82 @@ pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
     out
 }
 
+/// The order of `gitops` targets: in each K8SCluster, a plan's `workloads` and `karpenter`
+/// targets must hibernate after every `gitops` target of that cluster (an error otherwise:
+/// Flux or Argo CD would scale them up again while they sleep), and a cluster with such targets
+/// but no `gitops` target gets a warning (when Git manages those objects, nothing stops it).
+/// `validate` reports both; the controller does not refuse such plans.
+pub fn gitops_order(plan: &HibernationPlan) -> (Vec<SemanticProblem>, Vec<SemanticProblem>) {
+    use crate::params::TargetType;
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let Ok(graph) = ExecutionGraph::compile(&plan.spec) else {
+        return (errors, warnings);
+    };
+    let cluster = |i: usize| {
+        plan.spec.targets[i]
+            .connector_ref
+            .as_ref()
+            .map(|c| c.name.as_str())
+    };
+    let of = |t: TargetType| -> Vec<usize> {
+        (0..plan.spec.targets.len())
+            .filter(|&i| plan.spec.targets[i].type_ == t)
+            .collect()
+    };
+    let gitops = of(TargetType::Gitops);
+    let mut scaled = of(TargetType::Workloads);
+    scaled.extend(of(TargetType::Karpenter));
+    scaled.sort_unstable();
+    for w in scaled {
+        let target = &plan.spec.targets[w];
+        let Some(c) = cluster(w) else { continue };
+        let pausers: Vec<usize> = gitops
+            .iter()
+            .copied()
+            .filter(|&g| cluster(g) == Some(c))
+            .collect();
+        if pausers.is_empty() {
+            warnings.push(SemanticProblem::new(
+                format!("spec.targets[{w}]"),
+                format!(
+                    "{} target {} in K8SCluster {c}: no gitops target of this plan pauses Flux or \
+                     Argo CD in that cluster first; if Git manages these objects, a sync can \
+                     scale them up again while the plan sleeps",
+                    target.type_, target.name
+                ),
+                Some(
+                    "add a gitops target for the Kustomizations, HelmReleases or Applications \
+                     that apply them, hibernated before this one (docs/operations.md, \"GitOps \
+                     tools\")"
+                        .into(),
+                ),
+            ));
+            continue;
+        }
+        for g in pausers {
+            if graph.precedes(g, w) {
+                continue;
+            }
+            let gname = &plan.spec.targets[g].name;
+            errors.push(SemanticProblem::new(
+                format!("spec.targets[{w}]"),
+                format!(
+                    "{} target {} hibernates before or alongside gitops target {gname} of the \
+                     same K8SCluster {c}: Flux or Argo CD could scale it up again before \
+                     {gname} pauses them",
+                    target.type_, target.name
+                ),
+                Some(format!(
+                    "make {} depend on {gname} (DAG: a dependency from {gname} to {}; \
+                     Sequential: list {gname} first; Staged: put {gname} in an earlier stage)",
+                    target.name, target.name
+                )),
+            ));
+        }
+    }
+    (errors, warnings)
+}
+
 /// Label selectors without `matchLabels` or `matchExpressions` select everything: for a target
 /// that puts things to sleep that is almost never meant, so they are refused (name the
 /// namespaces or NodePools, or give labels). `validate` reports them as errors; the controller
@@ -657,6 +738,20 @@ fn empty_selectors(i: usize, params: &TargetParameters) -> Vec<SemanticProblem> 
         }
         TargetParameters::Karpenter(p) if empty(&p.selector) => {
             fields.push(("selector", "every NodePool of the cluster"));
+        }
+        TargetParameters::Gitops(p) => {
+            if empty(&p.flux.as_ref().and_then(|f| f.selector.clone())) {
+                fields.push((
+                    "flux.selector",
+                    "every Flux Kustomization and HelmRelease of the cluster",
+                ));
+            }
+            if empty(&p.argocd.as_ref().and_then(|a| a.selector.clone())) {
+                fields.push((
+                    "argocd.selector",
+                    "every Argo CD Application of the cluster",
+                ));
+            }
         }
         _ => {}
     }

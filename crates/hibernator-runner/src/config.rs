@@ -201,6 +201,14 @@ pub enum ConfigError {
         /// The kind given.
         got: &'static str,
     },
+    /// A kind of `parameters.kinds` the cluster cannot scale.
+    #[error("parameters.kinds: {kind} {reason}")]
+    Kind {
+        /// The kind as written.
+        kind: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// A label selector of the parameters cannot be used.
     #[error("parameters.{field} is not a valid label selector: {message}")]
     Selector {
@@ -429,7 +437,10 @@ fn kind_name(connector: &ConnectorSettings) -> &'static str {
 }
 
 fn check_connector(type_: TargetType, connector: &ConnectorSettings) -> Result<(), ConfigError> {
-    if matches!(type_, TargetType::Workloads | TargetType::Karpenter) {
+    if matches!(
+        type_,
+        TargetType::Workloads | TargetType::Karpenter | TargetType::Gitops
+    ) {
         return check_kubernetes(type_, connector);
     }
     let needs_aws = matches!(

@@ -62,9 +62,10 @@ impl KubeCallError {
     }
 }
 
-/// True when the API answered 404 Not Found.
+/// True when the API answered 404 Not Found: the object does not exist, or its kind is not
+/// served at all (a bare 404 page rather than a Status, as for a CRD that is not installed).
 pub fn is_not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(s) if s.is_not_found())
+    matches!(error, kube::Error::Api(s) if s.code == 404)
 }
 
 /// True when the API answered 409 Conflict (a precondition such as the resource version).

@@ -288,6 +288,7 @@ async fn execute(config: &Config, ctx: &Ctx<'_>) -> Result<Outcome, RunError> {
         return match &config.parameters {
             TargetParameters::Workloads(p) => executor::workloads::run(ctx, &kube, p).await,
             TargetParameters::Karpenter(p) => executor::karpenter::run(ctx, &kube, p).await,
+            TargetParameters::Gitops(p) => executor::gitops::run(ctx, &kube, p).await,
             _ => Err(ConfigError::ConnectorKind {
                 var: hibernator_api::runner::env::CONNECTOR,
                 type_,
@@ -331,15 +332,15 @@ async fn execute(config: &Config, ctx: &Ctx<'_>) -> Result<Outcome, RunError> {
         }
         TargetParameters::Ec2(p) => executor::ec2::run(ctx, &aws, p).await,
         TargetParameters::Asg(p) => executor::asg::run(ctx, &aws, p).await,
-        TargetParameters::Workloads(_) | TargetParameters::Karpenter(_) => {
-            Err(ConfigError::ConnectorKind {
-                var: hibernator_api::runner::env::CONNECTOR,
-                type_,
-                expected: "kubernetes",
-                got: "aws",
-            }
-            .into())
+        TargetParameters::Workloads(_)
+        | TargetParameters::Karpenter(_)
+        | TargetParameters::Gitops(_) => Err(ConfigError::ConnectorKind {
+            var: hibernator_api::runner::env::CONNECTOR,
+            type_,
+            expected: "kubernetes",
+            got: "aws",
         }
+        .into()),
         TargetParameters::Noop(_) => Ok(Outcome {
             summary: "noop: nothing to do".into(),
             changed: 0,

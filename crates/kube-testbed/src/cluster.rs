@@ -44,6 +44,7 @@ pub const CONTROLLERS: &[&str] = &[
     "clusterrole-aggregation-controller",
     "endpointslice-controller",
     "node-lifecycle-controller",
+    "horizontal-pod-autoscaler-controller",
 ];
 
 /// How to start a [`TestCluster`].
@@ -776,6 +777,8 @@ impl ControlPlane {
                 format!("--cluster-signing-cert-file={}", p(&pki.ca.cert)),
                 format!("--cluster-signing-key-file={}", p(&pki.ca.key)),
                 format!("--flex-volume-plugin-dir={}", p(&dir.join("flexvolume"))),
+                // The default (15 s) would make tests wait long for an HPA to act.
+                "--horizontal-pod-autoscaler-sync-period=2s".into(),
                 // One instance: no leader election, so that it rides out an API server restart
                 // (with it, a lost lease makes it exit).
                 "--leader-elect=false".into(),

@@ -13,6 +13,22 @@ pub enum Error {
         /// Exit status and the last lines of its output.
         detail: String,
     },
+    /// `tools/crds/fetch.sh` failed or printed no directory.
+    #[error("failed to fetch the third-party CRDs with {script}: {detail}")]
+    FetchCrds {
+        /// The script that was run.
+        script: PathBuf,
+        /// Exit status and the last lines of its output.
+        detail: String,
+    },
+    /// A third-party CRD file is missing or is not one CustomResourceDefinition.
+    #[error("invalid CRD file {}: {detail}", path.display())]
+    CrdFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// A required program (for example `setpriv`, `unshare`, `kubectl`) is missing.
     #[error("failed to find {program}: {hint}")]
     MissingProgram {

@@ -8,8 +8,12 @@
 //! kube-controller-manager (job, cronjob, ttl-after-finished, deployment, replicaset,
 //! statefulset, disruption, garbage collector, pod garbage collector, namespace, serviceaccount,
 //! serviceaccount-token, root-ca-certificate-publisher, clusterrole-aggregation,
-//! endpointslice and node-lifecycle controllers), kube-scheduler and the process kubelet.
-//! Everything but the kubelet is the official Kubernetes v1.37.2 code.
+//! endpointslice, node-lifecycle and horizontal-pod-autoscaler controllers, the last syncing
+//! every 2 s), kube-scheduler and the process kubelet. Everything but the kubelet is the
+//! official Kubernetes v1.37.2 code.
+//!
+//! [`crds::install_third_party_crds`] installs the real CRDs of Flux, Argo CD, Argo Rollouts and
+//! KEDA, fetched from the Go module proxy by `tools/crds/fetch.sh` (cached).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -89,6 +93,7 @@
 mod audit;
 pub mod cli;
 mod cluster;
+pub mod crds;
 mod error;
 mod kubectl;
 mod kubelet;

@@ -209,6 +209,34 @@ fn lord_howe_half_hour_shift() {
 }
 
 #[test]
+fn lord_howe_window_ending_and_reopening_across_the_gap_matches_the_oracle() {
+    // Found by `engine_matches_brute_force_oracle`. On Sunday 2026-10-04 Lord Howe jumps
+    // from 02:00 +10:30 to 02:30 +11 (15:30Z on 10-03): the first window's Saturday night
+    // closes at 02:15, inside the gap, and its Sunday night opens at 02:30, the first instant
+    // after it; both resolve to 15:30Z.
+    let s = compile(&schedule(
+        "Australia/Lord_Howe",
+        vec![
+            window("02:30", "02:15", ALL_DAYS),
+            window("02:15", "02:30", &[Tue, Wed, Thu, Fri]),
+            window("23:59", "22:45", &[Thu, Fri, Sat, Sun]),
+        ],
+    ));
+    check_engine_against_oracle(&s, utc("2026-10-03T15:30Z")).unwrap();
+
+    // The first window alone sleeps through the jump and wakes at Monday 02:15 +11.
+    let s = compile(&schedule(
+        "Australia/Lord_Howe",
+        vec![window("02:30", "02:15", ALL_DAYS)],
+    ));
+    let e = s.evaluate(utc("2026-10-03T15:30Z"));
+    assert!(e.in_off_hours, "{}", e.reason);
+    assert_eq!(e.next_wake_up_at, Some(utc("2026-10-04T15:15Z")));
+    assert_eq!(e.next_hibernate_at, Some(utc("2026-10-04T15:30Z")));
+    check_engine_against_oracle(&s, utc("2026-10-03T15:00Z")).unwrap();
+}
+
+#[test]
 fn zone_without_dst() {
     let s = compile(&schedule(
         "Asia/Tokyo",
@@ -414,10 +442,14 @@ impl Clock {
     }
 }
 
+/// When an event fired: its minute, then its local time (orders events reached in the same
+/// minute, when the clock jumps over a DST gap).
+type Fired = (i64, DateTime);
+
 #[derive(Clone, Copy, Default)]
 struct WindowState {
-    last_start: Option<i64>,
-    last_end: Option<i64>,
+    last_start: Option<Fired>,
+    last_end: Option<Fired>,
 }
 
 impl WindowState {
@@ -473,9 +505,9 @@ impl Oracle<'_> {
                             let e = d.to_datetime(t);
                             if clock.reaches(e) && fired.insert((owner, idx, 0, is_start, e)) {
                                 if is_start {
-                                    st.last_start = Some(m);
+                                    st.last_start = Some((m, e));
                                 } else {
-                                    st.last_end = Some(m);
+                                    st.last_end = Some((m, e));
                                 }
                             }
                         }
@@ -483,8 +515,10 @@ impl Oracle<'_> {
                     d = d.tomorrow().unwrap();
                 }
             };
-            // Starts are processed before ends, so a start and end firing in the same minute
-            // leave the window awake (an empty window).
+            // Events reached in the same minute (the clock jumped over a gap) take effect in
+            // the order of their local times: a window wholly inside the gap stays empty
+            // (start, then end), one whose previous night ends in the gap and whose next night
+            // starts in or right after it stays asleep (end, then start).
             for (i, w) in self.s.windows.iter().enumerate() {
                 fire(0, i, w, &mut plan_state[i], &mut fired);
             }
@@ -702,6 +736,40 @@ fn arb_scoped_case() -> impl Strategy<Value = (CompiledSchedule, CompiledSchedul
         })
 }
 
+/// The engine agrees with the minute-by-minute oracle on the state at `at` and on the next
+/// hibernation and wake-up within nine days.
+fn check_engine_against_oracle(s: &CompiledSchedule, at: Timestamp) -> Result<(), TestCaseError> {
+    let horizon = 9 * 24 * 60;
+    let to = at + SignedDuration::from_mins(horizon);
+    let states = Oracle { s }.states(at, to);
+    let e = s.evaluate(at);
+    prop_assert_eq!(e.in_off_hours, states[0], "state at {} ({})", at, e.reason);
+    let minute = |i: usize| at + SignedDuration::from_mins(i as i64);
+    let next_on = (1..states.len())
+        .find(|&i| states[i] && !states[i - 1])
+        .map(minute);
+    let next_off = (1..states.len())
+        .find(|&i| !states[i] && states[i - 1])
+        .map(minute);
+    match next_on {
+        Some(t) => prop_assert_eq!(e.next_hibernate_at, Some(t), "next hibernation"),
+        None => prop_assert!(
+            e.next_hibernate_at.is_none_or(|t| t >= to),
+            "no hibernation within the horizon, engine says {:?}",
+            e.next_hibernate_at
+        ),
+    }
+    match next_off {
+        Some(t) => prop_assert_eq!(e.next_wake_up_at, Some(t), "next wake-up"),
+        None => prop_assert!(
+            e.next_wake_up_at.is_none_or(|t| t >= to),
+            "no wake-up within the horizon, engine says {:?}",
+            e.next_wake_up_at
+        ),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -709,22 +777,7 @@ proptest! {
     /// the next hibernation and wake-up within nine days.
     #[test]
     fn engine_matches_brute_force_oracle((s, at) in arb_case()) {
-        let horizon = 9 * 24 * 60;
-        let to = at + SignedDuration::from_mins(horizon);
-        let states = Oracle { s: &s }.states(at, to);
-        let e = s.evaluate(at);
-        prop_assert_eq!(e.in_off_hours, states[0], "state at {} ({})", at, e.reason);
-        let minute = |i: usize| at + SignedDuration::from_mins(i as i64);
-        let next_on = (1..states.len()).find(|&i| states[i] && !states[i - 1]).map(minute);
-        let next_off = (1..states.len()).find(|&i| !states[i] && states[i - 1]).map(minute);
-        match next_on {
-            Some(t) => prop_assert_eq!(e.next_hibernate_at, Some(t), "next hibernation"),
-            None => prop_assert!(e.next_hibernate_at.is_none_or(|t| t >= to), "no hibernation within the horizon, engine says {:?}", e.next_hibernate_at),
-        }
-        match next_off {
-            Some(t) => prop_assert_eq!(e.next_wake_up_at, Some(t), "next wake-up"),
-            None => prop_assert!(e.next_wake_up_at.is_none_or(|t| t >= to), "no wake-up within the horizon, engine says {:?}", e.next_wake_up_at),
-        }
+        check_engine_against_oracle(&s, at)?;
     }
 }
 

@@ -175,3 +175,96 @@ fn an_exception_target_that_is_almost_right_gets_a_suggestion() {
         Some("did you mean \"prod-cluster\"? its targets: prod-db, prod-cluster")
     );
 }
+
+#[test]
+fn gitops_targets_must_pause_before_what_they_manage_sleeps() {
+    use crate::fixtures::PlanBuilder;
+    use crate::params::TargetType;
+    let flux = json!({"flux": {"kustomizations": [{"namespace": "flux-system", "name": "apps"}]}});
+    let apps = json!({"namespaces": ["team-a"]});
+    let texts = |v: Vec<SemanticProblem>| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+
+    // DAG gitops -> workloads, and karpenter after the workloads: fine.
+    let good = PlanBuilder::new("p")
+        .target_with("pause-git", TargetType::Gitops, flux.clone())
+        .target_with("apps", TargetType::Workloads, apps.clone())
+        .target_with(
+            "nodes",
+            TargetType::Karpenter,
+            json!({"nodePools": ["default"]}),
+        )
+        .dag(&[("pause-git", "apps"), ("apps", "nodes")])
+        .build();
+    assert_eq!(gitops_order(&good), (vec![], vec![]));
+
+    // Parallel: the workloads may sleep before Git is paused.
+    let parallel = PlanBuilder::new("p")
+        .target_with("pause-git", TargetType::Gitops, flux.clone())
+        .target_with("apps", TargetType::Workloads, apps.clone())
+        .strategy(crate::plan::StrategyType::Parallel)
+        .build();
+    let (errors, warnings) = gitops_order(&parallel);
+    assert!(warnings.is_empty());
+    let errors = texts(errors);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            "spec.targets[1]: workloads target apps hibernates before or alongside gitops target pause-git"
+        ),
+        "{errors:?}"
+    );
+
+    // Sequential in the wrong order.
+    let backwards = PlanBuilder::new("p")
+        .target_with("apps", TargetType::Workloads, apps.clone())
+        .target_with("pause-git", TargetType::Gitops, flux.clone())
+        .strategy(crate::plan::StrategyType::Sequential)
+        .build();
+    assert_eq!(gitops_order(&backwards).0.len(), 1);
+
+    // No gitops target at all: a warning, not an error.
+    let none = PlanBuilder::new("p")
+        .target_with("apps", TargetType::Workloads, apps)
+        .build();
+    let (errors, warnings) = gitops_order(&none);
+    assert!(errors.is_empty());
+    let warnings = texts(warnings);
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].contains("no gitops target of this plan pauses Flux or Argo CD"),
+        "{warnings:?}"
+    );
+
+    // validate shows the error with its field, and the warning without failing.
+    let mut docs = vec![Document {
+        source: "plan.yaml".into(),
+        value: serde_json::to_value(&parallel).unwrap(),
+    }];
+    let report = validate_documents(
+        &docs,
+        Options {
+            allow_missing_refs: true,
+            ..Options::default()
+        },
+    );
+    assert!(!report.is_valid());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.field == "spec.targets[1]" && p.message.contains("pause-git")),
+        "{:#?}",
+        report.problems
+    );
+    docs[0].value = serde_json::to_value(&none).unwrap();
+    let report = validate_documents(
+        &docs,
+        Options {
+            allow_missing_refs: true,
+            ..Options::default()
+        },
+    );
+    assert!(report.is_valid(), "{:#?}", report.problems);
+    assert_eq!(report.problems.len(), 1);
+    assert_eq!(report.problems[0].severity, Severity::Warning);
+}

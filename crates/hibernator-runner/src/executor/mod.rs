@@ -19,11 +19,13 @@ use crate::wait::WaitError;
 pub mod asg;
 pub mod ec2;
 pub mod eks;
+pub mod gitops;
 pub mod karpenter;
 pub mod noop;
 pub mod rds;
 mod scale;
 mod switch;
+pub mod toggle;
 pub mod workloads;
 
 /// A failed AWS call on a resource.

@@ -1,19 +1,27 @@
-//! `workloads`: Deployments and StatefulSets of chosen namespaces. Hibernate records each
-//! workload's replicas (`deployment:<ns>/<name>`: `{"replicas": 3}`), scales it to zero through
-//! the scale subresource (never its spec) and waits until no replica is left; wake-up scales
-//! each recorded workload back to its replicas and waits until they are ready.
+//! `workloads`: Deployments, StatefulSets and any kind with a scale subresource (named
+//! `group/version/Kind`, found through API discovery) in chosen namespaces, CronJobs, and the
+//! KEDA ScaledObjects that drive the chosen workloads.
+//!
+//! Hibernate records each workload's replicas (`deployment:<ns>/<name>`: `{"replicas": 3}`;
+//! other kinds also record their `apiVersion` under `<kind>.<group>:<ns>/<name>`), scales it to
+//! zero through the scale subresource (never its spec) and waits until no replica is left.
+//! A workload a KEDA ScaledObject drives would be scaled up again by KEDA: its ScaledObject is
+//! paused first with `autoscaling.keda.sh/paused-replicas: "0"` (any earlier value recorded).
+//! CronJobs are suspended (`spec.suspend: true`, the earlier value recorded). Wake-up scales
+//! each recorded workload back to its replicas and waits until they are ready, puts back each
+//! CronJob's `spec.suspend`, and then each ScaledObject's annotation, exactly as recorded.
 
 use hibernator_api::Operation;
-use hibernator_api::params::{WorkloadKind, WorkloadsParameters};
+use hibernator_api::params::{ScalableKind, WorkloadKind, WorkloadsParameters};
 use hibernator_api::restore::key_prefix;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::Selector;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind, Selector};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::toggle::{Field, Object, Toggled};
 use super::{Ctx, KubeError, Outcome, ResourceOutcome, RunError, Tally, all, summary};
 use crate::config::ConfigError;
 use crate::k8s::{Kube, is_conflict, is_not_found};
@@ -21,19 +29,106 @@ use crate::output::took;
 use crate::wait::{self, Probe, Waited};
 
 /// The record of a workload.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct Replicas {
     /// `spec.replicas` when it was found.
     pub replicas: i32,
+    /// The API version it was scaled through (kinds other than Deployment and StatefulSet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 /// How often a scale is retried when the workload changed between the look and the patch.
 const CONFLICT_ATTEMPTS: u32 = 5;
 
+/// A kind of workload that is scaled, with its API resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Scaled {
+    /// Key prefix of its records.
+    prefix: String,
+    ar: ApiResource,
+    /// True for kinds named `group/version/Kind`.
+    custom: bool,
+}
+
+impl Scaled {
+    fn builtin(kind: &str, plural: &str, prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+            ar: ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("apps", "v1", kind),
+                plural,
+            ),
+            custom: false,
+        }
+    }
+
+    fn deployment() -> Self {
+        Self::builtin("Deployment", "deployments", key_prefix::DEPLOYMENT)
+    }
+
+    fn statefulset() -> Self {
+        Self::builtin("StatefulSet", "statefulsets", key_prefix::STATEFULSET)
+    }
+
+    /// Finds a kind with a scale subresource through API discovery.
+    async fn discover(kube: &Kube, kind: &ScalableKind, version: &str) -> Result<Self, RunError> {
+        let gvk = GroupVersionKind::gvk(&kind.group, version, &kind.kind);
+        let written = format!("{}/{version}/{}", kind.group, kind.kind);
+        let (ar, caps) = match kube::discovery::pinned_kind(&kube.client, &gvk).await {
+            Ok(found) => found,
+            Err(e) => {
+                let reason = match &e {
+                    // The group/version is not served: a bare 404 page, not a Status.
+                    kube::Error::Api(s) if s.code == 404 => {
+                        "is not served by this cluster (is its CRD installed?)".to_string()
+                    }
+                    kube::Error::Discovery(d) => format!("is not served by this cluster: {d}"),
+                    other => {
+                        return Err(KubeError::new("discover", written, other).into());
+                    }
+                };
+                return Err(ConfigError::Kind {
+                    kind: written,
+                    reason,
+                }
+                .into());
+            }
+        };
+        if caps.scope != kube::discovery::Scope::Namespaced {
+            return Err(ConfigError::Kind {
+                kind: written,
+                reason: "is cluster-scoped; workloads targets scale namespaced kinds".into(),
+            }
+            .into());
+        }
+        if !caps
+            .subresources
+            .iter()
+            .any(|(sub, _)| sub.plural == "scale")
+        {
+            return Err(ConfigError::Kind {
+                kind: written,
+                reason: format!(
+                    "has no scale subresource ({} cannot be scaled through /scale)",
+                    ar.plural
+                ),
+            }
+            .into());
+        }
+        Ok(Self {
+            prefix: kind.key_prefix(),
+            ar,
+            custom: true,
+        })
+    }
+}
+
 /// One workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Workload {
-    kind: WorkloadKind,
+struct Workload<'k> {
+    kind: &'k Scaled,
     namespace: String,
     name: String,
 }
@@ -43,27 +138,24 @@ fn count(replicas: i32) -> String {
     format!("{replicas} replica{}", if replicas == 1 { "" } else { "s" })
 }
 
-fn noun(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => "Deployment",
-        WorkloadKind::StatefulSet => "StatefulSet",
-    }
-}
-
-fn prefix(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => key_prefix::DEPLOYMENT,
-        WorkloadKind::StatefulSet => key_prefix::STATEFULSET,
-    }
-}
-
-impl Workload {
+impl Workload<'_> {
     fn key(&self) -> String {
-        format!("{}:{}/{}", prefix(self.kind), self.namespace, self.name)
+        format!("{}:{}/{}", self.kind.prefix, self.namespace, self.name)
     }
 
     fn label(&self) -> String {
-        format!("{} {}/{}", noun(self.kind), self.namespace, self.name)
+        format!("{} {}/{}", self.kind.ar.kind, self.namespace, self.name)
+    }
+
+    fn api(&self, kube: &Kube) -> Api<DynamicObject> {
+        Api::namespaced_with(kube.client.clone(), &self.namespace, &self.kind.ar)
+    }
+
+    fn record(&self, replicas: i32) -> Replicas {
+        Replicas {
+            replicas,
+            api_version: self.kind.custom.then(|| self.kind.ar.api_version.clone()),
+        }
     }
 }
 
@@ -86,144 +178,110 @@ impl Seen {
     }
 }
 
-/// Typed access to the two kinds.
-struct Workloads<'a> {
-    kube: &'a Kube,
+fn int(v: Option<&Value>) -> Option<i32> {
+    v.and_then(Value::as_i64)
+        .and_then(|n| i32::try_from(n).ok())
 }
 
-impl Workloads<'_> {
-    fn deployments(&self, namespace: &str) -> Api<Deployment> {
-        Api::namespaced(self.kube.client.clone(), namespace)
+/// Workload names of `kind` in `namespace` matching `selector`.
+async fn list(
+    kube: &Kube,
+    kind: &Scaled,
+    namespace: &str,
+    selector: Option<&Selector>,
+) -> Result<Vec<String>, KubeError> {
+    let mut params = ListParams::default();
+    if let Some(s) = selector {
+        params = params.labels_from(s);
     }
+    let api: Api<DynamicObject> = Api::namespaced_with(kube.client.clone(), namespace, &kind.ar);
+    let list = api.list_metadata(&params).await.map_err(|e| {
+        KubeError::new(
+            "list",
+            format!("{}s in namespace {namespace}", kind.ar.kind),
+            &e,
+        )
+    })?;
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
 
-    fn statefulsets(&self, namespace: &str) -> Api<StatefulSet> {
-        Api::namespaced(self.kube.client.clone(), namespace)
+/// The scale subresource: `(spec.replicas, resourceVersion)`; `None` when it is gone.
+async fn scale_of(kube: &Kube, w: &Workload<'_>) -> Result<Option<(i32, String)>, KubeError> {
+    match w.api(kube).get_scale(&w.name).await {
+        Ok(scale) => Ok(Some((
+            scale.spec.and_then(|s| s.replicas).unwrap_or(0),
+            scale.metadata.resource_version.unwrap_or_default(),
+        ))),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(KubeError::new("read the scale of", w.label(), &e)),
     }
+}
 
-    /// Workload names of `kind` in `namespace` matching `selector`.
-    async fn list(
-        &self,
-        kind: WorkloadKind,
-        namespace: &str,
-        selector: Option<&Selector>,
-    ) -> Result<Vec<String>, KubeError> {
-        let mut params = ListParams::default();
-        if let Some(s) = selector {
-            params = params.labels_from(s);
+/// Sets the replicas through the scale subresource, if the workload is still at
+/// `resource_version` (so the record describes what was changed).
+async fn scale(
+    kube: &Kube,
+    w: &Workload<'_>,
+    replicas: i32,
+    resource_version: &str,
+) -> Result<(), kube::Error> {
+    let patch = Patch::Merge(json!({
+        "metadata": {"resourceVersion": resource_version},
+        "spec": {"replicas": replicas},
+    }));
+    w.api(kube)
+        .patch_scale(&w.name, &PatchParams::default(), &patch)
+        .await
+        .map(|_| ())
+}
+
+/// The workload's status; `None` when it is gone. Kinds named `group/version/Kind` count
+/// replicas where their scale subresource says (its `statusReplicasPath`) and are ready when
+/// their `status.readyReplicas`, if they have one, says so.
+async fn look(kube: &Kube, w: &Workload<'_>) -> Result<Option<Seen>, KubeError> {
+    let api = w.api(kube);
+    let Some(obj) = api
+        .get_opt(&w.name)
+        .await
+        .map_err(|e| KubeError::new("read", w.label(), &e))?
+    else {
+        return Ok(None);
+    };
+    let d = &obj.data;
+    let spec = int(d.pointer("/spec/replicas")).unwrap_or(1);
+    let replicas = if w.kind.custom {
+        match api.get_scale(&w.name).await {
+            Ok(s) => s.status.map(|s| s.replicas).unwrap_or(0),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(KubeError::new("read the scale of", w.label(), &e)),
         }
-        let names: Result<Vec<String>, kube::Error> = match kind {
-            WorkloadKind::Deployment => self
-                .deployments(namespace)
-                .list_metadata(&params)
-                .await
-                .map(|l| {
-                    l.items
-                        .into_iter()
-                        .filter_map(|o| o.metadata.name)
-                        .collect()
-                }),
-            WorkloadKind::StatefulSet => self
-                .statefulsets(namespace)
-                .list_metadata(&params)
-                .await
-                .map(|l| {
-                    l.items
-                        .into_iter()
-                        .filter_map(|o| o.metadata.name)
-                        .collect()
-                }),
-        };
-        let mut names = names.map_err(|e| {
-            KubeError::new(
-                "list",
-                format!("{}s in namespace {namespace}", noun(kind)),
-                &e,
-            )
-        })?;
-        names.sort();
-        Ok(names)
-    }
-
-    /// The scale subresource: `(spec.replicas, resourceVersion)`; `None` when it is gone.
-    async fn scale_of(&self, w: &Workload) -> Result<Option<(i32, String)>, KubeError> {
-        let scale = match w.kind {
-            WorkloadKind::Deployment => self.deployments(&w.namespace).get_scale(&w.name).await,
-            WorkloadKind::StatefulSet => self.statefulsets(&w.namespace).get_scale(&w.name).await,
-        };
-        match scale {
-            Ok(scale) => Ok(Some((
-                scale.spec.and_then(|s| s.replicas).unwrap_or(0),
-                scale.metadata.resource_version.unwrap_or_default(),
-            ))),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(KubeError::new("read the scale of", w.label(), &e)),
-        }
-    }
-
-    /// Sets the replicas through the scale subresource, if the workload is still at
-    /// `resource_version` (so the record describes what was changed).
-    async fn scale(
-        &self,
-        w: &Workload,
-        replicas: i32,
-        resource_version: &str,
-    ) -> Result<(), kube::Error> {
-        let patch = Patch::Merge(json!({
-            "metadata": {"resourceVersion": resource_version},
-            "spec": {"replicas": replicas},
-        }));
-        let params = PatchParams::default();
-        match w.kind {
-            WorkloadKind::Deployment => self
-                .deployments(&w.namespace)
-                .patch_scale(&w.name, &params, &patch)
-                .await
-                .map(|_| ()),
-            WorkloadKind::StatefulSet => self
-                .statefulsets(&w.namespace)
-                .patch_scale(&w.name, &params, &patch)
-                .await
-                .map(|_| ()),
-        }
-    }
-
-    /// The workload's status; `None` when it is gone.
-    async fn look(&self, w: &Workload) -> Result<Option<Seen>, KubeError> {
-        let seen = match w.kind {
-            WorkloadKind::Deployment => {
-                self.deployments(&w.namespace)
-                    .get_opt(&w.name)
-                    .await
-                    .map(|d| {
-                        d.map(|d| {
-                            let status = d.status.unwrap_or_default();
-                            Seen {
-                                spec: d.spec.and_then(|s| s.replicas).unwrap_or(1),
-                                replicas: status.replicas.unwrap_or(0),
-                                ready: status.ready_replicas.unwrap_or(0),
-                                current: status.observed_generation >= d.metadata.generation,
-                            }
-                        })
-                    })
-            }
-            WorkloadKind::StatefulSet => self
-                .statefulsets(&w.namespace)
-                .get_opt(&w.name)
-                .await
-                .map(|s| {
-                    s.map(|s| {
-                        let status = s.status.unwrap_or_default();
-                        Seen {
-                            spec: s.spec.and_then(|s| s.replicas).unwrap_or(1),
-                            replicas: status.replicas,
-                            ready: status.ready_replicas.unwrap_or(0),
-                            current: status.observed_generation >= s.metadata.generation,
-                        }
-                    })
-                }),
-        };
-        seen.map_err(|e| KubeError::new("read", w.label(), &e))
-    }
+    } else {
+        int(d.pointer("/status/replicas")).unwrap_or(0)
+    };
+    let ready =
+        int(d.pointer("/status/readyReplicas")).unwrap_or(if w.kind.custom { replicas } else { 0 });
+    // Some kinds (Argo Rollouts) keep a hash, not a number, in observedGeneration.
+    let current = match (
+        d.pointer("/status/observedGeneration")
+            .and_then(Value::as_i64),
+        obj.metadata.generation,
+    ) {
+        (Some(seen), Some(generation)) => seen >= generation,
+        (None, Some(_)) if !w.kind.custom => false,
+        _ => true,
+    };
+    Ok(Some(Seen {
+        spec,
+        replicas,
+        ready,
+        current,
+    }))
 }
 
 fn selector(
@@ -296,115 +354,281 @@ pub async fn run(
     kube: &Kube,
     params: &WorkloadsParameters,
 ) -> Result<Outcome, RunError> {
-    let api = Workloads { kube };
     match ctx.execution.operation {
-        Operation::Hibernate => hibernate(ctx, &api, params).await,
-        Operation::WakeUp => wake(ctx, &api).await,
+        Operation::Hibernate => hibernate(ctx, kube, params).await,
+        Operation::WakeUp => wake(ctx, kube, params).await,
     }
 }
 
-fn tallies(tally: &[Tally; 2]) -> [(&'static str, Tally); 2] {
-    [("Deployment", tally[0]), ("StatefulSet", tally[1])]
-}
-
-fn slot(kind: WorkloadKind) -> usize {
-    match kind {
-        WorkloadKind::Deployment => 0,
-        WorkloadKind::StatefulSet => 1,
+/// `batch/v1` CronJobs, suspended for the night.
+fn cronjobs() -> Toggled {
+    Toggled {
+        ar: ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("batch", "v1", "CronJob"),
+            "cronjobs",
+        ),
+        noun: "CronJob",
+        prefix: key_prefix::CRONJOB,
+        field: Field::Suspend,
     }
 }
 
-async fn hibernate(
-    ctx: &Ctx<'_>,
-    api: &Workloads<'_>,
+/// `keda.sh/v1alpha1` ScaledObjects, paused for the night.
+fn scaled_objects() -> Toggled {
+    Toggled {
+        ar: ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
+            "scaledobjects",
+        ),
+        noun: "KEDA ScaledObject",
+        prefix: key_prefix::SCALED_OBJECT,
+        field: Field::KedaPaused,
+    }
+}
+
+/// The scaled kinds of the target, custom ones found through discovery (an unknown kind or
+/// one without a scale subresource is a configuration error), and whether CronJobs are chosen.
+async fn scaled_kinds(
+    kube: &Kube,
     params: &WorkloadsParameters,
-) -> Result<Outcome, RunError> {
-    let kinds = params
-        .kinds
-        .clone()
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| vec![WorkloadKind::Deployment, WorkloadKind::StatefulSet]);
+) -> Result<(Vec<Scaled>, bool), RunError> {
+    let mut scaled = Vec::new();
+    let mut cron = false;
+    for kind in params.kinds() {
+        match kind {
+            WorkloadKind::Deployment => scaled.push(Scaled::deployment()),
+            WorkloadKind::StatefulSet => scaled.push(Scaled::statefulset()),
+            WorkloadKind::CronJob => cron = true,
+            WorkloadKind::Scalable(k) => scaled.push(Scaled::discover(kube, &k, &k.version).await?),
+        }
+    }
+    scaled.dedup();
+    Ok((scaled, cron))
+}
+
+/// The ScaledObjects of `namespace` that drive one of `workloads`; none when KEDA is not
+/// installed (or the runner may not list them: said, and the workloads are scaled directly).
+async fn keda_drivers(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    namespace: &str,
+    workloads: &[Workload<'_>],
+) -> Result<Vec<Object>, RunError> {
+    let kind = scaled_objects();
+    let api: Api<DynamicObject> = Api::namespaced_with(kube.client.clone(), namespace, &kind.ar);
+    let list = match api.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            ctx.reporter.warn(format!(
+                "may not list KEDA ScaledObjects in namespace {namespace} ({}); a workload KEDA \
+                 drives would be scaled up again by KEDA (grant list and patch on \
+                 scaledobjects.keda.sh)",
+                s.message
+            ));
+            return Ok(Vec::new());
+        }
+        Err(e) => {
+            return Err(KubeError::new(
+                "list",
+                format!("KEDA ScaledObjects in namespace {namespace}"),
+                &e,
+            )
+            .into());
+        }
+    };
+    let mut out = Vec::new();
+    for so in list.items {
+        let target = &so.data["spec"]["scaleTargetRef"];
+        let Some(name) = target["name"].as_str() else {
+            continue;
+        };
+        // KEDA's defaults: apps/v1 Deployment.
+        let target_kind = target["kind"].as_str().unwrap_or("Deployment");
+        let target_api = target["apiVersion"].as_str().unwrap_or("apps/v1");
+        let group = target_api.rsplit_once('/').map_or("", |(g, _)| g);
+        let drives = workloads
+            .iter()
+            .any(|w| w.name == name && w.kind.ar.kind == target_kind && w.kind.ar.group == group);
+        if drives && let Some(so_name) = so.metadata.name {
+            ctx.reporter.info(format!(
+                "{} {namespace}/{so_name} drives {target_kind} {namespace}/{name}; it is paused \
+                 before the workload is scaled",
+                kind.noun
+            ));
+            out.push((namespace.to_string(), so_name));
+        }
+    }
+    Ok(out)
+}
+
+/// CronJob names of `namespace` matching `selector`.
+async fn list_cronjobs(
+    kube: &Kube,
+    namespace: &str,
+    selector: Option<&Selector>,
+) -> Result<Vec<Object>, KubeError> {
+    let kind = cronjobs();
+    let mut params = ListParams::default();
+    if let Some(s) = selector {
+        params = params.labels_from(s);
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(kube.client.clone(), namespace, &kind.ar);
+    let list = api
+        .list_metadata(&params)
+        .await
+        .map_err(|e| KubeError::new("list", format!("CronJobs in namespace {namespace}"), &e))?;
+    let mut names: Vec<Object> = list
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name.map(|n| (namespace.to_string(), n)))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Everything a hibernation acts on.
+struct Found<'k> {
+    workloads: Vec<Workload<'k>>,
+    cronjobs: Vec<Object>,
+    drivers: Vec<Object>,
+}
+
+async fn find<'k>(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    params: &WorkloadsParameters,
+    kinds: &'k [Scaled],
+    cron: bool,
+) -> Result<Found<'k>, RunError> {
     let object_selector = selector("selector", params.selector.as_ref())?;
-    let namespaces = namespaces(ctx, api.kube, params).await?;
-    let mut workloads = Vec::new();
+    let namespaces = namespaces(ctx, kube, params).await?;
+    let mut found = Found {
+        workloads: Vec::new(),
+        cronjobs: Vec::new(),
+        drivers: Vec::new(),
+    };
     for namespace in &namespaces {
-        for kind in &kinds {
-            for name in api.list(*kind, namespace, object_selector.as_ref()).await? {
-                workloads.push(Workload {
-                    kind: *kind,
+        let first = found.workloads.len();
+        for kind in kinds {
+            for name in list(kube, kind, namespace, object_selector.as_ref()).await? {
+                found.workloads.push(Workload {
+                    kind,
                     namespace: namespace.clone(),
                     name,
                 });
             }
         }
+        if found.workloads.len() > first {
+            let drivers = keda_drivers(ctx, kube, namespace, &found.workloads[first..]).await?;
+            found.drivers.extend(drivers);
+        }
+        if cron {
+            found
+                .cronjobs
+                .extend(list_cronjobs(kube, namespace, object_selector.as_ref()).await?);
+        }
     }
+    let mut names: Vec<String> = kinds.iter().map(|k| k.ar.kind.clone()).collect();
+    if cron {
+        names.push("CronJob".into());
+    }
+    let n = found.workloads.len() + found.cronjobs.len();
     ctx.reporter.info(format!(
-        "{} workload{} in {} namespace{} (kinds {}{})",
-        workloads.len(),
-        if workloads.len() == 1 { "" } else { "s" },
+        "{n} workload{} in {} namespace{} (kinds {}{})",
+        if n == 1 { "" } else { "s" },
         namespaces.len(),
         if namespaces.len() == 1 { "" } else { "s" },
-        kinds
-            .iter()
-            .map(|k| noun(*k))
-            .collect::<Vec<_>>()
-            .join(", "),
+        names.join(", "),
         object_selector
             .as_ref()
             .map(|s| format!(", selector {s}"))
             .unwrap_or_default()
     ));
-    ctx.add_total(workloads.len());
+    Ok(found)
+}
 
-    let mut tally = [Tally::default(); 2];
-    let mut to_wait = Vec::new();
-    for w in workloads {
-        ctx.check_stop()?;
-        let t = &mut tally[slot(w.kind)];
-        t.total += 1;
-        let mut attempt = 1;
-        let scaled = loop {
-            let Some((replicas, version)) = api.scale_of(&w).await? else {
-                break None;
-            };
-            if attempt == 1 {
-                ctx.reporter
-                    .info(format!("found {} ({})", w.label(), count(replicas)));
-            }
-            let (stored, already) = ctx.record(&w.key(), &Replicas { replicas }).await?;
-            if attempt == 1 {
-                ctx.reporter.info(if already {
-                    format!(
-                        "{} was recorded earlier in this cycle ({}); keeping that record",
-                        w.key(),
-                        count(stored.replicas)
-                    )
-                } else if replicas == 0 {
-                    format!(
-                        "recorded {}: 0 replicas, stays that way on wake-up",
-                        w.key()
-                    )
-                } else {
-                    format!("recorded {}: {}", w.key(), count(replicas))
-                });
-            }
-            if replicas == 0 {
-                break Some(false);
-            }
-            ctx.reporter
-                .info(format!("scaling {} from {replicas} to 0", w.label()));
-            match api.scale(&w, 0, &version).await {
-                Ok(()) => break Some(true),
-                Err(e) if is_not_found(&e) => break None,
-                Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
-                    ctx.reporter
-                        .info(format!("{} changed meanwhile; looking again", w.label()));
-                    attempt += 1;
-                }
-                Err(e) => return Err(KubeError::new("scale", w.label(), &e).into()),
-            }
+/// The per-kind tallies of the scaled kinds, in the order of `kinds`.
+fn tallies_of(kinds: &[Scaled]) -> Vec<(&str, Tally)> {
+    kinds
+        .iter()
+        .map(|k| (k.ar.kind.as_str(), Tally::default()))
+        .collect()
+}
+
+fn slot(kinds: &[Scaled], kind: &Scaled) -> usize {
+    kinds.iter().position(|k| k == kind).unwrap_or(0)
+}
+
+/// Records and scales one workload to zero: `None` when it is gone, else whether it changed.
+async fn scale_down(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    w: &Workload<'_>,
+) -> Result<Option<bool>, RunError> {
+    let mut attempt = 1;
+    loop {
+        let Some((replicas, version)) = scale_of(kube, w).await? else {
+            return Ok(None);
         };
-        match scaled {
+        if attempt == 1 {
+            ctx.reporter
+                .info(format!("found {} ({})", w.label(), count(replicas)));
+        }
+        let (stored, already) = ctx.record(&w.key(), &w.record(replicas)).await?;
+        if attempt == 1 {
+            ctx.reporter.info(if already {
+                format!(
+                    "{} was recorded earlier in this cycle ({}); keeping that record",
+                    w.key(),
+                    count(stored.replicas)
+                )
+            } else if replicas == 0 {
+                format!(
+                    "recorded {}: 0 replicas, stays that way on wake-up",
+                    w.key()
+                )
+            } else {
+                format!("recorded {}: {}", w.key(), count(replicas))
+            });
+        }
+        if replicas == 0 {
+            return Ok(Some(false));
+        }
+        ctx.reporter
+            .info(format!("scaling {} from {replicas} to 0", w.label()));
+        match scale(kube, w, 0, &version).await {
+            Ok(()) => return Ok(Some(true)),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                ctx.reporter
+                    .info(format!("{} changed meanwhile; looking again", w.label()));
+                attempt += 1;
+            }
+            Err(e) => return Err(KubeError::new("scale", w.label(), &e).into()),
+        }
+    }
+}
+
+async fn hibernate(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    params: &WorkloadsParameters,
+) -> Result<Outcome, RunError> {
+    let (kinds, cron) = scaled_kinds(kube, params).await?;
+    let found = find(ctx, kube, params, &kinds, cron).await?;
+    ctx.add_total(found.workloads.len() + found.cronjobs.len() + found.drivers.len());
+
+    // KEDA lets go of its workloads before they are scaled, or it would scale them up again.
+    let paused = scaled_objects().sleep(ctx, kube, &found.drivers).await?;
+
+    let mut tally = tallies_of(&kinds);
+    let mut to_wait = Vec::new();
+    for w in found.workloads {
+        ctx.check_stop()?;
+        let t = &mut tally[slot(&kinds, w.kind)].1;
+        t.total += 1;
+        match scale_down(ctx, kube, &w).await? {
             None => {
                 ctx.reporter
                     .warn(format!("{} no longer exists; skipped", w.label()));
@@ -422,13 +646,14 @@ async fn hibernate(
             }
         }
     }
+    let suspended = cronjobs().sleep(ctx, kube, &found.cronjobs).await?;
 
     let futures: Vec<_> = to_wait
         .iter()
         .map(|w| async move {
             let description = format!("{} to have no replicas", w.label());
             let waited = wait::until(ctx.timing, &description, || async move {
-                Ok::<_, KubeError>(match api.look(w).await? {
+                Ok::<_, KubeError>(match look(kube, w).await? {
                     None => Probe::Gone,
                     Some(s) if s.current && s.replicas == 0 => Probe::Done(s),
                     Some(s) => Probe::Pending(s.describe()),
@@ -442,19 +667,38 @@ async fn hibernate(
         .collect();
     all(ctx, "workloads", futures).await?;
 
-    let changed = tally.iter().map(|t| t.changed).sum();
+    let changed =
+        tally.iter().map(|(_, t)| t.changed).sum::<u32>() + suspended.changed + paused.changed;
+    let mut line = summary("scaled to zero", "already at zero", "left alone", &tally);
+    if cron {
+        line.push_str(&format!(
+            "; {}",
+            summary(
+                "suspended",
+                "already suspended",
+                "left alone",
+                &[("CronJob", suspended)]
+            )
+        ));
+    }
+    if paused.total > 0 {
+        line.push_str(&format!(
+            "; {}",
+            summary(
+                "paused",
+                "already paused",
+                "left alone",
+                &[("KEDA ScaledObject", paused)]
+            )
+        ));
+    }
     Ok(Outcome {
-        summary: summary(
-            "scaled to zero",
-            "already at zero",
-            "left alone",
-            &tallies(&tally),
-        ),
+        summary: line,
         changed,
     })
 }
 
-async fn report_wait(ctx: &Ctx<'_>, w: &Workload, waited: Waited<Seen>, done: &str) {
+async fn report_wait(ctx: &Ctx<'_>, w: &Workload<'_>, waited: Waited<Seen>, done: &str) {
     match waited {
         Waited::Done {
             value,
@@ -478,7 +722,7 @@ async fn report_wait(ctx: &Ctx<'_>, w: &Workload, waited: Waited<Seen>, done: &s
     }
 }
 
-fn parse_key(kind: WorkloadKind, id: &str) -> Option<Workload> {
+fn parse_key<'k>(kind: &'k Scaled, id: &str) -> Option<Workload<'k>> {
     let (namespace, name) = id.split_once('/')?;
     (!namespace.is_empty() && !name.is_empty()).then(|| Workload {
         kind,
@@ -491,13 +735,13 @@ fn parse_key(kind: WorkloadKind, id: &str) -> Option<Workload> {
 /// longer exists, else whether it had to be changed.
 async fn scale_back(
     ctx: &Ctx<'_>,
-    api: &Workloads<'_>,
-    w: &Workload,
+    kube: &Kube,
+    w: &Workload<'_>,
     replicas: i32,
 ) -> Result<Option<bool>, RunError> {
     let mut attempt = 1;
     loop {
-        let Some((current, version)) = api.scale_of(w).await? else {
+        let Some((current, version)) = scale_of(kube, w).await? else {
             return Ok(None);
         };
         if attempt == 1 {
@@ -514,7 +758,7 @@ async fn scale_back(
             "scaling {} from {current} to {replicas}",
             w.label()
         ));
-        match api.scale(w, replicas, &version).await {
+        match scale(kube, w, replicas, &version).await {
             Ok(()) => return Ok(Some(true)),
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
@@ -527,16 +771,64 @@ async fn scale_back(
     }
 }
 
-async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
+/// The scaled kinds of the records: Deployments, StatefulSets, and each custom kind of the
+/// target's `kinds` (found through discovery at the version it was recorded with). A custom
+/// kind the cluster no longer serves leaves its records not found, with the reason.
+async fn recorded_kinds(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    params: &WorkloadsParameters,
+    records: &std::collections::BTreeMap<String, String>,
+) -> Result<(Vec<Scaled>, Vec<(String, Replicas)>), RunError> {
+    let mut kinds = vec![Scaled::deployment(), Scaled::statefulset()];
+    let mut unresolved = Vec::new();
+    for kind in params.kinds() {
+        let WorkloadKind::Scalable(k) = kind else {
+            continue;
+        };
+        let of_kind: Vec<(String, Replicas)> = ctx.records_of(records, &k.key_prefix())?;
+        let Some((_, first)) = of_kind.first() else {
+            continue;
+        };
+        let version = first
+            .api_version
+            .as_deref()
+            .and_then(|v| v.rsplit_once('/'))
+            .map_or(k.version.clone(), |(_, v)| v.to_string());
+        match Scaled::discover(kube, &k, &version).await {
+            Ok(scaled) => kinds.push(scaled),
+            Err(RunError::Config(e)) => {
+                for (id, r) in of_kind {
+                    let key = format!("{}:{id}", k.key_prefix());
+                    ctx.reporter.warn(format!("{key} not restored: {e}"));
+                    unresolved.push((key, r));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((kinds, unresolved))
+}
+
+async fn wake(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    params: &WorkloadsParameters,
+) -> Result<Outcome, RunError> {
     let records = ctx.fetch().await?;
-    ctx.ignore_other_records(&records, &[key_prefix::DEPLOYMENT, key_prefix::STATEFULSET]);
+    let prefixes = hibernator_api::restore::key_prefixes(
+        &hibernator_api::TargetParameters::Workloads(params.clone()),
+    );
+    let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    ctx.ignore_other_records(&records, &prefixes);
+    let (kinds, unresolved) = recorded_kinds(ctx, kube, params, &records).await?;
     let mut recorded = Vec::new();
-    for kind in [WorkloadKind::Deployment, WorkloadKind::StatefulSet] {
-        for (id, r) in ctx.records_of::<Replicas>(&records, prefix(kind))? {
+    for kind in &kinds {
+        for (id, r) in ctx.records_of::<Replicas>(&records, &kind.prefix)? {
             match parse_key(kind, &id) {
                 Some(w) => recorded.push((w, r.replicas)),
                 None => {
-                    let key = format!("{}:{id}", prefix(kind));
+                    let key = format!("{}:{id}", kind.prefix);
                     let message = "its key is not <kind>:<namespace>/<name>; the record is kept";
                     ctx.reporter
                         .warn(format!("ignoring restore record {key}: {message}"));
@@ -545,13 +837,18 @@ async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
             }
         }
     }
-    ctx.add_total(recorded.len());
+    let cron_records: Vec<(String, Value)> = ctx.records_of(&records, key_prefix::CRONJOB)?;
+    let keda_records: Vec<(String, Value)> = ctx.records_of(&records, key_prefix::SCALED_OBJECT)?;
+    ctx.add_total(recorded.len() + unresolved.len() + cron_records.len() + keda_records.len());
+    for (key, _) in &unresolved {
+        ctx.not_found(key, "its kind").await;
+    }
 
-    let mut tally = [Tally::default(); 2];
+    let mut tally = tallies_of(&kinds);
     let mut to_wait = Vec::new();
     for (w, replicas) in recorded {
         ctx.check_stop()?;
-        let t = &mut tally[slot(w.kind)];
+        let t = &mut tally[slot(&kinds, w.kind)].1;
         t.total += 1;
         if replicas == 0 {
             ctx.reporter.info(format!(
@@ -564,7 +861,7 @@ async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
                 .await;
             continue;
         }
-        match scale_back(ctx, api, &w, replicas).await {
+        match scale_back(ctx, kube, &w, replicas).await {
             Ok(None) => {
                 t.missing += 1;
                 ctx.not_found(&w.key(), &w.label()).await;
@@ -577,19 +874,87 @@ async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
                 }
                 to_wait.push((w, replicas));
             }
+            Err(e) if e.is_stop() => return Err(e),
             Err(e) => {
                 t.failed += 1;
                 ctx.failed(&w.key(), &e).await;
             }
         }
     }
+    wait_ready(ctx, kube, &to_wait).await?;
+    // The waits' outcomes: vanished or failed workloads are no longer counted as scaled.
+    for (w, _) in &to_wait {
+        let t = &mut tally[slot(&kinds, w.kind)].1;
+        match ctx.outcome_of(&w.key()) {
+            Some(ResourceOutcome::NotFound(_)) => t.missing += 1,
+            Some(ResourceOutcome::Failed(_)) => t.failed += 1,
+            _ => continue,
+        }
+        if t.changed > 0 {
+            t.changed -= 1;
+        } else {
+            t.already = t.already.saturating_sub(1);
+        }
+    }
+    // CronJobs run again, and KEDA takes its workloads back once they are up.
+    let crons = cronjobs().restore(ctx, kube, &cron_records).await?;
+    let keda = scaled_objects().restore(ctx, kube, &keda_records).await?;
 
+    let changed = tally.iter().map(|(_, t)| t.changed).sum::<u32>() + crons.changed + keda.changed;
+    let nothing = tally.iter().all(|(_, t)| t.total == 0)
+        && crons.total == 0
+        && keda.total == 0
+        && unresolved.is_empty();
+    let summary = if nothing {
+        "nothing to wake up: no restore data recorded for this target".to_string()
+    } else {
+        let mut parts = vec![summary(
+            "restored",
+            "already restored",
+            "left at zero as before hibernation",
+            &tally,
+        )];
+        if crons.total > 0 {
+            parts.push(summary(
+                "restored",
+                "already as recorded",
+                "left alone",
+                &[("CronJob", crons)],
+            ));
+        }
+        if keda.total > 0 {
+            parts.push(summary(
+                "restored",
+                "already as recorded",
+                "left alone",
+                &[("KEDA ScaledObject", keda)],
+            ));
+        }
+        if !unresolved.is_empty() {
+            parts.push(format!(
+                "{} record{} of kinds the cluster no longer serves",
+                unresolved.len(),
+                if unresolved.len() == 1 { "" } else { "s" }
+            ));
+        }
+        parts.join("; ")
+    };
+    Ok(Outcome { summary, changed })
+}
+
+/// Waits, all together, until each scaled-back workload has its replicas ready; each outcome
+/// is noted.
+async fn wait_ready(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    to_wait: &[(Workload<'_>, i32)],
+) -> Result<(), RunError> {
     let futures: Vec<_> = to_wait
         .iter()
         .map(|(w, replicas)| async move {
             let description = format!("{} to have {replicas} ready replicas", w.label());
             let waited = wait::until(ctx.timing, &description, || async move {
-                Ok::<_, KubeError>(match api.look(w).await? {
+                Ok::<_, KubeError>(match look(kube, w).await? {
                     None => Probe::Gone,
                     Some(s) if s.current && s.spec == *replicas && s.ready >= *replicas => {
                         Probe::Done(s)
@@ -609,34 +974,7 @@ async fn wake(ctx: &Ctx<'_>, api: &Workloads<'_>) -> Result<Outcome, RunError> {
             Ok(())
         })
         .collect();
-    all(ctx, "workloads", futures).await?;
-    // The waits' outcomes: vanished or failed workloads are no longer counted as scaled.
-    for (w, _) in &to_wait {
-        let t = &mut tally[slot(w.kind)];
-        match ctx.outcome_of(&w.key()) {
-            Some(ResourceOutcome::NotFound(_)) => t.missing += 1,
-            Some(ResourceOutcome::Failed(_)) => t.failed += 1,
-            _ => continue,
-        }
-        if t.changed > 0 {
-            t.changed -= 1;
-        } else {
-            t.already = t.already.saturating_sub(1);
-        }
-    }
-
-    let changed = tally.iter().map(|t| t.changed).sum();
-    let summary = if tally.iter().all(|t| t.total == 0) {
-        "nothing to wake up: no restore data recorded for this target".to_string()
-    } else {
-        summary(
-            "restored",
-            "already restored",
-            "left at zero as before hibernation",
-            &tallies(&tally),
-        )
-    };
-    Ok(Outcome { summary, changed })
+    all(ctx, "workloads", futures).await
 }
 
 #[cfg(test)]
@@ -645,18 +983,37 @@ mod tests {
 
     #[test]
     fn keys_name_kind_namespace_and_name() {
+        let kind = Scaled::statefulset();
         let w = Workload {
-            kind: WorkloadKind::StatefulSet,
+            kind: &kind,
             namespace: "team-a".into(),
             name: "db".into(),
         };
         assert_eq!(w.key(), "statefulset:team-a/db");
         assert_eq!(w.label(), "StatefulSet team-a/db");
-        assert_eq!(parse_key(WorkloadKind::StatefulSet, "team-a/db"), Some(w));
-        assert_eq!(parse_key(WorkloadKind::Deployment, "no-slash"), None);
+        assert_eq!(parse_key(&kind, "team-a/db"), Some(w.clone()));
+        assert_eq!(parse_key(&kind, "no-slash"), None);
         assert_eq!(
-            serde_json::to_string(&Replicas { replicas: 3 }).unwrap(),
+            serde_json::to_string(&w.record(3)).unwrap(),
             r#"{"replicas":3}"#
+        );
+        let rollout = Scaled {
+            prefix: "rollout.argoproj.io".into(),
+            ar: ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+                "rollouts",
+            ),
+            custom: true,
+        };
+        let r = Workload {
+            kind: &rollout,
+            namespace: "team-a".into(),
+            name: "web".into(),
+        };
+        assert_eq!(r.key(), "rollout.argoproj.io:team-a/web");
+        assert_eq!(
+            serde_json::to_string(&r.record(2)).unwrap(),
+            r#"{"replicas":2,"apiVersion":"argoproj.io/v1alpha1"}"#
         );
     }
 }

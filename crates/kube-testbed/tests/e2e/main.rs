@@ -5,6 +5,7 @@ mod cel;
 mod cluster;
 mod common;
 mod controller;
+mod crds;
 mod helm;
 mod jobs;
 mod kubectl;
