@@ -135,6 +135,24 @@ mod tests {
     }
 
     #[test]
+    fn the_connector_kind_rule_lists_exactly_the_cluster_types() {
+        use crate::params::TargetType;
+        use crate::plan::ConnectorKind;
+        let text = serde_json::to_string(&schema_of(&all()[0].1)).unwrap();
+        let cluster: Vec<String> = TargetType::ALL
+            .into_iter()
+            .filter(|t| t.connector_kind() == Some(ConnectorKind::K8SCluster))
+            .map(|t| format!("'{t}'"))
+            .collect();
+        let list = format!("self.type in [{}]", cluster.join(", "));
+        assert_eq!(
+            text.matches(&list).count(),
+            2,
+            "{list} in the CEL rule and its message"
+        );
+    }
+
+    #[test]
     fn every_cel_rule_compiles() {
         for (file, crd) in all() {
             let compiled = kube_cel::compile_schema(&schema_of(&crd));

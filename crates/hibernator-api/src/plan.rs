@@ -262,9 +262,9 @@ pub enum OnDelete {
     .message(kube::core::Message::Expression("'target type ' + self.type + ' needs a connectorRef'".into()))
     .field_path(".connectorRef"))]
 #[x_kube(validation = kube::core::Rule::new(
-    "!has(self.connectorRef) || self.type == 'noop' || (self.type in ['workloads', 'karpenter']) == (self.connectorRef.kind == 'K8SCluster')"
+    "!has(self.connectorRef) || self.type == 'noop' || (self.type in ['workloads', 'karpenter', 'gitops']) == (self.connectorRef.kind == 'K8SCluster')"
 ).message(kube::core::Message::Expression(
-    "'target type ' + self.type + ' needs a connectorRef of kind ' + (self.type in ['workloads', 'karpenter'] ? 'K8SCluster' : 'CloudProvider') + ', not ' + self.connectorRef.kind".into()
+    "'target type ' + self.type + ' needs a connectorRef of kind ' + (self.type in ['workloads', 'karpenter', 'gitops'] ? 'K8SCluster' : 'CloudProvider') + ', not ' + self.connectorRef.kind".into()
 )).field_path(".connectorRef.kind"))]
 #[schemars(transform = crate::params::add_parameter_rules)]
 pub struct Target {
