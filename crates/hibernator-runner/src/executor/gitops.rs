@@ -115,11 +115,12 @@ async fn resolve(
         let api: Api<DynamicObject> =
             Api::namespaced_with(kube.client.clone(), &n.namespace, &kind.ar);
         let o = (n.namespace.clone(), n.name.clone());
-        match api.get_metadata_opt(&n.name).await {
-            Ok(Some(_)) => {
+        match api.get_metadata(&n.name).await {
+            Ok(_) => {
                 found.insert(o);
             }
-            Ok(None) => {
+            // The object, or its kind (Flux or Argo CD not installed), does not exist.
+            Err(e) if is_not_found(&e) => {
                 ctx.reporter
                     .warn(format!("{} does not exist; skipped", kind.label(&o)));
                 missing += 1;

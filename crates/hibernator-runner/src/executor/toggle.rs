@@ -195,11 +195,14 @@ impl Toggled {
         format!("{}:{ns}/{name}", self.prefix)
     }
 
+    /// The object; `None` when it, or its kind, does not exist (kube's `get_opt` takes the
+    /// bare 404 of a kind that is not served for an error).
     async fn get(&self, kube: &Kube, o: &Object) -> Result<Option<DynamicObject>, KubeError> {
-        self.api(kube, &o.0)
-            .get_opt(&o.1)
-            .await
-            .map_err(|e| KubeError::new("read", self.label(o), &e))
+        match self.api(kube, &o.0).get(&o.1).await {
+            Ok(obj) => Ok(Some(obj)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(KubeError::new("read", self.label(o), &e)),
+        }
     }
 
     /// Puts `objects` to sleep, one after the other, each recorded first. Objects that do not

@@ -401,8 +401,13 @@ async fn scaled_kinds(
             WorkloadKind::CronJob => cron = true,
             WorkloadKind::Scalable(k) => scaled.push(Scaled::discover(kube, &k, &k.version).await?),
         }
+        // A kind listed twice is handled once.
+        if let Some(last) = scaled.last()
+            && scaled[..scaled.len() - 1].contains(last)
+        {
+            scaled.pop();
+        }
     }
-    scaled.dedup();
     Ok((scaled, cron))
 }
 
