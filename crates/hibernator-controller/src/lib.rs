@@ -207,6 +207,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     match &config.leader_election {
         None => {
+            metrics.set_leader(true);
             tokio::join!(
                 reconcile::run_controller(
                     client.clone(),
@@ -245,6 +246,7 @@ pub async fn run(config: Config) -> Result<()> {
                     _ = stopped(stop_rx.clone()) => break,
                 }
                 info!(identity = %le.identity, "became the leader");
+                metrics.set_leader(true);
                 let lost = || {
                     let mut l = leader.clone();
                     let stop = stop_rx.clone();
@@ -275,6 +277,7 @@ pub async fn run(config: Config) -> Result<()> {
                 if *stop_rx.borrow() {
                     break;
                 }
+                metrics.set_leader(false);
                 warn!(identity = %le.identity, "lost the leadership; following");
                 ready.set(true);
             }

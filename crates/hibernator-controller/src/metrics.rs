@@ -1,5 +1,6 @@
 //! Prometheus metrics. Labels are bounded: phases, target types, operations, results, RPC
-//! names; never plan names or error text.
+//! names, and for the per-plan gauges the plan's namespace and name (one series per plan and
+//! label set, removed with the plan); never error text.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +27,30 @@ pub struct Metrics {
     api_writes: Family<Labels, Counter>,
     runner_seconds: Family<Labels, Histogram>,
     notifications: Family<Labels, Counter>,
+    leader: Gauge,
+    plans_stalled: Gauge,
+    plans_not_restored: Gauge,
+    plan_asleep: Family<Labels, Gauge>,
+    plan_next_transition: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+/// What the per-plan metrics say about one plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanGauges {
+    /// Namespace of the plan.
+    pub namespace: String,
+    /// Name of the plan.
+    pub name: String,
+    /// The plan is Hibernated.
+    pub asleep: bool,
+    /// `Stalled=True`.
+    pub stalled: bool,
+    /// `Restored=False`.
+    pub not_restored: bool,
+    /// Next hibernation, Unix seconds.
+    pub next_hibernate: Option<f64>,
+    /// Next wake-up, Unix seconds.
+    pub next_wake_up: Option<f64>,
 }
 
 impl Default for Metrics {
@@ -96,7 +121,43 @@ impl Metrics {
             "Notification delivery attempts by sink type, event and result (delivered, retried, failed)",
             notifications.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this instance holds the leader Lease (or runs without leader election)",
+            leader.clone(),
+        );
+        let plans_stalled = Gauge::default();
+        registry.register(
+            "plans_stalled",
+            "Plans with Stalled=True",
+            plans_stalled.clone(),
+        );
+        let plans_not_restored = Gauge::default();
+        registry.register(
+            "plans_not_restored",
+            "Plans with Restored=False: something recorded did not come back",
+            plans_not_restored.clone(),
+        );
+        let plan_asleep = Family::<Labels, Gauge>::default();
+        registry.register(
+            "plan_asleep",
+            "1 while the plan is Hibernated, else 0",
+            plan_asleep.clone(),
+        );
+        let plan_next_transition =
+            Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "plan_next_transition_timestamp_seconds",
+            "When the plan's schedule next hibernates or wakes it up (operation), Unix seconds",
+            plan_next_transition.clone(),
+        );
         Self {
+            leader,
+            plans_stalled,
+            plans_not_restored,
+            plan_asleep,
+            plan_next_transition,
             notifications,
             registry: Arc::new(Mutex::new(registry)),
             runner_seconds,
@@ -141,6 +202,34 @@ impl Metrics {
             self.plans
                 .get_or_create(&vec![("phase", phase.to_string())])
                 .set(*n);
+        }
+    }
+
+    /// Whether this instance leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Sets the per-plan gauges and the counts of stalled and not restored plans from every
+    /// plan (series of plans that are gone disappear).
+    pub fn set_plan_gauges(&self, plans: &[PlanGauges]) {
+        self.plan_asleep.clear();
+        self.plan_next_transition.clear();
+        let count = |f: fn(&PlanGauges) -> bool| plans.iter().filter(|p| f(p)).count() as i64;
+        self.plans_stalled.set(count(|p| p.stalled));
+        self.plans_not_restored.set(count(|p| p.not_restored));
+        for p in plans {
+            let who = || vec![("namespace", p.namespace.clone()), ("plan", p.name.clone())];
+            self.plan_asleep
+                .get_or_create(&who())
+                .set(i64::from(p.asleep));
+            for (operation, at) in [("hibernate", p.next_hibernate), ("wakeUp", p.next_wake_up)] {
+                if let Some(at) = at {
+                    let mut labels = who();
+                    labels.push(("operation", operation.to_string()));
+                    self.plan_next_transition.get_or_create(&labels).set(at);
+                }
+            }
         }
     }
 
@@ -222,6 +311,38 @@ mod tests {
         assert!(
             text.contains("hibernator_grpc_refused_total{rpc=\"RecordRestoreState\"} 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn plan_gauges_follow_the_plans_and_forget_deleted_ones() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        let plan = |name: &str, asleep: bool| PlanGauges {
+            namespace: "team-a".into(),
+            name: name.into(),
+            asleep,
+            stalled: !asleep,
+            not_restored: false,
+            next_hibernate: None,
+            next_wake_up: Some(1_795_000_000.0),
+        };
+        m.set_plan_gauges(&[plan("a", true), plan("b", false)]);
+        let text = m.render();
+        for line in [
+            "hibernator_leader 1",
+            "hibernator_plans_stalled 1",
+            "hibernator_plans_not_restored 0",
+            "hibernator_plan_asleep{namespace=\"team-a\",plan=\"a\"} 1",
+            "hibernator_plan_asleep{namespace=\"team-a\",plan=\"b\"} 0",
+            "hibernator_plan_next_transition_timestamp_seconds{namespace=\"team-a\",plan=\"a\",operation=\"wakeUp\"} 1795000000.0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        m.set_plan_gauges(&[plan("a", true)]);
+        assert!(
+            !m.render().contains("plan=\"b\""),
+            "a deleted plan's series go"
         );
     }
 }

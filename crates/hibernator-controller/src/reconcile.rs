@@ -541,15 +541,37 @@ fn count_phases(ctx: &Context) {
     .iter()
     .map(|p| (p.as_str(), 0))
     .collect();
+    let mut gauges = Vec::new();
     for g in ctx.plans.state() {
-        if let Ok(p) = &g.0
-            && let Some(phase) = p.status.as_ref().and_then(|s| s.phase)
-        {
+        let Ok(p) = &g.0 else { continue };
+        let status = p.status.as_ref();
+        if let Some(phase) = status.and_then(|s| s.phase) {
             *counts.entry(phase.as_str()).or_default() += 1;
         }
+        let condition = |t: &str, value: &str| {
+            status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == t && c.status == value)
+            })
+        };
+        let at = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+            t.map(|t| t.0.as_second() as f64)
+        };
+        let schedule = status.and_then(|s| s.schedule.as_ref());
+        gauges.push(crate::metrics::PlanGauges {
+            namespace: p.namespace().unwrap_or_default(),
+            name: p.name_any(),
+            asleep: status.and_then(|s| s.phase) == Some(Phase::Hibernated),
+            stalled: condition("Stalled", "True"),
+            not_restored: condition("Restored", "False"),
+            next_hibernate: at(schedule.and_then(|s| s.next_hibernate_at.as_ref())),
+            next_wake_up: at(schedule.and_then(|s| s.next_wake_up_at.as_ref())),
+        });
     }
     ctx.metrics
         .set_plans(&counts.into_iter().collect::<Vec<_>>());
+    ctx.metrics.set_plan_gauges(&gauges);
 }
 
 /// A plan the controller cannot even read (its stored object does not match the types):
