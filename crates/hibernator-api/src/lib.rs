@@ -19,6 +19,7 @@ pub mod params;
 pub mod plan;
 pub mod restore;
 pub mod runner;
+pub mod savings;
 pub mod schedule;
 pub mod status;
 pub mod validate;

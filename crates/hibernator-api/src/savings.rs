@@ -1,0 +1,369 @@
+//! What a night saved: the size of each resource while awake (its [`Sizing`], described by the
+//! runner next to its restore record), a [`PriceTable`] of hourly prices, and the arithmetic
+//! that turns a restored record (recorded at hibernation, marked restored at wake-up) into
+//! resource-hours asleep and an estimated amount. Pure: the controller supplies the records and
+//! the table.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which price list a resource is priced from.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// RDS instances (`rds` prices by instance class; Multi-AZ doubled).
+    Rds,
+    /// EC2 instances, also those of node groups and auto-scaling groups (`ec2` prices).
+    Ec2,
+    /// Pods of a cluster, by CPU and memory requests (`kubernetes` rates).
+    Kubernetes,
+}
+
+/// What sizes a resource's cost while it is awake.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Sizing {
+    /// The price list.
+    pub service: Option<Service>,
+    /// Instance type or DB instance class (`m5.large`, `db.r6g.large`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// RDS engine (`postgres`, `aurora-mysql`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// RDS Multi-AZ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_az: Option<bool>,
+    /// How many: instances of a node group or auto-scaling group, replicas of a workload.
+    #[serde(default = "one")]
+    pub count: f64,
+    /// vCPU requested by one replica (Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// GiB of memory requested by one replica (Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gib: Option<f64>,
+    /// AWS region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Sizing {
+    /// How it reads when it has no price: `m5.large in eu-west-3`.
+    pub fn describe(&self) -> String {
+        match (self.service, &self.instance_type) {
+            (Some(Service::Kubernetes), _) => format!(
+                "{} vCPU and {} GiB",
+                self.cpu.unwrap_or(0.0),
+                self.memory_gib.unwrap_or(0.0)
+            ),
+            (_, Some(t)) => match &self.region {
+                Some(r) => format!("{t} in {r}"),
+                None => t.clone(),
+            },
+            _ => "an unknown size".into(),
+        }
+    }
+}
+
+/// Hourly prices by region.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegionPrices {
+    /// Instance type -> price per hour.
+    #[serde(default)]
+    pub ec2: BTreeMap<String, f64>,
+    /// DB instance class (or `<engine>/<class>`, which wins) -> price per hour, single-AZ.
+    #[serde(default)]
+    pub rds: BTreeMap<String, f64>,
+}
+
+/// Rates for pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesRates {
+    /// Price of one requested vCPU for an hour.
+    pub vcpu_hour: f64,
+    /// Price of one requested GiB of memory for an hour.
+    pub gib_hour: f64,
+}
+
+/// A price table: the shipped default ([`PriceTable::builtin`]) extended or overridden by the
+/// user's ([`PriceTable::merge`]).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PriceTable {
+    /// Currency of every price (`USD`).
+    #[serde(default)]
+    pub currency: String,
+    /// Where the prices come from.
+    #[serde(default)]
+    pub source: String,
+    /// When they were taken.
+    #[serde(default)]
+    pub as_of: String,
+    /// Factor applied to Multi-AZ RDS instances.
+    #[serde(default)]
+    pub multi_az_factor: Option<f64>,
+    /// Pod rates.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesRates>,
+    /// Region -> prices.
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionPrices>,
+}
+
+/// Why a price table cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PriceTableError {
+    /// Not a price table.
+    #[error("the price table is not valid: {0}")]
+    Parse(String),
+    /// A price that is negative or not a number.
+    #[error("the price table's {field} is {value}; prices are numbers of at least 0")]
+    Negative {
+        /// Where.
+        field: String,
+        /// The value.
+        value: f64,
+    },
+}
+
+impl PriceTable {
+    /// The shipped default (`savings/prices.json`: common AWS on-demand prices of us-east-1,
+    /// dated, with their source).
+    pub fn builtin() -> Self {
+        serde_json::from_str(include_str!("savings/prices.json"))
+            .expect("the shipped price table is valid")
+    }
+
+    /// Reads a table from JSON and checks its prices.
+    pub fn from_json(text: &str) -> Result<Self, PriceTableError> {
+        let t: Self =
+            serde_json::from_str(text).map_err(|e| PriceTableError::Parse(e.to_string()))?;
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Every price is a number of at least 0.
+    pub fn check(&self) -> Result<(), PriceTableError> {
+        let bad = |field: String, value: f64| {
+            (!(value >= 0.0 && value.is_finite()))
+                .then_some(PriceTableError::Negative { field, value })
+        };
+        let mut problems = Vec::new();
+        if let Some(f) = self.multi_az_factor {
+            problems.extend(bad("multiAzFactor".into(), f));
+        }
+        if let Some(k) = self.kubernetes {
+            problems.extend(bad("kubernetes.vcpuHour".into(), k.vcpu_hour));
+            problems.extend(bad("kubernetes.gibHour".into(), k.gib_hour));
+        }
+        for (region, prices) in &self.regions {
+            for (list, map) in [("ec2", &prices.ec2), ("rds", &prices.rds)] {
+                for (name, value) in map {
+                    problems.extend(bad(format!("regions.{region}.{list}[{name:?}]"), *value));
+                }
+            }
+        }
+        problems.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Extends this table with `other`: its prices win, its currency, source, date, factor and
+    /// rates replace these when it gives them.
+    pub fn merge(&mut self, other: PriceTable) {
+        if !other.currency.is_empty() {
+            self.currency = other.currency;
+        }
+        if !other.source.is_empty() {
+            self.source = other.source;
+        }
+        if !other.as_of.is_empty() {
+            self.as_of = other.as_of;
+        }
+        if other.multi_az_factor.is_some() {
+            self.multi_az_factor = other.multi_az_factor;
+        }
+        if other.kubernetes.is_some() {
+            self.kubernetes = other.kubernetes;
+        }
+        for (region, prices) in other.regions {
+            let mine = self.regions.entry(region).or_default();
+            mine.ec2.extend(prices.ec2);
+            mine.rds.extend(prices.rds);
+        }
+    }
+
+    /// Price of one unit of `s` for an hour; `None` when the table has none.
+    pub fn unit_hourly(&self, s: &Sizing) -> Option<f64> {
+        match s.service? {
+            Service::Kubernetes => {
+                let k = self.kubernetes?;
+                Some(s.cpu.unwrap_or(0.0) * k.vcpu_hour + s.memory_gib.unwrap_or(0.0) * k.gib_hour)
+            }
+            Service::Ec2 => {
+                let prices = self.regions.get(s.region.as_deref()?)?;
+                prices.ec2.get(s.instance_type.as_deref()?).copied()
+            }
+            Service::Rds => {
+                let prices = self.regions.get(s.region.as_deref()?)?;
+                let class = s.instance_type.as_deref()?;
+                let by_engine = s
+                    .engine
+                    .as_ref()
+                    .and_then(|e| prices.rds.get(&format!("{e}/{class}")));
+                let price = by_engine.or_else(|| prices.rds.get(class)).copied()?;
+                let factor = if s.multi_az == Some(true) {
+                    self.multi_az_factor.unwrap_or(2.0)
+                } else {
+                    1.0
+                };
+                Some(price * factor)
+            }
+        }
+    }
+}
+
+/// What one resource's night saved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Night {
+    /// Resource-hours asleep: hours between the record (taken just before the resource went
+    /// to sleep) and its wake-up, times how many units it has.
+    pub hours: f64,
+    /// The estimated amount; `None` when the table has no price for it.
+    pub amount: Option<f64>,
+}
+
+/// The night of a resource asleep from `asleep_at` to `awake_at`, sized by `sizing`.
+pub fn night(
+    asleep_at: jiff::Timestamp,
+    awake_at: jiff::Timestamp,
+    sizing: &Sizing,
+    prices: &PriceTable,
+) -> Night {
+    let elapsed = awake_at.duration_since(asleep_at).as_secs_f64().max(0.0) / 3600.0;
+    let units = sizing.count.max(0.0);
+    Night {
+        hours: elapsed * units,
+        amount: prices.unit_hourly(sizing).map(|p| p * elapsed * units),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_shipped_table_is_dated_sourced_and_valid() {
+        let t = PriceTable::builtin();
+        assert_eq!(t.currency, "USD");
+        assert!(!t.as_of.is_empty() && t.source.contains("aws.amazon.com"));
+        assert_eq!(t.check(), Ok(()));
+        assert_eq!(t.regions["us-east-1"].ec2["m5.large"], 0.096);
+        // The Kubernetes rates price an m5.large's size at its price.
+        let k = t.kubernetes.unwrap();
+        assert!((2.0 * k.vcpu_hour + 8.0 * k.gib_hour - 0.096).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nights_are_hours_times_units_times_price() {
+        let t = PriceTable::builtin();
+        let ng = Sizing {
+            service: Some(Service::Ec2),
+            instance_type: Some("m5.large".into()),
+            count: 3.0,
+            region: Some("us-east-1".into()),
+            ..Sizing::default()
+        };
+        // 20:00 to 06:00 New York: ten hours.
+        let n = night(
+            at("2026-11-27T01:00:00Z"),
+            at("2026-11-27T11:00:00Z"),
+            &ng,
+            &t,
+        );
+        assert!((n.hours - 30.0).abs() < 1e-9);
+        assert!((n.amount.unwrap() - 30.0 * 0.096).abs() < 1e-9);
+
+        let db = Sizing {
+            service: Some(Service::Rds),
+            instance_type: Some("db.r6g.large".into()),
+            engine: Some("postgres".into()),
+            multi_az: Some(true),
+            region: Some("us-east-1".into()),
+            ..Sizing {
+                count: 1.0,
+                ..Sizing::default()
+            }
+        };
+        assert_eq!(t.unit_hourly(&db), Some(0.45), "Multi-AZ doubles");
+
+        let unknown = Sizing {
+            region: Some("eu-west-3".into()),
+            ..ng.clone()
+        };
+        let n = night(
+            at("2026-11-27T01:00:00Z"),
+            at("2026-11-27T03:00:00Z"),
+            &unknown,
+            &t,
+        );
+        assert_eq!((n.hours, n.amount), (6.0, None), "hours count, no price");
+        assert_eq!(unknown.describe(), "m5.large in eu-west-3");
+    }
+
+    #[test]
+    fn a_users_table_extends_and_overrides_the_shipped_one() {
+        let mut t = PriceTable::builtin();
+        let mine = PriceTable::from_json(
+            r#"{"currency": "EUR", "kubernetes": {"vcpuHour": 0.02, "gibHour": 0.002},
+                "regions": {"us-east-1": {"ec2": {"m5.large": 0.06}},
+                            "eu-west-3": {"rds": {"postgres/db.t3.medium": 0.08}}}}"#,
+        )
+        .unwrap();
+        t.merge(mine);
+        assert_eq!(t.currency, "EUR");
+        assert_eq!(t.regions["us-east-1"].ec2["m5.large"], 0.06);
+        assert_eq!(
+            t.regions["us-east-1"].ec2["m5.xlarge"], 0.192,
+            "the rest stays"
+        );
+        let db = Sizing {
+            service: Some(Service::Rds),
+            instance_type: Some("db.t3.medium".into()),
+            engine: Some("postgres".into()),
+            region: Some("eu-west-3".into()),
+            count: 1.0,
+            ..Sizing::default()
+        };
+        assert_eq!(t.unit_hourly(&db), Some(0.08));
+        let pods = Sizing {
+            service: Some(Service::Kubernetes),
+            cpu: Some(0.5),
+            memory_gib: Some(1.0),
+            count: 4.0,
+            ..Sizing::default()
+        };
+        assert!((t.unit_hourly(&pods).unwrap() - 0.012).abs() < 1e-12);
+
+        let e =
+            PriceTable::from_json(r#"{"regions": {"x": {"ec2": {"m5.large": -1}}}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the price table's regions.x.ec2[\"m5.large\"] is -1; prices are numbers of at least 0"
+        );
+        // A typo is an error naming the field, not a silently ignored price.
+        let e = PriceTable::from_json(r#"{"region": {}}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `region`"), "{e}");
+    }
+}
