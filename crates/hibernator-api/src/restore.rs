@@ -43,6 +43,9 @@ pub struct ResourceRecord {
     pub recorded_at: String,
     /// What the runner recorded.
     pub state: Value,
+    /// What sizes the resource's cost while awake (`savings::Sizing`), when the runner said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<Value>,
     /// What the last wake-up did with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_up: Option<WakeUpResult>,
@@ -189,6 +192,22 @@ pub fn merge_record(
     limit: usize,
     asleep: &BTreeSet<String>,
 ) -> Result<RecordOutcome, RestoreDataError> {
+    merge_sized_record(data, target, cycle, key, state, None, now, limit, asleep)
+}
+
+/// [`merge_record`] with the resource's sizing (`savings::Sizing`), stored beside the record.
+#[allow(clippy::too_many_arguments)]
+pub fn merge_sized_record(
+    data: &mut BTreeMap<String, String>,
+    target: &str,
+    cycle: &str,
+    key: &str,
+    state: Value,
+    sizing: Option<Value>,
+    now: jiff::Timestamp,
+    limit: usize,
+    asleep: &BTreeSet<String>,
+) -> Result<RecordOutcome, RestoreDataError> {
     if !state.is_object() {
         return Err(RestoreDataError::NotAnObject { key: key.into() });
     }
@@ -208,6 +227,7 @@ pub fn merge_record(
             cycle_id: cycle.into(),
             recorded_at: now.to_string(),
             state: state.clone(),
+            sizing,
             wake_up: None,
         },
     );

@@ -205,6 +205,10 @@ impl PriceTable {
         match s.service? {
             Service::Kubernetes => {
                 let k = self.kubernetes?;
+                // Pods without requests have no size to price.
+                if s.cpu.is_none() && s.memory_gib.is_none() {
+                    return None;
+                }
                 Some(s.cpu.unwrap_or(0.0) * k.vcpu_hour + s.memory_gib.unwrap_or(0.0) * k.gib_hour)
             }
             Service::Ec2 => {
@@ -228,6 +232,34 @@ impl PriceTable {
             }
         }
     }
+}
+
+/// A Kubernetes quantity (`500m`, `2`, `1.5`, `256Mi`, `1G`, `1e9`) as a number: cores for
+/// CPU, bytes for memory. Written here because k8s-openapi keeps quantities as strings with no
+/// arithmetic, and the few suffixes are fixed by the API (`resource.Quantity`).
+pub fn quantity(text: &str) -> Option<f64> {
+    let text = text.trim();
+    const SUFFIXES: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, factor) in SUFFIXES {
+        if let Some(number) = text.strip_suffix(suffix) {
+            return number.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    text.parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
 /// What one resource's night saved.
@@ -320,6 +352,26 @@ mod tests {
         );
         assert_eq!((n.hours, n.amount), (6.0, None), "hours count, no price");
         assert_eq!(unknown.describe(), "m5.large in eu-west-3");
+    }
+
+    #[test]
+    fn quantities_read_as_the_api_writes_them() {
+        assert_eq!(quantity("500m"), Some(0.5));
+        assert_eq!(quantity("2"), Some(2.0));
+        assert_eq!(quantity("256Mi"), Some(268435456.0));
+        assert_eq!(quantity("1G"), Some(1e9));
+        assert_eq!(quantity("1e9"), Some(1e9));
+        assert_eq!(quantity("lots"), None);
+        let none = Sizing {
+            service: Some(Service::Kubernetes),
+            count: 2.0,
+            ..Sizing::default()
+        };
+        assert_eq!(
+            PriceTable::builtin().unit_hourly(&none),
+            None,
+            "no requests, no price"
+        );
     }
 
     #[test]

@@ -742,6 +742,9 @@ pub struct RunnerService<A> {
     reports: Reports,
     wake: broadcast::Sender<ObjectRef<HibernationPlan>>,
     metrics: Metrics,
+    /// The schedule's clock: records and wake-ups are stamped with it, so that the savings
+    /// ledger measures nights in the time the plan runs on.
+    clock: crate::clock::Clock,
 }
 
 impl<A: Authenticator> RunnerService<A> {
@@ -761,7 +764,14 @@ impl<A: Authenticator> RunnerService<A> {
             reports,
             wake,
             metrics,
+            clock: crate::clock::Clock::System,
         }
+    }
+
+    /// Stamps records and wake-ups with `clock` (the controller's schedule clock).
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Who calls, for an execution: the token's identity, which must be `execution_id`'s.
@@ -891,14 +901,27 @@ impl<A: Authenticator> Runner for RunnerService<A> {
                 req.resource_key
             ))
         })?;
+        // The sizing only feeds the savings ledger: one that cannot be read is dropped, never a
+        // reason to refuse the write-ahead record.
+        let sizing = (!req.sizing_json.is_empty())
+            .then(|| serde_json::from_str::<hibernator_api::savings::Sizing>(&req.sizing_json))
+            .and_then(|parsed| match parsed {
+                Ok(s) => serde_json::to_value(s).ok(),
+                Err(e) => {
+                    warn!(plan = %id.plan, target = %id.target, resource = %req.resource_key, "ignoring an unreadable sizing: {e}");
+                    None
+                }
+            });
         let outcome = self
             .store
-            .record(
+            .record_sized(
                 &id.plan_key(),
                 &id.target,
                 &id.cycle,
                 &req.resource_key,
                 state,
+                sizing,
+                self.clock.now(),
             )
             .await
             .map_err(|e| {
@@ -1050,7 +1073,13 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             .collect();
         if id.operation == Operation::WakeUp && !results.is_empty() {
             self.store
-                .mark_wake_up(&id.plan_key(), &id.target, &id.cycle, &results)
+                .mark_wake_up(
+                    &id.plan_key(),
+                    &id.target,
+                    &id.cycle,
+                    &results,
+                    self.clock.now(),
+                )
                 .await
                 .map_err(|e| {
                     warn!(plan = %id.plan, target = %id.target, "failed to store the wake-up results: {e}");

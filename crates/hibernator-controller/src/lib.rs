@@ -123,7 +123,8 @@ pub async fn run(config: Config) -> Result<()> {
         reports.clone(),
         wake_tx.clone(),
         metrics.clone(),
-    );
+    )
+    .with_clock(config.clock);
     let serving = tls::Serving::default();
     tls::start(
         &config.grpc_tls,

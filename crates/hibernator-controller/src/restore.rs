@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use hibernator_api::plan::HibernationPlan;
 use hibernator_api::restore::{
     MAX_DATA_BYTES, RecordOutcome, RestoreDataError, WakeUpOutcome, acknowledge, mark_wake_up,
-    merge_record, read_target, retire,
+    merge_sized_record, read_target, retire,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -237,16 +237,41 @@ impl RestoreStore {
         key: &str,
         state: Value,
     ) -> Result<RecordOutcome, RestoreError> {
+        self.record_sized(
+            plan,
+            target,
+            cycle,
+            key,
+            state,
+            None,
+            jiff::Timestamp::now(),
+        )
+        .await
+    }
+
+    /// [`Self::record`] with the resource's sizing, stamped `now` (the schedule clock).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_sized(
+        &self,
+        plan: &PlanKey,
+        target: &str,
+        cycle: &str,
+        key: &str,
+        state: Value,
+        sizing: Option<Value>,
+        now: jiff::Timestamp,
+    ) -> Result<RecordOutcome, RestoreError> {
         let limit = self.limit;
         let asleep = self.asleep_keys(plan, target).await?;
         self.update(plan, |data| {
-            merge_record(
+            merge_sized_record(
                 data,
                 target,
                 cycle,
                 key,
                 state.clone(),
-                jiff::Timestamp::now(),
+                sizing.clone(),
+                now,
                 limit,
                 &asleep,
             )
@@ -287,11 +312,10 @@ impl RestoreStore {
         target: &str,
         cycle: &str,
         results: &[(String, WakeUpOutcome, Option<String>)],
+        now: jiff::Timestamp,
     ) -> Result<bool, RestoreError> {
-        self.update(plan, |data| {
-            mark_wake_up(data, target, cycle, results, jiff::Timestamp::now())
-        })
-        .await
+        self.update(plan, |data| mark_wake_up(data, target, cycle, results, now))
+            .await
     }
 
     /// Removes the restored or acknowledged records `keys` (after the plan's status stopped

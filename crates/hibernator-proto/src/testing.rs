@@ -49,6 +49,8 @@ pub enum Rpc {
 pub struct Observed {
     /// Restore records: resource key -> state JSON.
     pub records: BTreeMap<String, String>,
+    /// Sizings sent with the records that were stored: resource key -> sizing JSON.
+    pub sizings: BTreeMap<String, String>,
     /// Every call, in order of arrival, with its execution id.
     pub calls: Vec<(Rpc, String)>,
     /// Every streamed log line.
@@ -154,6 +156,11 @@ impl Runner for Service {
                     stored_state_json: stored.clone(),
                 },
                 None => {
+                    if !request.sizing_json.is_empty() {
+                        observed
+                            .sizings
+                            .insert(request.resource_key.clone(), request.sizing_json.clone());
+                    }
                     observed
                         .records
                         .insert(request.resource_key, request.state_json.clone());
@@ -298,6 +305,11 @@ impl FakeController {
     /// The restore records.
     pub fn records(&self) -> BTreeMap<String, String> {
         self.shared.observed().records.clone()
+    }
+
+    /// The sizings sent with stored records: resource key -> sizing JSON.
+    pub fn sizings(&self) -> BTreeMap<String, String> {
+        self.shared.observed().sizings.clone()
     }
 
     /// Replaces the restore records (to start a wake-up from crafted data).

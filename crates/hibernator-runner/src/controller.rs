@@ -306,6 +306,18 @@ impl Controller {
         state_json: &str,
         note: &dyn Fn(String),
     ) -> Result<Recorded, ControllerError> {
+        self.record_sized(key, state_json, "", note).await
+    }
+
+    /// [`Self::record`] with what sizes the resource's cost (`sizing_json`, a
+    /// `savings::Sizing`; empty for none), kept beside the record for the savings ledger.
+    pub async fn record_sized(
+        &self,
+        key: &str,
+        state_json: &str,
+        sizing_json: &str,
+        note: &dyn Fn(String),
+    ) -> Result<Recorded, ControllerError> {
         let response = self
             .with_retry(
                 || {
@@ -313,6 +325,7 @@ impl Controller {
                         execution_id: self.execution_id.clone(),
                         resource_key: key.to_string(),
                         state_json: state_json.to_string(),
+                        sizing_json: sizing_json.to_string(),
                     });
                     let mut client = self.client.clone();
                     async move { self.call(client.record_restore_state(request)).await }

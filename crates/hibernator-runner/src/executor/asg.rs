@@ -33,8 +33,18 @@ fn look_at(group: &AutoScalingGroup) -> Look {
     let leaving = group
         .status()
         .is_some_and(|s| s.to_ascii_lowercase().contains("delete"));
+    // The type most of its instances run (ties: the first in name order).
+    let mut types: std::collections::BTreeMap<&str, usize> = Default::default();
+    for t in instances.iter().filter_map(|i| i.instance_type()) {
+        *types.entry(t).or_default() += 1;
+    }
+    let instance_type = types
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(t, _)| t.to_string());
     Look {
         sizes,
+        instance_type,
         state: format!("{} of {} instances in service", in_service, instances.len()),
         condition: if leaving {
             Condition::Leaving
@@ -52,6 +62,10 @@ impl Scalable for Groups<'_> {
 
     fn key_prefix(&self) -> &'static str {
         key_prefix::ASG
+    }
+
+    fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
     }
 
     async fn look(&self, name: &str) -> Result<Option<Look>, AwsError> {

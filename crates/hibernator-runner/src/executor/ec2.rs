@@ -29,6 +29,8 @@ const STATES: States = States {
 
 struct Instances<'a> {
     client: &'a Client,
+    /// Instance types seen by the last looks, for the savings ledger.
+    types: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
 }
 
 impl Switchable for Instances<'_> {
@@ -53,14 +55,30 @@ impl Switchable for Instances<'_> {
             .send()
             .await
             .map_err(|e| AwsError::new("describe", format!("EC2 instance {id}"), &e))?;
-        Ok(out
+        let found = out
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .find(|i| i.instance_id() == Some(id))
+            .find(|i| i.instance_id() == Some(id));
+        if let Some(t) = found.and_then(|i| i.instance_type()) {
+            self.types
+                .borrow_mut()
+                .insert(id.to_string(), t.as_str().to_string());
+        }
+        Ok(found
             .and_then(|i| i.state())
             .and_then(|s| s.name())
             .map(|n| n.as_str().to_string()))
+    }
+
+    fn sizing(&self, id: &str) -> Option<hibernator_api::savings::Sizing> {
+        Some(hibernator_api::savings::Sizing {
+            service: Some(hibernator_api::savings::Service::Ec2),
+            instance_type: Some(self.types.borrow().get(id)?.clone()),
+            region: self.client.config().region().map(|r| r.to_string()),
+            count: 1.0,
+            ..Default::default()
+        })
     }
 
     async fn stop(&self, id: &str) -> Result<(), AwsError> {
@@ -176,7 +194,10 @@ async fn resolve(
 /// Runs an `ec2` target.
 pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &Ec2Parameters) -> Result<Outcome, RunError> {
     let client = Client::new(&aws.config);
-    let instances = Instances { client: &client };
+    let instances = Instances {
+        client: &client,
+        types: Default::default(),
+    };
     match ctx.execution.operation {
         Operation::Hibernate => {
             let (ids, missing) = resolve(ctx, &client, params).await?;

@@ -26,6 +26,10 @@ impl Scalable for NodeGroups<'_> {
         key_prefix::NODE_GROUP
     }
 
+    fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
+    }
+
     async fn look(&self, name: &str) -> Result<Option<Look>, AwsError> {
         let out = match self
             .client
@@ -71,6 +75,7 @@ impl Scalable for NodeGroups<'_> {
         };
         Ok(Some(Look {
             sizes,
+            instance_type: group.instance_types().first().cloned(),
             // An update is finished when the group is ACTIVE again.
             steady: condition == Condition::Ready,
             state,

@@ -329,10 +329,27 @@ impl<'a> Ctx<'a> {
     where
         R: Serialize + DeserializeOwned,
     {
+        self.record_sized(key, current, None).await
+    }
+
+    /// [`Self::record`] with what sizes the resource's cost while awake, for the savings
+    /// ledger (kept beside the record, never used to restore).
+    pub async fn record_sized<R>(
+        &self,
+        key: &str,
+        current: &R,
+        sizing: Option<&hibernator_api::savings::Sizing>,
+    ) -> Result<(R, bool), RunError>
+    where
+        R: Serialize + DeserializeOwned,
+    {
         let json = serde_json::to_string(current).expect("records serialize");
+        let sizing = sizing
+            .map(|s| serde_json::to_string(s).expect("sizings serialize"))
+            .unwrap_or_default();
         let recorded = self
             .controller
-            .record(key, &json, &|m| self.reporter.warn(m))
+            .record_sized(key, &json, &sizing, &|m| self.reporter.warn(m))
             .await?;
         self.outcome(key, ResourceOutcome::Recorded);
         let stored: R = serde_json::from_str(&recorded.stored_state_json).map_err(|source| {

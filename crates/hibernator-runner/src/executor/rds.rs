@@ -2,6 +2,7 @@
 //! stops what is available; wake-up starts what was running.
 
 use hibernator_api::restore::key_prefix;
+use hibernator_api::savings::{Service, Sizing};
 use std::collections::BTreeMap;
 
 use aws_sdk_rds::Client;
@@ -65,18 +66,29 @@ const CLUSTER_STATES: States = States {
 struct Instances<'a> {
     client: &'a Client,
     snapshot_cycle: Option<String>,
+    /// Sizings seen by the last looks, for the savings ledger.
+    sizes: Sizes,
 }
 
 /// Aurora clusters.
 struct Clusters<'a> {
     client: &'a Client,
     snapshot_cycle: Option<String>,
+    /// Sizings seen by the last looks, for the savings ledger.
+    sizes: Sizes,
 }
+
+type Sizes = std::cell::RefCell<std::collections::BTreeMap<String, Sizing>>;
 
 /// What `DescribeDBInstances` says about one instance.
 struct SeenInstance {
     status: String,
     cluster: Option<String>,
+    sizing: Sizing,
+}
+
+fn region(client: &Client) -> Option<String> {
+    client.config().region().map(|r| r.to_string())
 }
 
 async fn describe_instance(client: &Client, id: &str) -> Result<Option<SeenInstance>, AwsError> {
@@ -89,6 +101,15 @@ async fn describe_instance(client: &Client, id: &str) -> Result<Option<SeenInsta
         Ok(out) => Ok(out.db_instances().first().map(|i| SeenInstance {
             status: i.db_instance_status().unwrap_or("unknown").to_string(),
             cluster: i.db_cluster_identifier().map(str::to_string),
+            sizing: Sizing {
+                service: Some(Service::Rds),
+                instance_type: i.db_instance_class().map(str::to_string),
+                engine: i.engine().map(str::to_string),
+                multi_az: i.multi_az(),
+                count: 1.0,
+                region: region(client),
+                ..Sizing::default()
+            },
         })),
         Err(e)
             if e.as_service_error()
@@ -100,17 +121,27 @@ async fn describe_instance(client: &Client, id: &str) -> Result<Option<SeenInsta
     }
 }
 
-async fn describe_cluster(client: &Client, id: &str) -> Result<Option<String>, AwsError> {
+/// A cluster's status and sizing (Aurora clusters have no class of their own: their members'
+/// count is known, their price not).
+async fn describe_cluster(client: &Client, id: &str) -> Result<Option<(String, Sizing)>, AwsError> {
     match client
         .describe_db_clusters()
         .db_cluster_identifier(id)
         .send()
         .await
     {
-        Ok(out) => Ok(out
-            .db_clusters()
-            .first()
-            .map(|c| c.status().unwrap_or("unknown").to_string())),
+        Ok(out) => Ok(out.db_clusters().first().map(|c| {
+            let sizing = Sizing {
+                service: Some(Service::Rds),
+                instance_type: c.db_cluster_instance_class().map(str::to_string),
+                engine: c.engine().map(str::to_string),
+                multi_az: c.multi_az(),
+                count: c.db_cluster_members().len().max(1) as f64,
+                region: region(client),
+                ..Sizing::default()
+            };
+            (c.status().unwrap_or("unknown").to_string(), sizing)
+        })),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
@@ -211,7 +242,14 @@ impl Switchable for Instances<'_> {
     }
 
     async fn status(&self, id: &str) -> Result<Option<String>, AwsError> {
-        Ok(describe_instance(self.client, id).await?.map(|s| s.status))
+        Ok(describe_instance(self.client, id).await?.map(|s| {
+            self.sizes.borrow_mut().insert(id.to_string(), s.sizing);
+            s.status
+        }))
+    }
+
+    fn sizing(&self, id: &str) -> Option<Sizing> {
+        self.sizes.borrow().get(id).cloned()
     }
 
     async fn stop(&self, id: &str) -> Result<(), AwsError> {
@@ -304,7 +342,16 @@ impl Switchable for Clusters<'_> {
     }
 
     async fn status(&self, id: &str) -> Result<Option<String>, AwsError> {
-        describe_cluster(self.client, id).await
+        Ok(describe_cluster(self.client, id)
+            .await?
+            .map(|(status, sizing)| {
+                self.sizes.borrow_mut().insert(id.to_string(), sizing);
+                status
+            }))
+    }
+
+    fn sizing(&self, id: &str) -> Option<Sizing> {
+        self.sizes.borrow().get(id).cloned()
     }
 
     async fn stop(&self, id: &str) -> Result<(), AwsError> {
@@ -530,10 +577,12 @@ pub async fn run(
     let instances = Instances {
         client: &client,
         snapshot_cycle: snapshot_cycle.clone(),
+        sizes: Sizes::default(),
     };
     let clusters = Clusters {
         client: &client,
         snapshot_cycle,
+        sizes: Sizes::default(),
     };
     let (instance_tally, cluster_tally) = match ctx.execution.operation {
         Operation::Hibernate => {

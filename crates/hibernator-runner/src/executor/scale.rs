@@ -62,6 +62,9 @@ pub struct Look {
     pub sizes: Sizes,
     /// Its state as AWS says it (for messages).
     pub state: String,
+    /// The instance type its instances run (the first of a node group's types, the type most
+    /// of an auto-scaling group's instances have), for the savings ledger.
+    pub instance_type: Option<String>,
     /// Whether it can be resized.
     pub condition: Condition,
     /// True when its capacity follows its sizes (no update running, instances launched or
@@ -75,6 +78,8 @@ pub trait Scalable {
     fn noun(&self) -> &'static str;
     /// Key prefix of its records (`nodegroup`, `asg`).
     fn key_prefix(&self) -> &'static str;
+    /// The AWS region it is in.
+    fn region(&self) -> Option<String>;
     /// Looks at it; `None` when it does not exist.
     async fn look(&self, name: &str) -> Result<Option<Look>, AwsError>;
     /// Sets its sizes.
@@ -218,7 +223,14 @@ pub async fn hibernate<S: Scalable>(
             look.sizes
         ));
         let key = format!("{}:{name}", kind.key_prefix());
-        let (stored, already) = ctx.record(&key, &look.sizes).await?;
+        let sizing = hibernator_api::savings::Sizing {
+            service: Some(hibernator_api::savings::Service::Ec2),
+            instance_type: look.instance_type.clone(),
+            count: f64::from(look.sizes.desired_size.max(0)),
+            region: kind.region(),
+            ..Default::default()
+        };
+        let (stored, already) = ctx.record_sized(&key, &look.sizes, Some(&sizing)).await?;
         if already {
             ctx.reporter.info(format!(
                 "{name} was recorded earlier in this cycle (was {stored}); keeping that record"

@@ -47,6 +47,10 @@ pub trait Switchable {
     async fn stop(&self, id: &str) -> Result<(), AwsError>;
     /// Asks it to start.
     async fn start(&self, id: &str) -> Result<(), AwsError>;
+    /// What sizes its cost while running, as the last look at it said (savings ledger).
+    fn sizing(&self, _id: &str) -> Option<hibernator_api::savings::Sizing> {
+        None
+    }
     /// Work before stopping the given resources (snapshots).
     async fn before_stop(&self, _ctx: &Ctx<'_>, _ids: &[String]) -> Result<(), RunError> {
         Ok(())
@@ -141,7 +145,8 @@ pub async fn hibernate<S: Switchable>(
             status: status.clone(),
         };
         let key = format!("{}:{id}", kind.key_prefix());
-        let (stored, already) = ctx.record(&key, &current).await?;
+        let sizing = kind.sizing(id);
+        let (stored, already) = ctx.record_sized(&key, &current, sizing.as_ref()).await?;
         let was = if stored.was_running {
             format!("was {}", stored.status)
         } else {

@@ -14,6 +14,7 @@
 use hibernator_api::Operation;
 use hibernator_api::params::{ScalableKind, WorkloadKind, WorkloadsParameters};
 use hibernator_api::restore::key_prefix;
+use hibernator_api::savings::{Service, Sizing, quantity};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -565,6 +566,35 @@ fn slot(kinds: &[Scaled], kind: &Scaled) -> usize {
     kinds.iter().position(|k| k == kind).unwrap_or(0)
 }
 
+/// What one replica of the workload requests (its pod template's containers, summed), for the
+/// savings ledger; `None` when it cannot be read.
+async fn sizing_of(kube: &Kube, w: &Workload<'_>, replicas: i32) -> Option<Sizing> {
+    let obj = w.api(kube).get(&w.name).await.ok()?;
+    let containers = obj
+        .data
+        .pointer("/spec/template/spec/containers")?
+        .as_array()?;
+    let (mut cpu, mut memory, mut any) = (0.0, 0.0, false);
+    for c in containers {
+        let requests = &c["resources"]["requests"];
+        if let Some(q) = requests["cpu"].as_str().and_then(quantity) {
+            cpu += q;
+            any = true;
+        }
+        if let Some(q) = requests["memory"].as_str().and_then(quantity) {
+            memory += q / 1073741824.0;
+            any = true;
+        }
+    }
+    Some(Sizing {
+        service: Some(Service::Kubernetes),
+        cpu: any.then_some(cpu),
+        memory_gib: any.then_some(memory),
+        count: f64::from(replicas.max(0)),
+        ..Sizing::default()
+    })
+}
+
 /// Records and scales one workload to zero: `None` when it is gone, else whether it changed.
 async fn scale_down(
     ctx: &Ctx<'_>,
@@ -580,7 +610,14 @@ async fn scale_down(
             ctx.reporter
                 .info(format!("found {} ({})", w.label(), count(replicas)));
         }
-        let (stored, already) = ctx.record(&w.key(), &w.record(replicas)).await?;
+        let sizing = if replicas > 0 {
+            sizing_of(kube, w, replicas).await
+        } else {
+            None
+        };
+        let (stored, already) = ctx
+            .record_sized(&w.key(), &w.record(replicas), sizing.as_ref())
+            .await?;
         if attempt == 1 {
             ctx.reporter.info(if already {
                 format!(

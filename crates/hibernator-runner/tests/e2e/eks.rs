@@ -56,6 +56,13 @@ async fn all_node_groups_scale_to_zero_keeping_max_and_come_back_exactly() -> Re
         recorded["nodegroup:general"],
         json!({"minSize": 1, "desiredSize": 2, "maxSize": 3})
     );
+    // The savings ledger's sizing: the group's instance type times its desired count.
+    let sizing: serde_json::Value =
+        serde_json::from_str(&h.controller.sizings()["nodegroup:general"])?;
+    assert_eq!(
+        sizing,
+        json!({"service": "ec2", "instanceType": "t3.medium", "count": 2.0, "region": "us-east-1"})
+    );
     assert_eq!(
         recorded["nodegroup:gpu"],
         json!({"minSize": 0, "desiredSize": 0, "maxSize": 2})

@@ -79,6 +79,15 @@ async fn instances_hibernate_with_snapshot_and_wake_to_their_exact_state() -> Re
         ]
         .into()
     );
+    // What sizes each database's cost rides beside its record, for the savings ledger.
+    let sizings = h.controller.sizings();
+    let sizing: serde_json::Value = serde_json::from_str(&sizings["instance:app-db"])?;
+    assert_eq!(
+        sizing,
+        json!({"service": "rds", "instanceType": "db.t3.micro", "engine": "postgres",
+               "multiAz": false, "count": 1.0, "region": "us-east-1"})
+    );
+    assert!(sizings.contains_key("instance:old-db"), "{sizings:?}");
 
     // A second hibernation changes nothing and keeps the records.
     let again = h

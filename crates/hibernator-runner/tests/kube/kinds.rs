@@ -153,7 +153,8 @@ async fn rollouts_cronjobs_keda_and_hpa_sleep_and_wake_exactly() -> Result<()> {
             "metadata": {"name": "canary", "namespace": ns},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "canary"}},
                      "template": {"metadata": {"labels": {"app": "canary"}},
-                                  "spec": {"containers": [{"name": "main", "image": SLEEPER}]}},
+                                  "spec": {"containers": [{"name": "main", "image": SLEEPER,
+                                            "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}}}]}},
                      "strategy": {"canary": {"steps": [{"setWeight": 20}]}}},
         }),
     )
@@ -241,6 +242,17 @@ async fn rollouts_cronjobs_keda_and_hpa_sleep_and_wake_exactly() -> Result<()> {
     assert_eq!(
         record(&format!("deployment:{ns}/api")),
         json!({"replicas": 3})
+    );
+    // The savings ledger's sizing: a replica's requests times the replicas (none: no price).
+    let sizings = kit.controller.sizings();
+    let sizing = |k: &str| -> Value { serde_json::from_str(&sizings[k]).unwrap() };
+    assert_eq!(
+        sizing(&format!("rollout.argoproj.io:{ns}/canary")),
+        json!({"service": "kubernetes", "count": 2.0, "cpu": 0.25, "memoryGib": 0.125})
+    );
+    assert_eq!(
+        sizing(&format!("deployment:{ns}/api")),
+        json!({"service": "kubernetes", "count": 3.0})
     );
 
     let asleep = state(&kit).await?;
