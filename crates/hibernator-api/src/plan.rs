@@ -372,6 +372,10 @@ pub struct HibernationPlanStatus {
     /// The value of the restore-acknowledgement annotation the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_restore_ack: Option<String>,
+    /// What the plan's nights saved: resource-hours asleep and the estimated amount, from the
+    /// recorded hibernation and wake-up times of each resource and the controller's price table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savings: Option<crate::savings::SavingsStatus>,
 }
 
 /// A target with resources asleep.

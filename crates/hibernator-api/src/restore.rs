@@ -352,6 +352,33 @@ pub fn retire(
     removed
 }
 
+/// The restored records of every target, for the savings ledger.
+pub fn restored_nights(data: &BTreeMap<String, String>) -> Vec<crate::savings::RestoredNight> {
+    let mut out = Vec::new();
+    for target in data.keys() {
+        let Ok(records) = read_target(data, target) else {
+            continue;
+        };
+        for (key, r) in records.resources {
+            let Some(w) = r.wake_up.as_ref().filter(|_| r.is_restored()) else {
+                continue;
+            };
+            let (Ok(asleep_at), Ok(awake_at)) = (r.recorded_at.parse(), w.at.parse()) else {
+                continue;
+            };
+            out.push(crate::savings::RestoredNight {
+                id: format!("{target}/{key}@{}", r.recorded_at),
+                target: target.clone(),
+                asleep_at,
+                awake_at,
+                cycle: w.cycle_id.clone(),
+                sizing: r.sizing.and_then(|s| serde_json::from_value(s).ok()),
+            });
+        }
+    }
+    out
+}
+
 /// A live record, as the controller's decisions need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveRecord {

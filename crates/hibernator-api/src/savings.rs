@@ -143,10 +143,14 @@ impl PriceTable {
             .expect("the shipped price table is valid")
     }
 
-    /// Reads a table from JSON and checks its prices.
+    /// Reads a table from JSON and checks its prices. Prices written as strings (`"0.107"`:
+    /// what `helm --set` makes of a decimal) are read as the numbers they spell.
     pub fn from_json(text: &str) -> Result<Self, PriceTableError> {
-        let t: Self =
+        let mut value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| PriceTableError::Parse(e.to_string()))?;
+        numbers(&mut value, "");
+        let t: Self =
+            serde_json::from_value(value).map_err(|e| PriceTableError::Parse(e.to_string()))?;
         t.check()?;
         Ok(t)
     }
@@ -234,6 +238,28 @@ impl PriceTable {
     }
 }
 
+/// Turns strings that spell numbers into numbers, except the table's text fields.
+fn numbers(v: &mut serde_json::Value, key: &str) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                numbers(child, k);
+            }
+        }
+        serde_json::Value::String(s) if !matches!(key, "currency" | "source" | "asOf") => {
+            if let Some(n) = s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
+                *v = serde_json::Value::Number(n);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A Kubernetes quantity (`500m`, `2`, `1.5`, `256Mi`, `1G`, `1e9`) as a number: cores for
 /// CPU, bytes for memory. Written here because k8s-openapi keeps quantities as strings with no
 /// arithmetic, and the few suffixes are fixed by the API (`resource.Quantity`).
@@ -260,6 +286,134 @@ pub fn quantity(text: &str) -> Option<f64> {
         }
     }
     text.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// A plan's savings, in its status.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SavingsStatus {
+    /// Currency of the amounts (the price table's).
+    pub currency: String,
+    /// The nights of the last wake-up cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cycle: Option<SavingsPeriod>,
+    /// The nights that ended this calendar month (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub this_month: Option<SavingsPeriod>,
+    /// Every night counted since the plan has savings.
+    pub total: SavingsPeriod,
+    /// Restored records counted but not yet retired (`<target>/<key>@<recorded at>`), so that
+    /// a night is counted once even when the controller restarts in between.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted: Vec<String>,
+}
+
+/// Savings over a period.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SavingsPeriod {
+    /// The cycle (`20261127t0100`), the month (`2026-11`) or `total`.
+    pub period: String,
+    /// Resource-hours asleep (hours times instances or replicas).
+    pub hours: f64,
+    /// Estimated amount saved, for the resources the price table knows.
+    pub amount: f64,
+    /// Resource-hours of resources without a price (counted in `hours`, not in `amount`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unpriced_hours: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl SavingsPeriod {
+    fn add(&mut self, n: &Night) {
+        self.hours = round(self.hours + n.hours);
+        match n.amount {
+            Some(a) => self.amount = round(self.amount + a),
+            None => self.unpriced_hours = round(self.unpriced_hours + n.hours),
+        }
+    }
+}
+
+/// Four decimals: amounts in cents and below, without floating-point noise in the status.
+fn round(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+/// A restored record, as the savings ledger reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoredNight {
+    /// `<target>/<key>@<recorded at>`: the same record is counted once.
+    pub id: String,
+    /// The target.
+    pub target: String,
+    /// When it was recorded, just before it went to sleep.
+    pub asleep_at: jiff::Timestamp,
+    /// When the wake-up restored it.
+    pub awake_at: jiff::Timestamp,
+    /// The wake-up's cycle.
+    pub cycle: String,
+    /// Its size, if the runner said.
+    pub sizing: Option<Sizing>,
+}
+
+/// What one counting added, per target type: `(target type, night)`.
+pub type Added = Vec<(crate::params::TargetType, Night)>;
+
+/// Counts the restored records not counted yet into `savings`, and forgets counted ids that
+/// are no longer restored records (they were retired). A record without a sizing counts no
+/// hours (nothing says how many units it had); one without a price counts hours only.
+pub fn account(
+    savings: &mut Option<SavingsStatus>,
+    nights: &[RestoredNight],
+    type_of: impl Fn(&str) -> Option<crate::params::TargetType>,
+    prices: &PriceTable,
+) -> Added {
+    let mut added = Vec::new();
+    if nights.is_empty() && savings.as_ref().is_none_or(|s| s.counted.is_empty()) {
+        return added;
+    }
+    let s = savings.get_or_insert_with(|| SavingsStatus {
+        currency: prices.currency.clone(),
+        total: SavingsPeriod {
+            period: "total".into(),
+            ..SavingsPeriod::default()
+        },
+        ..SavingsStatus::default()
+    });
+    for n in nights {
+        if s.counted.contains(&n.id) {
+            continue;
+        }
+        s.counted.push(n.id.clone());
+        let (Some(sizing), Some(type_)) = (&n.sizing, type_of(&n.target)) else {
+            continue;
+        };
+        let night = night(n.asleep_at, n.awake_at, sizing, prices);
+        let month = n.awake_at.strftime("%Y-%m").to_string();
+        let last = s.last_cycle.get_or_insert_with(SavingsPeriod::default);
+        if last.period != n.cycle {
+            *last = SavingsPeriod {
+                period: n.cycle.clone(),
+                ..SavingsPeriod::default()
+            };
+        }
+        last.add(&night);
+        let this = s.this_month.get_or_insert_with(SavingsPeriod::default);
+        if this.period != month {
+            *this = SavingsPeriod {
+                period: month,
+                ..SavingsPeriod::default()
+            };
+        }
+        this.add(&night);
+        s.total.add(&night);
+        added.push((type_, night));
+    }
+    s.counted.retain(|id| nights.iter().any(|n| &n.id == id));
+    added
 }
 
 /// What one resource's night saved.
@@ -355,6 +509,101 @@ mod tests {
     }
 
     #[test]
+    fn restored_records_are_counted_once_into_cycle_month_and_total() {
+        use crate::params::TargetType;
+        let t = PriceTable::builtin();
+        let ng = |count: f64| Sizing {
+            service: Some(Service::Ec2),
+            instance_type: Some("m5.large".into()),
+            count,
+            region: Some("us-east-1".into()),
+            ..Sizing::default()
+        };
+        let rn = |target: &str, key: &str, from: &str, to: &str, cycle: &str, s: Option<Sizing>| {
+            RestoredNight {
+                id: format!("{target}/{key}@{from}"),
+                target: target.into(),
+                asleep_at: at(from),
+                awake_at: at(to),
+                cycle: cycle.into(),
+                sizing: s,
+            }
+        };
+        let types = |t: &str| match t {
+            "cluster" => Some(TargetType::Eks),
+            "apps" => Some(TargetType::Workloads),
+            _ => None,
+        };
+        let night1 = vec![
+            rn(
+                "cluster",
+                "nodegroup:a",
+                "2026-11-27T01:00:00Z",
+                "2026-11-27T11:00:00Z",
+                "c1",
+                Some(ng(2.0)),
+            ),
+            rn(
+                "cluster",
+                "nodegroup:b",
+                "2026-11-27T01:00:00Z",
+                "2026-11-27T11:00:00Z",
+                "c1",
+                Some(Sizing {
+                    region: Some("mars-1".into()),
+                    ..ng(1.0)
+                }),
+            ),
+            rn(
+                "apps",
+                "deployment:x/y",
+                "2026-11-27T01:00:00Z",
+                "2026-11-27T11:00:00Z",
+                "c1",
+                None,
+            ),
+        ];
+        let mut s = None;
+        let added = account(&mut s, &night1, types, &t);
+        assert_eq!(added.len(), 2, "the record without a sizing counts nothing");
+        let st = s.clone().unwrap();
+        assert_eq!(st.currency, "USD");
+        let expected = SavingsPeriod {
+            period: "c1".into(),
+            hours: 30.0,
+            amount: 1.92,
+            unpriced_hours: 10.0,
+        };
+        assert_eq!(st.last_cycle, Some(expected.clone()));
+        assert_eq!(st.this_month.as_ref().unwrap().period, "2026-11");
+        assert_eq!(st.total.hours, 30.0);
+        assert_eq!(st.counted.len(), 3);
+
+        // The same records again (not retired yet, or a restart): nothing more.
+        assert!(account(&mut s, &night1, types, &t).is_empty());
+        assert_eq!(s.as_ref().unwrap().total.amount, 1.92);
+        // Retired: the ids go.
+        assert!(account(&mut s, &[], types, &t).is_empty());
+        assert!(s.as_ref().unwrap().counted.is_empty());
+
+        // The next night, in December: a new cycle and month, the total grows.
+        let night2 = vec![rn(
+            "cluster",
+            "nodegroup:a",
+            "2026-12-01T01:00:00Z",
+            "2026-12-01T06:00:00Z",
+            "c2",
+            Some(ng(2.0)),
+        )];
+        account(&mut s, &night2, types, &t);
+        let st = s.unwrap();
+        assert_eq!(st.last_cycle.unwrap().hours, 10.0);
+        assert_eq!(st.this_month.unwrap().period, "2026-12");
+        assert_eq!(st.total.hours, 40.0);
+        assert_eq!(st.total.amount, 2.88);
+    }
+
+    #[test]
     fn quantities_read_as_the_api_writes_them() {
         assert_eq!(quantity("500m"), Some(0.5));
         assert_eq!(quantity("2"), Some(2.0));
@@ -413,6 +662,15 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the price table's regions.x.ec2[\"m5.large\"] is -1; prices are numbers of at least 0"
+        );
+        // What `helm --set` makes of decimals.
+        let t = PriceTable::from_json(
+            r#"{"asOf": "2026", "regions": {"x": {"ec2": {"m5.large": "0.107"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.regions["x"].ec2["m5.large"], t.as_of.as_str()),
+            (0.107, "2026")
         );
         // A typo is an error naming the field, not a silently ignored price.
         let e = PriceTable::from_json(r#"{"region": {}}"#).unwrap_err();

@@ -12,6 +12,7 @@ mod exceptions;
 pub mod input;
 mod live;
 mod notify;
+mod picture;
 mod preview;
 mod validate;
 
@@ -28,7 +29,8 @@ enum Command {
     /// Check manifests offline: schema, CEL rules, schedules, execution graphs and references
     /// between the documents. Exit 0 when valid, 1 when not, 2 on usage or I/O errors.
     Validate(validate::Args),
-    /// Show the next hibernations and wake-ups of the plans in the manifests.
+    /// Show the next hibernations and wake-ups of the plans in the manifests, as a list or as a
+    /// picture of the coming days (`--format svg|html`).
     Preview(preview::Args),
     /// Show plans in the cluster: phase, conditions, schedule, targets, history.
     Status(live::StatusArgs),

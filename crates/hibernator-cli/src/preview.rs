@@ -1,5 +1,5 @@
 //! `kubectl hibernator preview`: the next transitions of each plan, from manifests (offline)
-//! or from the cluster (`--live`).
+//! or from the cluster (`--live`), as a list or as a picture (`--format`, see [`crate::picture`]).
 
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeSet;
@@ -8,13 +8,14 @@ use hibernator_api::Operation;
 use hibernator_api::exception::ScheduleException;
 use hibernator_api::graph::ExecutionGraph;
 use hibernator_api::plan::HibernationPlan;
-use hibernator_api::schedule::{CompiledSchedule, Exception, Holiday};
+use hibernator_api::schedule::{CompiledSchedule, Exception, Holiday, Transition};
 use hibernator_api::validate::{DEFAULT_NAMESPACE, Document};
 use hibernator_api::wishes::{Wishes, target_wishes};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::picture::{self, Format};
 use crate::{Output, exit, input};
 
 /// Arguments of `preview`.
@@ -35,13 +36,26 @@ pub struct Args {
     /// Start from this instant (RFC 3339) instead of now.
     #[arg(long)]
     from: Option<String>,
-    /// How many transitions per plan.
+    /// End at this instant (RFC 3339): only earlier transitions are listed, and a picture ends
+    /// there (default for pictures: 7 days after the start; at most 62 days).
+    #[arg(long)]
+    until: Option<String>,
+    /// How many transitions per plan (lists only).
     #[arg(long, default_value_t = 10)]
     count: usize,
-    /// Output format.
+    /// Output format of the list.
     #[arg(long, short, value_enum, default_value_t)]
     output: Output,
+    /// Draw the coming days instead of listing transitions: an SVG image, or an HTML page with
+    /// the image and no external resources.
+    #[arg(long, value_enum, conflicts_with = "output")]
+    format: Option<Format>,
 }
+
+/// How long a picture spans without `--until`.
+const PICTURE_DAYS: i64 = 7;
+/// The longest picture.
+const MAX_PICTURE_DAYS: i64 = 62;
 
 /// One transition, as printed with `--output json`.
 #[derive(Serialize, Debug)]
@@ -80,9 +94,9 @@ fn changes(
     from: Timestamp,
     count: usize,
 ) -> Vec<Change> {
-    let whole = schedule.transitions(from, count);
     if !schedule.has_scoped_exceptions() {
-        return whole
+        return schedule
+            .transitions(from, count)
             .into_iter()
             .map(|t| Change {
                 at: t.at,
@@ -93,23 +107,10 @@ fn changes(
             .collect();
     }
     let names = graph.names();
-    let wishes =
-        |at: Timestamp| -> Wishes { target_wishes(schedule, &schedule.evaluate(at), graph, at) };
-    // Every target's closed wish only changes where some target's own schedule does.
-    let mut instants: BTreeSet<Timestamp> = whole.iter().map(|t| t.at).collect();
-    for n in names {
-        instants.extend(
-            schedule
-                .for_target(n)
-                .transitions(from, count)
-                .iter()
-                .map(|t| t.at),
-        );
-    }
-    let mut prev = wishes(from);
+    let mut sides = sides(schedule, graph, from, |s| s.transitions(from, count));
+    let (_, mut prev) = sides.next().expect("the sides at `from` come first");
     let mut out = Vec::new();
-    for at in instants {
-        let now = wishes(at);
+    for (at, now) in sides {
         // Waking comes first at a shared instant, as in the controller.
         for operation in [Operation::WakeUp, Operation::Hibernate] {
             let asleep = operation == Operation::Hibernate;
@@ -147,6 +148,27 @@ fn changes(
     }
     out.truncate(count);
     out
+}
+
+/// Every target's wishes at `from`, then at each later instant at which the plan's or some
+/// target's own schedule changes; `transitions` lists those changes of a view of the schedule.
+/// A target's wish, closed under the dependencies, only changes at such an instant.
+pub(crate) fn sides<'a>(
+    schedule: &'a CompiledSchedule,
+    graph: &'a ExecutionGraph,
+    from: Timestamp,
+    transitions: impl Fn(&CompiledSchedule) -> Vec<Transition>,
+) -> impl Iterator<Item = (Timestamp, Wishes)> + 'a {
+    let mut instants: BTreeSet<Timestamp> = transitions(schedule).iter().map(|t| t.at).collect();
+    for n in graph.names() {
+        instants.extend(transitions(&schedule.for_target(n)).iter().map(|t| t.at));
+    }
+    std::iter::once(from).chain(instants).map(move |at| {
+        (
+            at,
+            target_wishes(schedule, &schedule.evaluate(at), graph, at),
+        )
+    })
 }
 
 /// Why the schedule changes at `at`; for a hibernation, also the holidays the sleep spans
@@ -205,11 +227,33 @@ fn calendar<'a>(docs: &'a [Document], ns: &str, name: &str, key: &str) -> Result
 
 /// Runs `preview`.
 pub fn run(args: Args) -> Result<u8> {
-    let from: Timestamp = match &args.from {
-        Some(s) => s.parse().with_context(|| {
-            format!("--from {s:?} is not an RFC 3339 instant such as 2026-11-27T00:00:00Z")
-        })?,
-        None => Timestamp::now(),
+    let now = Timestamp::now();
+    let instant = |flag: &str, s: &String| -> Result<Timestamp> {
+        s.parse().with_context(|| {
+            format!("{flag} {s:?} is not an RFC 3339 instant such as 2026-11-27T00:00:00Z")
+        })
+    };
+    let from = match &args.from {
+        Some(s) => instant("--from", s)?,
+        None => now,
+    };
+    let until = match &args.until {
+        Some(s) => {
+            let until = instant("--until", s)?;
+            if until <= from {
+                bail!("--until {s:?} is not after the start ({from})");
+            }
+            if args.format.is_some()
+                && until.duration_since(from) > SignedDuration::from_hours(24 * MAX_PICTURE_DAYS)
+            {
+                bail!(
+                    "--until {s:?} is more than {MAX_PICTURE_DAYS} days after the start ({from}): \
+                     a picture spans at most {MAX_PICTURE_DAYS} days"
+                );
+            }
+            Some(until)
+        }
+        None => None,
     };
     let inputs = if args.live {
         crate::live::documents(args.namespace.clone())?
@@ -228,6 +272,7 @@ pub fn run(args: Args) -> Result<u8> {
         .filter_map(|d| serde_json::from_value(d.value.clone()).ok())
         .collect();
     let mut rows = Vec::new();
+    let mut drawn = Vec::new();
     let mut invalid = false;
     let mut found = false;
     for doc in of_kind(&inputs.documents, "HibernationPlan") {
@@ -305,7 +350,7 @@ pub fn run(args: Args) -> Result<u8> {
                     .map(|h| (x.valid_from, x.valid_until, h.clone()))
             })
             .collect();
-        let schedule = match CompiledSchedule::new(&plan.spec.schedule, applicable) {
+        let schedule = match CompiledSchedule::new(&plan.spec.schedule, applicable.clone()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("HibernationPlan {namespace}/{name}: {e}");
@@ -323,12 +368,29 @@ pub fn run(args: Args) -> Result<u8> {
                 continue;
             }
         };
+        if args.format.is_some() {
+            drawn.push(picture::Plan {
+                name,
+                namespace,
+                spec: plan.spec.schedule,
+                exceptions: applicable,
+                schedule,
+                graph,
+            });
+            continue;
+        }
         let tz = schedule.time_zone().clone();
-        let transitions = changes(&schedule, &graph, from, args.count);
+        let mut transitions = changes(&schedule, &graph, from, args.count);
+        if let Some(until) = until {
+            transitions.retain(|t| t.at < until);
+        }
         if args.output == Output::Text {
             println!("{name} ({namespace}), {}:", schedule.time_zone_name());
             if transitions.is_empty() {
-                println!("  no transition within a year");
+                match until {
+                    Some(until) => println!("  no transition before {until}"),
+                    None => println!("  no transition within a year"),
+                }
             }
         }
         let next_of: Vec<Option<Timestamp>> = (0..transitions.len())
@@ -372,7 +434,20 @@ pub fn run(args: Args) -> Result<u8> {
     {
         bail!("no HibernationPlan named {p:?} in the input");
     }
-    if args.output == Output::Json {
+    if let Some(format) = args.format {
+        let until = until.unwrap_or_else(|| {
+            from.saturating_add(SignedDuration::from_hours(24 * PICTURE_DAYS))
+                .expect("in range")
+        });
+        let chart = picture::Chart::new(&drawn, from, until, now);
+        print!(
+            "{}",
+            match format {
+                Format::Svg => chart.svg(),
+                Format::Html => chart.html(),
+            }
+        );
+    } else if args.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(if invalid { exit::INVALID } else { exit::OK })

@@ -86,6 +86,8 @@ pub struct Config {
     pub instance: String,
     /// How notifications are delivered.
     pub notifications: notify::Settings,
+    /// Prices of the savings ledger (the shipped table, extended by `--prices`).
+    pub prices: std::sync::Arc<hibernator_api::savings::PriceTable>,
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -198,6 +200,7 @@ pub async fn run(config: Config) -> Result<()> {
         reports: reports.clone(),
         metrics: metrics.clone(),
         timing: config.timing,
+        prices: config.prices.clone(),
         jobs: stores.jobs,
         exceptions: stores.exceptions,
         providers: stores.providers,

@@ -145,6 +145,9 @@ struct Args {
     /// Notifications: the shortest time between two messages to one sink, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     notification_min_interval_ms: u64,
+    /// Savings ledger: a price table (YAML or JSON) extending and overriding the shipped one.
+    #[arg(long)]
+    prices: Option<std::path::PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -290,7 +293,23 @@ fn config(args: Args) -> Result<Config> {
                 args.notification_heads_up_lead_seconds.min(3600) as i64,
             ),
         },
+        prices: std::sync::Arc::new(prices(args.prices.as_deref())?),
     })
+}
+
+/// The shipped price table, extended by the file of `--prices`.
+fn prices(path: Option<&std::path::Path>) -> Result<hibernator_api::savings::PriceTable> {
+    let mut table = hibernator_api::savings::PriceTable::builtin();
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--prices {}: cannot read it", path.display()))?;
+        let value: serde_json::Value = serde_saphyr::from_str(&text)
+            .with_context(|| format!("--prices {}: not YAML or JSON", path.display()))?;
+        let mine = hibernator_api::savings::PriceTable::from_json(&value.to_string())
+            .with_context(|| format!("--prices {}", path.display()))?;
+        table.merge(mine);
+    }
+    Ok(table)
 }
 
 /// Where the gRPC certificate comes from, and the CA runners trust when it is fixed.
@@ -381,4 +400,35 @@ fn init_logging(format: &str) -> Result<()> {
         other => bail!("--log-format must be text or json, not {other:?}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prices;
+
+    #[test]
+    fn a_prices_file_extends_the_shipped_table_and_bad_ones_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("prices.yaml");
+        std::fs::write(
+            &good,
+            "currency: EUR\nregions:\n  eu-west-1:\n    ec2: {m5.large: 0.107}\n",
+        )
+        .unwrap();
+        let t = prices(Some(&good)).unwrap();
+        assert_eq!(t.currency, "EUR");
+        assert_eq!(t.regions["eu-west-1"].ec2["m5.large"], 0.107);
+        assert_eq!(
+            t.regions["us-east-1"].ec2["m5.large"], 0.096,
+            "the shipped prices stay"
+        );
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "regions:\n  x:\n    ec2: {m5.large: -2}\n").unwrap();
+        let e = format!("{:#}", prices(Some(&bad)).unwrap_err());
+        assert!(e.contains("bad.yaml") && e.contains("is -2"), "{e}");
+        assert_eq!(
+            prices(None).unwrap(),
+            hibernator_api::savings::PriceTable::builtin()
+        );
+    }
 }

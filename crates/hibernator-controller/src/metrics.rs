@@ -28,6 +28,8 @@ pub struct Metrics {
     runner_seconds: Family<Labels, Histogram>,
     notifications: Family<Labels, Counter>,
     leader: Gauge,
+    hours_asleep: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    savings: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
     plans_stalled: Gauge,
     plans_not_restored: Gauge,
     plan_asleep: Family<Labels, Gauge>,
@@ -121,6 +123,18 @@ impl Metrics {
             "Notification delivery attempts by sink type, event and result (delivered, retried, failed)",
             notifications.clone(),
         );
+        let hours_asleep = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "resource_hours_asleep",
+            "Resource-hours asleep (hours times instances or replicas) of restored resources",
+            hours_asleep.clone(),
+        );
+        let savings = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "estimated_savings",
+            "Estimated amount saved by restored resources, in the price table's currency",
+            savings.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -153,6 +167,8 @@ impl Metrics {
             plan_next_transition.clone(),
         );
         Self {
+            hours_asleep,
+            savings,
             leader,
             plans_stalled,
             plans_not_restored,
@@ -202,6 +218,25 @@ impl Metrics {
             self.plans
                 .get_or_create(&vec![("phase", phase.to_string())])
                 .set(*n);
+        }
+    }
+
+    /// A resource's night was counted into its plan's savings.
+    pub fn saved(
+        &self,
+        namespace: &str,
+        plan: &str,
+        target_type: &str,
+        night: &hibernator_api::savings::Night,
+    ) {
+        let labels = vec![
+            ("namespace", namespace.to_string()),
+            ("plan", plan.to_string()),
+            ("target_type", target_type.to_string()),
+        ];
+        self.hours_asleep.get_or_create(&labels).inc_by(night.hours);
+        if let Some(amount) = night.amount {
+            self.savings.get_or_create(&labels).inc_by(amount);
         }
     }
 

@@ -117,6 +117,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Timing.
     pub timing: Timing,
+    /// Prices of the savings ledger.
+    pub prices: std::sync::Arc<hibernator_api::savings::PriceTable>,
     /// Caches.
     pub jobs: Store<Job>,
     /// Caches.
@@ -655,7 +657,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     let wishes = target_wishes(&schedule, &evaluation, &graph, now);
     let refuse_hibernation = refuse_hibernation(plan, ctx, &connectors);
 
-    let d = decide(&Observed {
+    let mut d = decide(&Observed {
         plan,
         graph: &graph,
         schedule: &evaluation,
@@ -671,7 +673,21 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         deletion_timeout: ctx.timing.deletion_timeout,
     });
 
-    let soon = apply(plan, ctx, &d, &connectors, &evaluation).await?;
+    // Restored records are counted into the savings before they are retired, in the same
+    // status write that stops counting them as asleep.
+    let types: BTreeMap<&str, hibernator_api::TargetType> = plan
+        .spec
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.type_))
+        .collect();
+    let saved = hibernator_api::savings::account(
+        &mut d.status.savings,
+        &hibernator_api::restore::restored_nights(&loaded.data),
+        |t| types.get(t).copied(),
+        &ctx.prices,
+    );
+    let soon = apply(plan, ctx, &d, &connectors, &evaluation, &saved).await?;
     update_exceptions(ctx, &exceptions, now).await;
 
     if d.release_finalizer {
@@ -813,6 +829,7 @@ async fn apply(
     d: &Decision,
     connectors: &BTreeMap<usize, ResolvedConnector>,
     evaluation: &hibernator_api::schedule::Evaluation,
+    saved: &hibernator_api::savings::Added,
 ) -> Result<bool, Error> {
     let ns = plan.namespace().unwrap_or_default();
     let prev = plan.status.clone().unwrap_or_default();
@@ -900,6 +917,10 @@ async fn apply(
         }
     }
     write_status(ctx, plan, &prev, &d.status).await?;
+    for (type_, night) in saved {
+        ctx.metrics
+            .saved(&ns, &plan.name_any(), type_.as_str(), night);
+    }
     // Restored records go only after the status stopped counting them as asleep: the other
     // way round, a crash in between would look like lost restore data.
     if !d.retire.is_empty() && !ctx.store.retire(&key, &d.retire).await?.is_empty() {

@@ -23,6 +23,7 @@ fn request() -> tonic::Request<RecordRestoreStateRequest> {
         execution_id: "nobody".into(),
         resource_key: "noop:x".into(),
         state_json: "{}".into(),
+        ..Default::default()
     })
 }
 

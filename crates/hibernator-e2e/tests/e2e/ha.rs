@@ -223,6 +223,7 @@ async fn only_the_current_runner_job_of_the_plan_may_record_and_only_in_scope() 
             execution_id: execution.to_string(),
             resource_key: key.to_string(),
             state_json: "{\"status\":\"available\"}".into(),
+            ..Default::default()
         });
         if let Some(t) = token {
             req.metadata_mut()

@@ -351,3 +351,51 @@ fn watching_one_namespace_binds_roles_there_and_nothing_cluster_wide() {
     // Cluster-wide by default.
     assert!(!args(&render_chart(&[]).unwrap()).contains(&"--namespaced-rbac".to_string()));
 }
+
+/// `savings.prices` reaches the controller as a mounted file named by `--prices`, next to the
+/// gRPC certificate's volume, and the file is a price table the controller reads; without the
+/// value there is neither.
+#[test]
+fn savings_prices_reach_the_controller_as_a_mounted_file() {
+    let docs = render_chart(&[
+        "grpc.tls.secretName=hibernator-grpc-tls",
+        "savings.prices.currency=EUR",
+        "savings.prices.kubernetes.vcpuHour=0.03",
+        "savings.prices.kubernetes.gibHour=0.004",
+        "savings.prices.regions.eu-west-1.ec2.m5\\.large=0.107",
+    ])
+    .unwrap();
+    assert!(args(&docs).contains(&"--prices=/etc/hibernator/prices/prices.yaml".to_string()));
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    let mounts: Vec<&str> = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        mounts,
+        ["/etc/hibernator/grpc-tls", "/etc/hibernator/prices"]
+    );
+    assert_eq!(
+        pod["volumes"][1]["configMap"]["name"],
+        "hib-hibernator-prices"
+    );
+    let cm = of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "hib-hibernator-prices")
+        .expect("the prices ConfigMap");
+    let text = cm["data"]["prices.yaml"].as_str().unwrap();
+    let value: Value = serde_saphyr::from_str(text).unwrap();
+    let table = hibernator_api::savings::PriceTable::from_json(&value.to_string()).unwrap();
+    assert_eq!(table.currency, "EUR");
+    assert_eq!(table.regions["eu-west-1"].ec2["m5.large"], 0.107);
+
+    let docs = render_chart(&[]).unwrap();
+    assert!(!args(&docs).iter().any(|a| a.starts_with("--prices")));
+    assert!(
+        !of_kind(&docs, "ConfigMap")
+            .iter()
+            .any(|c| c["metadata"]["name"] == "hib-hibernator-prices")
+    );
+}

@@ -212,4 +212,79 @@ async fn a_night_of_the_seed_plan() {
         4,
         "one Job per target and operation: {names:?}"
     );
+
+    // The savings ledger: the RDS instance (db.t3.micro, 0.018 an hour in the shipped table)
+    // and both node groups (t3.medium, 0.0416; 2 + 1 instances) asleep for about ten hours,
+    // measured from each record to its wake-up on the schedule clock.
+    let metrics = controller.metrics().await.unwrap();
+    let sample = |name: &str, type_: &str| -> f64 {
+        let prefix = format!(
+            "{name}{{namespace=\"{}\",plan=\"prod-offhours\",target_type=\"{type_}\"}} ",
+            w.ns
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} in {metrics}"))
+    };
+    let (rds_hours, eks_hours) = (
+        sample("hibernator_resource_hours_asleep_total", "rds"),
+        sample("hibernator_resource_hours_asleep_total", "eks"),
+    );
+    let (rds_amount, eks_amount) = (
+        sample("hibernator_estimated_savings_total", "rds"),
+        sample("hibernator_estimated_savings_total", "eks"),
+    );
+    assert!((9.5..=11.0).contains(&rds_hours), "{rds_hours}");
+    assert!((3.0 * 9.5..=3.0 * 11.0).contains(&eks_hours), "{eks_hours}");
+    assert!(
+        (rds_amount - rds_hours * 0.018).abs() < 1e-6,
+        "{rds_amount}"
+    );
+    assert!(
+        (eks_amount - eks_hours * 0.0416).abs() < 1e-6,
+        "{eks_amount}"
+    );
+    let savings = p.status.as_ref().unwrap().savings.clone();
+    let savings = match savings {
+        Some(s) => s,
+        // The status read above may predate the last write: read it again.
+        None => w
+            .plan("prod-offhours")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .savings
+            .expect("status.savings after the night"),
+    };
+    assert_eq!(savings.currency, "USD");
+    let last = savings.last_cycle.clone().unwrap();
+    assert_eq!(
+        Some(&last.period),
+        p.status
+            .as_ref()
+            .unwrap()
+            .current_cycle
+            .as_ref()
+            .map(|c| &c.id)
+    );
+    assert!(
+        (last.hours - (rds_hours + eks_hours)).abs() < 1e-3,
+        "{last:?}"
+    );
+    assert!(
+        (last.amount - (rds_amount + eks_amount)).abs() < 1e-3,
+        "{last:?}"
+    );
+    assert_eq!(last.unpriced_hours, 0.0);
+    assert_eq!(
+        (savings.total.hours, savings.total.amount),
+        (last.hours, last.amount)
+    );
+    assert!(
+        savings.counted.is_empty(),
+        "retired records are forgotten: {savings:?}"
+    );
 }

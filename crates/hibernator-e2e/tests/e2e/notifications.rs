@@ -425,6 +425,14 @@ async fn a_night_reaches_slack_teams_and_a_cloudevents_webhook() {
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+    // Every metric the chart's dashboard and alerts query is one this controller exports after
+    // a night with deliveries and a database's savings (a family appears with its first
+    // series, so the night must have produced them all).
+    assert_eq!(
+        gitops_checks::missing_metrics(&metrics),
+        Vec::<String>::new(),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
