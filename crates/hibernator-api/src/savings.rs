@@ -302,10 +302,29 @@ pub struct SavingsStatus {
     pub this_month: Option<SavingsPeriod>,
     /// Every night counted since the plan has savings.
     pub total: SavingsPeriod,
+    /// The last cycles, oldest first (at most [`KEPT_CYCLES`]), each ending at its last
+    /// wake-up: what `kubectl hibernator savings --since` adds up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 31))]
+    pub cycles: Vec<CycleSavings>,
     /// Restored records counted but not yet retired (`<target>/<key>@<recorded at>`), so that
     /// a night is counted once even when the controller restarts in between.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counted: Vec<String>,
+}
+
+/// How many cycles `status.savings.cycles` keeps (a month of nights).
+pub const KEPT_CYCLES: usize = 31;
+
+/// One cycle's savings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CycleSavings {
+    /// The cycle, its hours and amount.
+    #[serde(flatten)]
+    pub savings: SavingsPeriod,
+    /// When its last counted resource woke up (RFC 3339).
+    pub ended_at: String,
 }
 
 /// Savings over a period.
@@ -410,6 +429,29 @@ pub fn account(
         }
         this.add(&night);
         s.total.add(&night);
+        let ended = n.awake_at.to_string();
+        match s.cycles.iter_mut().find(|c| c.savings.period == n.cycle) {
+            Some(c) => {
+                c.savings.add(&night);
+                if ended > c.ended_at {
+                    c.ended_at = ended;
+                }
+            }
+            None => {
+                let mut c = CycleSavings {
+                    savings: SavingsPeriod {
+                        period: n.cycle.clone(),
+                        ..SavingsPeriod::default()
+                    },
+                    ended_at: ended,
+                };
+                c.savings.add(&night);
+                s.cycles.push(c);
+                if s.cycles.len() > KEPT_CYCLES {
+                    s.cycles.remove(0);
+                }
+            }
+        }
         added.push((type_, night));
     }
     s.counted.retain(|id| nights.iter().any(|n| &n.id == id));
@@ -601,6 +643,24 @@ mod tests {
         assert_eq!(st.this_month.unwrap().period, "2026-12");
         assert_eq!(st.total.hours, 40.0);
         assert_eq!(st.total.amount, 2.88);
+        let cycles: Vec<(&str, f64, &str)> = st
+            .cycles
+            .iter()
+            .map(|c| {
+                (
+                    c.savings.period.as_str(),
+                    c.savings.hours,
+                    c.ended_at.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            cycles,
+            [
+                ("c1", 30.0, "2026-11-27T11:00:00Z"),
+                ("c2", 10.0, "2026-12-01T06:00:00Z")
+            ]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod live;
 mod notify;
 mod picture;
 mod preview;
+mod savings;
 mod validate;
 
 /// Hibernator's command line; install as `kubectl-hibernator` to use it as `kubectl hibernator`.
@@ -45,6 +46,9 @@ enum Command {
     Logs(live::LogsArgs),
     /// Print the restore data recorded for a plan's targets.
     Restore(live::RestoreArgs),
+    /// What the plans' nights saved: resource-hours asleep and the estimated amount (last
+    /// cycle, this month, total; or `--since 30d`), as a table, JSON or CSV.
+    Savings(savings::Args),
     /// Keep a plan awake for a while (`--for 2h` or `--until TIME`), even in its off-hours:
     /// creates a `suspend` ScheduleException; the plan's spec is not touched.
     Wake(exceptions::ChangeArgs),
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Preview(args) => preview::run(args),
         Command::Status(args) => live::status(args),
+        Command::Savings(args) => savings::run(args),
         Command::Retry(args) => live::retry(args),
         Command::Suspend(args) => live::suspend_cmd(args),
         Command::Resume(args) => live::resume_cmd(args),

@@ -287,4 +287,25 @@ async fn a_night_of_the_seed_plan() {
         savings.counted.is_empty(),
         "retired records are forgotten: {savings:?}"
     );
+    // `kubectl hibernator savings` prints the same numbers.
+    let (ok, out) = w.cli(&["savings", "prod-offhours", "-o", "json"]);
+    assert!(ok, "{out}");
+    let printed: Value = serde_json::from_str(&out).unwrap();
+    let periods = &printed[0]["periods"];
+    assert_eq!(printed[0]["currency"], "USD", "{out}");
+    assert_eq!(
+        periods[0]["period"],
+        format!("last cycle ({})", last.period),
+        "{out}"
+    );
+    assert_eq!(periods[0]["hours"], json!(last.hours), "{out}");
+    assert_eq!(periods[0]["amount"], json!(last.amount), "{out}");
+    assert_eq!(periods[2]["period"], "total", "{out}");
+    assert_eq!(periods[2]["amount"], json!(savings.total.amount), "{out}");
+    let (ok, out) = w.cli(&["savings", "prod-offhours", "--since", "30d", "-o", "csv"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("namespace,plan,period,hours,amount,currency,unpriced_hours\n"),
+        "{out}"
+    );
 }
