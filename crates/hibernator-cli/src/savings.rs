@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(row(&plan(), Some(since)).periods[0].1, 10.0);
         let since: jiff::Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
         assert_eq!(row(&plan(), Some(since)).periods[0].2, 2.88);
-        let csv = render(&[r.clone()], Format::Csv);
+        let csv = render(std::slice::from_ref(&r), Format::Csv);
         assert!(
             csv.contains("team-a,\"prod, eu\",total,40,2.88,USD,5\n"),
             "{csv}"
