@@ -484,14 +484,22 @@ async fn a_notification_due_when_the_controller_dies_arrives_once() {
     .await
     .map_err(|e| format!("{e:#}\n--- controller log:\n{}", first.log()))
     .unwrap();
-    first.kill();
+    // The notifier writes its own status, a moment after the plan's on a loaded machine.
     let api: Api<HibernationNotification> = Api::namespaced(w.client.clone(), &w.ns);
-    let ready = find_condition(
-        &api.get("ops").await.unwrap().status.unwrap().conditions,
-        "Ready",
+    let ready = wait_for(
+        Duration::from_secs(60),
+        "the notification to say Ready=False, SinkNotUsable",
+        || async {
+            let n = api.get("ops").await.ok()?;
+            find_condition(&n.status?.conditions, "Ready")
+                .filter(|c| c.reason == "SinkNotUsable")
+                .cloned()
+        },
     )
-    .cloned()
+    .await
+    .map_err(|e| format!("{e:#}\n--- controller log:\n{}", first.log()))
     .unwrap();
+    first.kill();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "SinkNotUsable"),
