@@ -218,9 +218,34 @@ fn group(plan: &Plan, from: Timestamp, until: Timestamp) -> Group {
     let schedule = &plan.schedule;
     let tz = schedule.time_zone().clone();
     let plan_asleep = asleep(schedule, from, until);
+    let mut rows = rows(plan, &plan_asleep, from, until);
+    let mut bands = exception_bands(plan, &rows, &plan_asleep, from, until);
+    holiday_bands(plan, &tz, &rows, from, until, &mut bands);
+    for (r, row) in rows.iter_mut().enumerate() {
+        row.notes.retain(|(span, _)| {
+            !bands
+                .iter()
+                .any(|b| b.row == Some(r) && overlaps(b.span, *span))
+        });
+    }
+    Group {
+        plan: plan.name.clone(),
+        namespace: plan.namespace.clone(),
+        tz_name: schedule.time_zone_name().to_string(),
+        days: days(&tz, from, until),
+        dst: dst_changes(&tz, from, until),
+        tz,
+        rows,
+        bands,
+    }
+}
+
+/// The plan's row, then one for each target whose sleeps differ from the plan's.
+fn rows(plan: &Plan, plan_asleep: &[Span], from: Timestamp, until: Timestamp) -> Vec<Row> {
+    let schedule = &plan.schedule;
     let mut rows = vec![Row {
         target: None,
-        asleep: plan_asleep.clone(),
+        asleep: plan_asleep.to_vec(),
         notes: vec![],
     }];
     if schedule.has_scoped_exceptions() {
@@ -251,15 +276,28 @@ fn group(plan: &Plan, from: Timestamp, until: Timestamp) -> Group {
             });
         }
     }
-    let row_of = |target: &str| {
-        rows.iter()
-            .position(|r| r.target.as_deref() == Some(target))
-    };
+    rows
+}
+
+/// The index of `target`'s row, if it has one.
+fn row_of(rows: &[Row], target: &str) -> Option<usize> {
+    rows.iter()
+        .position(|r| r.target.as_deref() == Some(target))
+}
+
+/// The exception bands: where the sleeps with an exception differ from those without it.
+fn exception_bands(
+    plan: &Plan,
+    rows: &[Row],
+    plan_asleep: &[Span],
+    from: Timestamp,
+    until: Timestamp,
+) -> Vec<Band> {
+    let schedule = &plan.schedule;
     let mut bands = Vec::new();
-    // An exception is highlighted where the sleeps with it differ from those without it.
     for (i, e) in plan.exceptions.iter().enumerate() {
         if e.windows.is_empty() && e.type_ != ExceptionType::Replace {
-            // Only whole days: drawn as holidays below.
+            // Only whole days: drawn as holidays.
             continue;
         }
         let mut others = plan.exceptions.clone();
@@ -274,12 +312,12 @@ fn group(plan: &Plan, from: Timestamp, until: Timestamp) -> Group {
             span,
         };
         if e.targets.is_empty() {
-            for span in difference(&plan_asleep, &asleep(&without, from, until)) {
+            for span in difference(plan_asleep, &asleep(&without, from, until)) {
                 bands.push(band(None, span));
             }
         } else {
             for t in &e.targets {
-                let Some(row) = row_of(t) else { continue };
+                let Some(row) = row_of(rows, t) else { continue };
                 let with = asleep(&schedule.for_target(t), from, until);
                 let wo = asleep(&without.for_target(t), from, until);
                 for span in difference(&with, &wo) {
@@ -288,21 +326,33 @@ fn group(plan: &Plan, from: Timestamp, until: Timestamp) -> Group {
             }
         }
     }
+    bands
+}
+
+/// Adds a band for each exception holiday, once per row and date.
+fn holiday_bands(
+    plan: &Plan,
+    tz: &TimeZone,
+    rows: &[Row],
+    from: Timestamp,
+    until: Timestamp,
+    bands: &mut Vec<Band>,
+) {
     for e in &plan.exceptions {
         let on: Vec<Option<usize>> = if e.targets.is_empty() {
             vec![None]
         } else {
             e.targets
                 .iter()
-                .filter_map(|t| row_of(t).map(Some))
+                .filter_map(|t| row_of(rows, t).map(Some))
                 .collect()
         };
         for h in &e.holidays {
             let Ok(next) = h.date.tomorrow() else {
                 continue;
             };
-            let start = resolve_local(&tz, h.date.to_datetime(Time::midnight()));
-            let end = resolve_local(&tz, next.to_datetime(Time::midnight()));
+            let start = resolve_local(tz, h.date.to_datetime(Time::midnight()));
+            let end = resolve_local(tz, next.to_datetime(Time::midnight()));
             let span = (
                 start.max(e.valid_from).max(from),
                 end.min(e.valid_until).min(until),
@@ -327,24 +377,25 @@ fn group(plan: &Plan, from: Timestamp, until: Timestamp) -> Group {
             }
         }
     }
-    for (r, row) in rows.iter_mut().enumerate() {
-        row.notes.retain(|(span, _)| {
-            !bands
-                .iter()
-                .any(|b| b.row == Some(r) && overlaps(b.span, *span))
-        });
-    }
+}
+
+/// Local midnights in `tz` from `from`'s day to the day after `until`'s.
+fn days(tz: &TimeZone, from: Timestamp, until: Timestamp) -> Vec<(Date, Timestamp)> {
     let mut days = Vec::new();
     let mut day = from.to_zoned(tz.clone()).date();
     let last = until.to_zoned(tz.clone()).date();
     while day <= last {
         let Ok(next) = day.tomorrow() else { break };
-        days.push((day, resolve_local(&tz, day.to_datetime(Time::midnight()))));
+        days.push((day, resolve_local(tz, day.to_datetime(Time::midnight()))));
         day = next;
     }
-    days.push((day, resolve_local(&tz, day.to_datetime(Time::midnight()))));
-    let dst = tz
-        .following(from)
+    days.push((day, resolve_local(tz, day.to_datetime(Time::midnight()))));
+    days
+}
+
+/// The changes of `tz`'s UTC offset after `from` and before `until`.
+fn dst_changes(tz: &TimeZone, from: Timestamp, until: Timestamp) -> Vec<DstChange> {
+    tz.following(from)
         .take_while(|t| t.timestamp() < until)
         .filter_map(|t| {
             let just_before = t
@@ -362,17 +413,33 @@ fn group(plan: &Plan, from: Timestamp, until: Timestamp) -> Group {
                 ),
             })
         })
-        .collect();
-    Group {
-        plan: plan.name.clone(),
-        namespace: plan.namespace.clone(),
-        tz_name: schedule.time_zone_name().to_string(),
-        tz,
-        rows,
-        bands,
-        days,
-        dst,
+        .collect()
+}
+
+/// Where a plan's parts go, down the picture.
+#[derive(Clone, Copy)]
+struct Frame {
+    /// The top of the day labels.
+    top: f64,
+    rows_top: f64,
+    rows_bottom: f64,
+    /// The bottom of the DST lane, or of the rows when there is none.
+    bottom: f64,
+}
+
+impl Frame {
+    /// The top of row `r`.
+    fn row_y(&self, r: usize) -> f64 {
+        self.rows_top + ROW * r as f64
     }
+}
+
+/// The attributes that tell a plan's elements apart from other plans'.
+fn group_ids(g: &Group) -> Vec<(&'static str, String)> {
+    vec![
+        ("data-plan", g.plan.clone()),
+        ("data-namespace", g.namespace.clone()),
+    ]
 }
 
 // Layout, in SVG user units (CSS pixels).
@@ -425,6 +492,22 @@ impl Chart {
             heights.iter().sum()
         };
         let height = TOP + body + LEGEND;
+        self.draw_heading(&mut m, height);
+        let mut y = TOP;
+        for (g, h) in self.groups.iter().zip(&heights) {
+            self.draw_group(&mut m, g, y);
+            y += h;
+        }
+        if let Some(now) = self.now {
+            self.draw_now(&mut m, now, y);
+        }
+        self.legend(&mut m, height - LEGEND + 12.0);
+        m.close("svg");
+        m.0
+    }
+
+    /// The `<svg>` start tag, the hatch pattern, the background and the title lines.
+    fn draw_heading(&self, m: &mut Markup, height: f64) {
         m.open(
             "svg",
             &[
@@ -497,46 +580,40 @@ impl Chart {
                 "No HibernationPlan in the input.",
             );
         }
-        let mut y = TOP;
-        for (g, h) in self.groups.iter().zip(&heights) {
-            self.draw_group(&mut m, g, y);
-            y += h;
-        }
-        if let Some(now) = self.now {
-            let x = num(self.x(now));
-            m.titled(
-                "line",
-                &[
-                    ("data-kind", "now".into()),
-                    ("data-at", now.to_string()),
-                    ("x1", x.clone()),
-                    ("x2", x.clone()),
-                    ("y1", num(TOP - 12.0)),
-                    ("y2", num(y - GAP / 2.0)),
-                    ("stroke", NOW.into()),
-                    ("stroke-width", "2".into()),
-                ],
-                &format!("now: {} UTC", utc(now)),
-            );
-            let label = format!("now {} UTC", utc(now));
-            let (lx, anchor) = label_at(self.x(now) + 4.0, &label, 11.0);
-            m.text_el(
-                "text",
-                &[
-                    ("data-kind", "now".into()),
-                    ("x", num(lx)),
-                    ("y", num(TOP - 16.0)),
-                    ("text-anchor", anchor.into()),
-                    ("font-size", "11".into()),
-                    ("font-weight", "bold".into()),
-                    ("fill", NOW.into()),
-                ],
-                &label,
-            );
-        }
-        self.legend(&mut m, height - LEGEND + 12.0);
-        m.close("svg");
-        m.0
+    }
+
+    /// The now line across all plans, down to `bottom`, and its label.
+    fn draw_now(&self, m: &mut Markup, now: Timestamp, bottom: f64) {
+        let x = num(self.x(now));
+        m.titled(
+            "line",
+            &[
+                ("data-kind", "now".into()),
+                ("data-at", now.to_string()),
+                ("x1", x.clone()),
+                ("x2", x.clone()),
+                ("y1", num(TOP - 12.0)),
+                ("y2", num(bottom - GAP / 2.0)),
+                ("stroke", NOW.into()),
+                ("stroke-width", "2".into()),
+            ],
+            &format!("now: {} UTC", utc(now)),
+        );
+        let label = format!("now {} UTC", utc(now));
+        let (lx, anchor) = label_at(self.x(now) + 4.0, &label, 11.0);
+        m.text_el(
+            "text",
+            &[
+                ("data-kind", "now".into()),
+                ("x", num(lx)),
+                ("y", num(TOP - 16.0)),
+                ("text-anchor", anchor.into()),
+                ("font-size", "11".into()),
+                ("font-weight", "bold".into()),
+                ("fill", NOW.into()),
+            ],
+            &label,
+        );
     }
 
     /// The picture in a self-contained HTML page.
@@ -564,15 +641,16 @@ impl Chart {
         X0 + t.duration_since(self.from).as_secs_f64() / whole * (X1 - X0)
     }
 
+    /// One plan's rows, days, bands, blocks, names and clock changes, from `top` down.
     fn draw_group(&self, m: &mut Markup, g: &Group, top: f64) {
         let rows_top = top + STRIP;
         let rows_bottom = rows_top + ROW * g.rows.len() as f64;
-        let bottom = rows_bottom + if g.dst.is_empty() { 0.0 } else { DST_LANE };
-        let row_y = |r: Option<usize>| rows_top + ROW * r.unwrap_or(0) as f64;
-        let mut ids = vec![
-            ("data-plan", g.plan.clone()),
-            ("data-namespace", g.namespace.clone()),
-        ];
+        let f = Frame {
+            top,
+            rows_top,
+            rows_bottom,
+            bottom: rows_bottom + if g.dst.is_empty() { 0.0 } else { DST_LANE },
+        };
         m.open(
             "g",
             &[
@@ -581,9 +659,20 @@ impl Chart {
                 ("data-time-zone", g.tz_name.clone()),
             ],
         );
-        // Row labels and the awake tracks.
+        self.draw_row_heads(m, g, f);
+        self.draw_days(m, g, f);
+        self.draw_bands(m, g, f);
+        self.draw_blocks(m, g, f);
+        let labels = self.labels(g);
+        self.draw_labels(m, &labels, f);
+        self.draw_dst(m, g, f);
+        m.close("g");
+    }
+
+    /// Row labels and the awake tracks.
+    fn draw_row_heads(&self, m: &mut Markup, g: &Group, f: Frame) {
         for (r, row) in g.rows.iter().enumerate() {
-            let y = row_y(Some(r));
+            let y = f.row_y(r);
             m.empty(
                 "rect",
                 &[
@@ -633,7 +722,10 @@ impl Chart {
                 }
             }
         }
-        // Days, in the plan's time zone.
+    }
+
+    /// Day lines and day labels, in the plan's time zone.
+    fn draw_days(&self, m: &mut Markup, g: &Group, f: Frame) {
         for pair in g.days.windows(2) {
             let ((date, start), (_, end)) = (pair[0], pair[1]);
             if self.from < start && start < self.until {
@@ -647,8 +739,8 @@ impl Chart {
                         ("data-at", start.to_string()),
                         ("x1", x.clone()),
                         ("x2", x),
-                        ("y1", num(top + 2.0)),
-                        ("y2", num(bottom)),
+                        ("y1", num(f.top + 2.0)),
+                        ("y2", num(f.bottom)),
                         ("stroke", GRID.into()),
                         ("stroke-width", "1".into()),
                     ],
@@ -676,7 +768,7 @@ impl Chart {
                 "text",
                 &[
                     ("x", num((self.x(a) + self.x(b)) / 2.0)),
-                    ("y", num(top + 14.0)),
+                    ("y", num(f.top + 14.0)),
                     ("text-anchor", "middle".into()),
                     ("font-size", "11".into()),
                     ("fill", MUTED.into()),
@@ -684,11 +776,14 @@ impl Chart {
                 &label,
             );
         }
-        // Exceptions and holidays, under the blocks.
+    }
+
+    /// Exception and holiday bands, under the blocks.
+    fn draw_bands(&self, m: &mut Markup, g: &Group, f: Frame) {
         for b in &g.bands {
             let (y, h) = match b.row {
-                None => (rows_top, rows_bottom - rows_top),
-                Some(_) => (row_y(b.row), ROW),
+                None => (f.rows_top, f.rows_bottom - f.rows_top),
+                Some(r) => (f.row_y(r), ROW),
             };
             let mut attrs = vec![];
             let fill = match b.kind {
@@ -704,7 +799,7 @@ impl Chart {
                 }
             };
             attrs.push(("data-name", b.name.clone()));
-            attrs.extend(ids.iter().cloned());
+            attrs.extend(group_ids(g));
             if let Some(r) = b.row {
                 attrs.push(("data-target", g.rows[r].target.clone().unwrap_or_default()));
             }
@@ -722,9 +817,13 @@ impl Chart {
             }
             m.titled("rect", &attrs, &self.band_title(g, b));
         }
-        // The blocks.
+    }
+
+    /// The asleep blocks of each row, with their times inside when they fit.
+    fn draw_blocks(&self, m: &mut Markup, g: &Group, f: Frame) {
         for (r, row) in g.rows.iter().enumerate() {
-            let y = row_y(Some(r)) + BLOCK_TOP;
+            let y = f.row_y(r) + BLOCK_TOP;
+            let mut ids = group_ids(g);
             if let Some(t) = &row.target {
                 ids.push(("data-target", t.clone()));
             }
@@ -767,12 +866,12 @@ impl Chart {
                     );
                 }
             }
-            if row.target.is_some() {
-                ids.pop();
-            }
         }
-        // Names: of exceptions below the blocks, of holidays and why a target departs above,
-        // each in the other lane when its own is taken there.
+    }
+
+    /// The names to write: of exceptions below the blocks, of holidays and why a target
+    /// departs above, each in the other lane when its own is taken; by row, then left to right.
+    fn labels<'a>(&self, g: &'a Group) -> Vec<Label<'a>> {
         let mut labels: Vec<Label> = g
             .bands
             .iter()
@@ -808,8 +907,13 @@ impl Chart {
             }
         }
         labels.sort_by(|a, b| a.row.cmp(&b.row).then(a.x.total_cmp(&b.x)));
+        labels
+    }
+
+    /// Writes each of `labels` in the first lane and text that fit, or not at all.
+    fn draw_labels(&self, m: &mut Markup, labels: &[Label], f: Frame) {
         let mut placed: Vec<(usize, Lane, f64, f64, String)> = Vec::new();
-        for l in &labels {
+        for l in labels {
             // A band cut in pieces (or a holiday of several days) is named once nearby.
             let named = placed.iter().any(|(row, _, left, right, text)| {
                 *row == l.row && l.texts.contains(text) && l.x < right + 40.0 && l.x + 40.0 > *left
@@ -836,7 +940,7 @@ impl Chart {
                 continue;
             };
             placed.push((l.row, lane, left, right, text.clone()));
-            let y = row_y(Some(l.row))
+            let y = f.row_y(l.row)
                 + match lane {
                     Lane::Above => 12.0,
                     Lane::Below => ROW - 4.0,
@@ -861,6 +965,10 @@ impl Chart {
                 text,
             );
         }
+    }
+
+    /// A dashed line and a label at each change of the plan's UTC offset.
+    fn draw_dst(&self, m: &mut Markup, g: &Group, f: Frame) {
         for d in &g.dst {
             let x = self.x(d.at);
             let clock = |o: Offset| o.to_datetime(d.at).strftime("%H:%M").to_string();
@@ -884,8 +992,8 @@ impl Chart {
                     ("data-offset-after", offset(d.after)),
                     ("x1", num(x)),
                     ("x2", num(x)),
-                    ("y1", num(rows_top)),
-                    ("y2", num(bottom)),
+                    ("y1", num(f.rows_top)),
+                    ("y2", num(f.bottom)),
                     ("stroke", DST.into()),
                     ("stroke-width", "1.5".into()),
                     ("stroke-dasharray", "4 3".into()),
@@ -903,7 +1011,7 @@ impl Chart {
                 &[
                     ("data-kind", "dst".into()),
                     ("x", num(lx)),
-                    ("y", num(rows_bottom + 13.0)),
+                    ("y", num(f.rows_bottom + 13.0)),
                     ("text-anchor", anchor.into()),
                     ("font-size", "10".into()),
                     ("fill", DST.into()),
@@ -911,7 +1019,6 @@ impl Chart {
                 &label,
             );
         }
-        m.close("g");
     }
 
     fn band_title(&self, g: &Group, b: &Band) -> String {
