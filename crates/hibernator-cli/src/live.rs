@@ -181,23 +181,33 @@ pub fn documents(namespace: Option<String>) -> Result<crate::input::Inputs> {
 }
 
 /// Runs `status`.
+/// The plan named `plan`, or every plan of the scope's namespace (`all_namespaces`: of the
+/// cluster).
+pub(crate) async fn plans(
+    scope: &Scope,
+    all_namespaces: bool,
+    plan: Option<&str>,
+) -> Result<Vec<HibernationPlan>> {
+    let (client, ns) = client_and_namespace(scope).await?;
+    let api: Api<HibernationPlan> = if all_namespaces {
+        Api::all(client)
+    } else {
+        Api::namespaced(client, &ns)
+    };
+    Ok(match plan {
+        Some(name) => vec![get_plan(&api, name, &ns).await?],
+        None => {
+            api.list(&ListParams::default())
+                .await
+                .context("failed to list plans")?
+                .items
+        }
+    })
+}
+
 pub fn status(args: StatusArgs) -> Result<u8> {
     runtime()?.block_on(async {
-        let (client, ns) = client_and_namespace(&args.scope).await?;
-        let api: Api<HibernationPlan> = if args.all_namespaces {
-            Api::all(client)
-        } else {
-            Api::namespaced(client, &ns)
-        };
-        let plans = match &args.plan {
-            Some(name) => vec![get_plan(&api, name, &ns).await?],
-            None => {
-                api.list(&ListParams::default())
-                    .await
-                    .context("failed to list plans")?
-                    .items
-            }
-        };
+        let plans = plans(&args.scope, args.all_namespaces, args.plan.as_deref()).await?;
         match args.output {
             Output::Json => {
                 let rows: Vec<Value> = plans

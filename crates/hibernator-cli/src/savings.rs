@@ -1,14 +1,13 @@
 //! `kubectl hibernator savings`: what the plans' nights saved, from their `status.savings`.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use hibernator_api::plan::HibernationPlan;
 use hibernator_api::savings::SavingsStatus;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use serde_json::json;
 
 use crate::exit;
-use crate::live::{Scope, client_and_namespace, get_plan, runtime};
+use crate::live::{Scope, plans, runtime};
 
 /// Output formats of `savings`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -205,21 +204,7 @@ pub fn run(args: Args) -> Result<u8> {
         None => None,
     };
     runtime()?.block_on(async {
-        let (client, ns) = client_and_namespace(&args.scope).await?;
-        let api: Api<HibernationPlan> = if args.all_namespaces {
-            Api::all(client)
-        } else {
-            Api::namespaced(client, &ns)
-        };
-        let plans = match &args.plan {
-            Some(name) => vec![get_plan(&api, name, &ns).await?],
-            None => {
-                api.list(&ListParams::default())
-                    .await
-                    .context("failed to list plans")?
-                    .items
-            }
-        };
+        let plans = plans(&args.scope, args.all_namespaces, args.plan.as_deref()).await?;
         let rows: Vec<Row> = plans.iter().map(|p| row(p, since)).collect();
         print!("{}", render(&rows, args.output));
         Ok(exit::OK)
