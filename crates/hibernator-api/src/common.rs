@@ -194,4 +194,7 @@ pub mod condition_types {
     /// Everything the last wake-up had to restore is back (False: something stayed asleep or
     /// its restore data was lost; a person must look).
     pub const RESTORED: &str = "Restored";
+    /// In-sleep enforcement found resources awake while the plan is Hibernated (information,
+    /// never a failure: it does not change `Ready`).
+    pub const DRIFTED: &str = "Drifted";
 }

@@ -9,7 +9,7 @@ pub mod labels {
     pub const PLAN: &str = "hibernator.ardikasaputro.io/plan";
     /// Target name.
     pub const TARGET: &str = "hibernator.ardikasaputro.io/target";
-    /// `hibernate` or `wakeUp`.
+    /// `hibernate`, `wakeUp` or `enforce` (an in-sleep check).
     pub const OPERATION: &str = "hibernator.ardikasaputro.io/operation";
     /// Cycle identifier.
     pub const CYCLE: &str = "hibernator.ardikasaputro.io/cycle";
@@ -59,6 +59,20 @@ pub fn job_name(plan: &str, target: &str, op: Operation, cycle: &str, attempt: i
         Operation::Hibernate => "h",
         Operation::WakeUp => "w",
     };
+    named_job(plan, target, op, cycle, attempt)
+}
+
+/// The value of the operation label and `HIBERNATOR_OPERATION` of an in-sleep enforcement
+/// check (a hibernation's target checked while it sleeps; not an operation of the cycle).
+pub const ENFORCE: &str = "enforce";
+
+/// The deterministic Job name of in-sleep check `check` of a target:
+/// `<plan>-<target>-e-<cycle>-<check>`, shortened like [`job_name`].
+pub fn enforce_job_name(plan: &str, target: &str, cycle: &str, check: i32) -> String {
+    named_job(plan, target, "e", cycle, check)
+}
+
+fn named_job(plan: &str, target: &str, op: &str, cycle: &str, attempt: i32) -> String {
     let full = format!("{plan}-{target}-{op}-{cycle}-{attempt}");
     if full.len() <= 63 {
         return full;

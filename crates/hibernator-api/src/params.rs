@@ -79,6 +79,12 @@ impl TargetType {
         }
     }
 
+    /// True for the types whose runner can check, while the plan sleeps, that what it put to
+    /// sleep is still asleep (in-sleep enforcement); targets of other types are not checked.
+    pub fn checks_in_sleep(self) -> bool {
+        matches!(self, Self::Rds | Self::Ec2)
+    }
+
     fn schema(self, generator: &mut SchemaGenerator) -> Schema {
         match self {
             Self::Rds => generator.subschema_for::<RdsParameters>(),

@@ -230,6 +230,93 @@ pub struct Behavior {
     /// controller runs in another cluster than the one these targets name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_hibernation: Option<bool>,
+    /// In-sleep enforcement: while the plan is Hibernated, each target's recorded resources are
+    /// checked every `interval` (and right after a predicted RDS auto-start) against their
+    /// hibernated state. Default `{mode: Report, interval: 6h}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<Enforcement>,
+}
+
+/// In-sleep enforcement settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Enforcement {
+    /// `Report` (default): a resource found awake sets `Drifted=True` and an Event.
+    /// `Reapply`: it is put back to sleep as well. `Off`: no checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<EnforceMode>,
+    /// Time between checks while Hibernated, in hours and/or minutes (`6h`, `90m`, `1h30m`),
+    /// from 15m to 168h. Default `6h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?$"), length(min = 2, max = 12))]
+    pub interval: Option<String>,
+}
+
+/// What in-sleep enforcement does with a resource found awake.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum EnforceMode {
+    /// No checks.
+    Off,
+    /// Report it (`Drifted=True`, an Event, a metric).
+    #[default]
+    Report,
+    /// Report it and put it back to sleep.
+    Reapply,
+}
+
+impl EnforceMode {
+    /// The mode as written in manifests and runner arguments.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "Off",
+            Self::Report => "Report",
+            Self::Reapply => "Reapply",
+        }
+    }
+
+    /// The mode named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Off, Self::Report, Self::Reapply]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// Default time between in-sleep checks.
+pub const ENFORCE_INTERVAL_DEFAULT: jiff::SignedDuration = jiff::SignedDuration::from_hours(6);
+/// Shortest time between in-sleep checks.
+pub const ENFORCE_INTERVAL_MIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(15);
+/// Longest time between in-sleep checks.
+pub const ENFORCE_INTERVAL_MAX: jiff::SignedDuration = jiff::SignedDuration::from_hours(168);
+
+/// Parses an enforcement interval (`6h`, `90m`, `1h30m`), within its bounds.
+pub fn parse_enforce_interval(s: &str) -> Result<jiff::SignedDuration, String> {
+    let bad = || {
+        format!(
+            "spec.behavior.enforce.interval {s:?} is not a duration in hours and/or minutes (6h, 90m, 1h30m)"
+        )
+    };
+    let (hours, rest) = match s.split_once('h') {
+        Some((h, rest)) => (h.parse::<i64>().map_err(|_| bad())?, rest),
+        None => (0, s),
+    };
+    let minutes = match rest {
+        "" => 0,
+        m => m
+            .strip_suffix('m')
+            .and_then(|m| m.parse::<i64>().ok())
+            .ok_or_else(bad)?,
+    };
+    if s.is_empty() || hours > 10_000 || minutes > 600_000 {
+        return Err(bad());
+    }
+    let d = jiff::SignedDuration::from_mins(hours * 60 + minutes);
+    if d < ENFORCE_INTERVAL_MIN || d > ENFORCE_INTERVAL_MAX {
+        return Err(format!(
+            "spec.behavior.enforce.interval {s:?} is outside 15m..168h"
+        ));
+    }
+    Ok(d)
 }
 
 /// How failures are handled. `Strict` (default): a failed target stops new starts; the plan
@@ -376,6 +463,51 @@ pub struct HibernationPlanStatus {
     /// recorded hibernation and wake-up times of each resource and the controller's price table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savings: Option<crate::savings::SavingsStatus>,
+    /// In-sleep enforcement of the current hibernation: checks made, what was found awake and
+    /// what was put back to sleep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<EnforcementStatus>,
+}
+
+/// In-sleep enforcement of one hibernation (reset when the next one begins).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementStatus {
+    /// The hibernation cycle checked.
+    pub cycle_id: String,
+    /// The mode in force.
+    pub mode: EnforceMode,
+    /// Checks started in this cycle (the runner Jobs of check `n` end in `-e-<cycle>-<n>`).
+    #[serde(default)]
+    pub checks: i32,
+    /// The last check whose results are counted in this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_check: Option<i32>,
+    /// When the last check started (schedule time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_at: Option<Time>,
+    /// When the next check is due (schedule time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check_at: Option<Time>,
+    /// Resources the last check found awake and left so (`Report`), or could not put back to
+    /// sleep (`Reapply`), by target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub drifted: Vec<DriftedTarget>,
+    /// Resources put back to sleep in this cycle (`Reapply`), counted per check.
+    #[serde(default)]
+    pub reapplied: i32,
+}
+
+/// A target with resources found awake while it should sleep.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftedTarget {
+    /// Target name.
+    pub name: String,
+    /// Record keys of the resources found awake (at most 50 are listed).
+    #[schemars(length(max = 50))]
+    pub keys: Vec<String>,
 }
 
 /// A target with resources asleep.
@@ -667,5 +799,17 @@ impl HibernationPlan {
     /// The deletion policy, with its default applied.
     pub fn on_delete(&self) -> OnDelete {
         self.spec.on_delete.unwrap_or_default()
+    }
+
+    /// In-sleep enforcement: the mode and the time between checks, with defaults applied; an
+    /// error names the interval that cannot be used.
+    pub fn enforcement(&self) -> Result<(EnforceMode, jiff::SignedDuration), String> {
+        let e = self.spec.behavior.as_ref().and_then(|b| b.enforce.as_ref());
+        let mode = e.and_then(|e| e.mode).unwrap_or_default();
+        let interval = match e.and_then(|e| e.interval.as_deref()) {
+            Some(s) => parse_enforce_interval(s)?,
+            None => ENFORCE_INTERVAL_DEFAULT,
+        };
+        Ok((mode, interval))
     }
 }

@@ -386,6 +386,8 @@ pub struct LiveRecord {
     pub cycle: String,
     /// What the last wake-up did with it (never `Restored`).
     pub wake_up: Option<WakeUpResult>,
+    /// When it was recorded (just before the resource was put to sleep), if readable.
+    pub recorded_at: Option<jiff::Timestamp>,
 }
 
 /// One target's records as the controller's decisions need them.
@@ -424,6 +426,7 @@ impl RestoreView {
                             t.live.insert(
                                 key,
                                 LiveRecord {
+                                    recorded_at: r.recorded_at.parse().ok(),
                                     cycle: r.cycle_id,
                                     wake_up: r.wake_up,
                                 },

@@ -19,8 +19,11 @@ pub mod env {
     pub const TARGET: &str = "HIBERNATOR_TARGET";
     /// Target type (`rds`, `eks`, ...).
     pub const TARGET_TYPE: &str = "HIBERNATOR_TARGET_TYPE";
-    /// `hibernate` or `wakeUp`.
+    /// `hibernate`, `wakeUp` or `enforce` (an in-sleep check of a hibernated target).
     pub const OPERATION: &str = "HIBERNATOR_OPERATION";
+    /// With `enforce`: `Report` (look only) or `Reapply` (put what is found awake back to
+    /// sleep).
+    pub const ENFORCE_MODE: &str = "HIBERNATOR_ENFORCE_MODE";
     /// Cycle identifier.
     pub const CYCLE_ID: &str = "HIBERNATOR_CYCLE_ID";
     /// Attempt number, from 1.
@@ -154,11 +157,14 @@ pub struct Execution {
     pub target: String,
     /// Target type.
     pub target_type: TargetType,
-    /// Operation.
+    /// Operation (`Hibernate` for an in-sleep check: the side the resources should be on).
     pub operation: Operation,
+    /// An in-sleep check rather than an operation, with what to do about a resource found
+    /// awake (`Report` or `Reapply`).
+    pub enforce: Option<crate::plan::EnforceMode>,
     /// Cycle identifier.
     pub cycle_id: String,
-    /// Attempt, from 1.
+    /// Attempt, from 1 (for a check: the check's number in the cycle).
     pub attempt: u32,
 }
 

@@ -570,6 +570,19 @@ pub fn plan_semantics(plan: &HibernationPlan) -> Vec<SemanticProblem> {
             out.push(window_problem(&format!("spec.schedule.offHours[{i}]"), &e));
         }
     }
+    if let Some(interval) = spec
+        .behavior
+        .as_ref()
+        .and_then(|b| b.enforce.as_ref())
+        .and_then(|e| e.interval.as_deref())
+        && let Err(message) = crate::plan::parse_enforce_interval(interval)
+    {
+        out.push(SemanticProblem::new(
+            "spec.behavior.enforce.interval".into(),
+            message,
+            Some("hours and/or minutes from 15m to 168h, e.g. 6h or 1h30m".into()),
+        ));
+    }
     if let Err(errors) = ExecutionGraph::compile(spec) {
         for e in errors {
             let hint = match &e {

@@ -64,6 +64,13 @@ pub struct JobObservation {
     pub recorded: Vec<String>,
     /// Resource keys a wake-up runner reported restored (from its completion).
     pub restored: Vec<String>,
+    /// An in-sleep check (`enforce`) rather than an operation of the cycle; `attempt` is then
+    /// the check's number.
+    pub check: bool,
+    /// Resource keys a check found awake and left so (from its completion).
+    pub drifted: Vec<String>,
+    /// Resource keys a check found awake and put back to sleep (from its completion).
+    pub reapplied: Vec<String>,
 }
 
 /// How a Job ended, if it did.
@@ -96,8 +103,10 @@ pub struct Observed<'a> {
     pub now: Timestamp,
     /// Wall-clock time, for deadlines measured by the API server.
     pub real_now: Timestamp,
-    /// The plan's runner Jobs.
+    /// The plan's runner Jobs of its operations.
     pub jobs: &'a [JobObservation],
+    /// The plan's in-sleep check Jobs.
+    pub checks: &'a [JobObservation],
     /// The restore data.
     pub restore: &'a RestoreView,
     /// Why the restore ConfigMap cannot be used (it is not Hibernator's), if it cannot.
@@ -122,8 +131,11 @@ pub struct JobRequest {
     pub operation: Operation,
     /// Cycle.
     pub cycle: String,
-    /// Attempt, from 1.
+    /// Attempt, from 1 (for a check: its number in the cycle).
     pub attempt: i32,
+    /// An in-sleep check in this mode rather than an operation (then `operation` is
+    /// `Hibernate`, the side the target should be on).
+    pub check: Option<hibernator_api::plan::EnforceMode>,
 }
 
 /// An Event to publish on the plan.
@@ -345,6 +357,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         restore_problem,
     );
     target_events(&status, &prev, &mut d, o);
+    enforce::step(&mut status, &mut d, o, &wants.each);
 
     d.requeue_at = requeue_at(d.requeue_at, &status, &wants, o);
     d.status = status;
@@ -938,6 +951,7 @@ fn advance(
             operation: cycle.operation,
             cycle: cycle.id.clone(),
             attempt,
+            check: None,
         });
         let tgt = &mut targets[i];
         tgt.state = TargetState::Running;
@@ -1310,6 +1324,7 @@ fn start_first_jobs(
             operation: op,
             cycle: id.to_string(),
             attempt,
+            check: None,
         });
         tgt.state = TargetState::Running;
         tgt.attempts = attempt;
@@ -1518,6 +1533,7 @@ pub fn format_duration(d: SignedDuration) -> String {
     }
 }
 
+mod enforce;
 mod restored;
 #[cfg(test)]
 mod tests;

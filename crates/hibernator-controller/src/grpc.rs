@@ -52,8 +52,10 @@ pub struct Identity {
     pub plan_uid: String,
     /// Target name.
     pub target: String,
-    /// Operation.
+    /// Operation (`Hibernate` for an in-sleep check).
     pub operation: Operation,
+    /// An in-sleep check rather than an operation.
+    pub check: bool,
     /// Cycle.
     pub cycle: String,
     /// Target type (from the Job's annotation).
@@ -330,12 +332,17 @@ impl TokenReviewAuthenticator {
             ))
         })?;
         let label = |k: &str| job.labels().get(k).cloned().unwrap_or_default();
+        let check = label(labels::OPERATION) == hibernator_api::naming::ENFORCE;
         Ok(Identity {
             namespace,
             pod: pod_name,
-            operation: Operation::parse(&label(labels::OPERATION)).ok_or_else(|| {
-                Status::permission_denied(format!("Job {job_name} has no operation label"))
-            })?,
+            operation: match check {
+                true => Operation::Hibernate,
+                false => Operation::parse(&label(labels::OPERATION)).ok_or_else(|| {
+                    Status::permission_denied(format!("Job {job_name} has no operation label"))
+                })?,
+            },
+            check,
             job: job_name,
             job_uid,
             plan,
@@ -597,13 +604,15 @@ impl Authenticator for TokenReviewAuthenticator {
 }
 
 /// Where a runner Job stands among its target's executions: cycle (its id is the hibernation's
-/// start, fixed width, so it sorts in time), then hibernation before wake-up, then attempt.
-/// Labels, not creation times: two Jobs made within the same second still compare right.
+/// start, fixed width, so it sorts in time), then hibernation, in-sleep checks, wake-up, then
+/// attempt (a check's number). Labels, not creation times: two Jobs made within the same second
+/// still compare right.
 fn execution_order(job: &Job) -> (String, u8, i32) {
     let label = |k: &str| job.labels().get(k).cloned().unwrap_or_default();
     let operation = match Operation::parse(&label(labels::OPERATION)) {
         Some(Operation::Hibernate) => 0,
-        Some(Operation::WakeUp) => 1,
+        Some(Operation::WakeUp) => 2,
+        None if label(labels::OPERATION) == hibernator_api::naming::ENFORCE => 1,
         None => 0,
     };
     (
@@ -644,6 +653,10 @@ pub struct Report {
     pub recorded: Vec<String>,
     /// The resource keys a wake-up runner reported restored.
     pub restored: Vec<String>,
+    /// The resource keys an in-sleep check found awake and left so.
+    pub drifted: Vec<String>,
+    /// The resource keys an in-sleep check put back to sleep.
+    pub reapplied: Vec<String>,
     /// When it was last updated.
     pub updated: Option<Instant>,
 }
@@ -895,6 +908,21 @@ impl<A: Authenticator> Runner for RunnerService<A> {
         }
         let scope = key_in_scope(&plan, &id.target, &req.resource_key);
         self.refused("RecordRestoreState", &id.job, scope)?;
+        if id.check {
+            // An in-sleep check puts back to sleep only what the night recorded; its record
+            // stays as it is (the first record wins).
+            let (live, _) = self
+                .store
+                .fetch(&id.plan_key(), &id.target)
+                .await
+                .map_err(|e| restore_status("read restore data", &e))?;
+            if !live.contains_key(&req.resource_key) {
+                return Err(Status::failed_precondition(format!(
+                    "an in-sleep check records nothing new: {} has no live record of target {}",
+                    req.resource_key, id.target
+                )));
+            }
+        }
         let state: serde_json::Value = serde_json::from_str(&req.state_json).map_err(|e| {
             Status::invalid_argument(format!(
                 "state_json of {} is not JSON: {e}",
@@ -1065,13 +1093,17 @@ impl<A: Authenticator> Runner for RunnerService<A> {
                     ResourceResult::Restored => WakeUpOutcome::Restored,
                     ResourceResult::NotFound => WakeUpOutcome::NotFound,
                     ResourceResult::Failed => WakeUpOutcome::Failed,
-                    ResourceResult::Recorded | ResourceResult::Unspecified => return None,
+                    ResourceResult::Recorded
+                    | ResourceResult::Asleep
+                    | ResourceResult::Drifted
+                    | ResourceResult::Reapplied
+                    | ResourceResult::Unspecified => return None,
                 };
                 let message = (!r.message.is_empty()).then(|| truncate(&r.message, 500));
                 Some((r.resource_key.clone(), outcome, message))
             })
             .collect();
-        if id.operation == Operation::WakeUp && !results.is_empty() {
+        if id.operation == Operation::WakeUp && !id.check && !results.is_empty() {
             self.store
                 .mark_wake_up(
                     &id.plan_key(),
@@ -1097,9 +1129,24 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             with(ResourceResult::Recorded),
             with(ResourceResult::Restored),
         );
+        let (drifted, reapplied) = (
+            with(ResourceResult::Drifted),
+            with(ResourceResult::Reapplied),
+        );
+        if id.check {
+            self.metrics.drift(
+                &id.target_type,
+                drifted.len() + reapplied.len(),
+                reapplied.len(),
+            );
+        }
         self.metrics.runner_duration(
             &id.target_type,
-            id.operation.as_str(),
+            if id.check {
+                hibernator_api::naming::ENFORCE
+            } else {
+                id.operation.as_str()
+            },
             c.success,
             c.duration_ms as f64 / 1000.0,
         );
@@ -1108,6 +1155,8 @@ impl<A: Authenticator> Runner for RunnerService<A> {
             rep.completion = Some((c.success, truncate(&text, 500)));
             rep.recorded = recorded;
             rep.restored = restored;
+            rep.drifted = drifted;
+            rep.reapplied = reapplied;
         });
         info!(plan = %id.plan, target = %id.target, success = c.success, "runner completed: {text}");
         self.poke(&id);

@@ -139,13 +139,25 @@ pub fn build_job(
     let plan_name = plan.metadata.name.clone().unwrap_or_default();
     let namespace = plan.metadata.namespace.clone().unwrap_or_default();
     let target = &plan.spec.targets[req.target];
-    let name = job_name(
-        &plan_name,
-        &target.name,
-        req.operation,
-        &req.cycle,
-        req.attempt,
-    );
+    let name = match req.check {
+        Some(_) => hibernator_api::naming::enforce_job_name(
+            &plan_name,
+            &target.name,
+            &req.cycle,
+            req.attempt,
+        ),
+        None => job_name(
+            &plan_name,
+            &target.name,
+            req.operation,
+            &req.cycle,
+            req.attempt,
+        ),
+    };
+    let operation = match req.check {
+        Some(_) => hibernator_api::naming::ENFORCE,
+        None => req.operation.as_str(),
+    };
     let parameters =
         hibernator_api::TargetParameters::parse(target.type_, target.parameters.as_ref())
             .map(|p| p.to_value())
@@ -156,7 +168,7 @@ pub fn build_job(
         (labels::MANAGED_BY, MANAGER.to_string()),
         (labels::PLAN, label_value(&plan_name)),
         (labels::TARGET, target.name.clone()),
-        (labels::OPERATION, req.operation.as_str().to_string()),
+        (labels::OPERATION, operation.to_string()),
         (labels::CYCLE, req.cycle.clone()),
         (labels::ATTEMPT, req.attempt.to_string()),
     ]
@@ -170,7 +182,7 @@ pub fn build_job(
         env_var(env::NAMESPACE, &namespace),
         env_var(env::TARGET, &target.name),
         env_var(env::TARGET_TYPE, target.type_.as_str()),
-        env_var(env::OPERATION, req.operation.as_str()),
+        env_var(env::OPERATION, operation),
         env_var(env::CYCLE_ID, &req.cycle),
         env_var(env::ATTEMPT, req.attempt.to_string()),
         env_var(env::PARAMETERS, parameters.to_string()),
@@ -190,6 +202,9 @@ pub fn build_job(
         ),
         env_var(env::LOG_FORMAT, &settings.log_format),
     ];
+    if let Some(mode) = req.check {
+        env_vars.push(env_var(env::ENFORCE_MODE, mode.as_str()));
+    }
     if let Some(ca) = settings.controller_ca.get() {
         env_vars.push(env_var(env::CONTROLLER_CA, ca));
     }
@@ -436,6 +451,7 @@ mod tests {
                 operation: Operation::Hibernate,
                 cycle: "20261127t0100".into(),
                 attempt: 1,
+                check: None,
             },
             &aws(),
             &settings,
@@ -471,6 +487,7 @@ mod tests {
                     operation: Operation::Hibernate,
                     cycle: "c".into(),
                     attempt: 1,
+                    check: None,
                 },
                 &ResolvedConnector {
                     settings: ConnectorSettings::Kubernetes(settings),
@@ -544,6 +561,7 @@ mod tests {
                 operation: Operation::WakeUp,
                 cycle: "c".into(),
                 attempt: 2,
+                check: None,
             },
             &aws(),
             &RunnerSettings::default(),

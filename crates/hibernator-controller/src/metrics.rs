@@ -34,6 +34,8 @@ pub struct Metrics {
     plans_not_restored: Gauge,
     plan_asleep: Family<Labels, Gauge>,
     plan_next_transition: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    drift_found: Family<Labels, Counter>,
+    drift_reapplied: Family<Labels, Counter>,
 }
 
 /// What the per-plan metrics say about one plan.
@@ -135,6 +137,18 @@ impl Metrics {
             "Estimated amount saved by restored resources, in the price table's currency",
             savings.clone(),
         );
+        let drift_found = Family::<Labels, Counter>::default();
+        registry.register(
+            "drift_found",
+            "Resources in-sleep checks found awake while their plan is hibernated, by target type",
+            drift_found.clone(),
+        );
+        let drift_reapplied = Family::<Labels, Counter>::default();
+        registry.register(
+            "drift_reapplied",
+            "Resources in-sleep checks put back to sleep (enforce mode Reapply), by target type",
+            drift_reapplied.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -174,6 +188,8 @@ impl Metrics {
             plans_not_restored,
             plan_asleep,
             plan_next_transition,
+            drift_found,
+            drift_reapplied,
             notifications,
             registry: Arc::new(Mutex::new(registry)),
             runner_seconds,
@@ -281,6 +297,20 @@ impl Metrics {
         self.restore_records
             .get_or_create(&vec![("outcome", outcome.to_string())])
             .inc();
+    }
+
+    /// An in-sleep check of a `target_type` target found `found` resources awake and put
+    /// `reapplied` of them back to sleep.
+    pub fn drift(&self, target_type: &str, found: usize, reapplied: usize) {
+        let labels = vec![("target_type", target_type.to_string())];
+        if found > 0 {
+            self.drift_found.get_or_create(&labels).inc_by(found as u64);
+        }
+        if reapplied > 0 {
+            self.drift_reapplied
+                .get_or_create(&labels)
+                .inc_by(reapplied as u64);
+        }
     }
 
     /// A runner finished after `seconds`.

@@ -657,6 +657,8 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     let wishes = target_wishes(&schedule, &evaluation, &graph, now);
     let refuse_hibernation = refuse_hibernation(plan, ctx, &connectors);
 
+    let (checks, jobs): (Vec<JobObservation>, Vec<JobObservation>) =
+        jobs.into_iter().partition(|j| j.check);
     let mut d = decide(&Observed {
         plan,
         graph: &graph,
@@ -665,6 +667,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         now,
         real_now,
         jobs: &jobs,
+        checks: &checks,
         restore: &restore,
         restore_problem: loaded.problem.clone(),
         refuse_hibernation,
@@ -862,7 +865,14 @@ async fn apply(
         match jobs.create(&pp, &job).await {
             Ok(_) => {
                 ctx.metrics.api_write("Job");
-                info!(job = %job_name, target = %plan.spec.targets[req.target].name, operation = %req.operation, attempt = req.attempt, "runner Job created");
+                match req.check {
+                    Some(mode) => {
+                        info!(job = %job_name, target = %plan.spec.targets[req.target].name, mode = mode.as_str(), check = req.attempt, "in-sleep check Job created")
+                    }
+                    None => {
+                        info!(job = %job_name, target = %plan.spec.targets[req.target].name, operation = %req.operation, attempt = req.attempt, "runner Job created")
+                    }
+                }
             }
             // Created before (a status write was lost) or taken by a foreign Job: the next
             // reconcile tells (a foreign Job is a lost attempt), and comes soon since no
@@ -957,12 +967,13 @@ async fn observe_jobs(plan: &HibernationPlan, ctx: &Context) -> Result<Vec<JobOb
         {
             continue;
         }
-        // A finished Job whose outcome the status already records needs no pod lookup.
+        // A finished Job whose outcome the status already records needs no pod lookup (an
+        // in-sleep check: counted, or of another cycle).
         let known = prev.targets.iter().any(|t| {
             t.job.as_deref() == Some(j.name_any().as_str())
                 && t.state.is_terminal()
                 && t.message.is_some()
-        });
+        }) || counted_check(&j, &prev);
         if let Some(obs) = observe_job(&j, ctx, known).await {
             v.push(obs);
         }
@@ -1008,9 +1019,26 @@ async fn observe_jobs(plan: &HibernationPlan, ctx: &Context) -> Result<Vec<JobOb
             progress: None,
             recorded: vec![],
             restored: vec![],
+            check: false,
+            drifted: vec![],
+            reapplied: vec![],
         });
     }
     Ok(v)
+}
+
+/// True for an in-sleep check Job whose results the status already counts (or that belongs
+/// to another cycle than the one enforced).
+fn counted_check(job: &Job, status: &hibernator_api::plan::HibernationPlanStatus) -> bool {
+    let l = job.labels();
+    if l.get(labels::OPERATION).map(String::as_str) != Some(hibernator_api::naming::ENFORCE) {
+        return false;
+    }
+    let Some(e) = status.enforcement.as_ref() else {
+        return true;
+    };
+    let n: Option<i32> = l.get(labels::ATTEMPT).and_then(|a| a.parse().ok());
+    l.get(labels::CYCLE) != Some(&e.cycle_id) || n.is_some_and(|n| Some(n) <= e.counted_check)
 }
 
 /// True for a runner Job of this plan: owned by it (UID) and labelled as its runner.
@@ -1059,10 +1087,16 @@ async fn observe_job(job: &Job, ctx: &Context, known: bool) -> Option<JobObserva
                 .and_then(|c| c.message.clone())
         });
     }
+    let operation_label = l.get(labels::OPERATION)?;
+    let check = operation_label == hibernator_api::naming::ENFORCE;
     Some(JobObservation {
         name,
         target: l.get(labels::TARGET)?.clone(),
-        operation: Operation::parse(l.get(labels::OPERATION)?)?,
+        operation: if check {
+            Operation::Hibernate
+        } else {
+            Operation::parse(operation_label)?
+        },
         cycle: l.get(labels::CYCLE)?.clone(),
         attempt: l.get(labels::ATTEMPT)?.parse().ok()?,
         outcome,
@@ -1070,6 +1104,9 @@ async fn observe_job(job: &Job, ctx: &Context, known: bool) -> Option<JobObserva
         progress: report.progress,
         recorded: report.recorded,
         restored: report.restored,
+        check,
+        drifted: report.drifted,
+        reapplied: report.reapplied,
     })
 }
 

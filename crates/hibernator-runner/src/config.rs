@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use hibernator_api::plan::EnforceMode;
 use hibernator_api::runner::{
     AwsSettings, ConnectorSettings, DEFAULT_TOKEN_PATH, Execution, TERMINATION_MESSAGE_PATH, env,
 };
@@ -31,9 +32,12 @@ pub struct Args {
     /// Target type: rds, eks, ec2, asg, workloads, karpenter or noop.
     #[arg(long, hide_env_values = true, env = env::TARGET_TYPE)]
     pub target_type: Option<String>,
-    /// `hibernate` or `wakeUp`.
+    /// `hibernate`, `wakeUp` or `enforce` (an in-sleep check).
     #[arg(long, hide_env_values = true, env = env::OPERATION)]
     pub operation: Option<String>,
+    /// With `enforce`: `Report` or `Reapply`.
+    #[arg(long, hide_env_values = true, env = env::ENFORCE_MODE)]
+    pub enforce_mode: Option<String>,
     /// Cycle identifier.
     #[arg(long, hide_env_values = true, env = env::CYCLE_ID)]
     pub cycle_id: Option<String>,
@@ -287,11 +291,25 @@ impl Config {
             expected: TargetType::ALL.map(TargetType::as_str).join(", "),
         })?;
         let op_text = required(&args.operation, env::OPERATION)?;
-        let operation = Operation::parse(&op_text).ok_or_else(|| ConfigError::Invalid {
-            var: env::OPERATION,
-            value: op_text.clone(),
-            expected: "hibernate or wakeUp".into(),
-        })?;
+        let (operation, enforce) = if op_text == hibernator_api::naming::ENFORCE {
+            // An in-sleep check looks at the hibernation side of the target.
+            let text = required(&args.enforce_mode, env::ENFORCE_MODE)?;
+            let mode = EnforceMode::parse(&text)
+                .filter(|m| *m != EnforceMode::Off)
+                .ok_or_else(|| ConfigError::Invalid {
+                    var: env::ENFORCE_MODE,
+                    value: text.clone(),
+                    expected: "Report or Reapply".into(),
+                })?;
+            (Operation::Hibernate, Some(mode))
+        } else {
+            let operation = Operation::parse(&op_text).ok_or_else(|| ConfigError::Invalid {
+                var: env::OPERATION,
+                value: op_text.clone(),
+                expected: "hibernate, wakeUp or enforce".into(),
+            })?;
+            (operation, None)
+        };
         let cycle_id = required(&args.cycle_id, env::CYCLE_ID)?;
         let attempt = number(
             &args.attempt,
@@ -399,6 +417,7 @@ impl Config {
                 target,
                 target_type,
                 operation,
+                enforce,
                 cycle_id,
                 attempt,
             },
@@ -671,7 +690,7 @@ mod tests {
         a.operation = Some("sleep".into());
         assert_eq!(
             message(&a),
-            "HIBERNATOR_OPERATION = \"sleep\" is not valid: expected hibernate or wakeUp"
+            "HIBERNATOR_OPERATION = \"sleep\" is not valid: expected hibernate, wakeUp or enforce"
         );
 
         let mut a = args();

@@ -79,9 +79,12 @@ pub async fn run(args: Args) -> u8 {
     let e = &config.execution;
     reporter.info(format!(
         "hibernator-runner {VERSION}: {} {} target {} of plan {}/{} (cycle {}, attempt {})",
-        match e.operation {
-            hibernator_api::Operation::Hibernate => "hibernate",
-            hibernator_api::Operation::WakeUp => "wake up",
+        match (e.enforce, e.operation) {
+            (Some(hibernator_api::plan::EnforceMode::Reapply), _) =>
+                "check (and put back to sleep) the hibernated",
+            (Some(_), _) => "check the hibernated",
+            (None, hibernator_api::Operation::Hibernate) => "hibernate",
+            (None, hibernator_api::Operation::WakeUp) => "wake up",
         },
         e.target_type,
         e.target,
@@ -125,8 +128,13 @@ pub async fn run(args: Args) -> u8 {
     let wake_up = e.operation == hibernator_api::Operation::WakeUp;
     let outcomes = ctx.outcomes(result.is_ok());
     // A wake-up that left recorded resources as they were has failed, even though every other
-    // resource was restored.
-    let result = result.and_then(|outcome| not_restored(wake_up, &outcomes).map(|()| outcome));
+    // resource was restored; so has a check that could not look at (or put back to sleep) a
+    // resource.
+    let result = result.and_then(|outcome| {
+        not_restored(wake_up, e.enforce.is_some(), &outcomes).map(|()| outcome)
+    });
+    // A wake-up's and a check's results must reach the controller.
+    let must_report = wake_up || e.enforce.is_some();
 
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_millis().min(u64::MAX as u128) as u64;
@@ -163,10 +171,10 @@ pub async fn run(args: Args) -> u8 {
     };
     let (mut code, mut line) = (code, line);
     if let Err(err) = controller
-        .complete(completion, wake_up, &|m| reporter.warn(m))
+        .complete(completion, must_report, &|m| reporter.warn(m))
         .await
     {
-        if wake_up {
+        if must_report {
             // The controller retires restored records by this report: without it, the attempt
             // counts as failed and the next one finds the resources already restored.
             let message = format!(
@@ -209,9 +217,11 @@ pub async fn run(args: Args) -> u8 {
     code
 }
 
-/// The failure of a wake-up that left recorded resources as they were, if it did.
+/// The failure of a wake-up that left recorded resources as they were, or of a check that
+/// could not check one, if it did.
 fn not_restored(
     wake_up: bool,
+    check: bool,
     outcomes: &[(String, executor::ResourceOutcome)],
 ) -> Result<(), RunError> {
     use executor::ResourceOutcome::Failed;
@@ -223,6 +233,11 @@ fn not_restored(
         })
         .collect();
     match failed.first() {
+        Some((key, message)) if check => Err(RunError::NotChecked {
+            failed: failed.len(),
+            total: outcomes.len(),
+            first: format!("{key}: {message}"),
+        }),
         Some((key, message)) if wake_up => Err(RunError::NotRestored {
             failed: failed.len(),
             total: outcomes.len(),
@@ -242,6 +257,9 @@ fn resource_result(
         O::Restored => (R::Restored, String::new()),
         O::NotFound(m) => (R::NotFound, m.clone()),
         O::Failed(m) => (R::Failed, m.clone()),
+        O::Asleep => (R::Asleep, String::new()),
+        O::Drifted(m) => (R::Drifted, m.clone()),
+        O::Reapplied(m) => (R::Reapplied, m.clone()),
     };
     hibernator_proto::v1::ResourceResult {
         resource_key: key.clone(),
@@ -271,6 +289,22 @@ fn termination_message(reporter: &Reporter, args: &Args, line: &str) {
 async fn execute(config: &Config, ctx: &Ctx<'_>) -> Result<Outcome, RunError> {
     let type_ = config.execution.target_type;
     ctx.check_stop()?;
+    if config.execution.enforce.is_some() && !type_.checks_in_sleep() {
+        return Err(ConfigError::Invalid {
+            var: hibernator_api::runner::env::OPERATION,
+            value: hibernator_api::naming::ENFORCE.into(),
+            expected: format!(
+                "hibernate or wakeUp: in-sleep checks are made for {} targets, not {type_}",
+                hibernator_api::TargetType::ALL
+                    .into_iter()
+                    .filter(|t| t.checks_in_sleep())
+                    .map(hibernator_api::TargetType::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        .into());
+    }
     if let TargetParameters::Noop(params) = &config.parameters {
         return executor::noop::run(ctx, params).await;
     }

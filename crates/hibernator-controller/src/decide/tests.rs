@@ -152,6 +152,8 @@ impl World {
             CompiledSchedule::new(&self.plan.spec.schedule, self.exceptions.clone()).unwrap();
         let schedule = compiled.evaluate(self.now);
         let wishes = hibernator_api::wishes::target_wishes(&compiled, &schedule, &graph, self.now);
+        let (checks, jobs): (Vec<JobObservation>, Vec<JobObservation>) =
+            self.jobs.iter().cloned().partition(|j| j.check);
         decide(&Observed {
             plan: &self.plan,
             graph: &graph,
@@ -159,7 +161,8 @@ impl World {
             wishes: &wishes,
             now: self.now,
             real_now: self.now,
-            jobs: &self.jobs,
+            jobs: &jobs,
+            checks: &checks,
             restore: &RestoreView::from_data(&self.restore),
             restore_problem: None,
             refuse_hibernation: self.refuse_hibernation.clone(),
@@ -173,13 +176,21 @@ impl World {
         let d = self.decide();
         for req in &d.create {
             let target = self.plan.spec.targets[req.target].name.clone();
-            let name = crate::jobs::job_name(
-                "prod-offhours",
-                &target,
-                req.operation,
-                &req.cycle,
-                req.attempt,
-            );
+            let name = match req.check {
+                Some(_) => hibernator_api::naming::enforce_job_name(
+                    "prod-offhours",
+                    &target,
+                    &req.cycle,
+                    req.attempt,
+                ),
+                None => crate::jobs::job_name(
+                    "prod-offhours",
+                    &target,
+                    req.operation,
+                    &req.cycle,
+                    req.attempt,
+                ),
+            };
             assert!(
                 !self.jobs.iter().any(|j| j.name == name),
                 "Job {name} created twice"
@@ -195,6 +206,9 @@ impl World {
                 progress: None,
                 recorded: vec![],
                 restored: vec![],
+                check: req.check.is_some(),
+                drifted: vec![],
+                reapplied: vec![],
             });
         }
         if let Some(targets) = &d.acknowledge {
@@ -311,7 +325,11 @@ fn a_night_of_the_seed_plan() {
     assert_eq!(w.phase(), Phase::Hibernated);
     assert_eq!(w.condition("Ready"), cond("True", "Hibernated"));
     assert_eq!(w.condition("Hibernated"), cond("True", "Hibernated"));
-    assert_eq!(d.requeue_at, Some(ny("2026-11-27T06:00")));
+    assert_eq!(
+        d.requeue_at,
+        Some(ny("2026-11-27T02:01")),
+        "the first in-sleep check (Report, every 6 h) comes before the 06:00 wake-up"
+    );
     assert!(w.events.iter().any(|e| e.reason == "Hibernated"));
     let h = &w.status().history[0];
     assert_eq!(h.id, "20261127t0100");
@@ -1295,4 +1313,287 @@ fn the_night_comes_while_a_target_is_kept_awake() {
     assert_eq!(w.phase(), Phase::Active);
     assert!(w.restore.is_empty());
     assert_eq!(w.condition("Restored"), cond("True", "Restored"));
+}
+
+fn with_enforce(mut p: HibernationPlan, mode: &str, interval: &str) -> HibernationPlan {
+    p.spec.behavior = Some(
+        serde_json::from_value(json!({"enforce": {"mode": mode, "interval": interval}})).unwrap(),
+    );
+    p
+}
+
+/// The running in-sleep check of `target` ends with these results.
+fn finish_check(w: &mut World, target: &str, ok: bool, drifted: &[&str], reapplied: &[&str]) {
+    let job = w
+        .jobs
+        .iter_mut()
+        .find(|j| j.check && j.target == target && j.outcome == JobOutcome::Running)
+        .unwrap_or_else(|| panic!("no check of {target} is running"));
+    job.outcome = if ok {
+        JobOutcome::Succeeded
+    } else {
+        JobOutcome::Failed
+    };
+    job.message = Some(if ok { "checked" } else { "AccessDenied" }.into());
+    job.drifted = drifted.iter().map(|k| k.to_string()).collect();
+    job.reapplied = reapplied.iter().map(|k| k.to_string()).collect();
+}
+
+fn checks_created(d: &Decision) -> Vec<(usize, i32, Option<hibernator_api::plan::EnforceMode>)> {
+    d.create
+        .iter()
+        .map(|r| (r.target, r.attempt, r.check))
+        .collect()
+}
+
+#[test]
+fn in_sleep_checks_report_drift_until_the_wake_up_and_never_touch_ready() {
+    use hibernator_api::plan::EnforceMode::Report;
+    let mut w = World::new(seed_plan(), ny("2026-11-26T20:00"));
+    run_to_end(&mut w);
+    assert_eq!(w.phase(), Phase::Hibernated);
+    let done = w
+        .status()
+        .current_cycle
+        .clone()
+        .unwrap()
+        .finished_at
+        .unwrap()
+        .0;
+    let e = w
+        .status()
+        .enforcement
+        .clone()
+        .expect("enforcement on by default");
+    assert_eq!((e.mode, e.checks), (Report, 0));
+    assert_eq!(
+        e.next_check_at.unwrap().0,
+        done + SignedDuration::from_hours(6)
+    );
+    assert_eq!(w.condition("Drifted"), None, "no check yet");
+
+    // Six hours after the hibernation ended: the rds target is checked, the eks one (which
+    // cannot be checked) is not.
+    w.now = done + SignedDuration::from_hours(6);
+    let d = w.reconcile();
+    assert_eq!(checks_created(&d), [(0, 1, Some(Report))]);
+    assert_eq!(w.phase(), Phase::Hibernated, "a check is not an operation");
+    let job = w.jobs.last().unwrap().name.clone();
+    assert_eq!(job, "prod-offhours-prod-db-e-20261127t0100-1");
+    // No second check while one runs (06:00 is still ahead).
+    w.advance(SignedDuration::from_mins(90));
+    assert!(w.reconcile().create.is_empty());
+
+    finish_check(&mut w, "prod-db", true, &["res:prod-db"], &[]);
+    let before = w.events.len();
+    let d = w.reconcile();
+    assert_eq!(
+        w.condition("Drifted"),
+        cond("True", "ResourcesAwake"),
+        "found awake"
+    );
+    assert_eq!(
+        w.condition("Ready"),
+        cond("True", "Hibernated"),
+        "information only"
+    );
+    let e = w.status().enforcement.clone().unwrap();
+    assert_eq!(e.counted_check, Some(1));
+    assert_eq!(e.drifted.len(), 1);
+    assert_eq!(
+        (e.drifted[0].name.as_str(), e.drifted[0].keys.clone()),
+        ("prod-db", vec!["res:prod-db".to_string()])
+    );
+    assert!(
+        w.events[before..]
+            .iter()
+            .any(|e| e.reason == "Drifted" && e.warning && e.note.contains("prod-db: res:prod-db"))
+    );
+    // The interval counts from the last check; the results are counted once.
+    assert_eq!(
+        d.requeue_at,
+        Some(ny("2026-11-27T06:00")),
+        "the wake-up comes first"
+    );
+    let events = w.events.len();
+    w.reconcile();
+    assert_eq!(
+        w.events.len(),
+        events,
+        "no second Drifted Event for the same check"
+    );
+
+    // The wake-up ends the night's enforcement: Drifted goes, the counts stay for the cycle.
+    w.now = ny("2026-11-27T06:00");
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::WakingUp);
+    assert_eq!(w.condition("Drifted"), None);
+    let e = w.status().enforcement.clone().unwrap();
+    assert!(e.drifted.is_empty());
+    assert_eq!(e.checks, 1);
+
+    // The next hibernation starts afresh.
+    run_to_end(&mut w);
+    w.now = ny("2026-11-27T20:00");
+    run_to_end(&mut w);
+    let e = w.status().enforcement.clone().unwrap();
+    assert_eq!(
+        (e.cycle_id.as_str(), e.checks, e.counted_check),
+        ("20261128t0100", 0, None)
+    );
+}
+
+#[test]
+fn reapply_counts_what_it_put_back_to_sleep_and_a_failed_check_says_so() {
+    use hibernator_api::plan::EnforceMode::Reapply;
+    let mut w = World::new(
+        with_enforce(seed_plan(), "Reapply", "1h"),
+        ny("2026-11-26T20:00"),
+    );
+    run_to_end(&mut w);
+    let done = w
+        .status()
+        .current_cycle
+        .clone()
+        .unwrap()
+        .finished_at
+        .unwrap()
+        .0;
+    w.now = done + SignedDuration::from_hours(1);
+    assert_eq!(checks_created(&w.reconcile()), [(0, 1, Some(Reapply))]);
+    finish_check(&mut w, "prod-db", true, &[], &["res:prod-db"]);
+    w.advance(SignedDuration::from_mins(1));
+    w.reconcile();
+    let e = w.status().enforcement.clone().unwrap();
+    assert_eq!((e.reapplied, e.drifted.len()), (1, 0));
+    assert_eq!(
+        w.condition("Drifted"),
+        cond("False", "Asleep"),
+        "asleep again"
+    );
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.reason == "DriftReapplied" && e.note.contains("prod-db: res:prod-db"))
+    );
+
+    // An hour after that check: the next one, which fails.
+    w.now = done + SignedDuration::from_hours(2);
+    assert_eq!(checks_created(&w.reconcile()), [(0, 2, Some(Reapply))]);
+    finish_check(&mut w, "prod-db", false, &[], &[]);
+    w.advance(SignedDuration::from_mins(1));
+    w.reconcile();
+    assert_eq!(w.condition("Drifted"), cond("True", "ReapplyFailed"));
+    assert_eq!(w.condition("Ready"), cond("True", "Hibernated"));
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.reason == "CheckFailed" && e.note.contains("AccessDenied"))
+    );
+    assert_eq!(w.status().enforcement.clone().unwrap().reapplied, 1);
+}
+
+#[test]
+fn targets_kept_awake_by_an_exception_or_suspended_plans_are_not_checked_and_off_means_off() {
+    // Off: no checks, no enforcement status.
+    let mut w = World::new(
+        with_enforce(seed_plan(), "Off", "1h"),
+        ny("2026-11-26T20:00"),
+    );
+    run_to_end(&mut w);
+    w.advance(SignedDuration::from_hours(3));
+    assert!(w.reconcile().create.is_empty());
+    assert_eq!(w.status().enforcement, None);
+
+    // A target an exception keeps awake is not checked while it is awake.
+    let mut w = World::new(
+        with_enforce(three_tier_plan(), "Report", "1h"),
+        ny("2026-11-26T20:00"),
+    );
+    run_to_end(&mut w);
+    w.now = ny("2026-11-26T23:00");
+    w.exceptions = vec![scoped(
+        "wake-cluster",
+        "suspend",
+        &["prod-cluster"],
+        "2026-11-26T23:00",
+        "2026-11-27T03:00",
+    )];
+    run_to_end(&mut w);
+    assert_eq!(w.phase(), Phase::PartlyAwake);
+    w.advance(SignedDuration::from_hours(2));
+    let d = w.reconcile();
+    assert!(
+        checks_created(&d)
+            .iter()
+            .all(|(i, _, _)| w.plan.spec.targets[*i].name != "prod-db"),
+        "prod-db is awake on purpose: {:?}",
+        d.create
+    );
+}
+
+#[test]
+fn the_next_check_comes_at_a_predicted_rds_auto_start_when_that_is_sooner() {
+    let recorded: Timestamp = "2026-11-27T01:00:00Z".parse().unwrap();
+    let auto_start = recorded + enforce::RDS_AUTO_START + enforce::AUTO_START_GRACE;
+    // Checks every two days: the one on day 6 is followed by the auto-start's, not day 8's.
+    let two_days = SignedDuration::from_hours(48);
+    let day6 = recorded + SignedDuration::from_hours(6 * 24);
+    assert_eq!(
+        enforce::next_check(day6, two_days, &[auto_start]),
+        auto_start
+    );
+    assert_eq!(
+        enforce::next_check(day6, SignedDuration::from_hours(6), &[auto_start]),
+        day6 + SignedDuration::from_hours(6)
+    );
+    // An auto-start predicted before the last check was seen by it.
+    assert_eq!(
+        enforce::next_check(auto_start, two_days, &[auto_start]),
+        auto_start + two_days
+    );
+}
+
+#[test]
+fn a_check_after_a_predicted_rds_auto_start_runs_although_the_interval_is_longer() {
+    let mut w = World::new(
+        with_enforce(seed_plan(), "Report", "144h"),
+        ny("2026-11-26T20:00"),
+    );
+    // Asleep for two weeks (an exception extends the night).
+    w.exceptions = vec![scoped(
+        "long",
+        "extend",
+        &[],
+        "2026-11-26T00:00",
+        "2026-12-10T00:00",
+    )];
+    run_to_end(&mut w);
+    let cycle = w.status().current_cycle.clone().unwrap();
+    // What an rds runner records: a DB instance.
+    w.record("prod-db", &cycle.id, "instance:prod-db");
+    let done = cycle.finished_at.unwrap().0;
+    // The interval's check on day 6 finds everything asleep.
+    w.now = done + SignedDuration::from_hours(144);
+    w.reconcile();
+    finish_check(&mut w, "prod-db", true, &[], &[]);
+    w.advance(SignedDuration::from_mins(1));
+    w.reconcile();
+    let recorded: Timestamp = {
+        let view = RestoreView::from_data(&w.restore);
+        view.targets["prod-db"].live["instance:prod-db"]
+            .recorded_at
+            .unwrap()
+    };
+    let due = recorded + enforce::RDS_AUTO_START + enforce::AUTO_START_GRACE;
+    let e = w.status().enforcement.clone().unwrap();
+    assert_eq!(e.next_check_at.unwrap().0, due);
+    w.now = due - SignedDuration::from_mins(1);
+    assert!(w.reconcile().create.is_empty());
+    w.now = due;
+    assert_eq!(
+        checks_created(&w.reconcile()),
+        [(0, 2, Some(hibernator_api::plan::EnforceMode::Report))],
+        "a day before the interval's next check"
+    );
 }

@@ -191,6 +191,15 @@ async fn resolve(
     }
 }
 
+/// The records of the instances (wake-up and in-sleep check).
+async fn fetch_records(ctx: &Ctx<'_>) -> Result<Vec<(String, RunRecord)>, RunError> {
+    let records = ctx.fetch().await?;
+    ctx.ignore_other_records(&records, &[key_prefix::EC2]);
+    let records: Vec<(String, RunRecord)> = ctx.records_of(&records, key_prefix::EC2)?;
+    ctx.add_total(records.len());
+    Ok(records)
+}
+
 /// Runs an `ec2` target.
 pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &Ec2Parameters) -> Result<Outcome, RunError> {
     let client = Client::new(&aws.config);
@@ -198,6 +207,14 @@ pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &Ec2Parameters) -> Result<Out
         client: &client,
         types: Default::default(),
     };
+    if let Some(mode) = ctx.execution.enforce {
+        let records = fetch_records(ctx).await?;
+        let tally = switch::enforce(ctx, &instances, &records, mode).await?;
+        return Ok(Outcome {
+            summary: super::check_summary(mode, &[("EC2 instance", tally)]),
+            changed: tally.changed,
+        });
+    }
     match ctx.execution.operation {
         Operation::Hibernate => {
             let (ids, missing) = resolve(ctx, &client, params).await?;
@@ -216,10 +233,7 @@ pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &Ec2Parameters) -> Result<Out
             })
         }
         Operation::WakeUp => {
-            let records = ctx.fetch().await?;
-            ctx.ignore_other_records(&records, &[key_prefix::EC2]);
-            let records: Vec<(String, RunRecord)> = ctx.records_of(&records, key_prefix::EC2)?;
-            ctx.add_total(records.len());
+            let records = fetch_records(ctx).await?;
             let tally = switch::wake(ctx, &instances, &records).await?;
             Ok(Outcome {
                 summary: wake_summary(&[("EC2 instance", tally)]),

@@ -148,6 +148,16 @@ pub enum RunError {
         /// The first one's key and reason.
         first: String,
     },
+    /// An in-sleep check could not check (or put back to sleep) recorded resources.
+    #[error("{failed} of {total} recorded resources not checked: {first}")]
+    NotChecked {
+        /// How many.
+        failed: usize,
+        /// Of how many.
+        total: usize,
+        /// The first one's key and reason.
+        first: String,
+    },
     /// Several resources failed; the first error is shown, the others were logged.
     #[error("{failed} of {total} {noun} failed; the first failure")]
     Several {
@@ -196,8 +206,15 @@ pub enum ResourceOutcome {
     Restored,
     /// Wake-up: the resource does not exist where the runner looked.
     NotFound(String),
-    /// Wake-up: the resource could not be restored.
+    /// Wake-up: the resource could not be restored; in-sleep check: it could not be checked or
+    /// put back to sleep.
     Failed(String),
+    /// In-sleep check: the resource is in its hibernated state.
+    Asleep,
+    /// In-sleep check (`Report`): found awake (the state it was found in) and left so.
+    Drifted(String),
+    /// In-sleep check (`Reapply`): found awake (the state it was found in), asleep again.
+    Reapplied(String),
 }
 
 /// What a run needs besides its cloud client.
@@ -258,6 +275,26 @@ impl<'a> Ctx<'a> {
             "{resource} does not exist where this runner looked; its record is kept (was it deleted, or does the connector now point elsewhere?)"
         );
         self.reporter.warn(format!("{key} not restored: {message}"));
+        self.outcome(key, ResourceOutcome::NotFound(message));
+        self.progress(&format!("{key} not found"), true).await;
+    }
+
+    /// An in-sleep check could not look at (or put back to sleep) a recorded resource:
+    /// logged, reported, and the check goes on with the others.
+    pub async fn check_failed(&self, key: &str, error: &RunError) {
+        let message = crate::aws::chain(error);
+        self.reporter.error(format!("{key} not checked: {message}"));
+        self.outcome(key, ResourceOutcome::Failed(message));
+        self.progress(&format!("{key} not checked"), true).await;
+    }
+
+    /// An in-sleep check did not find a recorded resource: its record is kept for the wake-up,
+    /// which reports it.
+    pub async fn check_not_found(&self, key: &str, resource: &str) {
+        let message = format!(
+            "{resource} does not exist where this runner looked; its record is kept for the wake-up"
+        );
+        self.reporter.warn(format!("{key}: {message}"));
         self.outcome(key, ResourceOutcome::NotFound(message));
         self.progress(&format!("{key} not found"), true).await;
     }
@@ -486,6 +523,35 @@ pub fn summary(verb: &str, already: &str, left: &str, parts: &[(&str, Tally)]) -
         line.push_str(&format!(" ({})", extra.join(", ")));
     }
     line
+}
+
+/// The summary of an in-sleep check: `checked 3 DB instances: 2 asleep, 1 put back to sleep`.
+pub fn check_summary(mode: hibernator_api::plan::EnforceMode, parts: &[(&str, Tally)]) -> String {
+    let counted: Vec<&(&str, Tally)> = parts.iter().filter(|(_, t)| t.total > 0).collect();
+    if counted.is_empty() {
+        return "nothing to check: no restore data recorded for this target".into();
+    }
+    let what: Vec<String> = counted
+        .iter()
+        .map(|(noun, t)| format!("{} {noun}{}", t.total, if t.total == 1 { "" } else { "s" }))
+        .collect();
+    let sum = |f: fn(&Tally) -> u32| counted.iter().map(|(_, t)| f(t)).sum::<u32>();
+    let mut found = vec![format!("{} asleep", sum(|t| t.already))];
+    let awake = sum(|t| t.left) + sum(|t| t.changed);
+    if mode == hibernator_api::plan::EnforceMode::Reapply {
+        found.push(format!("{} put back to sleep", sum(|t| t.changed)));
+    } else if awake > 0 {
+        found.push(format!("{awake} awake (drifted; left as found)"));
+    }
+    for (n, label) in [
+        (sum(|t| t.missing), "no longer there"),
+        (sum(|t| t.failed), "not checked"),
+    ] {
+        if n > 0 {
+            found.push(format!("{n} {label}"));
+        }
+    }
+    format!("checked {}: {}", what.join(" and "), found.join(", "))
 }
 
 /// One resource a wake-up waits for, with the state it waits for (`want`).

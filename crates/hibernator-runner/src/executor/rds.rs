@@ -562,6 +562,22 @@ async fn resolve(
     Ok((instances, clusters, missing))
 }
 
+/// The records of the DB instances and of the clusters (wake-up and in-sleep check).
+#[allow(clippy::type_complexity)]
+async fn fetch_records(
+    ctx: &Ctx<'_>,
+) -> Result<(Vec<(String, RunRecord)>, Vec<(String, RunRecord)>), RunError> {
+    let records = ctx.fetch().await?;
+    ctx.ignore_other_records(
+        &records,
+        &[key_prefix::RDS_INSTANCE, key_prefix::RDS_CLUSTER],
+    );
+    let instance_records = ctx.records_of(&records, key_prefix::RDS_INSTANCE)?;
+    let cluster_records = ctx.records_of(&records, key_prefix::RDS_CLUSTER)?;
+    ctx.add_total(instance_records.len() + cluster_records.len());
+    Ok((instance_records, cluster_records))
+}
+
 /// Runs an `rds` target.
 pub async fn run(
     ctx: &Ctx<'_>,
@@ -570,10 +586,11 @@ pub async fn run(
     params: &RdsParameters,
 ) -> Result<Outcome, RunError> {
     let client = Client::new(&aws.config);
-    let snapshot_cycle = params
-        .snapshot_before_stop
-        .unwrap_or(false)
-        .then(|| ctx.execution.cycle_id.clone());
+    // An in-sleep check that puts a database back to sleep takes no second snapshot: the
+    // night's snapshot was taken before the first stop.
+    let snapshot_cycle = (params.snapshot_before_stop.unwrap_or(false)
+        && ctx.execution.enforce.is_none())
+    .then(|| ctx.execution.cycle_id.clone());
     let instances = Instances {
         client: &client,
         snapshot_cycle: snapshot_cycle.clone(),
@@ -584,6 +601,16 @@ pub async fn run(
         snapshot_cycle,
         sizes: Sizes::default(),
     };
+    if let Some(mode) = ctx.execution.enforce {
+        let (instance_records, cluster_records) = fetch_records(ctx).await?;
+        let c = switch::enforce(ctx, &clusters, &cluster_records, mode).await?;
+        let i = switch::enforce(ctx, &instances, &instance_records, mode).await?;
+        let parts = [("DB instance", i), ("Aurora cluster", c)];
+        return Ok(Outcome {
+            summary: super::check_summary(mode, &parts),
+            changed: i.changed + c.changed,
+        });
+    }
     let (instance_tally, cluster_tally) = match ctx.execution.operation {
         Operation::Hibernate => {
             let (instance_ids, cluster_ids, missing) =
@@ -596,16 +623,7 @@ pub async fn run(
             (i, c)
         }
         Operation::WakeUp => {
-            let records = ctx.fetch().await?;
-            ctx.ignore_other_records(
-                &records,
-                &[key_prefix::RDS_INSTANCE, key_prefix::RDS_CLUSTER],
-            );
-            let instance_records: Vec<(String, RunRecord)> =
-                ctx.records_of(&records, key_prefix::RDS_INSTANCE)?;
-            let cluster_records: Vec<(String, RunRecord)> =
-                ctx.records_of(&records, key_prefix::RDS_CLUSTER)?;
-            ctx.add_total(instance_records.len() + cluster_records.len());
+            let (instance_records, cluster_records) = fetch_records(ctx).await?;
             // Clusters first: their member instances come up with them.
             let c = switch::wake(ctx, &clusters, &cluster_records).await?;
             let i = switch::wake(ctx, &instances, &instance_records).await?;

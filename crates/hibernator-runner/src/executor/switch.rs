@@ -366,3 +366,109 @@ async fn look_before_start<S: Switchable>(
     }
     Ok(Some(status))
 }
+
+/// In-sleep check of the recorded resources: each one that was running before the night must
+/// be stopped (or stopping). One found awake is reported (`Report`) or put back to sleep through
+/// [`hibernate`] (`Reapply`: its record of the night is kept, the controller's first record
+/// wins). A resource that is starting (an RDS auto-start after seven days) is waited for first,
+/// since it cannot be stopped before it is up.
+pub async fn enforce<S: Switchable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    records: &[(String, RunRecord)],
+    mode: hibernator_api::plan::EnforceMode,
+) -> Result<Tally, RunError> {
+    let states = kind.states();
+    let mut tally = Tally {
+        total: records.len() as u32,
+        ..Tally::default()
+    };
+    let key = |id: &str| format!("{}:{id}", kind.key_prefix());
+    let mut awake: Vec<(String, String)> = Vec::new();
+    for (id, record) in records {
+        ctx.check_stop()?;
+        if !record.was_running {
+            // Not ours to keep asleep: it was not running before the night.
+            tally.already += 1;
+            ctx.outcome(&key(id), ResourceOutcome::Asleep);
+            continue;
+        }
+        let status = match kind.status(id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tally.failed += 1;
+                ctx.check_failed(&key(id), &e.into()).await;
+                continue;
+            }
+        };
+        let status = match status {
+            Some(s) if !states.leaving.contains(&s.as_str()) => s,
+            _ => {
+                tally.missing += 1;
+                ctx.check_not_found(&key(id), &name(kind, id)).await;
+                continue;
+            }
+        };
+        if status == states.stopped || status == states.stopping {
+            ctx.reporter
+                .info(format!("{} is {status}, as it should be", name(kind, id)));
+            tally.already += 1;
+            ctx.outcome(&key(id), ResourceOutcome::Asleep);
+            ctx.progress(&format!("{id} asleep"), true).await;
+            continue;
+        }
+        ctx.reporter.warn(format!(
+            "{} is {status} although it was put to sleep in cycle {}: drifted",
+            name(kind, id),
+            ctx.execution.cycle_id
+        ));
+        awake.push((id.clone(), status));
+    }
+    if mode != hibernator_api::plan::EnforceMode::Reapply {
+        for (id, status) in &awake {
+            tally.left += 1;
+            ctx.outcome(&key(id), ResourceOutcome::Drifted(status.clone()));
+            ctx.progress(&format!("{id} drifted ({status})"), true)
+                .await;
+        }
+        return Ok(tally);
+    }
+    let mut to_sleep = Vec::new();
+    for (id, status) in &awake {
+        ctx.check_stop()?;
+        if states.starting.contains(&status.as_str()) {
+            ctx.reporter.info(format!(
+                "{} is {status}; waiting until it is {} to stop it again",
+                name(kind, id),
+                states.running
+            ));
+            match wait_for(ctx, kind, id, &[states.running], states.running).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tally.missing += 1;
+                    ctx.check_not_found(&key(id), &name(kind, id)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tally.failed += 1;
+                    ctx.check_failed(&key(id), &e).await;
+                    continue;
+                }
+            }
+        }
+        to_sleep.push(id.clone());
+    }
+    if to_sleep.is_empty() {
+        return Ok(tally);
+    }
+    let slept = hibernate(ctx, kind, &to_sleep).await?;
+    for (id, status) in awake.iter().filter(|(id, _)| to_sleep.contains(id)) {
+        // The hibernation noted the (kept) record; the check's word is what happened.
+        ctx.outcome(&key(id), ResourceOutcome::Reapplied(status.clone()));
+    }
+    tally.changed += slept.changed;
+    tally.already += slept.already;
+    tally.missing += slept.missing;
+    tally.left += slept.left;
+    Ok(tally)
+}
