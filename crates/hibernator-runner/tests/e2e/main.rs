@@ -5,6 +5,7 @@ mod asg;
 mod common;
 mod ec2;
 mod eks;
+mod enforce;
 mod errors;
 mod noop;
 mod rds;
