@@ -14,6 +14,7 @@ mod chaos;
 mod chart_install;
 mod cli_live;
 mod demo;
+mod enforce;
 mod exception_targets;
 mod gitops_apply;
 mod grpc_tls;
