@@ -289,6 +289,30 @@ fn print_plan(p: &HibernationPlan) {
                 .unwrap_or_default()
         );
     }
+    if let Some(e) = &s.enforcement {
+        println!(
+            "  in-sleep checks ({}) of cycle {}: {} made{}{}{}",
+            e.mode.as_str(),
+            e.cycle_id,
+            e.checks,
+            e.last_check_at
+                .as_ref()
+                .map(|t| format!(", last {}", t.0))
+                .unwrap_or_default(),
+            e.next_check_at
+                .as_ref()
+                .map(|t| format!(", next {}", t.0))
+                .unwrap_or_default(),
+            if e.reapplied > 0 {
+                format!("; {} put back to sleep", e.reapplied)
+            } else {
+                String::new()
+            }
+        );
+        for d in &e.drifted {
+            println!("    found awake in {}: {}", d.name, d.keys.join(", "));
+        }
+    }
     if let Some(e) = &s.last_error {
         println!("  last error: {e}");
     }

@@ -79,7 +79,9 @@ fn enforcement(p: &HibernationPlan) -> hibernator_api::plan::EnforcementStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_days_asleep_with_a_database_started_by_hand_on_day_seven() {
     let w = World::new("enforce").await.unwrap();
-    let before = w.estate(json!({"rds": ["db-reapply", "db-report"]})).unwrap();
+    let before = w
+        .estate(json!({"rds": ["db-reapply", "db-report"]}))
+        .unwrap();
     w.cloud_provider("aws").await.unwrap();
     for doc in plan("reapply", "db-reapply", "Reapply")
         .into_iter()
@@ -114,11 +116,18 @@ async fn eight_days_asleep_with_a_database_started_by_hand_on_day_seven() {
     }
     for name in ["reapply", "report"] {
         let p = w.plan(name).await.unwrap();
-        assert_eq!(phase(&p), Some(Phase::Hibernated), "{name} still asleep on day 7");
+        assert_eq!(
+            phase(&p),
+            Some(Phase::Hibernated),
+            "{name} still asleep on day 7"
+        );
     }
     estate_at(
         w.moto.endpoint(),
-        &["set", &json!({"rds": {"db-reapply": "available", "db-report": "available"}}).to_string()],
+        &[
+            "set",
+            &json!({"rds": {"db-reapply": "available", "db-report": "available"}}).to_string(),
+        ],
     )
     .unwrap();
     let started_by_hand = sim_now(&opts, started);
@@ -126,12 +135,17 @@ async fn eight_days_asleep_with_a_database_started_by_hand_on_day_seven() {
     // Reapply: stopped again by the next check, within one interval; the plan stays
     // Hibernated and says how often it put something back to sleep.
     let p = w
-        .wait_plan("reapply", Duration::from_secs(60), "a check put db-reapply back to sleep", |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.enforcement.as_ref())
-                .is_some_and(|e| e.reapplied >= 1)
-        })
+        .wait_plan(
+            "reapply",
+            Duration::from_secs(60),
+            "a check put db-reapply back to sleep",
+            |p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.enforcement.as_ref())
+                    .is_some_and(|e| e.reapplied >= 1)
+            },
+        )
         .await
         .map_err(report)
         .unwrap();
@@ -148,7 +162,9 @@ async fn eight_days_asleep_with_a_database_started_by_hand_on_day_seven() {
     assert_eq!(condition(&p, "Ready"), cond("True", "Hibernated"));
     let reapplied = events(&w, "DriftReapplied").await;
     assert!(
-        reapplied.iter().any(|n| n.contains("db: instance:db-reapply")),
+        reapplied
+            .iter()
+            .any(|n| n.contains("db: instance:db-reapply")),
         "{reapplied:?}"
     );
 
@@ -170,7 +186,11 @@ async fn eight_days_asleep_with_a_database_started_by_hand_on_day_seven() {
         .unwrap()
         .clone();
     assert_eq!(drifted.reason, "ResourcesAwake");
-    assert!(drifted.message.contains("db: instance:db-report"), "{}", drifted.message);
+    assert!(
+        drifted.message.contains("db: instance:db-report"),
+        "{}",
+        drifted.message
+    );
     assert_eq!(condition(&p, "Ready"), cond("True", "Hibernated"));
     assert_eq!(enforcement(&p).drifted[0].keys, ["instance:db-report"]);
     assert!(!events(&w, "Drifted").await.is_empty());
@@ -180,22 +200,39 @@ async fn eight_days_asleep_with_a_database_started_by_hand_on_day_seven() {
     // night's account of drift ends with it.
     for name in ["reapply", "report"] {
         let p = w
-            .wait_plan(name, Duration::from_secs(90), "awake after eight days", |p| {
-                phase(p) == Some(Phase::Active)
-                    && p.status
-                        .as_ref()
-                        .and_then(|s| s.current_cycle.as_ref())
-                        .is_some_and(|c| {
-                            c.operation == hibernator_api::Operation::WakeUp
-                                && c.finished_at.is_some()
-                        })
-            })
+            .wait_plan(
+                name,
+                Duration::from_secs(90),
+                "awake after eight days",
+                |p| {
+                    phase(p) == Some(Phase::Active)
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.current_cycle.as_ref())
+                            .is_some_and(|c| {
+                                c.operation == hibernator_api::Operation::WakeUp
+                                    && c.finished_at.is_some()
+                            })
+                },
+            )
             .await
             .map_err(report)
             .unwrap();
         assert_eq!(condition(&p, "Drifted"), None, "{name}");
-        assert_eq!(condition(&p, "Restored").map(|c| c.0), Some("True".into()), "{name}");
-        let woke = p.status.as_ref().unwrap().current_cycle.clone().unwrap().started_at.0;
+        assert_eq!(
+            condition(&p, "Restored").map(|c| c.0),
+            Some("True".into()),
+            "{name}"
+        );
+        let woke = p
+            .status
+            .as_ref()
+            .unwrap()
+            .current_cycle
+            .clone()
+            .unwrap()
+            .started_at
+            .0;
         assert!(
             woke >= "2026-12-06T01:00:00Z".parse::<Timestamp>().unwrap(),
             "{name} woke at the end of the eighth day, not before: {woke}"
