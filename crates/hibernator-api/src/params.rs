@@ -179,11 +179,26 @@ pub struct RdsParameters {
     /// Take a manual snapshot of each DB instance or cluster before stopping it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_before_stop: Option<bool>,
+    /// How many of the snapshots this plan's target took of each database to keep (they carry
+    /// the tags `hibernator.ardikasaputro.io/plan`, `/target` and `/cycle`); after each new
+    /// snapshot the older ones beyond `keep` are deleted, never any other snapshot. Absent:
+    /// every snapshot is kept. Needs `snapshotBeforeStop: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_retention: Option<SnapshotRetention>,
     /// Which resources the target covers. rds: without a selector the target's name is the DB
     /// instance identifier (or, if there is no such instance, the Aurora cluster identifier).
     /// ec2: instances managed by an auto-scaling group or by Karpenter are always left alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<RdsSelector>,
+}
+
+/// How many of its own snapshots an `rds` target keeps per database.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotRetention {
+    /// The newest snapshots kept per DB instance or cluster (the one just taken included).
+    #[schemars(range(min = 1, max = 100))]
+    pub keep: u32,
 }
 
 /// Which RDS resources an `rds` target covers.
@@ -203,6 +218,12 @@ pub struct RdsSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("minProperties" = 1, "maxProperties" = 20))]
     pub tags: Option<BTreeMap<String, String>>,
+    /// Only resources of these engines, with the ids or tags above (`docdb` and `neptune` for
+    /// DocumentDB and Neptune clusters, which the RDS API stops and starts like Aurora
+    /// clusters; `aurora-postgresql`, `postgres`, `mysql`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20), inner(length(min = 1, max = 63)))]
+    pub engines: Option<Vec<String>>,
 }
 
 /// Parameters of an `eks` target.
@@ -236,6 +257,10 @@ pub struct Ec2Parameters {
     /// instance identifier (or, if there is no such instance, the Aurora cluster identifier).
     /// ec2: instances managed by an auto-scaling group or by Karpenter are always left alone.
     pub selector: Ec2Selector,
+    /// Hibernate (stop with the RAM saved to the root volume) the instances that have
+    /// hibernation enabled; the others are stopped as usual, and the runner says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hibernate: Option<bool>,
 }
 
 /// Which EC2 instances an `ec2` target covers.
@@ -590,7 +615,16 @@ impl TargetParameters {
             message: e.to_string(),
         };
         Ok(match type_ {
-            TargetType::Rds => Self::Rds(serde_json::from_value(value).map_err(err)?),
+            TargetType::Rds => {
+                let p: RdsParameters = serde_json::from_value(value).map_err(err)?;
+                if p.snapshot_retention.is_some() && p.snapshot_before_stop != Some(true) {
+                    return Err(ParametersError {
+                        type_,
+                        message: "snapshotRetention keeps snapshots the target takes: it needs snapshotBeforeStop: true".into(),
+                    });
+                }
+                Self::Rds(p)
+            }
             TargetType::Eks => Self::Eks(serde_json::from_value(value).map_err(err)?),
             TargetType::Ec2 => Self::Ec2(serde_json::from_value(value).map_err(err)?),
             TargetType::Asg => Self::Asg(serde_json::from_value(value).map_err(err)?),
@@ -838,9 +872,28 @@ mod tests {
             ok,
             TargetParameters::Rds(RdsParameters {
                 snapshot_before_stop: Some(true),
+                snapshot_retention: None,
                 selector: None
             })
         );
+    }
+
+    #[test]
+    fn snapshot_retention_needs_snapshots() {
+        let err = TargetParameters::parse(
+            TargetType::Rds,
+            Some(&json!({"snapshotRetention": {"keep": 3}})),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parameters of a rds target: snapshotRetention keeps snapshots the target takes: it needs snapshotBeforeStop: true"
+        );
+        TargetParameters::parse(
+            TargetType::Rds,
+            Some(&json!({"snapshotBeforeStop": true, "snapshotRetention": {"keep": 3}})),
+        )
+        .unwrap();
     }
 
     #[test]

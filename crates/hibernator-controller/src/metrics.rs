@@ -149,6 +149,16 @@ impl Metrics {
             "Resources in-sleep checks put back to sleep (enforce mode Reapply), by target type",
             drift_reapplied.clone(),
         );
+        // Declared with a zero for every type that is checked, so that alerts and dashboards
+        // see the series before the first drift.
+        for t in hibernator_api::TargetType::ALL
+            .into_iter()
+            .filter(|t| t.checks_in_sleep())
+        {
+            let labels = vec![("target_type", t.as_str().to_string())];
+            drift_found.get_or_create(&labels).inc_by(0);
+            drift_reapplied.get_or_create(&labels).inc_by(0);
+        }
         let leader = Gauge::default();
         registry.register(
             "leader",

@@ -317,6 +317,39 @@ pub fn cases() -> Vec<Case> {
             value: None,
         },
         Case {
+            name: "snapshot retention without snapshots",
+            kind: PLAN,
+            change: |p| {
+                set(
+                    p,
+                    "/spec/targets/0/parameters/snapshotBeforeStop",
+                    json!(false),
+                );
+                set(
+                    p,
+                    "/spec/targets/0/parameters/snapshotRetention",
+                    json!({"keep": 3}),
+                );
+            },
+            field: "spec.targets[0].parameters",
+            message: "snapshotRetention keeps snapshots the target takes: it needs snapshotBeforeStop: true",
+            value: None,
+        },
+        Case {
+            name: "snapshot retention of zero",
+            kind: PLAN,
+            change: |p| {
+                set(
+                    p,
+                    "/spec/targets/0/parameters/snapshotRetention",
+                    json!({"keep": 0}),
+                )
+            },
+            field: "spec.targets[0].parameters.snapshotRetention.keep",
+            message: "",
+            value: Some("0"),
+        },
+        Case {
             name: "unknown top-level field",
             kind: PLAN,
             change: |p| set(p, "/spec/schedual", json!({})),

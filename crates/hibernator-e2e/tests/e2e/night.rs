@@ -207,10 +207,24 @@ async fn a_night_of_the_seed_plan() {
         .iter()
         .map(|j| j.name_any())
         .collect();
+    let (checks, operations): (Vec<&String>, Vec<&String>) =
+        names.iter().partition(|n| n.contains("-e-"));
     assert_eq!(
-        names.len(),
+        operations.len(),
         4,
         "one Job per target and operation: {names:?}"
+    );
+    // Enforcement is on by default (Report, every 6 h): the database, the one target of a type
+    // that can be checked, was checked once during the ten-hour night.
+    assert_eq!(
+        checks,
+        [&"prod-offhours-prod-db-e-20261127t0100-1".to_string()],
+        "{names:?}"
+    );
+    assert_eq!(
+        condition(&p, "Drifted"),
+        None,
+        "the wake-up ends the night's checks"
     );
 
     // The savings ledger: the RDS instance (db.t3.micro, 0.018 an hour in the shipped table)

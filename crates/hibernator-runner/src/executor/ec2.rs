@@ -31,6 +31,17 @@ struct Instances<'a> {
     client: &'a Client,
     /// Instance types seen by the last looks, for the savings ledger.
     types: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
+    /// `hibernate: true`: stop with `Hibernate=true` the instances that have hibernation
+    /// enabled.
+    hibernate: bool,
+    /// Instances whose last look said hibernation is enabled (`HibernationOptions.Configured`).
+    hibernation_enabled: std::cell::RefCell<std::collections::BTreeSet<String>>,
+}
+
+impl Instances<'_> {
+    fn hibernates(&self, id: &str) -> bool {
+        self.hibernate && self.hibernation_enabled.borrow().contains(id)
+    }
 }
 
 impl Switchable for Instances<'_> {
@@ -65,6 +76,16 @@ impl Switchable for Instances<'_> {
                 .borrow_mut()
                 .insert(id.to_string(), t.as_str().to_string());
         }
+        let enabled = found
+            .and_then(|i| i.hibernation_options())
+            .and_then(|h| h.configured())
+            .unwrap_or(false);
+        let mut set = self.hibernation_enabled.borrow_mut();
+        if enabled {
+            set.insert(id.to_string());
+        } else {
+            set.remove(id);
+        }
         Ok(found
             .and_then(|i| i.state())
             .and_then(|s| s.name())
@@ -85,6 +106,7 @@ impl Switchable for Instances<'_> {
         self.client
             .stop_instances()
             .instance_ids(id)
+            .set_hibernate(self.hibernates(id).then_some(true))
             .send()
             .await
             .map(|_| ())
@@ -99,6 +121,24 @@ impl Switchable for Instances<'_> {
             .await
             .map(|_| ())
             .map_err(|e| AwsError::new("start", format!("EC2 instance {id}"), &e))
+    }
+
+    async fn before_stop(&self, ctx: &Ctx<'_>, ids: &[String]) -> Result<(), RunError> {
+        if !self.hibernate {
+            return Ok(());
+        }
+        for id in ids {
+            if self.hibernates(id) {
+                ctx.reporter.info(format!(
+                    "EC2 instance {id} has hibernation enabled: hibernating it (its memory is kept on the root volume)"
+                ));
+            } else {
+                ctx.reporter.warn(format!(
+                    "EC2 instance {id} does not have hibernation enabled (it is set at launch): stopping it as usual, its memory is not kept"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -206,6 +246,8 @@ pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &Ec2Parameters) -> Result<Out
     let instances = Instances {
         client: &client,
         types: Default::default(),
+        hibernate: params.hibernate.unwrap_or(false),
+        hibernation_enabled: Default::default(),
     };
     if let Some(mode) = ctx.execution.enforce {
         let records = fetch_records(ctx).await?;

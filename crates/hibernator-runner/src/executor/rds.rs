@@ -66,6 +66,8 @@ const CLUSTER_STATES: States = States {
 struct Instances<'a> {
     client: &'a Client,
     snapshot_cycle: Option<String>,
+    /// Own snapshots kept per instance (`snapshotRetention.keep`).
+    retention: Option<u32>,
     /// Sizings seen by the last looks, for the savings ledger.
     sizes: Sizes,
 }
@@ -74,6 +76,8 @@ struct Instances<'a> {
 struct Clusters<'a> {
     client: &'a Client,
     snapshot_cycle: Option<String>,
+    /// Own snapshots kept per cluster (`snapshotRetention.keep`).
+    retention: Option<u32>,
     /// Sizings seen by the last looks, for the savings ledger.
     sizes: Sizes,
 }
@@ -228,6 +232,20 @@ async fn snapshots(
     all(ctx, "snapshots", futures).await
 }
 
+impl Instances<'_> {
+    /// The engine the last look saw.
+    fn engine(&self, id: &str) -> Option<String> {
+        self.sizes.borrow().get(id).and_then(|s| s.engine.clone())
+    }
+}
+
+impl Clusters<'_> {
+    /// The engine the last look saw.
+    fn engine(&self, id: &str) -> Option<String> {
+        self.sizes.borrow().get(id).and_then(|s| s.engine.clone())
+    }
+}
+
 impl Switchable for Instances<'_> {
     fn noun(&self) -> &'static str {
         "DB instance"
@@ -285,6 +303,7 @@ impl Switchable for Instances<'_> {
                 .create_db_snapshot()
                 .db_instance_identifier(id)
                 .db_snapshot_identifier(snapshot)
+                .set_tags(Some(snapshot_tags(ctx)))
                 .send()
                 .await
             {
@@ -324,7 +343,48 @@ impl Switchable for Instances<'_> {
                 )),
             },
         )
-        .await
+        .await?;
+        if let Some(keep) = self.retention {
+            prune_snapshots(
+                ctx,
+                ids,
+                keep,
+                "DB instance",
+                async |id: &str| {
+                    let mut pages = client
+                        .describe_db_snapshots()
+                        .db_instance_identifier(id)
+                        .snapshot_type("manual")
+                        .into_paginator()
+                        .send();
+                    let mut out = Vec::new();
+                    while let Some(page) = pages.next().await {
+                        let page = page.map_err(|e| {
+                            AwsError::new("list", format!("snapshots of DB instance {id}"), &e)
+                        })?;
+                        for s in page.db_snapshots() {
+                            out.push(Taken::of(
+                                s.db_snapshot_identifier(),
+                                s.snapshot_create_time(),
+                                s.tag_list(),
+                            ));
+                        }
+                    }
+                    Ok(out)
+                },
+                async |snapshot: &str| {
+                    client
+                        .delete_db_snapshot()
+                        .db_snapshot_identifier(snapshot)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| AwsError::new("delete", format!("snapshot {snapshot}"), &e))
+                },
+            )
+            .await;
+        }
+        Ok(())
     }
 }
 
@@ -387,6 +447,7 @@ impl Switchable for Clusters<'_> {
                 .create_db_cluster_snapshot()
                 .db_cluster_identifier(id)
                 .db_cluster_snapshot_identifier(snapshot)
+                .set_tags(Some(snapshot_tags(ctx)))
                 .send()
                 .await
             {
@@ -426,7 +487,155 @@ impl Switchable for Clusters<'_> {
                 )),
             },
         )
-        .await
+        .await?;
+        if let Some(keep) = self.retention {
+            prune_snapshots(
+                ctx,
+                ids,
+                keep,
+                "Aurora cluster",
+                async |id: &str| {
+                    let mut pages = client
+                        .describe_db_cluster_snapshots()
+                        .db_cluster_identifier(id)
+                        .snapshot_type("manual")
+                        .into_paginator()
+                        .send();
+                    let mut out = Vec::new();
+                    while let Some(page) = pages.next().await {
+                        let page = page.map_err(|e| {
+                            AwsError::new("list", format!("snapshots of Aurora cluster {id}"), &e)
+                        })?;
+                        for s in page.db_cluster_snapshots() {
+                            out.push(Taken::of(
+                                s.db_cluster_snapshot_identifier(),
+                                s.snapshot_create_time(),
+                                s.tag_list(),
+                            ));
+                        }
+                    }
+                    Ok(out)
+                },
+                async |snapshot: &str| {
+                    client
+                        .delete_db_cluster_snapshot()
+                        .db_cluster_snapshot_identifier(snapshot)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| AwsError::new("delete", format!("snapshot {snapshot}"), &e))
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+}
+
+/// Tag keys on the snapshots an `rds` target takes: which plan (`<namespace>/<plan>`), target
+/// and cycle took it. Snapshot retention deletes only snapshots whose plan and target tags are
+/// this target's.
+pub mod snapshot_tag {
+    /// `<namespace>/<plan>`.
+    pub const PLAN: &str = "hibernator.ardikasaputro.io/plan";
+    /// The target's name.
+    pub const TARGET: &str = "hibernator.ardikasaputro.io/target";
+    /// The cycle.
+    pub const CYCLE: &str = "hibernator.ardikasaputro.io/cycle";
+}
+
+fn snapshot_tags(ctx: &Ctx<'_>) -> Vec<aws_sdk_rds::types::Tag> {
+    let e = ctx.execution;
+    [
+        (snapshot_tag::PLAN, format!("{}/{}", e.namespace, e.plan)),
+        (snapshot_tag::TARGET, e.target.clone()),
+        (snapshot_tag::CYCLE, e.cycle_id.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
+    .collect()
+}
+
+/// A manual snapshot of a database as RDS lists it.
+struct Taken {
+    id: String,
+    /// Seconds and nanoseconds since the epoch; snapshots still being created have none.
+    created: Option<(i64, u32)>,
+    tags: BTreeMap<String, String>,
+}
+
+impl Taken {
+    fn of(
+        id: Option<&str>,
+        created: Option<&aws_sdk_rds::primitives::DateTime>,
+        tags: &[aws_sdk_rds::types::Tag],
+    ) -> Self {
+        Self {
+            id: id.unwrap_or_default().to_string(),
+            created: created.map(|d| (d.secs(), d.subsec_nanos())),
+            tags: tags
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect(),
+        }
+    }
+}
+
+/// The snapshots of `taken` this target took (its plan and target tags) beyond the newest
+/// `keep`: the ones to delete.
+fn beyond_retention<'a>(taken: &'a [Taken], plan: &str, target: &str, keep: u32) -> Vec<&'a Taken> {
+    let mut ours: Vec<&Taken> = taken
+        .iter()
+        .filter(|t| {
+            !t.id.is_empty()
+                && t.tags.get(snapshot_tag::PLAN).map(String::as_str) == Some(plan)
+                && t.tags.get(snapshot_tag::TARGET).map(String::as_str) == Some(target)
+        })
+        .collect();
+    // Newest first; one still being created (no time yet) counts as newest.
+    ours.sort_by(|a, b| {
+        let key = |t: &Taken| t.created.unwrap_or((i64::MAX, 0));
+        key(b).cmp(&key(a)).then_with(|| b.id.cmp(&a.id))
+    });
+    ours.into_iter().skip(keep as usize).collect()
+}
+
+/// Snapshot retention, after this run's snapshots are available: per database, deletes the
+/// snapshots this target took beyond the newest `keep`. Housekeeping: a failure is reported
+/// and the run goes on (the night's snapshot exists, the database is stopped as planned).
+async fn prune_snapshots(
+    ctx: &Ctx<'_>,
+    ids: &[String],
+    keep: u32,
+    noun: &str,
+    list: impl AsyncFn(&str) -> Result<Vec<Taken>, AwsError>,
+    delete: impl AsyncFn(&str) -> Result<(), AwsError>,
+) {
+    let plan = format!("{}/{}", ctx.execution.namespace, ctx.execution.plan);
+    for id in ids {
+        let taken = match list(id).await {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.reporter.warn(format!(
+                    "snapshot retention skipped for {noun} {id}: {}; older snapshots stay",
+                    crate::aws::chain(&e)
+                ));
+                continue;
+            }
+        };
+        for old in beyond_retention(&taken, &plan, &ctx.execution.target, keep) {
+            match delete(&old.id).await {
+                Ok(()) => ctx.reporter.info(format!(
+                    "deleted snapshot {} of {id} (snapshotRetention keeps the {keep} newest this target took)",
+                    old.id
+                )),
+                Err(e) => ctx.reporter.warn(format!(
+                    "could not delete old snapshot {} of {id}: {}; it stays",
+                    old.id,
+                    crate::aws::chain(&e)
+                )),
+            }
+        }
     }
 }
 
@@ -562,6 +771,44 @@ async fn resolve(
     Ok((instances, clusters, missing))
 }
 
+/// The instances and clusters whose engine is one of `engines` (DocumentDB and Neptune clusters
+/// are clusters of the RDS API, stopped and started like Aurora's).
+async fn of_engines(
+    ctx: &Ctx<'_>,
+    instances: &Instances<'_>,
+    clusters: &Clusters<'_>,
+    engines: &[String],
+    instance_ids: Vec<String>,
+    cluster_ids: Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), RunError> {
+    let wanted = |engine: Option<String>| engine.is_some_and(|e| engines.contains(&e));
+    let mut kept_instances = Vec::new();
+    for id in instance_ids {
+        // A look fills the sizing, which names the engine.
+        if instances.status(&id).await?.is_some() && wanted(instances.engine(&id)) {
+            kept_instances.push(id);
+        }
+    }
+    let mut kept_clusters = Vec::new();
+    for id in cluster_ids {
+        if clusters.status(&id).await?.is_some() && wanted(clusters.engine(&id)) {
+            kept_clusters.push(id);
+        } else {
+            ctx.reporter.info(format!(
+                "DB cluster {id} is not of engine {}; skipped",
+                engines.join(" or ")
+            ));
+        }
+    }
+    ctx.reporter.info(format!(
+        "engines {} keep {} DB instance(s) and {} cluster(s)",
+        engines.join(","),
+        kept_instances.len(),
+        kept_clusters.len()
+    ));
+    Ok((kept_instances, kept_clusters))
+}
+
 /// The records of the DB instances and of the clusters (wake-up and in-sleep check).
 #[allow(clippy::type_complexity)]
 async fn fetch_records(
@@ -591,14 +838,17 @@ pub async fn run(
     let snapshot_cycle = (params.snapshot_before_stop.unwrap_or(false)
         && ctx.execution.enforce.is_none())
     .then(|| ctx.execution.cycle_id.clone());
+    let retention = params.snapshot_retention.as_ref().map(|r| r.keep);
     let instances = Instances {
         client: &client,
         snapshot_cycle: snapshot_cycle.clone(),
+        retention,
         sizes: Sizes::default(),
     };
     let clusters = Clusters {
         client: &client,
         snapshot_cycle,
+        retention,
         sizes: Sizes::default(),
     };
     if let Some(mode) = ctx.execution.enforce {
@@ -615,6 +865,21 @@ pub async fn run(
         Operation::Hibernate => {
             let (instance_ids, cluster_ids, missing) =
                 resolve(ctx, &client, target, params).await?;
+            let engines = params.selector.as_ref().and_then(|s| s.engines.as_deref());
+            let (instance_ids, cluster_ids) = match engines {
+                Some(engines) => {
+                    of_engines(
+                        ctx,
+                        &instances,
+                        &clusters,
+                        engines,
+                        instance_ids,
+                        cluster_ids,
+                    )
+                    .await?
+                }
+                None => (instance_ids, cluster_ids),
+            };
             ctx.add_total(instance_ids.len() + cluster_ids.len());
             let mut i = switch::hibernate(ctx, &instances, &instance_ids).await?;
             let c = switch::hibernate(ctx, &clusters, &cluster_ids).await?;
@@ -658,6 +923,42 @@ pub fn wake_summary(parts: &[(&str, Tally)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_deletes_only_the_targets_own_snapshots_beyond_the_newest() {
+        let taken = |id: &str, secs: Option<i64>, plan: &str, target: &str| Taken {
+            id: id.into(),
+            created: secs.map(|s| (s, 0)),
+            tags: [
+                (snapshot_tag::PLAN.to_string(), plan.to_string()),
+                (snapshot_tag::TARGET.to_string(), target.to_string()),
+            ]
+            .into(),
+        };
+        let all = [
+            taken("n1", Some(100), "ns/p", "db"),
+            taken("n3", Some(300), "ns/p", "db"),
+            taken("n2", Some(200), "ns/p", "db"),
+            taken("creating", None, "ns/p", "db"),
+            taken("other-plan", Some(1), "ns/q", "db"),
+            taken("other-target", Some(1), "ns/p", "reports"),
+            Taken {
+                id: "users".into(),
+                created: Some((0, 0)),
+                tags: BTreeMap::new(),
+            },
+        ];
+        let ids = |v: Vec<&Taken>| v.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(beyond_retention(&all, "ns/p", "db", 2)), ["n2", "n1"]);
+        assert_eq!(
+            ids(beyond_retention(&all, "ns/p", "db", 4)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            ids(beyond_retention(&all, "ns/p", "db", 1)),
+            ["n3", "n2", "n1"]
+        );
+    }
 
     #[test]
     fn snapshot_ids_follow_rds_rules() {

@@ -138,3 +138,84 @@ async fn listed_instances_and_a_missing_one() -> Result<()> {
     );
     Ok(())
 }
+
+/// `hibernate: true` stops instances with hibernation enabled with `Hibernate=true` and the
+/// others as usual, saying so; both wake up as usual.
+#[tokio::test]
+async fn hibernate_uses_ec2_hibernation_where_enabled_and_says_when_it_falls_back() -> Result<()> {
+    use crate::slow_proxy::{Rule, SlowProxy};
+    let h = Harness::start().await?;
+    let image = image_id(&h).await?;
+    let out = h
+        .ec2()
+        .run_instances()
+        .image_id(image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+        .min_count(1)
+        .max_count(1)
+        .hibernation_options(
+            aws_sdk_ec2::types::HibernationOptionsRequest::builder()
+                .configured(true)
+                .build(),
+        )
+        .send()
+        .await?;
+    let enabled = out.instances()[0].instance_id().unwrap().to_string();
+    let plain = run_instances(&h, 1, &[]).await?.remove(0);
+    // Counts the stop requests with Hibernate=true and all of them.
+    let proxy = SlowProxy::start(
+        h.moto.endpoint(),
+        vec![
+            // The EC2 query protocol answers StopInstances with an instancesSet.
+            Rule::new(
+                "Action=",
+                "Hibernate=true",
+                "instancesSet",
+                "instancesSet",
+                10,
+            ),
+            Rule::new(
+                "Action=",
+                "Action=StopInstances",
+                "instancesSet",
+                "instancesSet",
+                10,
+            ),
+        ],
+    )
+    .await?;
+    let params = json!({"hibernate": true, "selector": {"instanceIds": [enabled, plain]}});
+    let ran = h
+        .runner("ec2", "vms", "hibernate")
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint())
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert!(
+        ran.has(&format!(
+            "EC2 instance {enabled} has hibernation enabled: hibernating it (its memory is kept on the root volume)"
+        )),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.has(&format!(
+            "warning: EC2 instance {plain} does not have hibernation enabled (it is set at launch): stopping it as usual, its memory is not kept"
+        )),
+        "{}",
+        ran.stdout
+    );
+    let hits: Vec<usize> = proxy.rules().iter().map(|r| r.hits).collect();
+    assert_eq!(hits, [1, 2], "one hibernation, two stops: {}", ran.stdout);
+    assert_eq!(instance_state(&h, &enabled).await?, "stopped");
+    assert_eq!(instance_state(&h, &plain).await?, "stopped");
+    h.runner("ec2", "vms", "wakeUp")
+        .param(params)
+        .run()
+        .await?
+        .ok();
+    assert_eq!(instance_state(&h, &enabled).await?, "running");
+    assert_eq!(instance_state(&h, &plain).await?, "running");
+    Ok(())
+}

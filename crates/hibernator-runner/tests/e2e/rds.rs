@@ -298,3 +298,194 @@ async fn one_refused_start_leaves_the_other_instances_started() -> Result<()> {
     assert!(!proxy.applied().is_empty(), "the fault was injected");
     Ok(())
 }
+
+/// Four nights with `snapshotRetention: {keep: 2}`: after each new snapshot only the two newest
+/// this target took remain; the user's own snapshot of the database, another plan's and
+/// another target's stay whatever their age.
+#[tokio::test]
+async fn snapshot_retention_keeps_the_newest_own_snapshots_and_nothing_else_is_touched()
+-> Result<()> {
+    let h = Harness::start().await?;
+    create_db(&h, "app-db", &[]).await?;
+    let tagged = |id: &str, tags: &[(&str, &str)]| {
+        let mut r = h
+            .rds()
+            .create_db_snapshot()
+            .db_instance_identifier("app-db")
+            .db_snapshot_identifier(id);
+        for (k, v) in tags {
+            r = r.tags(aws_sdk_rds::types::Tag::builder().key(*k).value(*v).build());
+        }
+        r.send()
+    };
+    tagged("users-own-backup", &[]).await?;
+    tagged(
+        "other-plans-snapshot",
+        &[
+            ("hibernator.ardikasaputro.io/plan", "team-a/other"),
+            ("hibernator.ardikasaputro.io/target", "databases"),
+        ],
+    )
+    .await?;
+    tagged(
+        "other-targets-snapshot",
+        &[
+            ("hibernator.ardikasaputro.io/plan", "team-a/nightly"),
+            ("hibernator.ardikasaputro.io/target", "reports"),
+        ],
+    )
+    .await?;
+    let params = json!({
+        "snapshotBeforeStop": true,
+        "snapshotRetention": {"keep": 2},
+        "selector": {"instanceIds": ["app-db"]}
+    });
+    let nights = [
+        "20261101-2000",
+        "20261102-2000",
+        "20261103-2000",
+        "20261104-2000",
+    ];
+    let mut stories = Vec::new();
+    for cycle in nights {
+        let ran = h
+            .runner("rds", "databases", "hibernate")
+            .env("HIBERNATOR_CYCLE_ID", cycle)
+            .param(params.clone())
+            .run()
+            .await?
+            .ok();
+        stories.push(ran.stdout);
+        h.runner("rds", "databases", "wakeUp")
+            .env("HIBERNATOR_CYCLE_ID", cycle)
+            .param(params.clone())
+            .run()
+            .await?
+            .ok();
+    }
+    assert!(
+        stories[2].contains(
+            "deleted snapshot app-db-hibernate-20261101-2000 of app-db (snapshotRetention keeps the 2 newest this target took)"
+        ),
+        "{}",
+        stories[2]
+    );
+    assert!(!stories[1].contains("deleted snapshot"), "{}", stories[1]);
+    let out = h
+        .rds()
+        .describe_db_snapshots()
+        .db_instance_identifier("app-db")
+        .snapshot_type("manual")
+        .send()
+        .await?;
+    let mut left: Vec<&str> = out
+        .db_snapshots()
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "app-db-hibernate-20261103-2000",
+            "app-db-hibernate-20261104-2000",
+            "other-plans-snapshot",
+            "other-targets-snapshot",
+            "users-own-backup",
+        ]
+    );
+    // The snapshots the target takes say who took them.
+    let newest = out
+        .db_snapshots()
+        .iter()
+        .find(|s| s.db_snapshot_identifier() == Some("app-db-hibernate-20261104-2000"))
+        .unwrap();
+    let tags: Vec<(&str, &str)> = newest
+        .tag_list()
+        .iter()
+        .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("hibernator.ardikasaputro.io/plan", "team-a/nightly"),
+            ("hibernator.ardikasaputro.io/target", "databases"),
+            ("hibernator.ardikasaputro.io/cycle", "20261104-2000"),
+        ]
+    );
+    assert_eq!(db_status(&h, "app-db").await?, "available");
+    Ok(())
+}
+
+/// DocumentDB and Neptune clusters are clusters of the RDS API: `engines` picks them among the
+/// tagged clusters, and they sleep and wake like Aurora's. moto's RDS API creates Neptune
+/// clusters but refuses the `docdb` engine, so the DocumentDB cluster is an Aurora MySQL
+/// cluster that a proxy in front of moto reports with engine `docdb`, as RDS does.
+#[tokio::test]
+async fn documentdb_and_neptune_clusters_are_chosen_by_engine_and_restored() -> Result<()> {
+    use crate::slow_proxy::{Rule, SlowProxy};
+    let h = Harness::start().await?;
+    create_aurora(&h, "app-aurora", &[("env", "dev")]).await?;
+    let proxy = SlowProxy::start(
+        h.moto.endpoint(),
+        vec![Rule::new(
+            "Action=",
+            "Action=DescribeDBClusters",
+            "<Engine>aurora-mysql</Engine>",
+            "<Engine>docdb</Engine>",
+            usize::MAX,
+        )],
+    )
+    .await?;
+    for (id, engine) in [("docs", "aurora-mysql"), ("graph", "neptune")] {
+        h.rds()
+            .create_db_cluster()
+            .db_cluster_identifier(id)
+            .engine(engine)
+            .master_username("admin")
+            .master_user_password("password123")
+            .tags(
+                aws_sdk_rds::types::Tag::builder()
+                    .key("env")
+                    .value("dev")
+                    .build(),
+            )
+            .send()
+            .await?;
+    }
+    let params = json!({"selector": {"tags": {"env": "dev"}, "engines": ["docdb", "neptune"]}});
+    let ran = h
+        .runner("rds", "document-stores", "hibernate")
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint())
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert!(
+        ran.has("DB cluster app-aurora is not of engine docdb or neptune; skipped"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.has("engines docdb,neptune keep 0 DB instance(s) and 2 cluster(s)"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(cluster_status(&h, "docs").await?, "stopped");
+    assert_eq!(cluster_status(&h, "graph").await?, "stopped");
+    assert_eq!(cluster_status(&h, "app-aurora").await?, "available");
+    let recorded = records(&h.controller);
+    assert_eq!(
+        recorded.keys().cloned().collect::<Vec<_>>(),
+        ["cluster:docs", "cluster:graph"]
+    );
+    h.runner("rds", "document-stores", "wakeUp")
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint())
+        .param(params)
+        .run()
+        .await?
+        .ok();
+    assert_eq!(cluster_status(&h, "docs").await?, "available");
+    assert_eq!(cluster_status(&h, "graph").await?, "available");
+    Ok(())
+}
