@@ -56,13 +56,13 @@ async fn configuration_errors_are_one_line_naming_the_problem() -> Result<()> {
         ),
         (
             "unknown parameter",
-            Box::new(|r| r.param(json!({"snapshotBeforeStop": true, "snapshotRetention": 7}))),
-            "error: failed to read HIBERNATOR_PARAMETERS: parameters of a rds target: unknown field `snapshotRetention`",
+            Box::new(|r| r.param(json!({"snapshotBeforeStop": true, "snapshotsKept": 7}))),
+            "error: failed to read HIBERNATOR_PARAMETERS: parameters of a rds target: unknown field `snapshotsKept`",
         ),
         (
             "wrong operation",
             Box::new(|r| r.env("HIBERNATOR_OPERATION", "shutdown")),
-            "error: HIBERNATOR_OPERATION = \"shutdown\" is not valid: expected hibernate or wakeUp",
+            "error: HIBERNATOR_OPERATION = \"shutdown\" is not valid: expected hibernate, wakeUp or enforce",
         ),
         (
             "eks without a cluster name",
