@@ -82,7 +82,7 @@ impl TargetType {
     /// True for the types whose runner can check, while the plan sleeps, that what it put to
     /// sleep is still asleep (in-sleep enforcement); targets of other types are not checked.
     pub fn checks_in_sleep(self) -> bool {
-        matches!(self, Self::Rds | Self::Ec2)
+        matches!(self, Self::Rds | Self::Ec2 | Self::Eks | Self::Asg)
     }
 
     fn schema(self, generator: &mut SchemaGenerator) -> Schema {

@@ -26,7 +26,7 @@ pub const MOTO_VERSION: &str = "5.2.5";
 /// The AWS account moto answers for.
 pub const ACCOUNT_ID: &str = "123456789012";
 
-/// Overrides the venv directory (default `<target>/moto-<version>`).
+/// Overrides the venv directory (default `${XDG_CACHE_HOME:-$HOME/.cache}/hibernator/moto-<version>`).
 pub const VENV_ENV: &str = "MOTO_SERVER_VENV";
 
 /// Overrides the Python interpreter used to create the venv (default `python3`).
@@ -300,11 +300,22 @@ pub fn venv_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(VENV_ENV) {
         return PathBuf::from(dir);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    // Outside the repository, like the Kubernetes tools: a clean clone (CI) reuses the venv
+    // instead of installing moto again; without a home directory, the target directory.
+    let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join(format!("moto-{MOTO_VERSION}"))
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match cache {
+        Some(cache) => cache
+            .join("hibernator")
+            .join(format!("moto-{MOTO_VERSION}")),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+            .join(format!("moto-{MOTO_VERSION}")),
+    }
 }
 
 /// Installs `moto[server]==MOTO_VERSION` into [`venv_dir`] unless it is already there, and

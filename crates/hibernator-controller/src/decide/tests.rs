@@ -1315,6 +1315,17 @@ fn the_night_comes_while_a_target_is_kept_awake() {
     assert_eq!(w.condition("Restored"), cond("True", "Restored"));
 }
 
+/// A plan of one database.
+fn db_plan() -> HibernationPlan {
+    let mut p = PlanBuilder::new("prod-offhours")
+        .namespace("hibernator-system")
+        .target_with("prod-db", TargetType::Rds, json!({}))
+        .build();
+    p.metadata.generation = Some(1);
+    p.metadata.uid = Some("uid-1".into());
+    p
+}
+
 fn with_enforce(mut p: HibernationPlan, mode: &str, interval: &str) -> HibernationPlan {
     p.spec.behavior = Some(
         serde_json::from_value(json!({"enforce": {"mode": mode, "interval": interval}})).unwrap(),
@@ -1372,19 +1383,22 @@ fn in_sleep_checks_report_drift_until_the_wake_up_and_never_touch_ready() {
     );
     assert_eq!(w.condition("Drifted"), None, "no check yet");
 
-    // Six hours after the hibernation ended: the rds target is checked, the eks one (which
-    // cannot be checked) is not.
+    // Six hours after the hibernation ended: both targets are checked.
     w.now = done + SignedDuration::from_hours(6);
     let d = w.reconcile();
-    assert_eq!(checks_created(&d), [(0, 1, Some(Report))]);
+    assert_eq!(
+        checks_created(&d),
+        [(0, 1, Some(Report)), (1, 1, Some(Report))]
+    );
     assert_eq!(w.phase(), Phase::Hibernated, "a check is not an operation");
-    let job = w.jobs.last().unwrap().name.clone();
+    let job = w.jobs[w.jobs.len() - 2].name.clone();
     assert_eq!(job, "prod-offhours-prod-db-e-20261127t0100-1");
     // No second check while one runs (06:00 is still ahead).
     w.advance(SignedDuration::from_mins(90));
     assert!(w.reconcile().create.is_empty());
 
     finish_check(&mut w, "prod-db", true, &["res:prod-db"], &[]);
+    finish_check(&mut w, "prod-cluster", true, &[], &[]);
     let before = w.events.len();
     let d = w.reconcile();
     assert_eq!(
@@ -1447,7 +1461,7 @@ fn in_sleep_checks_report_drift_until_the_wake_up_and_never_touch_ready() {
 fn reapply_counts_what_it_put_back_to_sleep_and_a_failed_check_says_so() {
     use hibernator_api::plan::EnforceMode::Reapply;
     let mut w = World::new(
-        with_enforce(seed_plan(), "Reapply", "1h"),
+        with_enforce(db_plan(), "Reapply", "1h"),
         ny("2026-11-26T20:00"),
     );
     run_to_end(&mut w);
@@ -1557,7 +1571,7 @@ fn the_next_check_comes_at_a_predicted_rds_auto_start_when_that_is_sooner() {
 #[test]
 fn a_check_after_a_predicted_rds_auto_start_runs_although_the_interval_is_longer() {
     let mut w = World::new(
-        with_enforce(seed_plan(), "Report", "144h"),
+        with_enforce(db_plan(), "Report", "144h"),
         ny("2026-11-26T20:00"),
     );
     // Asleep for two weeks (an exception extends the night).

@@ -153,10 +153,27 @@ async fn resolve(
     }
 }
 
+/// The records of the groups (wake-up and in-sleep check).
+async fn fetch_records(ctx: &Ctx<'_>) -> Result<Vec<(String, Sizes)>, RunError> {
+    let records = ctx.fetch().await?;
+    ctx.ignore_other_records(&records, &[key_prefix::ASG]);
+    let records: Vec<(String, Sizes)> = ctx.records_of(&records, key_prefix::ASG)?;
+    ctx.add_total(records.len());
+    Ok(records)
+}
+
 /// Runs an `asg` target.
 pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &AsgParameters) -> Result<Outcome, RunError> {
     let client = Client::new(&aws.config);
     let groups = Groups { client: &client };
+    if let Some(mode) = ctx.execution.enforce {
+        let records = fetch_records(ctx).await?;
+        let tally = scale::enforce(ctx, &groups, &records, mode).await?;
+        return Ok(Outcome {
+            summary: super::check_summary(mode, &[("auto-scaling group", tally)]),
+            changed: tally.changed,
+        });
+    }
     match ctx.execution.operation {
         Operation::Hibernate => {
             let (names, missing) = resolve(ctx, &client, params).await?;
@@ -175,10 +192,7 @@ pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &AsgParameters) -> Result<Out
             })
         }
         Operation::WakeUp => {
-            let records = ctx.fetch().await?;
-            ctx.ignore_other_records(&records, &[key_prefix::ASG]);
-            let records: Vec<(String, Sizes)> = ctx.records_of(&records, key_prefix::ASG)?;
-            ctx.add_total(records.len());
+            let records = fetch_records(ctx).await?;
             let tally = scale::wake(ctx, &groups, &records).await?;
             let summary = if tally.total == 0 {
                 wake_summary(&[("auto-scaling group", tally)])

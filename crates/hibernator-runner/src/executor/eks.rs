@@ -108,6 +108,15 @@ impl Scalable for NodeGroups<'_> {
     }
 }
 
+/// The records of the node groups (wake-up and in-sleep check).
+async fn fetch_records(ctx: &Ctx<'_>) -> Result<Vec<(String, Sizes)>, RunError> {
+    let records = ctx.fetch().await?;
+    ctx.ignore_other_records(&records, &[key_prefix::NODE_GROUP]);
+    let records: Vec<(String, Sizes)> = ctx.records_of(&records, key_prefix::NODE_GROUP)?;
+    ctx.add_total(records.len());
+    Ok(records)
+}
+
 /// Runs an `eks` target on the cluster the controller resolved (`eksClusterName`).
 pub async fn run(
     ctx: &Ctx<'_>,
@@ -120,6 +129,14 @@ pub async fn run(
         client: &client,
         cluster,
     };
+    if let Some(mode) = ctx.execution.enforce {
+        let records = fetch_records(ctx).await?;
+        let tally = scale::enforce(ctx, &groups, &records, mode).await?;
+        return Ok(Outcome {
+            summary: super::check_summary(mode, &[("node group", tally)]),
+            changed: tally.changed,
+        });
+    }
     match ctx.execution.operation {
         Operation::Hibernate => {
             match client.describe_cluster().name(cluster).send().await {
@@ -188,10 +205,7 @@ pub async fn run(
             })
         }
         Operation::WakeUp => {
-            let records = ctx.fetch().await?;
-            ctx.ignore_other_records(&records, &[key_prefix::NODE_GROUP]);
-            let records: Vec<(String, Sizes)> = ctx.records_of(&records, key_prefix::NODE_GROUP)?;
-            ctx.add_total(records.len());
+            let records = fetch_records(ctx).await?;
             let tally = scale::wake(ctx, &groups, &records).await?;
             let summary = if tally.total == 0 {
                 wake_summary(&[("node group", tally)])

@@ -23,17 +23,6 @@ pub async fn run(ctx: &Ctx<'_>, params: &NoopParameters) -> Result<Outcome, RunE
     let operation = ctx.execution.operation;
     let target = &ctx.execution.target;
     ctx.add_total(1);
-    if ctx.execution.enforce.is_some() {
-        // A noop resource cannot wake by itself: every record is found asleep.
-        for key in ctx.fetch().await?.keys() {
-            ctx.outcome(key, super::ResourceOutcome::Asleep);
-        }
-        ctx.progress("noop checked", true).await;
-        return Ok(Outcome {
-            summary: format!("noop: {target} checked (asleep)"),
-            changed: 0,
-        });
-    }
     match operation {
         Operation::Hibernate => {
             let key = format!("{}:{target}", key_prefix::NOOP);

@@ -372,3 +372,78 @@ pub async fn wake<S: Scalable>(
     .await?;
     Ok(tally)
 }
+
+/// In-sleep check of the recorded resources: asleep is min = desired = 0 (whatever the record
+/// says: the wake-up puts the recorded sizes back). One found with capacity is reported
+/// (`Report`) or scaled to zero again through [`hibernate`] (`Reapply`: its record of the night
+/// is kept, the controller's first record wins).
+pub async fn enforce<S: Scalable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    records: &[(String, Sizes)],
+    mode: hibernator_api::plan::EnforceMode,
+) -> Result<Tally, RunError> {
+    let mut tally = Tally {
+        total: records.len() as u32,
+        ..Tally::default()
+    };
+    let key = |name: &str| format!("{}:{name}", kind.key_prefix());
+    let mut awake: Vec<(String, String)> = Vec::new();
+    for (name, _) in records {
+        ctx.check_stop()?;
+        let look = match kind.look(name).await {
+            Ok(Some(look)) if look.condition != Condition::Leaving => look,
+            Ok(_) => {
+                tally.missing += 1;
+                ctx.check_not_found(&key(name), &label(kind, name)).await;
+                continue;
+            }
+            Err(e) => {
+                tally.failed += 1;
+                ctx.check_failed(&key(name), &e.into()).await;
+                continue;
+            }
+        };
+        if look.sizes.min_size == 0 && look.sizes.desired_size == 0 {
+            ctx.reporter.info(format!(
+                "{} is at {}, as it should be",
+                label(kind, name),
+                look.sizes
+            ));
+            tally.already += 1;
+            ctx.outcome(&key(name), ResourceOutcome::Asleep);
+            ctx.progress(&format!("{name} asleep"), true).await;
+            continue;
+        }
+        ctx.reporter.warn(format!(
+            "{} is at {} although it was scaled to zero in cycle {}: drifted",
+            label(kind, name),
+            look.sizes,
+            ctx.execution.cycle_id
+        ));
+        awake.push((name.clone(), look.sizes.to_string()));
+    }
+    if mode != hibernator_api::plan::EnforceMode::Reapply {
+        for (name, sizes) in &awake {
+            tally.left += 1;
+            ctx.outcome(&key(name), ResourceOutcome::Drifted(sizes.clone()));
+            ctx.progress(&format!("{name} drifted ({sizes})"), true)
+                .await;
+        }
+        return Ok(tally);
+    }
+    if awake.is_empty() {
+        return Ok(tally);
+    }
+    let names: Vec<String> = awake.iter().map(|(n, _)| n.clone()).collect();
+    let slept = hibernate(ctx, kind, &names).await?;
+    for (name, sizes) in &awake {
+        // The hibernation noted the (kept) record; the check's word is what happened.
+        ctx.outcome(&key(name), ResourceOutcome::Reapplied(sizes.clone()));
+    }
+    tally.changed += slept.changed;
+    tally.already += slept.already;
+    tally.missing += slept.missing;
+    tally.left += slept.left;
+    Ok(tally)
+}

@@ -266,17 +266,16 @@ async fn a_reapply_killed_at_any_step_is_finished_by_a_rerun_and_woken_exactly()
 async fn a_check_of_a_type_that_cannot_be_checked_is_refused_and_a_mode_is_required() -> Result<()>
 {
     let h = Harness::start().await?;
-    let asg = h
-        .runner("asg", "groups", "enforce")
+    let noop = h
+        .runner("noop", "t0", "enforce")
         .env("HIBERNATOR_ENFORCE_MODE", "Report")
-        .param(json!({"selector": {"names": ["a"]}}))
         .run()
         .await?
         .failed(2);
     assert!(
-        asg.has("in-sleep checks are made for rds, ec2 targets, not asg"),
+        noop.has("in-sleep checks are made for rds, eks, ec2, asg targets, not noop"),
         "{}",
-        asg.stdout
+        noop.stdout
     );
     let no_mode = h
         .runner("rds", "databases", "enforce")
@@ -291,5 +290,58 @@ async fn a_check_of_a_type_that_cannot_be_checked_is_refused_and_a_mode_is_requi
         .await?
         .failed(2);
     assert!(off.has("expected Report or Reapply"), "{}", off.stdout);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_auto_scaling_group_scaled_up_while_asleep_is_reported_then_scaled_to_zero_again()
+-> Result<()> {
+    let h = Harness::start().await?;
+    create_asg(&h, "web", (1, 2, 4), &[]).await?;
+    let params = json!({"selector": {"names": ["web"]}});
+    h.runner("asg", "groups", "hibernate")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    let night = records(&h.controller);
+    // Someone scales it up "for a minute".
+    h.asg()
+        .update_auto_scaling_group()
+        .auto_scaling_group_name("web")
+        .min_size(1)
+        .desired_capacity(1)
+        .send()
+        .await?;
+    let report = h
+        .runner("asg", "groups", "enforce")
+        .env("HIBERNATOR_ENFORCE_MODE", "Report")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert!(
+        report.has("auto-scaling group web is at min 1, desired 1, max 4 although it was scaled to zero in cycle"),
+        "{}",
+        report.stdout
+    );
+    assert_eq!(results(&h), [("asg:web".to_string(), R::Drifted)]);
+    assert_eq!(asg_sizes(&h, "web").await?.1, 1, "Report changes nothing");
+    h.runner("asg", "groups", "enforce")
+        .env("HIBERNATOR_ENFORCE_MODE", "Reapply")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert_eq!(results(&h), [("asg:web".to_string(), R::Reapplied)]);
+    assert_eq!(asg_sizes(&h, "web").await?, (0, 0, 4, 0));
+    assert_eq!(records(&h.controller), night, "the night's record is kept");
+    h.runner("asg", "groups", "wakeUp")
+        .param(params)
+        .run()
+        .await?
+        .ok();
+    assert_eq!(asg_sizes(&h, "web").await?.0, 1);
+    assert_eq!(asg_sizes(&h, "web").await?.1, 2);
     Ok(())
 }
