@@ -84,9 +84,13 @@ pub(super) fn step(
         .any(|j| j.cycle == e.cycle_id && j.outcome == JobOutcome::Running);
     let eligible = eligible(status, o, should_sleep);
     e.next_check_at = None;
+    // Nothing is checked while a connector is missing (the Job could not be made) or while
+    // hibernating is refused (Reapply would do what the self-guard forbids).
     if let Some(done) = cycle.finished_at.as_ref().map(|f| f.0)
         && !eligible.is_empty()
         && !running
+        && o.reference_problem.is_none()
+        && o.refuse_hibernation.is_none()
     {
         let since = e.last_check_at.as_ref().map_or(done, |l| l.0);
         let due = next_check(since, interval, &auto_starts(o, &eligible));

@@ -1519,6 +1519,23 @@ fn targets_kept_awake_by_an_exception_or_suspended_plans_are_not_checked_and_off
     assert!(w.reconcile().create.is_empty());
     assert_eq!(w.status().enforcement, None);
 
+    // A missing connector or a refused hibernation: no check (its Job could not be made, or a
+    // Reapply would do what the self-guard forbids).
+    let mut w = World::new(db_plan(), ny("2026-11-26T20:00"));
+    run_to_end(&mut w);
+    w.advance(SignedDuration::from_hours(7));
+    w.refuse_hibernation = Some(("SelfHibernation", "the controller runs there".into()));
+    assert!(w.reconcile().create.is_empty());
+    w.refuse_hibernation = None;
+    w.reference_problem = Some(("ReferenceNotFound".into(), "CloudProvider aws-prod".into()));
+    assert!(w.reconcile().create.is_empty());
+    w.reference_problem = None;
+    assert_eq!(
+        checks_created(&w.reconcile()).len(),
+        1,
+        "checked once both are gone"
+    );
+
     // A target an exception keeps awake is not checked while it is awake.
     let mut w = World::new(
         with_enforce(three_tier_plan(), "Report", "1h"),
