@@ -22,8 +22,26 @@ async fn kubectl_applies_waits_reads_logs_and_deletes() -> anyhow::Result<()> {
     let ns = cluster.create_namespace("kubectl").await?;
     let kubectl = cluster.kubectl()?;
 
-    // A CRD, then wait until it is served.
+    // A CRD, then wait until it is served. kubectl 1.33's `wait --for=condition` fails at once
+    // instead of waiting while the object has no `status.conditions` at all (".status.conditions
+    // accessor error: <nil>"), which a CRD has for a moment after its creation: the test waits
+    // for the API server to write them first, then kubectl waits for Established.
     kubectl.run(["apply", "-f", &fixture("crd.yaml")]).await?;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(cluster.client()?);
+    eventually(
+        "the CRD to have conditions",
+        Duration::from_secs(60),
+        || async {
+            let crd = crds.get("gadgets.kubectl.testbed.example.com").await?;
+            Ok(crd
+                .status
+                .and_then(|s| s.conditions)
+                .filter(|c| !c.is_empty())
+                .map(|_| ()))
+        },
+    )
+    .await?;
     kubectl
         .run([
             "wait",
