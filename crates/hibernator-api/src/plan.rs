@@ -474,8 +474,10 @@ pub struct HibernationPlanStatus {
 #[serde(rename_all = "camelCase")]
 pub struct EnforcementStatus {
     /// The hibernation cycle checked.
+    #[serde(default)]
     pub cycle_id: String,
     /// The mode in force.
+    #[serde(default)]
     pub mode: EnforceMode,
     /// Checks started in this cycle (the runner Jobs of check `n` end in `-e-<cycle>-<n>`).
     #[serde(default)]
@@ -497,6 +499,24 @@ pub struct EnforcementStatus {
     /// Resources put back to sleep in this cycle (`Reapply`), counted per check.
     #[serde(default)]
     pub reapplied: i32,
+}
+
+#[cfg(test)]
+mod enforcement_status_tests {
+    use super::*;
+
+    /// A status whose enforcement lacks fields (written by hand, or by an older controller)
+    /// still reads: an unreadable status would stop the whole plan.
+    #[test]
+    fn a_partial_enforcement_status_reads_with_defaults() {
+        let s: HibernationPlanStatus =
+            serde_json::from_value(serde_json::json!({"enforcement": {"checks": 2}})).unwrap();
+        let e = s.enforcement.unwrap();
+        assert_eq!(
+            (e.cycle_id.as_str(), e.mode, e.checks),
+            ("", EnforceMode::Report, 2)
+        );
+    }
 }
 
 /// A target with resources found awake while it should sleep.
