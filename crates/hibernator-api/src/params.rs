@@ -27,6 +27,8 @@ pub enum TargetType {
     Ec2,
     /// EC2 auto-scaling groups.
     Asg,
+    /// ECS services (with their Application Auto Scaling targets).
+    Ecs,
     /// Deployments and StatefulSets in a cluster.
     Workloads,
     /// Karpenter NodePools in a cluster.
@@ -39,11 +41,12 @@ pub enum TargetType {
 
 impl TargetType {
     /// Every type.
-    pub const ALL: [TargetType; 8] = [
+    pub const ALL: [TargetType; 9] = [
         TargetType::Rds,
         TargetType::Eks,
         TargetType::Ec2,
         TargetType::Asg,
+        TargetType::Ecs,
         TargetType::Workloads,
         TargetType::Karpenter,
         TargetType::Gitops,
@@ -57,6 +60,7 @@ impl TargetType {
             Self::Eks => "eks",
             Self::Ec2 => "ec2",
             Self::Asg => "asg",
+            Self::Ecs => "ecs",
             Self::Workloads => "workloads",
             Self::Karpenter => "karpenter",
             Self::Gitops => "gitops",
@@ -73,7 +77,9 @@ impl TargetType {
     pub fn connector_kind(self) -> Option<crate::plan::ConnectorKind> {
         use crate::plan::ConnectorKind;
         match self {
-            Self::Rds | Self::Eks | Self::Ec2 | Self::Asg => Some(ConnectorKind::CloudProvider),
+            Self::Rds | Self::Eks | Self::Ec2 | Self::Asg | Self::Ecs => {
+                Some(ConnectorKind::CloudProvider)
+            }
             Self::Workloads | Self::Karpenter | Self::Gitops => Some(ConnectorKind::K8SCluster),
             Self::Noop => None,
         }
@@ -82,7 +88,10 @@ impl TargetType {
     /// True for the types whose runner can check, while the plan sleeps, that what it put to
     /// sleep is still asleep (in-sleep enforcement); targets of other types are not checked.
     pub fn checks_in_sleep(self) -> bool {
-        matches!(self, Self::Rds | Self::Ec2 | Self::Eks | Self::Asg)
+        matches!(
+            self,
+            Self::Rds | Self::Ec2 | Self::Eks | Self::Asg | Self::Ecs
+        )
     }
 
     fn schema(self, generator: &mut SchemaGenerator) -> Schema {
@@ -91,6 +100,7 @@ impl TargetType {
             Self::Eks => generator.subschema_for::<EksParameters>(),
             Self::Ec2 => generator.subschema_for::<Ec2Parameters>(),
             Self::Asg => generator.subschema_for::<AsgParameters>(),
+            Self::Ecs => generator.subschema_for::<EcsParameters>(),
             Self::Workloads => generator.subschema_for::<WorkloadsParameters>(),
             Self::Karpenter => generator.subschema_for::<KarpenterParameters>(),
             Self::Gitops => generator.subschema_for::<GitopsParameters>(),
@@ -122,6 +132,13 @@ impl TargetType {
                 ),
                 "asg targets need parameters.selector with exactly one of names or tags".into(),
                 ".parameters.selector",
+            )],
+            Self::Ecs => vec![(
+                guard(
+                    "has(self.parameters) && has(self.parameters.cluster) && has(self.parameters.selector) && has(self.parameters.selector.services) != has(self.parameters.selector.tags)",
+                ),
+                "ecs targets need parameters.cluster and parameters.selector with exactly one of services or tags".into(),
+                ".parameters",
             )],
             Self::Rds => vec![(
                 guard(
@@ -296,6 +313,49 @@ pub struct AsgSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 255)))]
     pub names: Option<Vec<String>>,
+    /// Resources carrying all of these tags; an empty value matches any value
+    /// of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 20))]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Parameters of an `ecs` target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EcsParameters {
+    /// The ECS cluster whose services the target covers: its name or ARN.
+    #[schemars(length(min = 1, max = 2048))]
+    pub cluster: String,
+    /// Which resources the target covers. rds: without a selector the target's name is the DB
+    /// instance identifier (or, if there is no such instance, the Aurora cluster identifier).
+    /// ec2: instances managed by an auto-scaling group or by Karpenter are always left alone.
+    pub selector: EcsSelector,
+}
+
+impl EcsParameters {
+    /// The cluster's name (the part after `cluster/` of an ARN), as record keys carry it.
+    pub fn cluster_name(&self) -> &str {
+        ecs_cluster_name(&self.cluster)
+    }
+}
+
+/// The name of an ECS cluster given by name or ARN (`arn:aws:ecs:<region>:<account>:cluster/<name>`).
+pub fn ecs_cluster_name(cluster: &str) -> &str {
+    match cluster.strip_prefix("arn:") {
+        Some(rest) => rest.rsplit_once('/').map_or(cluster, |(_, name)| name),
+        None => cluster,
+    }
+}
+
+/// Which ECS services an `ecs` target covers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EcsSelector {
+    /// Service names (or ARNs) in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 2048)))]
+    pub services: Option<Vec<String>>,
     /// Resources carrying all of these tags; an empty value matches any value
     /// of the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -586,6 +646,8 @@ pub enum TargetParameters {
     Ec2(Ec2Parameters),
     /// `asg`.
     Asg(AsgParameters),
+    /// `ecs`.
+    Ecs(EcsParameters),
     /// `workloads`.
     Workloads(WorkloadsParameters),
     /// `karpenter`.
@@ -628,6 +690,21 @@ impl TargetParameters {
             TargetType::Eks => Self::Eks(serde_json::from_value(value).map_err(err)?),
             TargetType::Ec2 => Self::Ec2(serde_json::from_value(value).map_err(err)?),
             TargetType::Asg => Self::Asg(serde_json::from_value(value).map_err(err)?),
+            TargetType::Ecs => {
+                let p: EcsParameters = serde_json::from_value(value).map_err(err)?;
+                // Without a choice the runner would take every service of the cluster.
+                let chosen = (
+                    p.selector.services.as_ref().is_some_and(|s| !s.is_empty()),
+                    p.selector.tags.as_ref().is_some_and(|t| !t.is_empty()),
+                );
+                if chosen.0 == chosen.1 {
+                    return Err(ParametersError {
+                        type_,
+                        message: "selector needs exactly one of services (a non-empty list) or tags (at least one)".into(),
+                    });
+                }
+                Self::Ecs(p)
+            }
             TargetType::Workloads => Self::Workloads(serde_json::from_value(value).map_err(err)?),
             TargetType::Karpenter => Self::Karpenter(serde_json::from_value(value).map_err(err)?),
             TargetType::Gitops => Self::Gitops(serde_json::from_value(value).map_err(err)?),
@@ -642,6 +719,7 @@ impl TargetParameters {
             Self::Eks(p) => serde_json::to_value(p),
             Self::Ec2(p) => serde_json::to_value(p),
             Self::Asg(p) => serde_json::to_value(p),
+            Self::Ecs(p) => serde_json::to_value(p),
             Self::Workloads(p) => serde_json::to_value(p),
             Self::Karpenter(p) => serde_json::to_value(p),
             Self::Gitops(p) => serde_json::to_value(p),
@@ -876,6 +954,32 @@ mod tests {
                 selector: None
             })
         );
+    }
+
+    #[test]
+    fn an_ecs_selector_chooses_services_or_tags() {
+        let parse = |v: Value| TargetParameters::parse(TargetType::Ecs, Some(&v));
+        for bad in [
+            json!({"cluster": "web", "selector": {}}),
+            json!({"cluster": "web", "selector": {"services": []}}),
+            json!({"cluster": "web", "selector": {"tags": {}}}),
+            json!({"cluster": "web", "selector": {"services": ["api"], "tags": {"env": "dev"}}}),
+        ] {
+            let err = parse(bad.clone()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "parameters of a ecs target: selector needs exactly one of services (a non-empty list) or tags (at least one)",
+                "{bad}"
+            );
+        }
+        let err = parse(json!({"selector": {"services": ["api"]}})).unwrap_err();
+        assert!(err.message.contains("missing field `cluster`"), "{err}");
+        let ok = parse(json!({"cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/web", "selector": {"services": ["api"]}})).unwrap();
+        let TargetParameters::Ecs(ecs) = ok else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(ecs.cluster_name(), "web");
+        assert_eq!(ecs_cluster_name("web"), "web");
     }
 
     #[test]

@@ -361,8 +361,8 @@ pub struct Target {
         regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
-    /// What kind of resource this is: `rds`, `eks`, `ec2`, `asg`, `workloads`, `karpenter` or
-    /// `noop`.
+    /// What kind of resource this is: `rds`, `eks`, `ec2`, `asg`, `ecs`, `workloads`,
+    /// `karpenter`, `gitops` or `noop`.
     #[serde(rename = "type")]
     pub type_: TargetType,
     /// The connector that gives access to the resource: a CloudProvider for AWS targets, a

@@ -747,6 +747,8 @@ pub mod key_prefix {
     pub const EC2: &str = "ec2";
     /// Auto-scaling groups.
     pub const ASG: &str = "asg";
+    /// ECS services (`ecs:<cluster name>/<service name>`).
+    pub const ECS: &str = "ecs";
     /// Deployments (`deployment:<namespace>/<name>`).
     pub const DEPLOYMENT: &str = "deployment";
     /// StatefulSets (`statefulset:<namespace>/<name>`).
@@ -768,7 +770,7 @@ pub mod key_prefix {
 }
 
 /// The key prefixes of the records a target with `params` makes: `instance`/`cluster` for
-/// RDS, `nodegroup` for EKS, `ec2`, `asg`, for workloads `deployment`/`statefulset`/`cronjob`,
+/// RDS, `nodegroup` for EKS, `ec2`, `asg`, `ecs`, for workloads `deployment`/`statefulset`/`cronjob`,
 /// `scaledobject` and `<kind>.<group>` of each scalable kind it names, `nodepool` for Karpenter,
 /// `kustomization`/`helmrelease`/`application` for gitops, `noop`.
 pub fn key_prefixes(params: &crate::TargetParameters) -> Vec<String> {
@@ -780,6 +782,7 @@ pub fn key_prefixes(params: &crate::TargetParameters) -> Vec<String> {
         P::Eks(_) => &[k::NODE_GROUP],
         P::Ec2(_) => &[k::EC2],
         P::Asg(_) => &[k::ASG],
+        P::Ecs(_) => &[k::ECS],
         P::Workloads(_) => &[k::DEPLOYMENT, k::STATEFULSET, k::CRONJOB, k::SCALED_OBJECT],
         P::Karpenter(_) => &[k::NODE_POOL],
         P::Gitops(_) => &[k::KUSTOMIZATION, k::HELM_RELEASE, k::APPLICATION],
@@ -821,6 +824,17 @@ pub fn key_in_scope(params: &crate::TargetParameters, key: &str) -> Result<(), S
             .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
             .ok_or_else(|| "a key of this type is \"kind:namespace/name\"".to_string())?;
     }
+    if let P::Ecs(e) = params {
+        let cluster = e.cluster_name();
+        match rest.split_once('/') {
+            Some((c, service)) if c == cluster && !service.is_empty() => {}
+            _ => {
+                return Err(format!(
+                    "a key of this type is \"ecs:{cluster}/<service>\" (the target's cluster)"
+                ));
+            }
+        }
+    }
     if let P::Workloads(w) = params {
         let (namespace, _) = rest.split_once('/').unwrap_or_default();
         if let Some(namespaces) = &w.namespaces
@@ -856,6 +870,15 @@ mod scope_tests {
         assert!(e.contains("\"instance:...\" or \"cluster:...\""), "{e}");
         assert!(key_in_scope(&rds, "instance:").is_err());
         assert!(key_in_scope(&rds, "db").is_err());
+        let ecs = params(
+            TargetType::Ecs,
+            json!({"cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/web", "selector": {"services": ["api"]}}),
+        );
+        assert_eq!(key_in_scope(&ecs, "ecs:web/api"), Ok(()));
+        let e = key_in_scope(&ecs, "ecs:other/api").unwrap_err();
+        assert!(e.contains("\"ecs:web/<service>\""), "{e}");
+        assert!(key_in_scope(&ecs, "ecs:web/").is_err());
+        assert!(key_in_scope(&ecs, "ecs:web").is_err());
 
         let w = params(TargetType::Workloads, json!({"namespaces": ["team-a"]}));
         assert_eq!(key_in_scope(&w, "deployment:team-a/web"), Ok(()));

@@ -29,7 +29,7 @@ pub struct Args {
     /// Target name.
     #[arg(long, hide_env_values = true, env = env::TARGET)]
     pub target: Option<String>,
-    /// Target type: rds, eks, ec2, asg, workloads, karpenter or noop.
+    /// Target type: rds, eks, ec2, asg, ecs, workloads, karpenter, gitops or noop.
     #[arg(long, hide_env_values = true, env = env::TARGET_TYPE)]
     pub target_type: Option<String>,
     /// `hibernate`, `wakeUp` or `enforce` (an in-sleep check).
@@ -464,7 +464,7 @@ fn check_connector(type_: TargetType, connector: &ConnectorSettings) -> Result<(
     }
     let needs_aws = matches!(
         type_,
-        TargetType::Rds | TargetType::Eks | TargetType::Ec2 | TargetType::Asg
+        TargetType::Rds | TargetType::Eks | TargetType::Ec2 | TargetType::Asg | TargetType::Ecs
     );
     if !needs_aws {
         return Ok(());

@@ -366,6 +366,7 @@ async fn execute(config: &Config, ctx: &Ctx<'_>) -> Result<Outcome, RunError> {
         }
         TargetParameters::Ec2(p) => executor::ec2::run(ctx, &aws, p).await,
         TargetParameters::Asg(p) => executor::asg::run(ctx, &aws, p).await,
+        TargetParameters::Ecs(p) => executor::ecs::run(ctx, &aws, p).await,
         TargetParameters::Workloads(_)
         | TargetParameters::Karpenter(_)
         | TargetParameters::Gitops(_) => Err(ConfigError::ConnectorKind {

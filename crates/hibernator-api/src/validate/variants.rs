@@ -506,6 +506,21 @@ pub fn cases() -> Vec<Case> {
             value: None,
         },
         Case {
+            name: "ecs with both services and tags",
+            kind: PLAN,
+            change: |p| {
+                set(p, "/spec/targets/0/type", json!("ecs"));
+                set(
+                    p,
+                    "/spec/targets/0/parameters",
+                    json!({"cluster": "shop", "selector": {"services": ["api"], "tags": {"env": "dev"}}}),
+                );
+            },
+            field: "spec.targets[0].parameters",
+            message: "ecs targets need parameters.cluster and parameters.selector with exactly one of services or tags",
+            value: None,
+        },
+        Case {
             name: "string where a boolean goes",
             kind: PLAN,
             change: |p| {

@@ -76,6 +76,8 @@ fn valid_objects(ns: &str) -> Vec<(String, Value)> {
          "parameters": {"selector": {"tags": {"env": "dev"}}}},
         {"name": "asgs", "type": "asg", "connectorRef": {"kind": "CloudProvider", "name": "aws-prod"},
          "parameters": {"selector": {"names": ["web-asg"]}}},
+        {"name": "services", "type": "ecs", "connectorRef": {"kind": "CloudProvider", "name": "aws-prod"},
+         "parameters": {"cluster": "shop", "selector": {"tags": {"env": "dev"}}}},
         {"name": "later", "type": "noop"},
     ]);
     let mut all = plan.clone();
@@ -86,7 +88,7 @@ fn valid_objects(ns: &str) -> Vec<(String, Value)> {
         "/spec/execution",
         json!({"strategy": {"type": "Staged", "stages": [
             {"name": "first", "targets": ["apps", "pools"], "parallel": true, "maxConcurrency": 2},
-            {"name": "then", "targets": ["vms", "asgs", "later"]},
+            {"name": "then", "targets": ["vms", "asgs", "services", "later"]},
         ]}}),
     );
     set(

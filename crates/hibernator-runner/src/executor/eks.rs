@@ -26,8 +26,11 @@ impl Scalable for NodeGroups<'_> {
         key_prefix::NODE_GROUP
     }
 
-    fn region(&self) -> Option<String> {
-        self.client.config().region().map(|r| r.to_string())
+    type Capacity = Sizes;
+
+    fn sizing(&self, look: &Look) -> Option<hibernator_api::savings::Sizing> {
+        let region = self.client.config().region().map(|r| r.to_string());
+        Some(scale::ec2_sizing(look, region))
     }
 
     async fn look(&self, name: &str) -> Result<Option<Look>, AwsError> {

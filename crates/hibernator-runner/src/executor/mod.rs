@@ -18,6 +18,7 @@ use crate::wait::WaitError;
 
 pub mod asg;
 pub mod ec2;
+pub mod ecs;
 pub mod eks;
 pub mod gitops;
 pub mod karpenter;

@@ -1,8 +1,11 @@
-//! The engine for resources with sizes (EKS managed node groups, auto-scaling groups): record
-//! min/desired/max, scale to min = desired = 0 keeping max, restore exactly.
+//! The engine for resources with a capacity (EKS managed node groups, auto-scaling groups,
+//! ECS services): record the capacity, scale to zero, restore exactly. Node groups and
+//! auto-scaling groups have [`Sizes`] (min/desired/max, asleep at min = desired = 0 keeping
+//! max); an ECS service has a desired count and maybe auto-scaling bounds (`ecs.rs`).
 
 use std::fmt;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{AwsError, Ctx, Pending, ResourceOutcome, RunError, Tally, all, wait_restored};
@@ -32,6 +35,43 @@ impl Sizes {
     }
 }
 
+impl Capacity for Sizes {
+    fn asleep(self) -> Self {
+        Sizes::asleep(self)
+    }
+
+    fn is_asleep(&self) -> bool {
+        self.min_size == 0 && self.desired_size == 0
+    }
+}
+
+/// What a [`Scalable`] resource records and is resized to.
+pub trait Capacity:
+    Serialize + DeserializeOwned + Copy + PartialEq + fmt::Display + fmt::Debug
+{
+    /// The capacity hibernation sets, from the one found.
+    fn asleep(self) -> Self;
+    /// True when nothing runs by this capacity (the in-sleep check's test).
+    fn is_asleep(&self) -> bool;
+    /// True when a resource at `self` is at `target`: by default equality; a part the target
+    /// does not set (an ECS service recorded without auto scaling) may be anything.
+    fn reaches(&self, target: &Self) -> bool {
+        self == target
+    }
+}
+
+/// The savings ledger's sizing of a node group or auto-scaling group: `desired` instances of
+/// its instance type.
+pub fn ec2_sizing(look: &Look<Sizes>, region: Option<String>) -> hibernator_api::savings::Sizing {
+    hibernator_api::savings::Sizing {
+        service: Some(hibernator_api::savings::Service::Ec2),
+        instance_type: look.instance_type.clone(),
+        count: f64::from(look.sizes.desired_size.max(0)),
+        region,
+        ..Default::default()
+    }
+}
+
 impl fmt::Display for Sizes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -57,9 +97,9 @@ pub enum Condition {
 
 /// One look at a sized resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Look {
-    /// Its sizes.
-    pub sizes: Sizes,
+pub struct Look<C = Sizes> {
+    /// Its capacity.
+    pub sizes: C,
     /// Its state as AWS says it (for messages).
     pub state: String,
     /// The instance type its instances run (the first of a node group's types, the type most
@@ -74,16 +114,18 @@ pub struct Look {
 
 /// A kind of sized resource.
 pub trait Scalable {
-    /// `node group`, `auto-scaling group`.
+    /// What it records and is resized to.
+    type Capacity: Capacity;
+    /// `node group`, `auto-scaling group`, `ECS service`.
     fn noun(&self) -> &'static str;
-    /// Key prefix of its records (`nodegroup`, `asg`).
+    /// Key prefix of its records (`nodegroup`, `asg`, `ecs`).
     fn key_prefix(&self) -> &'static str;
-    /// The AWS region it is in.
-    fn region(&self) -> Option<String>;
+    /// What sizes its cost while awake, for the savings ledger (`None`: not priced).
+    fn sizing(&self, look: &Look<Self::Capacity>) -> Option<hibernator_api::savings::Sizing>;
     /// Looks at it; `None` when it does not exist.
-    async fn look(&self, name: &str) -> Result<Option<Look>, AwsError>;
-    /// Sets its sizes.
-    async fn resize(&self, name: &str, sizes: Sizes) -> Result<(), AwsError>;
+    async fn look(&self, name: &str) -> Result<Option<Look<Self::Capacity>>, AwsError>;
+    /// Sets its capacity.
+    async fn resize(&self, name: &str, sizes: Self::Capacity) -> Result<(), AwsError>;
 }
 
 fn label<S: Scalable>(kind: &S, name: &str) -> String {
@@ -96,8 +138,8 @@ async fn wait_until<S: Scalable>(
     kind: &S,
     name: &str,
     description: &str,
-    ready: impl Fn(&Look) -> bool,
-) -> Result<Option<(Look, std::time::Duration, u32)>, RunError> {
+    ready: impl Fn(&Look<S::Capacity>) -> bool,
+) -> Result<Option<(Look<S::Capacity>, std::time::Duration, u32)>, RunError> {
     let what = format!("{} to {description}", label(kind, name));
     let ready = &ready;
     let waited = wait::until(ctx.timing, &what, || async move {
@@ -120,7 +162,7 @@ async fn settled<S: Scalable>(
     ctx: &Ctx<'_>,
     kind: &S,
     name: &str,
-) -> Result<Option<Look>, RunError> {
+) -> Result<Option<Look<S::Capacity>>, RunError> {
     let Some(look) = kind.look(name).await? else {
         return Ok(None);
     };
@@ -142,15 +184,15 @@ async fn settled<S: Scalable>(
     }
 }
 
-fn reached(look: &Look, target: Sizes) -> bool {
-    look.condition == Condition::Ready && look.steady && look.sizes == target
+fn reached<C: Capacity>(look: &Look<C>, target: C) -> bool {
+    look.condition == Condition::Ready && look.steady && look.sizes.reaches(&target)
 }
 
 async fn resize_and_wait<S: Scalable>(
     ctx: &Ctx<'_>,
     kind: &S,
-    to_resize: &[(String, Sizes)],
-    to_wait: &[(String, Sizes)],
+    to_resize: &[(String, S::Capacity)],
+    to_wait: &[(String, S::Capacity)],
     done_word: &str,
 ) -> Result<u32, RunError> {
     for (name, target) in to_resize {
@@ -223,14 +265,8 @@ pub async fn hibernate<S: Scalable>(
             look.sizes
         ));
         let key = format!("{}:{name}", kind.key_prefix());
-        let sizing = hibernator_api::savings::Sizing {
-            service: Some(hibernator_api::savings::Service::Ec2),
-            instance_type: look.instance_type.clone(),
-            count: f64::from(look.sizes.desired_size.max(0)),
-            region: kind.region(),
-            ..Default::default()
-        };
-        let (stored, already) = ctx.record_sized(&key, &look.sizes, Some(&sizing)).await?;
+        let sizing = kind.sizing(&look);
+        let (stored, already) = ctx.record_sized(&key, &look.sizes, sizing.as_ref()).await?;
         if already {
             ctx.reporter.info(format!(
                 "{name} was recorded earlier in this cycle (was {stored}); keeping that record"
@@ -247,7 +283,7 @@ pub async fn hibernate<S: Scalable>(
             ));
             tally.left += 1;
             ctx.progress(&format!("{name} left alone"), true).await;
-        } else if look.sizes != target {
+        } else if !look.sizes.reaches(&target) {
             to_resize.push((name.clone(), target));
         } else if reached(&look, target) {
             ctx.reporter
@@ -268,7 +304,7 @@ pub async fn hibernate<S: Scalable>(
 pub async fn wake<S: Scalable>(
     ctx: &Ctx<'_>,
     kind: &S,
-    records: &[(String, Sizes)],
+    records: &[(String, S::Capacity)],
 ) -> Result<Tally, RunError> {
     let mut tally = Tally {
         total: records.len() as u32,
@@ -299,7 +335,7 @@ pub async fn wake<S: Scalable>(
             look.state,
             look.sizes
         ));
-        if look.sizes == *recorded {
+        if look.sizes.reaches(recorded) {
             if reached(&look, *recorded) {
                 ctx.reporter
                     .info(format!("{} is already at {recorded}", label(kind, name)));
@@ -337,7 +373,7 @@ pub async fn wake<S: Scalable>(
             }
         }
     }
-    let waits: Vec<Pending<Sizes>> = to_wait
+    let waits: Vec<Pending<S::Capacity>> = to_wait
         .iter()
         .map(|(name, target, ours)| Pending {
             key: key(name),
@@ -373,14 +409,14 @@ pub async fn wake<S: Scalable>(
     Ok(tally)
 }
 
-/// In-sleep check of the recorded resources: asleep is min = desired = 0 (whatever the record
-/// says: the wake-up puts the recorded sizes back). One found with capacity is reported
+/// In-sleep check of the recorded resources: asleep is [`Capacity::is_asleep`] (for sizes
+/// min = desired = 0; whatever the record says: the wake-up puts the recorded sizes back). One found with capacity is reported
 /// (`Report`) or scaled to zero again through [`hibernate`] (`Reapply`: its record of the night
 /// is kept, the controller's first record wins).
 pub async fn enforce<S: Scalable>(
     ctx: &Ctx<'_>,
     kind: &S,
-    records: &[(String, Sizes)],
+    records: &[(String, S::Capacity)],
     mode: hibernator_api::plan::EnforceMode,
 ) -> Result<Tally, RunError> {
     let mut tally = Tally {
@@ -404,7 +440,7 @@ pub async fn enforce<S: Scalable>(
                 continue;
             }
         };
-        if look.sizes.min_size == 0 && look.sizes.desired_size == 0 {
+        if look.sizes.is_asleep() {
             ctx.reporter.info(format!(
                 "{} is at {}, as it should be",
                 label(kind, name),

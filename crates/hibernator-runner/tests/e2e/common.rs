@@ -85,6 +85,14 @@ impl Harness {
         aws_sdk_autoscaling::Client::new(&self.sdk)
     }
 
+    pub fn ecs(&self) -> aws_sdk_ecs::Client {
+        aws_sdk_ecs::Client::new(&self.sdk)
+    }
+
+    pub fn scaling(&self) -> aws_sdk_applicationautoscaling::Client {
+        aws_sdk_applicationautoscaling::Client::new(&self.sdk)
+    }
+
     /// A runner process for `target` of `type_` doing `operation`, talking to this harness.
     pub fn runner(&self, type_: &str, target: &str, operation: &str) -> Runner {
         self.runs.set(self.runs.get() + 1);
@@ -431,6 +439,139 @@ pub async fn asg_sizes(h: &Harness, name: &str) -> Result<(i32, i32, i32, usize)
         g.max_size().unwrap_or(-1),
         in_service,
     ))
+}
+
+/// An ECS cluster with a task definition `app`, for [`create_service`].
+pub async fn create_ecs_cluster(h: &Harness, cluster: &str) -> Result<()> {
+    h.ecs()
+        .create_cluster()
+        .cluster_name(cluster)
+        .send()
+        .await?;
+    h.ecs()
+        .register_task_definition()
+        .family("app")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("app")
+                .image("registry.example/app:1")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// A service of `desired` tasks; with `scaling`, an Application Auto Scaling target (min, max).
+pub async fn create_service(
+    h: &Harness,
+    cluster: &str,
+    name: &str,
+    desired: i32,
+    scaling: Option<(i32, i32)>,
+    tags: &[(&str, &str)],
+) -> Result<()> {
+    let mut request = h
+        .ecs()
+        .create_service()
+        .cluster(cluster)
+        .service_name(name)
+        .task_definition("app")
+        .desired_count(desired);
+    for (k, v) in tags {
+        request = request.tags(aws_sdk_ecs::types::Tag::builder().key(*k).value(*v).build());
+    }
+    request.send().await?;
+    if let Some((min, max)) = scaling {
+        set_service_scaling(h, cluster, name, min, max).await?;
+    }
+    Ok(())
+}
+
+/// Registers (or updates) the service's Application Auto Scaling target.
+pub async fn set_service_scaling(
+    h: &Harness,
+    cluster: &str,
+    name: &str,
+    min: i32,
+    max: i32,
+) -> Result<()> {
+    h.scaling()
+        .register_scalable_target()
+        .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
+        .resource_id(format!("service/{cluster}/{name}"))
+        .scalable_dimension(
+            aws_sdk_applicationautoscaling::types::ScalableDimension::EcsServiceDesiredCount,
+        )
+        .min_capacity(min)
+        .max_capacity(max)
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// A service as it is: (desired, running, auto scaling (min, max)).
+pub async fn service_state(
+    h: &Harness,
+    cluster: &str,
+    name: &str,
+) -> Result<(i32, i32, Option<(i32, i32)>)> {
+    let out = h
+        .ecs()
+        .describe_services()
+        .cluster(cluster)
+        .services(name)
+        .send()
+        .await?;
+    let service = out
+        .services()
+        .first()
+        .with_context(|| format!("service {cluster}/{name} not found"))?;
+    let targets = h
+        .scaling()
+        .describe_scalable_targets()
+        .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
+        .resource_ids(format!("service/{cluster}/{name}"))
+        .send()
+        .await?;
+    Ok((
+        service.desired_count(),
+        service.running_count(),
+        targets
+            .scalable_targets()
+            .first()
+            .map(|t| (t.min_capacity(), t.max_capacity())),
+    ))
+}
+
+/// Runs `runner` until the controller is asked for call number `n` of `rpc` (counted since the
+/// controller started), SIGKILLs it there and lets the controller answer again. False when the
+/// run ended undisturbed first (fewer such calls happen); it must then have succeeded.
+pub async fn kill_at_call(
+    controller: &FakeController,
+    rpc: hibernator_proto::testing::Rpc,
+    n: usize,
+    runner: Runner,
+) -> Result<bool> {
+    controller.stall_at(rpc, n);
+    let mut child = runner
+        .env("HIBERNATOR_CONTROLLER_TIMEOUT_SECONDS", "60")
+        .spawn()?;
+    let reached = tokio::select! {
+        _ = controller.stalled() => true,
+        status = child.wait() => {
+            let status = status?;
+            anyhow::ensure!(status.success(), "an undisturbed run succeeds: {status}");
+            false
+        }
+    };
+    if reached {
+        child.start_kill()?;
+        anyhow::ensure!(!child.wait().await?.success(), "the runner was killed");
+    }
+    controller.no_stall();
+    Ok(reached)
 }
 
 pub async fn create_eks(

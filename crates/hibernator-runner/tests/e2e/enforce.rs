@@ -201,36 +201,17 @@ async fn a_reapply_killed_at_any_step_is_finished_by_a_rerun_and_woken_exactly()
                 h.ec2().start_instances().instance_ids(id).send().await?;
             }
             // Calls are counted since the controller started: the hibernation's come first.
-            let base = controller
-                .observed()
-                .calls
-                .iter()
-                .filter(|(r, _)| *r == rpc)
-                .count();
-            controller.stall_at(rpc, base + n);
-            let mut child = h
+            let base = controller.observed().count(rpc);
+            let runner = h
                 .runner("ec2", "vms", "enforce")
                 .env("HIBERNATOR_ENFORCE_MODE", "Reapply")
                 .env("HIBERNATOR_CONTROLLER_ENDPOINT", &endpoint)
-                .env("HIBERNATOR_CONTROLLER_TIMEOUT_SECONDS", "60")
-                .param(params.clone())
-                .spawn()?;
-            let reached = tokio::select! {
-                _ = controller.stalled() => true,
-                status = child.wait() => {
-                    let status = status?;
-                    assert!(status.success(), "an undisturbed check succeeds: {status}");
-                    false
-                }
-            };
-            if !reached {
+                .param(params.clone());
+            if !kill_at_call(&controller, rpc, base + n, runner).await? {
                 assert!(n > 1, "{rpc:?} must happen at least once");
                 break;
             }
-            child.start_kill()?;
-            assert!(!child.wait().await?.success(), "killed");
             killed_at.push((rpc, n));
-            controller.no_stall();
             let rerun = h
                 .runner("ec2", "vms", "enforce")
                 .env("HIBERNATOR_ENFORCE_MODE", "Reapply")
@@ -273,7 +254,7 @@ async fn a_check_of_a_type_that_cannot_be_checked_is_refused_and_a_mode_is_requi
         .await?
         .failed(2);
     assert!(
-        noop.has("in-sleep checks are made for rds, eks, ec2, asg targets, not noop"),
+        noop.has("in-sleep checks are made for rds, eks, ec2, asg, ecs targets, not noop"),
         "{}",
         noop.stdout
     );
@@ -343,5 +324,86 @@ async fn an_auto_scaling_group_scaled_up_while_asleep_is_reported_then_scaled_to
         .ok();
     assert_eq!(asg_sizes(&h, "web").await?.0, 1);
     assert_eq!(asg_sizes(&h, "web").await?.1, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ecs_service_started_while_asleep_is_reported_then_scaled_to_zero_again() -> Result<()> {
+    let h = Harness::start().await?;
+    create_ecs_cluster(&h, "shop").await?;
+    create_service(&h, "shop", "api", 2, Some((1, 4)), &[]).await?;
+    create_service(&h, "shop", "worker", 1, None, &[]).await?;
+    let params = json!({"cluster": "shop", "selector": {"services": ["api", "worker"]}});
+    h.runner("ecs", "services", "hibernate")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    let night = records(&h.controller);
+    // Someone starts the API "for a minute", raising its auto-scaling bounds too.
+    set_service_scaling(&h, "shop", "api", 1, 4).await?;
+    h.ecs()
+        .update_service()
+        .cluster("shop")
+        .service("api")
+        .desired_count(1)
+        .send()
+        .await?;
+    let report = h
+        .runner("ecs", "services", "enforce")
+        .env("HIBERNATOR_ENFORCE_MODE", "Report")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert!(
+        report.has("ECS service shop/api is at desired 1, auto scaling min 1, max 4 although it was scaled to zero in cycle"),
+        "{}",
+        report.stdout
+    );
+    assert_eq!(
+        results(&h),
+        [
+            ("ecs:shop/api".to_string(), R::Drifted),
+            ("ecs:shop/worker".to_string(), R::Asleep)
+        ]
+    );
+    assert_eq!(
+        service_state(&h, "shop", "api").await?,
+        (1, 1, Some((1, 4))),
+        "Report changes nothing"
+    );
+    h.runner("ecs", "services", "enforce")
+        .env("HIBERNATOR_ENFORCE_MODE", "Reapply")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert_eq!(
+        results(&h),
+        [
+            ("ecs:shop/api".to_string(), R::Reapplied),
+            ("ecs:shop/worker".to_string(), R::Asleep)
+        ]
+    );
+    assert_eq!(
+        service_state(&h, "shop", "api").await?,
+        (0, 0, Some((0, 0)))
+    );
+    assert_eq!(
+        records(&h.controller),
+        night,
+        "the night's records are kept"
+    );
+    h.runner("ecs", "services", "wakeUp")
+        .param(params)
+        .run()
+        .await?
+        .ok();
+    assert_eq!(
+        service_state(&h, "shop", "api").await?,
+        (2, 2, Some((1, 4)))
+    );
+    assert_eq!(service_state(&h, "shop", "worker").await?, (1, 1, None));
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod asg;
 mod common;
 mod ec2;
+mod ecs;
 mod eks;
 mod enforce;
 mod errors;

@@ -186,34 +186,18 @@ async fn killed_at_any_step_a_rerun_and_a_wake_up_restore_everything() -> Result
             let params = json!({"selector": {"instanceIds": all}});
             let controller = FakeController::start(TOKEN, CYCLE).await?;
             let endpoint = controller.endpoint();
-            controller.stall_at(rpc, n);
-
-            let mut child = h
+            let runner = h
                 .runner("ec2", "vms", "hibernate")
                 .env("HIBERNATOR_CONTROLLER_ENDPOINT", &endpoint)
-                .env("HIBERNATOR_CONTROLLER_TIMEOUT_SECONDS", "60")
-                .param(params.clone())
-                .spawn()?;
-            let reached = tokio::select! {
-                _ = controller.stalled() => true,
-                status = child.wait() => {
-                    let status = status?;
-                    assert!(status.success(), "an undisturbed run succeeds: {status}");
-                    false
-                }
-            };
-            if !reached {
+                .param(params.clone());
+            if !kill_at_call(&controller, rpc, n, runner).await? {
                 // No such step: this kind of call happens fewer than n times.
                 assert!(n > 1, "{rpc:?} must happen at least once");
                 break;
             }
-            child.start_kill()?;
-            let status = child.wait().await?;
-            assert!(!status.success(), "killed");
             killed_at.push((rpc, n));
             let before = controller.records();
 
-            controller.no_stall();
             let rerun = h
                 .runner("ec2", "vms", "hibernate")
                 .env("HIBERNATOR_CONTROLLER_ENDPOINT", &endpoint)
