@@ -3,13 +3,11 @@
 
 use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter};
-use hibernator_api::Operation;
 use hibernator_api::params::AsgParameters;
 use hibernator_api::restore::key_prefix;
 
-use super::rds::wake_summary;
-use super::scale::{self, Condition, Look, Scalable, Sizes};
-use super::{AwsError, Ctx, Outcome, RunError, summary};
+use super::scale::{self, Condition, Look, Scalable, Selection, Sizes};
+use super::{AwsError, Ctx, Outcome, RunError};
 use crate::aws::Aws;
 
 struct Groups<'a> {
@@ -156,61 +154,18 @@ async fn resolve(
     }
 }
 
-/// The records of the groups (wake-up and in-sleep check).
-async fn fetch_records(ctx: &Ctx<'_>) -> Result<Vec<(String, Sizes)>, RunError> {
-    let records = ctx.fetch().await?;
-    ctx.ignore_other_records(&records, &[key_prefix::ASG]);
-    let records: Vec<(String, Sizes)> = ctx.records_of(&records, key_prefix::ASG)?;
-    ctx.add_total(records.len());
-    Ok(records)
-}
-
 /// Runs an `asg` target.
 pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &AsgParameters) -> Result<Outcome, RunError> {
     let client = Client::new(&aws.config);
     let groups = Groups { client: &client };
-    if let Some(mode) = ctx.execution.enforce {
-        let records = fetch_records(ctx).await?;
-        let tally = scale::enforce(ctx, &groups, &records, mode).await?;
-        return Ok(Outcome {
-            summary: super::check_summary(mode, &[("auto-scaling group", tally)]),
-            changed: tally.changed,
-        });
-    }
-    match ctx.execution.operation {
-        Operation::Hibernate => {
+    scale::run(
+        ctx,
+        &groups,
+        async || {
             let (names, missing) = resolve(ctx, &client, params).await?;
-            ctx.add_total(names.len());
-            let mut tally = scale::hibernate(ctx, &groups, &names).await?;
-            tally.missing += missing;
-            tally.total += missing;
-            Ok(Outcome {
-                summary: summary(
-                    "scaled to zero",
-                    "already at zero",
-                    "left alone",
-                    &[("auto-scaling group", tally)],
-                ),
-                changed: tally.changed,
-            })
-        }
-        Operation::WakeUp => {
-            let records = fetch_records(ctx).await?;
-            let tally = scale::wake(ctx, &groups, &records).await?;
-            let summary = if tally.total == 0 {
-                wake_summary(&[("auto-scaling group", tally)])
-            } else {
-                summary(
-                    "restored",
-                    "already restored",
-                    "left alone",
-                    &[("auto-scaling group", tally)],
-                )
-            };
-            Ok(Outcome {
-                summary,
-                changed: tally.changed,
-            })
-        }
-    }
+            Ok(Selection::Chosen { names, missing })
+        },
+        async || scale::records(ctx, key_prefix::ASG).await,
+    )
+    .await
 }

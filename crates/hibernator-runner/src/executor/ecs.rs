@@ -14,14 +14,12 @@ use aws_sdk_applicationautoscaling::Client as ScalingClient;
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::{Service, ServiceField};
-use hibernator_api::Operation;
 use hibernator_api::params::EcsParameters;
 use hibernator_api::restore::key_prefix;
 use serde::{Deserialize, Serialize};
 
-use super::rds::wake_summary;
-use super::scale::{self, Capacity, Condition, Look, Scalable};
-use super::{AwsError, Ctx, Outcome, RunError, summary};
+use super::scale::{self, Capacity, Condition, Look, Scalable, Selection};
+use super::{AwsError, Ctx, Outcome, RunError};
 use crate::aws::Aws;
 
 /// `DescribeServices` takes at most this many services per call.
@@ -379,13 +377,11 @@ async fn resolve(
 /// The records of the services (wake-up and in-sleep check), named `<cluster>/<service>`.
 /// Records of another cluster (the target's cluster was changed while it slept) cannot be
 /// restored through this target: they are reported and kept.
-async fn fetch_records(
+async fn records(
     ctx: &Ctx<'_>,
     cluster_name: &str,
 ) -> Result<Vec<(String, ServiceCapacity)>, RunError> {
-    let records = ctx.fetch().await?;
-    ctx.ignore_other_records(&records, &[key_prefix::ECS]);
-    let all: Vec<(String, ServiceCapacity)> = ctx.records_of(&records, key_prefix::ECS)?;
+    let all: Vec<(String, ServiceCapacity)> = scale::records(ctx, key_prefix::ECS).await?;
     let mut out = Vec::new();
     for (id, record) in all {
         match id.split_once('/') {
@@ -395,7 +391,6 @@ async fn fetch_records(
             )),
         }
     }
-    ctx.add_total(out.len());
     Ok(out)
 }
 
@@ -409,48 +404,14 @@ pub async fn run(ctx: &Ctx<'_>, aws: &Aws, params: &EcsParameters) -> Result<Out
         cluster: &params.cluster,
         cluster_name: params.cluster_name(),
     };
-    if let Some(mode) = ctx.execution.enforce {
-        let records = fetch_records(ctx, params.cluster_name()).await?;
-        let tally = scale::enforce(ctx, &services, &records, mode).await?;
-        return Ok(Outcome {
-            summary: super::check_summary(mode, &[("ECS service", tally)]),
-            changed: tally.changed,
-        });
-    }
-    match ctx.execution.operation {
-        Operation::Hibernate => {
+    scale::run(
+        ctx,
+        &services,
+        async || {
             let (names, missing) = resolve(ctx, &services, params).await?;
-            ctx.add_total(names.len());
-            let mut tally = scale::hibernate(ctx, &services, &names).await?;
-            tally.missing += missing;
-            tally.total += missing;
-            Ok(Outcome {
-                summary: summary(
-                    "scaled to zero",
-                    "already at zero",
-                    "left alone",
-                    &[("ECS service", tally)],
-                ),
-                changed: tally.changed,
-            })
-        }
-        Operation::WakeUp => {
-            let records = fetch_records(ctx, params.cluster_name()).await?;
-            let tally = scale::wake(ctx, &services, &records).await?;
-            let summary = if tally.total == 0 {
-                wake_summary(&[("ECS service", tally)])
-            } else {
-                summary(
-                    "restored",
-                    "already restored",
-                    "left alone",
-                    &[("ECS service", tally)],
-                )
-            };
-            Ok(Outcome {
-                summary,
-                changed: tally.changed,
-            })
-        }
-    }
+            Ok(Selection::Chosen { names, missing })
+        },
+        async || records(ctx, params.cluster_name()).await,
+    )
+    .await
 }

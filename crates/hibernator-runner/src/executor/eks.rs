@@ -3,13 +3,11 @@
 
 use aws_sdk_eks::Client;
 use aws_sdk_eks::types::NodegroupScalingConfig;
-use hibernator_api::Operation;
 use hibernator_api::params::EksParameters;
 use hibernator_api::restore::key_prefix;
 
-use super::rds::wake_summary;
-use super::scale::{self, Condition, Look, Scalable, Sizes};
-use super::{AwsError, Ctx, Outcome, RunError, summary};
+use super::scale::{self, Condition, Look, Scalable, Selection, Sizes};
+use super::{AwsError, Ctx, Outcome, RunError};
 use crate::aws::Aws;
 
 struct NodeGroups<'a> {
@@ -111,13 +109,61 @@ impl Scalable for NodeGroups<'_> {
     }
 }
 
-/// The records of the node groups (wake-up and in-sleep check).
-async fn fetch_records(ctx: &Ctx<'_>) -> Result<Vec<(String, Sizes)>, RunError> {
-    let records = ctx.fetch().await?;
-    ctx.ignore_other_records(&records, &[key_prefix::NODE_GROUP]);
-    let records: Vec<(String, Sizes)> = ctx.records_of(&records, key_prefix::NODE_GROUP)?;
-    ctx.add_total(records.len());
-    Ok(records)
+/// The node groups a hibernation takes on: those listed, or all of the cluster.
+async fn select(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    cluster: &str,
+    params: &EksParameters,
+) -> Result<Selection, RunError> {
+    match client.describe_cluster().name(cluster).send().await {
+        Ok(out) => {
+            let status = out
+                .cluster()
+                .and_then(|c| c.status())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "UNKNOWN".into());
+            ctx.reporter
+                .info(format!("found EKS cluster {cluster} ({status})"));
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            ctx.reporter.warn(format!(
+                "EKS cluster {cluster} does not exist; nothing to do"
+            ));
+            return Ok(Selection::Done(Outcome {
+                summary: format!("nothing to do: EKS cluster {cluster} does not exist"),
+                changed: 0,
+            }));
+        }
+        Err(e) => {
+            return Err(AwsError::new("describe", format!("EKS cluster {cluster}"), &e).into());
+        }
+    }
+    let names: Vec<String> = match params.node_groups.as_deref() {
+        Some(list) if !list.is_empty() => list.iter().map(|n| n.name.clone()).collect(),
+        _ => {
+            let all = client
+                .list_nodegroups()
+                .cluster_name(cluster)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| {
+                    AwsError::new("list", format!("node groups of EKS cluster {cluster}"), &e)
+                })?;
+            ctx.reporter.info(format!(
+                "no node groups listed: taking all {} managed node group(s) of {cluster}",
+                all.len()
+            ));
+            all
+        }
+    };
+    Ok(Selection::Chosen { names, missing: 0 })
 }
 
 /// Runs an `eks` target on the cluster the controller resolved (`eksClusterName`).
@@ -132,98 +178,11 @@ pub async fn run(
         client: &client,
         cluster,
     };
-    if let Some(mode) = ctx.execution.enforce {
-        let records = fetch_records(ctx).await?;
-        let tally = scale::enforce(ctx, &groups, &records, mode).await?;
-        return Ok(Outcome {
-            summary: super::check_summary(mode, &[("node group", tally)]),
-            changed: tally.changed,
-        });
-    }
-    match ctx.execution.operation {
-        Operation::Hibernate => {
-            match client.describe_cluster().name(cluster).send().await {
-                Ok(out) => {
-                    let status = out
-                        .cluster()
-                        .and_then(|c| c.status())
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_else(|| "UNKNOWN".into());
-                    ctx.reporter
-                        .info(format!("found EKS cluster {cluster} ({status})"));
-                }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
-                {
-                    ctx.reporter.warn(format!(
-                        "EKS cluster {cluster} does not exist; nothing to do"
-                    ));
-                    return Ok(Outcome {
-                        summary: format!("nothing to do: EKS cluster {cluster} does not exist"),
-                        changed: 0,
-                    });
-                }
-                Err(e) => {
-                    return Err(
-                        AwsError::new("describe", format!("EKS cluster {cluster}"), &e).into(),
-                    );
-                }
-            }
-            let names: Vec<String> = match params.node_groups.as_deref() {
-                Some(list) if !list.is_empty() => list.iter().map(|n| n.name.clone()).collect(),
-                _ => {
-                    let all = client
-                        .list_nodegroups()
-                        .cluster_name(cluster)
-                        .into_paginator()
-                        .items()
-                        .send()
-                        .try_collect()
-                        .await
-                        .map_err(|e| {
-                            AwsError::new(
-                                "list",
-                                format!("node groups of EKS cluster {cluster}"),
-                                &e,
-                            )
-                        })?;
-                    ctx.reporter.info(format!(
-                        "no node groups listed: taking all {} managed node group(s) of {cluster}",
-                        all.len()
-                    ));
-                    all
-                }
-            };
-            ctx.add_total(names.len());
-            let tally = scale::hibernate(ctx, &groups, &names).await?;
-            Ok(Outcome {
-                summary: summary(
-                    "scaled to zero",
-                    "already at zero",
-                    "left alone",
-                    &[("node group", tally)],
-                ),
-                changed: tally.changed,
-            })
-        }
-        Operation::WakeUp => {
-            let records = fetch_records(ctx).await?;
-            let tally = scale::wake(ctx, &groups, &records).await?;
-            let summary = if tally.total == 0 {
-                wake_summary(&[("node group", tally)])
-            } else {
-                summary(
-                    "restored",
-                    "already restored",
-                    "left alone",
-                    &[("node group", tally)],
-                )
-            };
-            Ok(Outcome {
-                summary,
-                changed: tally.changed,
-            })
-        }
-    }
+    scale::run(
+        ctx,
+        &groups,
+        async || select(ctx, &client, cluster, params).await,
+        async || scale::records(ctx, key_prefix::NODE_GROUP).await,
+    )
+    .await
 }

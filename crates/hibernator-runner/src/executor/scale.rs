@@ -8,7 +8,12 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{AwsError, Ctx, Pending, ResourceOutcome, RunError, Tally, all, wait_restored};
+use hibernator_api::Operation;
+
+use super::{
+    AwsError, Ctx, Outcome, Pending, ResourceOutcome, RunError, Tally, all, check_summary, summary,
+    wait_restored,
+};
 use crate::output::took;
 use crate::wait::{self, Probe, Waited};
 
@@ -482,4 +487,89 @@ pub async fn enforce<S: Scalable>(
     tally.missing += slept.missing;
     tally.left += slept.left;
     Ok(tally)
+}
+
+/// What a hibernation of sized resources takes on.
+pub enum Selection {
+    /// These resources (names as the records carry them), and how many the target names that
+    /// do not exist (counted as no longer there).
+    Chosen {
+        /// The resources.
+        names: Vec<String>,
+        /// Named but missing.
+        missing: u32,
+    },
+    /// Nothing to do, for the reason the outcome gives (the cluster does not exist).
+    Done(Outcome),
+}
+
+/// The records of a target with key prefix `prefix` (wake-up and in-sleep check); others are
+/// reported and left.
+pub async fn records<C: Capacity>(
+    ctx: &Ctx<'_>,
+    prefix: &str,
+) -> Result<Vec<(String, C)>, RunError> {
+    let records = ctx.fetch().await?;
+    ctx.ignore_other_records(&records, &[prefix]);
+    ctx.records_of(&records, prefix)
+}
+
+/// Runs a target of sized resources: a hibernation of what `select` chooses, or a wake-up or
+/// an in-sleep check of what `records` returns, with the summary line of each.
+pub async fn run<S: Scalable>(
+    ctx: &Ctx<'_>,
+    kind: &S,
+    select: impl AsyncFnOnce() -> Result<Selection, RunError>,
+    records: impl AsyncFnOnce() -> Result<Vec<(String, S::Capacity)>, RunError>,
+) -> Result<Outcome, RunError> {
+    let noun = kind.noun();
+    if let Some(mode) = ctx.execution.enforce {
+        let records = records().await?;
+        ctx.add_total(records.len());
+        let tally = enforce(ctx, kind, &records, mode).await?;
+        return Ok(Outcome {
+            summary: check_summary(mode, &[(noun, tally)]),
+            changed: tally.changed,
+        });
+    }
+    match ctx.execution.operation {
+        Operation::Hibernate => {
+            let (names, missing) = match select().await? {
+                Selection::Chosen { names, missing } => (names, missing),
+                Selection::Done(outcome) => return Ok(outcome),
+            };
+            ctx.add_total(names.len());
+            let mut tally = hibernate(ctx, kind, &names).await?;
+            tally.missing += missing;
+            tally.total += missing;
+            Ok(Outcome {
+                summary: summary(
+                    "scaled to zero",
+                    "already at zero",
+                    "left alone",
+                    &[(noun, tally)],
+                ),
+                changed: tally.changed,
+            })
+        }
+        Operation::WakeUp => {
+            let records = records().await?;
+            ctx.add_total(records.len());
+            let tally = wake(ctx, kind, &records).await?;
+            let summary = if tally.total == 0 {
+                super::rds::wake_summary(&[(noun, tally)])
+            } else {
+                summary(
+                    "restored",
+                    "already restored",
+                    "left alone",
+                    &[(noun, tally)],
+                )
+            };
+            Ok(Outcome {
+                summary,
+                changed: tally.changed,
+            })
+        }
+    }
 }
