@@ -1,43 +1,107 @@
-//! `cargo xtask bench`: the performance targets of docs/architecture.md, measured and printed
-//! as a table (a benchmark, not a test: nothing here fails on a slow machine).
+//! `cargo xtask bench`: the performance targets of docs/architecture.md ("Scaling"), measured
+//! and printed as a table (a benchmark, not a test: nothing here fails on a slow machine).
+//! Every scenario runs `--runs` times and each run is a column, so noise is visible.
 //!
-//! 1. Scale: N plans x 10 targets on one controller (awake, idle): time until every plan is
-//!    reconciled, resident memory, CPU used while idle.
-//! 2. A night of M plans x 10 targets (runner pods through the test kubelet, simulated clock):
-//!    API writes per target per cycle (from the API server's audit log) and the lag between a
-//!    schedule boundary and the start of its operation (from the controller's metrics).
-//! 3. The runner: time from process start to its first AWS request.
+//! 1. Scale (a cluster without a kubelet): N plans x 10 targets on one controller, awake and
+//!    idle: time until every plan is reconciled, resident memory, CPU used while idle.
+//! 2. A shared boundary (the same cluster): M plans x 10 targets reach 20:00 together:
+//!    the lag from the boundary to each plan's first runner Job, from the API server's audit
+//!    log (first, median, p99, last).
+//! 3. A night (a cluster with the process kubelet, moto): K plans x 10 targets (8 noop, one
+//!    ec2 instance in moto, one Deployment) hibernate and wake up through real runner pods:
+//!    every API write the controller's ServiceAccount made per target per cycle, by kind, from
+//!    the audit log; the boundary lag from the controller's metrics; the peak resident memory
+//!    of each runner process (sampled from /proc), by target type. Everything must be back as
+//!    it was, or the run fails.
+//! 4. The runner: time from process start to its first AWS request.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hibernator_api::plan::HibernationPlan;
-use hibernator_e2e::world::{RUNNER_IMAGE, binaries, free_port, noop_plan};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use hibernator_e2e::world::{
+    Binaries, ControllerOptions, RUNNER_IMAGE, SLEEPER, World, binaries, free_port, noop_plan,
+    wait_for,
+};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube_testbed::{ClusterOptions, Image, TestCluster};
 use serde_json::json;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Plans in the scale run (10 targets each).
+    /// Plans in the scale run (10 targets each); a comma-separated list runs each size.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    plans: Vec<usize>,
+    /// Plans sharing one schedule boundary (10 targets each; 0 skips it).
     #[arg(long, default_value_t = 1000)]
-    plans: usize,
+    boundary_plans: usize,
     /// Plans in the night run (10 targets each; 0 skips it).
     #[arg(long, default_value_t = 5)]
     night_plans: usize,
+    /// How often each scenario runs; each run is a column of the table.
+    #[arg(long, default_value_t = 2)]
+    runs: usize,
     /// Use the release build of the controller and runner (what images ship).
     #[arg(long)]
     release: bool,
 }
 
-struct Row(String, String, String);
-
 /// Schedule seconds per real second in the night run.
 const NIGHT_SPEED: f64 = 600.0;
+
+/// Thursday 26 November 2026, 20:00 New York: the boundary of the boundary and night runs
+/// (the plans wake up on Friday at 06:00).
+const THURSDAY_2000: &str = "2026-11-27T01:00:00Z";
+
+/// The table: one row per measure, one value per run.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, Vec<String>, String)>,
+}
+
+impl Table {
+    fn put(&mut self, run: usize, measure: impl Into<String>, value: String, target: &str) {
+        let measure = measure.into();
+        let i = match self.rows.iter().position(|r| r.0 == measure) {
+            Some(i) => i,
+            None => {
+                self.rows.push((measure, Vec::new(), target.to_string()));
+                self.rows.len() - 1
+            }
+        };
+        let values = &mut self.rows[i].1;
+        if values.len() <= run {
+            values.resize(run + 1, "-".into());
+        }
+        values[run] = value;
+    }
+
+    fn print(&self, runs: usize) {
+        print!("\n{:<62}", "MEASURE");
+        for r in 0..runs {
+            print!(" {:>16}", format!("run {}", r + 1));
+        }
+        println!("  TARGET");
+        for (m, values, target) in &self.rows {
+            print!("{m:<62}");
+            for r in 0..runs {
+                print!(" {:>16}", values.get(r).map(String::as_str).unwrap_or("-"));
+            }
+            println!("  {target}");
+        }
+    }
+}
 
 /// Runs the benchmarks and prints the table.
 pub fn run(args: Args) -> Result<()> {
@@ -45,53 +109,83 @@ pub fn run(args: Args) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let rows = runtime.block_on(bench(&args))?;
-    println!("\n{:<58} {:>14}  TARGET", "MEASURE", "VALUE");
-    for Row(m, v, t) in rows {
-        println!("{m:<58} {v:>14}  {t}");
-    }
+    let table = runtime.block_on(bench(&args))?;
+    table.print(args.runs);
     Ok(())
 }
 
-async fn bench(args: &Args) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
+async fn bench(args: &Args) -> Result<Table> {
+    let mut table = Table::default();
+    let b = build(args.release).await?;
+    if !args.plans.is_empty() || args.boundary_plans > 0 {
+        eprintln!(
+            "==> starting a test cluster without a kubelet (Jobs create pods that stay pending)"
+        );
+        let cluster = TestCluster::start(ClusterOptions::default().without_kubelet()).await?;
+        install_crds(&cluster).await?;
+        for run in 0..args.runs {
+            for &plans in &args.plans {
+                scale(&cluster, &b, plans, run, &mut table).await?;
+            }
+            if args.boundary_plans > 0 {
+                boundary(&cluster, &b, args.boundary_plans, run, &mut table).await?;
+            }
+        }
+    }
+    if args.night_plans > 0 {
+        for run in 0..args.runs {
+            night(&b, args.night_plans, run, &mut table).await?;
+        }
+    }
+    eprintln!("==> runner start-up");
+    for run in 0..args.runs {
+        let mut samples = Vec::new();
+        for _ in 0..11 {
+            samples.push(runner_first_request(&b.runner)?);
+        }
+        samples.sort();
+        table.put(
+            run,
+            "runner: process start to first AWS request (median of 11)",
+            format!("{:.0} ms", samples[5].as_secs_f64() * 1000.0),
+            "<= 50 ms (release)",
+        );
+    }
+    Ok(table)
+}
+
+/// The workspace's binaries, with the release controller and runner when asked.
+async fn build(release: bool) -> Result<Binaries> {
     eprintln!("==> building binaries and tools");
-    tokio::task::spawn_blocking(|| binaries().map(|_| ()))
+    let debug = tokio::task::spawn_blocking(|| binaries().cloned())
         .await?
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let debug = binaries().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let b = if args.release {
-        eprintln!("==> building the release controller and runner");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "hibernator-controller",
-                "-p",
-                "hibernator-runner",
-            ])
-            .current_dir(crate::root())
-            .status()?;
-        if !status.success() {
-            bail!("cargo build --release failed");
-        }
-        let dir = crate::root().join("target/release");
-        hibernator_e2e::world::Binaries {
-            controller: dir.join("hibernator-controller"),
-            runner: dir.join("hibernator-runner"),
-            cli: debug.cli.clone(),
-            xtask: debug.xtask.clone(),
-        }
-    } else {
-        debug.clone()
-    };
-    eprintln!("==> starting a test cluster");
-    let cluster = TestCluster::start(ClusterOptions::default()).await?;
-    cluster.map_image(RUNNER_IMAGE, Image::new(&b.runner));
-    let client = cluster.client()?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
+    if !release {
+        return Ok(debug);
+    }
+    eprintln!("==> building the release controller and runner");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "hibernator-controller"])
+        .args(["-p", "hibernator-runner"])
+        .current_dir(crate::root())
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::root().join("target"))
+        .join("release");
+    Ok(Binaries {
+        controller: dir.join("hibernator-controller"),
+        runner: dir.join("hibernator-runner"),
+        ..debug
+    })
+}
+
+async fn install_crds(cluster: &TestCluster) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client()?);
     for (_, crd) in hibernator_api::crds::all() {
         use kube::ResourceExt;
         crds.patch(
@@ -101,248 +195,576 @@ async fn bench(args: &Args) -> Result<Vec<Row>> {
         )
         .await?;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let kubeconfig = cluster.kubeconfig_path().to_path_buf();
+    // The API server serves a new CRD's resources a moment after it is established.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(())
+}
 
-    // 1. Scale.
-    let ns = cluster.create_namespace("bench-scale").await?;
-    eprintln!("==> creating {} plans x 10 targets", args.plans);
-    let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), &ns);
-    let targets: Vec<(String, serde_json::Value)> =
-        (0..10).map(|i| (format!("t{i}"), json!({}))).collect();
+/// The ten noop targets of the scale and boundary plans.
+fn noop_targets() -> Vec<(String, serde_json::Value)> {
+    (0..10).map(|i| (format!("t{i}"), json!({}))).collect()
+}
+
+/// Creates `count` plans `<prefix>-<i>` of ten noop targets in `ns`.
+async fn create_plans(
+    client: &kube::Client,
+    ns: &str,
+    prefix: &str,
+    count: usize,
+    extra: serde_json::Value,
+) -> Result<()> {
+    let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), ns);
+    let targets = noop_targets();
     let refs: Vec<(&str, serde_json::Value)> = targets
         .iter()
         .map(|(n, v)| (n.as_str(), v.clone()))
         .collect();
-    futures::stream::iter(0..args.plans)
+    let started = Instant::now();
+    futures::stream::iter(0..count)
         .map(|i| {
             let plans = plans.clone();
-            let mut plan = noop_plan(&format!("plan-{i}"), &refs, json!({}));
+            let name = format!("{prefix}-{i}");
+            let mut plan = noop_plan(&name, &refs, extra.clone());
             plan["metadata"]["namespace"] = json!(ns);
             async move {
                 plans
-                    .patch(
-                        &format!("plan-{i}"),
-                        &PatchParams::apply("bench"),
-                        &Patch::Apply(&plan),
-                    )
+                    .patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&plan))
                     .await
+                    .with_context(|| format!("failed to create plan {name}"))
             }
         })
         .buffer_unordered(16)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                eprintln!("create failed: {e}");
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    eprintln!(
+        "    {count} plans created in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Counts the plans of `ns` whose status says their generation was reconciled, as a watch
+/// sees them (a list of ten thousand plans every few seconds would load the API server that
+/// is being measured).
+fn count_reconciled(client: &kube::Client, ns: &str) -> tokio::sync::watch::Receiver<usize> {
+    let (tx, rx) = tokio::sync::watch::channel(0);
+    let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), ns);
+    tokio::spawn(async move {
+        let mut done = HashSet::new();
+        let mut events =
+            std::pin::pin!(watcher(plans, watcher::Config::default()).applied_objects());
+        while let Some(event) = events.next().await {
+            let Ok(p) = event else { continue };
+            let reconciled = p.status.as_ref().and_then(|s| s.observed_generation)
+                == p.metadata.generation
+                && p.status.as_ref().is_some_and(|s| s.phase.is_some());
+            let name = p.metadata.name.unwrap_or_default();
+            if reconciled {
+                done.insert(name);
+            } else {
+                done.remove(&name);
             }
-        })
-        .await;
+            if tx.send(done.len()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn wait_count(
+    rx: &mut tokio::sync::watch::Receiver<usize>,
+    want: usize,
+    limit: Duration,
+) -> Result<()> {
+    let reached = matches!(
+        tokio::time::timeout(limit, rx.wait_for(|n| *n >= want)).await,
+        Ok(Ok(_))
+    );
+    if !reached {
+        bail!(
+            "only {} of {want} plans reconciled after {limit:?}",
+            *rx.borrow()
+        );
+    }
+    Ok(())
+}
+
+/// 1. N plans on one controller.
+async fn scale(
+    cluster: &TestCluster,
+    b: &Binaries,
+    plans: usize,
+    run: usize,
+    table: &mut Table,
+) -> Result<()> {
+    let client = cluster.client()?;
+    let ns = cluster
+        .create_namespace(&format!("bench-scale-{plans}"))
+        .await?;
+    eprintln!(
+        "==> run {}: {plans} plans x 10 targets on one controller",
+        run + 1
+    );
+    create_plans(&client, &ns, "plan", plans, json!({})).await?;
+    let mut reconciled = count_reconciled(&client, &ns);
     // Wednesday noon New York: every plan is awake.
     let started = Instant::now();
     let mut controller = spawn_controller(
         &b.controller,
-        &kubeconfig,
+        cluster.kubeconfig_path(),
         &ns,
         "2026-11-25T17:00:00Z",
         1.0,
         &[],
     )?;
+    wait_count(&mut reconciled, plans, Duration::from_secs(900)).await?;
+    table.put(
+        run,
+        format!("{plans} plans x 10 targets: all reconciled after start"),
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+        "<= 60 s (10,000 plans)",
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let pid = controller.id();
+    let cpu_before = cpu_seconds(pid)?;
+    let idle = Duration::from_secs(60);
+    tokio::time::sleep(idle).await;
+    let cpu_idle = cpu_seconds(pid)? - cpu_before;
+    table.put(
+        run,
+        format!("  controller resident memory (RSS), {plans} plans"),
+        format!("{:.1} MiB", rss_mib(pid, "VmRSS")?),
+        if plans <= 1000 {
+            "<= 32 MiB (1,000)"
+        } else {
+            "<= 160 MiB (10,000)"
+        },
+    );
+    table.put(
+        run,
+        format!("    of which heap and other anonymous memory, {plans} plans"),
+        format!("{:.1} MiB", rss_mib(pid, "RssAnon")?),
+        "",
+    );
+    table.put(
+        run,
+        format!("  controller CPU while idle (60 s), {plans} plans"),
+        format!("{:.2} %", cpu_idle / idle.as_secs_f64() * 100.0),
+        "<= 1 % of a core",
+    );
+    let _ = controller.kill();
+    let _ = controller.wait();
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// 2. M plans on one boundary: boundary to each plan's first runner Job.
+async fn boundary(
+    cluster: &TestCluster,
+    b: &Binaries,
+    plans: usize,
+    run: usize,
+    table: &mut Table,
+) -> Result<()> {
+    let client = cluster.client()?;
+    let ns = cluster.create_namespace("bench-boundary").await?;
+    eprintln!(
+        "==> run {}: {plans} plans x 10 targets on one boundary",
+        run + 1
+    );
+    create_plans(
+        &client,
+        &ns,
+        "edge",
+        plans,
+        json!({"execution": {"strategy": {"type": "Parallel", "maxConcurrency": 5}}}),
+    )
+    .await?;
+    let mut reconciled = count_reconciled(&client, &ns);
+    // The controller starts early enough to have looked at every plan before the boundary
+    // (real time: the clock runs at 1x).
+    let lead = SignedDuration::from_secs(30 + (plans / 100) as i64);
+    let boundary: Timestamp = THURSDAY_2000.parse()?;
+    let audit_before = cluster.audit_events()?.len();
+    let spawned_at = Timestamp::now();
+    let mut controller = spawn_controller(
+        &b.controller,
+        cluster.kubeconfig_path(),
+        &ns,
+        &(boundary - lead).to_string(),
+        1.0,
+        &[],
+    )?;
+    // Where the boundary falls on the wall clock. The controller's clock starts a moment
+    // after the spawn, so this errs early: the lags below are upper bounds.
+    let boundary_at = spawned_at + lead;
+    wait_count(&mut reconciled, plans, lead.unsigned_abs()).await?;
+    // Every plan's first Job, or three minutes.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let plan_label = hibernator_api::naming::labels::PLAN;
+    let deadline = Instant::now() + lead.unsigned_abs() + Duration::from_secs(180);
     loop {
-        let list = plans.list(&ListParams::default()).await?;
+        let list = jobs
+            .list_metadata(&kube::api::ListParams::default())
+            .await?;
+        let with_job: HashSet<_> = list
+            .items
+            .iter()
+            .filter_map(|j| j.metadata.labels.as_ref()?.get(plan_label).cloned())
+            .collect();
+        if with_job.len() >= plans || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = controller.kill();
+    let _ = controller.wait();
+    let mut first: HashMap<String, Timestamp> = HashMap::new();
+    for e in cluster.audit_events()?.into_iter().skip(audit_before) {
+        let created = e.verb == "create"
+            && e.response_status.as_ref().and_then(|s| s.code) == Some(201)
+            && e.object_ref.as_ref().is_some_and(|r| {
+                r.resource.as_deref() == Some("jobs") && r.namespace.as_deref() == Some(&ns)
+            });
+        if !created {
+            continue;
+        }
+        let plan = e
+            .request_object
+            .as_ref()
+            .and_then(|o| o["metadata"]["labels"][plan_label].as_str())
+            .map(str::to_string);
+        let at = e
+            .request_received_timestamp
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        if let (Some(plan), Some(at)) = (plan, at) {
+            let slot = first.entry(plan).or_insert(at);
+            if at < *slot {
+                *slot = at;
+            }
+        }
+    }
+    let mut lags: Vec<f64> = first
+        .values()
+        .map(|t| t.duration_since(boundary_at).as_secs_f64())
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    let title = format!("{plans} plans x 10 targets on one boundary");
+    table.put(run, &title, format!("{} with a Job", lags.len()), "all");
+    if !lags.is_empty() {
+        let at = |q: f64| lags[((lags.len() - 1) as f64 * q).round() as usize];
+        table.put(
+            run,
+            "  boundary to the first plan's first runner Job",
+            secs(lags[0]),
+            "<= 1 s",
+        );
+        table.put(
+            run,
+            "  boundary to a plan's first runner Job: median",
+            secs(at(0.5)),
+            "",
+        );
+        table.put(
+            run,
+            "  boundary to a plan's first runner Job: p99",
+            secs(at(0.99)),
+            "",
+        );
+        table.put(
+            run,
+            "  boundary to the last plan's first runner Job",
+            secs(lags[lags.len() - 1]),
+            "<= 10 s",
+        );
+    }
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+fn secs(s: f64) -> String {
+    format!("{s:.2} s")
+}
+
+async fn delete_namespace(client: &kube::Client, ns: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = api.delete(ns, &Default::default()).await;
+}
+
+/// The plan of the night run: eight noop targets, one ec2 instance, one Deployment.
+fn night_plan(i: usize, ns: &str) -> serde_json::Value {
+    let mut targets: Vec<serde_json::Value> = (0..8)
+        .map(|t| json!({"name": format!("t{t}"), "type": "noop", "parameters": {}}))
+        .collect();
+    targets.push(json!({"name": "vms", "type": "ec2",
+        "connectorRef": {"kind": "CloudProvider", "name": "aws"},
+        "parameters": {"selector": {"tags": {"bench": format!("night-{i}")}}}}));
+    targets.push(json!({"name": "apps", "type": "workloads",
+        "connectorRef": {"kind": "K8SCluster", "name": "this-cluster"},
+        "parameters": {"namespaces": [ns], "kinds": ["Deployment"],
+                       "selector": {"matchLabels": {"app": format!("web-{i}")}}}}));
+    json!({
+        "apiVersion": "hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "HibernationPlan",
+        "metadata": {"name": format!("night-{i}")},
+        "spec": {
+            "schedule": {"timezone": "America/New_York",
+                         "offHours": [{"start": "20:00", "end": "06:00", "daysOfWeek": ["MON", "TUE", "WED", "THU", "FRI"]}]},
+            "execution": {"strategy": {"type": "Parallel", "maxConcurrency": 5}},
+            // In-sleep checks (a Job per target every six hours by default) are not part of
+            // the cycle measured here.
+            "behavior": {"enforce": {"mode": "Off"}},
+            "targets": targets,
+        },
+    })
+}
+
+/// 3. A night of K plans through real runner pods.
+async fn night(b: &Binaries, plans: usize, run: usize, table: &mut Table) -> Result<()> {
+    eprintln!("==> run {}: a night of {plans} plans x 10 targets", run + 1);
+    let w = World::alone("bench-night").await?;
+    w.cluster.map_image(RUNNER_IMAGE, Image::new(&b.runner));
+    w.runners_in_cluster().await?;
+    w.cloud_provider("aws").await?;
+    w.apply(json!({
+        "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
+        "kind": "K8SCluster",
+        "metadata": {"name": "this-cluster"},
+        "spec": {"k8s": {"inCluster": true}},
+    }))
+    .await?;
+    let vms: Vec<_> = (0..plans)
+        .map(|i| json!({"name": format!("vm-{i}"), "tags": {"bench": format!("night-{i}")}, "running": true}))
+        .collect();
+    let before = w.estate(json!({"ec2": vms}))?;
+    for i in 0..plans {
+        let app = format!("web-{i}");
+        w.apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": app},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": app}},
+                     "template": {"metadata": {"labels": {"app": app}},
+                                  "spec": {"terminationGracePeriodSeconds": 1,
+                                           "containers": [{"name": "main", "image": SLEEPER, "args": ["3600"]}]}}},
+        }))
+        .await?;
+        w.apply(night_plan(i, &w.ns)).await?;
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(w.client.clone(), &w.ns);
+    let ready = || async {
+        let list = deployments.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(1))
+            .then_some(())
+    };
+    wait_for(
+        Duration::from_secs(120),
+        "the Deployments to be ready",
+        ready,
+    )
+    .await?;
+
+    let sampler = RunnerSampler::start(&b.runner);
+    // Twenty simulated minutes before the boundary: two real seconds to look at every plan.
+    let mut reconciled = count_reconciled(&w.client, &w.ns);
+    let opts = ControllerOptions {
+        binary: Some(b.controller.clone()),
+        ..ControllerOptions::at("2026-11-27T00:40:00Z", NIGHT_SPEED)
+    };
+    let c = w.controller(opts)?;
+    wait_count(&mut reconciled, plans, Duration::from_secs(60)).await?;
+    // Writes from here on are the night's (the first reconcile's finalizers and status, and
+    // the controller's own certificate, are not part of a cycle).
+    let audit_before = w.cluster.audit_events()?.len();
+    let started = Instant::now();
+    let plan_api: Api<HibernationPlan> = Api::namespaced(w.client.clone(), &w.ns);
+    let woken = || async {
+        let list = plan_api.list(&Default::default()).await.ok()?;
         let done = list
             .items
             .iter()
             .filter(|p| {
-                p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.current_cycle.as_ref())
+                    .is_some_and(|c| {
+                        c.operation == hibernator_api::Operation::WakeUp && c.finished_at.is_some()
+                    })
             })
             .count();
-        if done == args.plans {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!(
-                "only {done} of {} plans reconciled after 10 minutes",
-                args.plans
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        (done == plans).then_some(())
+    };
+    wait_for(Duration::from_secs(900), "every plan to wake up", woken)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\n--- controller log:\n{}", c.log()))?;
+    let wall = started.elapsed();
+    // Late writes of the cycle (the last Events, retired records) land within a moment.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = c.metrics().await.unwrap_or_default();
+    drop(c);
+    let peaks = sampler.stop();
+    wait_for(
+        Duration::from_secs(120),
+        "the Deployments to be ready again",
+        ready,
+    )
+    .await?;
+    let after = w.snapshot()?;
+    if after["ec2"] != before["ec2"] {
+        bail!("the night did not restore EC2 exactly:\nbefore {before}\nafter {after}");
     }
-    let settle = started.elapsed();
-    rows.push(Row(
-        format!(
-            "{} plans x 10 targets: all reconciled after start",
-            args.plans
-        ),
-        format!("{:.1} s", settle.as_secs_f64()),
-        String::new(),
-    ));
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let pid = controller.id();
-    let cpu_before = cpu_seconds(pid)?;
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    let cpu_idle = cpu_seconds(pid)? - cpu_before;
-    rows.push(Row(
-        "  controller resident memory (RSS)".into(),
-        format!("{:.1} MiB", rss_mib(pid, "VmRSS")?),
-        "< 64 MiB".into(),
-    ));
-    rows.push(Row(
-        "    of which heap and other anonymous memory".into(),
-        format!("{:.1} MiB", rss_mib(pid, "RssAnon")?),
-        String::new(),
-    ));
-    rows.push(Row(
-        "  controller CPU while idle (30 s)".into(),
-        format!("{:.2} %", cpu_idle / 30.0 * 100.0),
-        "near zero".into(),
-    ));
-    let _ = controller.kill();
-    let _ = controller.wait();
 
-    // 2. A night.
-    if args.night_plans > 0 {
-        let ns = cluster.create_namespace("bench-night").await?;
-        eprintln!(
-            "==> a night of {} plans x 10 noop targets",
-            args.night_plans
+    let user = format!("system:serviceaccount:{}:hibernator-controller", w.ns);
+    let events = w.cluster.audit_events()?;
+    let writes: Vec<_> = events[audit_before..]
+        .iter()
+        .filter(|e| e.is_write() && e.user.username == user)
+        .collect();
+    let targets = (plans * 10) as f64;
+    let kind = |e: &kube_testbed::AuditEvent| {
+        let r = e.object_ref.clone().unwrap_or_default();
+        match r.subresource {
+            Some(s) => format!("{}/{s}", r.resource.unwrap_or_default()),
+            None => r.resource.unwrap_or_default(),
+        }
+    };
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &writes {
+        *by_kind
+            .entry(format!("{} {}", e.verb, kind(e)))
+            .or_default() += 1;
+    }
+    table.put(
+        run,
+        format!("night of {plans} plans x 10 targets: wall time (600x clock)"),
+        format!("{:.0} s", wall.as_secs_f64()),
+        "",
+    );
+    table.put(
+        run,
+        "  API writes per target per cycle, all kinds",
+        format!("{:.2}", writes.len() as f64 / targets),
+        "<= 5",
+    );
+    for (k, n) in &by_kind {
+        table.put(
+            run,
+            format!("    {k}"),
+            format!("{:.2}", *n as f64 / targets),
+            "",
         );
-        let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), &ns);
-        for i in 0..args.night_plans {
-            let mut plan = noop_plan(
-                &format!("night-{i}"),
-                &refs,
-                json!({"execution": {"strategy": {"type": "Parallel", "maxConcurrency": 5}}}),
-            );
-            plan["metadata"]["namespace"] = json!(ns);
-            plans
-                .patch(
-                    &format!("night-{i}"),
-                    &PatchParams::apply("bench"),
-                    &Patch::Apply(&plan),
-                )
-                .await?;
-        }
-        let metrics_port = free_port()?;
-        let grpc_port = free_port()?;
-        let extra = [
-            "--http-addr".to_string(),
-            format!("127.0.0.1:{metrics_port}"),
-            "--grpc-addr".into(),
-            format!("127.0.0.1:{grpc_port}"),
-            "--controller-endpoint".into(),
-            format!("https://127.0.0.1:{grpc_port}"),
-            "--runner-image".into(),
-            RUNNER_IMAGE.into(),
-            "--runner-service-account".into(),
-            "default".into(),
-        ];
-        let audit_before = cluster.audit_events()?.len();
-        let mut controller = spawn_controller(
-            &b.controller,
-            &kubeconfig,
-            &ns,
-            "2026-11-27T00:59:30Z",
-            NIGHT_SPEED,
-            &extra,
-        )?;
-        let started = Instant::now();
-        loop {
-            let list = plans.list(&ListParams::default()).await?;
-            let woken = list
-                .items
-                .iter()
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.current_cycle.as_ref())
-                        .is_some_and(|c| {
-                            c.operation == hibernator_api::Operation::WakeUp
-                                && c.finished_at.is_some()
-                        })
-                })
-                .count();
-            if woken == args.night_plans {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(900) {
-                bail!("only {woken} of {} plans woke up", args.night_plans);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let metrics = http_get(metrics_port, "/metrics").await.unwrap_or_default();
-        let _ = controller.kill();
-        let _ = controller.wait();
-        let events = cluster.audit_events()?;
-        let admin_writes: Vec<_> = events[audit_before..]
-            .iter()
-            .filter(|e| e.is_write() && e.field_manager.as_deref() == Some("hibernator-controller"))
-            .filter(|e| {
-                e.object_ref.as_ref().and_then(|r| r.namespace.as_deref()) == Some(ns.as_str())
-            })
-            .collect();
-        let targets = (args.night_plans * 10) as f64;
-        let per = |kind: &str| {
-            admin_writes
-                .iter()
-                .filter(|e| {
-                    let r = e.object_ref.clone().unwrap_or_default();
-                    let key = match r.subresource {
-                        Some(s) => format!("{}/{s}", r.resource.unwrap_or_default()),
-                        None => r.resource.unwrap_or_default(),
-                    };
-                    key == kind
-                })
-                .count() as f64
-                / targets
-        };
-        rows.push(Row(
-            format!(
-                "night of {} plans x 10 targets: wall time (600x clock)",
-                args.night_plans
-            ),
-            format!("{:.0} s", started.elapsed().as_secs_f64()),
-            String::new(),
-        ));
-        rows.push(Row(
-            "  API writes per target per cycle, all kinds".into(),
-            format!("{:.2}", admin_writes.len() as f64 / targets),
-            "minimal".into(),
-        ));
-        for kind in ["jobs", "hibernationplans/status", "configmaps", "events"] {
-            rows.push(Row(
-                format!("    of which {kind}"),
-                format!("{:.2}", per(kind)),
-                String::new(),
-            ));
-        }
-        if let Some((sum, count)) = histogram(&metrics, "hibernator_schedule_boundary_lag_seconds")
-        {
-            rows.push(Row(
-                "  mean lag from boundary to operation start (real time)".into(),
-                format!("{:.2} s", sum / count.max(1.0) / NIGHT_SPEED),
-                "< 1 s".into(),
-            ));
-        }
     }
-    drop(cluster);
+    let failed = writes
+        .iter()
+        .filter(|e| {
+            e.response_status
+                .as_ref()
+                .and_then(|s| s.code)
+                .is_some_and(|c| c >= 300)
+        })
+        .count();
+    table.put(
+        run,
+        "    of which refused (conflicts, already exists)",
+        format!("{:.2}", failed as f64 / targets),
+        "",
+    );
+    if let Some((sum, count)) = histogram(&metrics, "hibernator_schedule_boundary_lag_seconds") {
+        table.put(
+            run,
+            "  mean lag from boundary to operation start (real time)",
+            format!("{:.2} s", sum / count.max(1.0) / NIGHT_SPEED),
+            "< 1 s",
+        );
+    }
+    for (type_, (n, peak)) in peaks {
+        table.put(
+            run,
+            format!("  runner peak RSS, {type_} target ({n} processes, highest)"),
+            format!("{peak:.1} MiB"),
+            "<= 32 MiB",
+        );
+    }
+    Ok(())
+}
 
-    // 3. Runner start-up.
-    eprintln!("==> runner start-up");
-    let mut samples = Vec::new();
-    for _ in 0..10 {
-        samples.push(runner_first_request(&b.runner)?);
+/// Samples the peak resident memory (`VmHWM`) of every process running the runner
+/// executable, every 20 ms, by its target type.
+struct RunnerSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<BTreeMap<u32, (String, f64)>>,
+}
+
+impl RunnerSampler {
+    fn start(runner: &Path) -> Self {
+        let exe = std::fs::canonicalize(runner).unwrap_or_else(|_| runner.to_path_buf());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen: BTreeMap<u32, (String, f64)> = BTreeMap::new();
+            let mut others: HashSet<u32> = HashSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                for pid in std::fs::read_dir("/proc")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                {
+                    if others.contains(&pid) {
+                        continue;
+                    }
+                    if let std::collections::btree_map::Entry::Vacant(slot) = seen.entry(pid) {
+                        let ours =
+                            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe);
+                        if !ours {
+                            others.insert(pid);
+                            continue;
+                        }
+                        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                        let type_ = env
+                            .split(|b| *b == 0)
+                            .filter_map(|kv| std::str::from_utf8(kv).ok())
+                            .find_map(|kv| {
+                                kv.strip_prefix(hibernator_api::runner::env::TARGET_TYPE)?
+                                    .strip_prefix('=')
+                            })
+                            .unwrap_or("unknown")
+                            .to_string();
+                        slot.insert((type_, 0.0));
+                    }
+                    if let Ok(hwm) = rss_mib(pid, "VmHWM")
+                        && let Some(entry) = seen.get_mut(&pid)
+                    {
+                        entry.1 = entry.1.max(hwm);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        Self { stop, thread }
     }
-    samples.sort();
-    rows.push(Row(
-        "runner: process start to first AWS request (median of 10)".into(),
-        format!("{:.0} ms", samples[5].as_secs_f64() * 1000.0),
-        "< 100 ms".into(),
-    ));
-    Ok(rows)
+
+    /// Per target type: how many runner processes were seen, and the highest peak.
+    fn stop(self) -> BTreeMap<String, (usize, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let seen = self.thread.join().unwrap_or_default();
+        let mut by_type: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+        for (type_, peak) in seen.into_values() {
+            let e = by_type.entry(type_).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(peak);
+        }
+        by_type
+    }
 }
 
 fn spawn_controller(
-    bin: &std::path::Path,
-    kubeconfig: &std::path::Path,
+    bin: &Path,
+    kubeconfig: &Path,
     ns: &str,
     clock: &str,
     speed: f64,
@@ -351,10 +773,6 @@ fn spawn_controller(
     let mut cmd = Command::new(bin);
     cmd.env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
-        .env(
-            "MALLOC_ARENA_MAX",
-            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "8".into()),
-        )
         .args([
             "--namespace",
             ns,
@@ -365,11 +783,11 @@ fn spawn_controller(
             clock,
             "--clock-speed",
             &speed.to_string(),
+            "--runner-image",
+            RUNNER_IMAGE,
         ]);
-    if !extra.iter().any(|a| a == "--http-addr") {
-        cmd.args(["--http-addr", &format!("127.0.0.1:{}", free_port()?)]);
-        cmd.args(["--grpc-addr", &format!("127.0.0.1:{}", free_port()?)]);
-    }
+    cmd.args(["--http-addr", &format!("127.0.0.1:{}", free_port()?)]);
+    cmd.args(["--grpc-addr", &format!("127.0.0.1:{}", free_port()?)]);
     cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::null());
     cmd.spawn().context("failed to start the controller")
 }
@@ -405,19 +823,9 @@ fn histogram(metrics: &str, name: &str) -> Option<(f64, f64)> {
     Some((value("sum")?, value("count")?))
 }
 
-async fn http_get(port: u16, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    Ok(buf)
-}
-
 /// Starts the runner against a listener standing in for AWS and measures the time until the
 /// first connection arrives.
-fn runner_first_request(runner: &std::path::Path) -> Result<Duration> {
+fn runner_first_request(runner: &Path) -> Result<Duration> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let token = tempfile_path("bench-token");
@@ -453,6 +861,6 @@ fn runner_first_request(runner: &std::path::Path) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn tempfile_path(name: &str) -> std::path::PathBuf {
+fn tempfile_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("hibernator-{name}-{}", std::process::id()))
 }

@@ -120,6 +120,10 @@ pub struct Observed<'a> {
     pub reference_grace: SignedDuration,
     /// How long deletion waits for the wake-up before giving up.
     pub deletion_timeout: SignedDuration,
+    /// At most this many targets start in this decision (the controller is crowded: many
+    /// plans reached a boundary together, and every plan's first Job comes before anyone's
+    /// fifth); the others stay Pending and start at the next reconcile.
+    pub start_limit: Option<usize>,
 }
 
 /// A Job to create.
@@ -169,6 +173,8 @@ pub struct Decision {
     pub requeue_at: Option<Timestamp>,
     /// The finalizer may be removed.
     pub release_finalizer: bool,
+    /// Targets could start and were left for the next reconcile ([`Observed::start_limit`]).
+    pub more_to_start: bool,
 }
 
 fn t(ts: Timestamp) -> Time {
@@ -288,6 +294,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         events: vec![],
         requeue_at: None,
         release_finalizer: false,
+        more_to_start: false,
     };
     if releases_at_once(o, &wants, &prev) {
         d.release_finalizer = true;
@@ -847,15 +854,10 @@ fn target_events(
             .iter()
             .any(|j| Some(&j.name) == t.job.as_ref() && j.outcome == JobOutcome::Lost);
         let (warning, reason, note) = match t.state {
-            TargetState::Completed => (
-                false,
-                "TargetCompleted",
-                format!(
-                    "{op_name} {}: {}",
-                    t.name,
-                    t.message.clone().unwrap_or_else(|| "done".into())
-                ),
-            ),
+            // A target that finished well gets no Event of its own: the operation's end
+            // (`Hibernated`, `WokeUp`) speaks for all of them, one Event per plan instead of
+            // one per target (each is an API write; at a shared boundary of a large fleet they
+            // were the largest share). Its message stays in the status.
             TargetState::Failed => (
                 true,
                 if lost {
@@ -944,7 +946,7 @@ fn advance(
         targets[i].finished_at = Some(t(o.now));
     }
     let plan_name = plan.metadata.name.as_deref().unwrap_or_default();
-    for &i in &step.start {
+    for &i in limited(&step.start, d, o) {
         let attempt = targets[i].attempts.max(1);
         d.create.push(JobRequest {
             target: i,
@@ -969,6 +971,20 @@ fn advance(
         tgt.progress = None;
     }
     stalled
+}
+
+/// The targets of `start` that start now: all of them, or as many as the start limit allows
+/// (counting the Jobs this decision already requested), noting that more are waiting.
+fn limited<'s>(start: &'s [usize], d: &mut Decision, o: &Observed<'_>) -> &'s [usize] {
+    let room = o
+        .start_limit
+        .map_or(usize::MAX, |l| l.saturating_sub(d.create.len()));
+    if start.len() > room {
+        d.more_to_start = true;
+        &start[..room]
+    } else {
+        start
+    }
 }
 
 /// The states the graph steps on: a target outside the operation counts as done (Skipped), so
@@ -1316,7 +1332,7 @@ fn start_first_jobs(
         .for_operation(op)
         .step(&step_states(&status.targets), o.plan.failure_mode());
     let plan_name = o.plan.metadata.name.as_deref().unwrap_or_default();
-    for &i in &step.start {
+    for &i in limited(&step.start, d, o) {
         let tgt = &mut status.targets[i];
         let attempt = tgt.attempts.max(1);
         d.create.push(JobRequest {
@@ -1443,8 +1459,9 @@ fn finish_operation(
             warning: false,
             reason,
             note: format!(
-                "cycle {}: {what} finished in {}",
+                "cycle {}: {what} of {} target(s) finished in {}",
                 cycle.id,
+                targets.iter().filter(|t| in_operation(t)).count(),
                 format_duration(elapsed)
             ),
         });

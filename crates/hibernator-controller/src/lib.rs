@@ -193,6 +193,7 @@ pub async fn run(config: Config) -> Result<()> {
         plan_changes: stores.plan_changes,
         self_guard: self_guard.clone(),
         versions: Default::default(),
+        busy: Default::default(),
         client: client.clone(),
         clock: config.clock,
         runner: config.runner.clone(),

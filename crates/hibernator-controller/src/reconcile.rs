@@ -138,14 +138,53 @@ pub struct Context {
     /// Plans reconciled, for the notifier (never waited on: a full channel drops the
     /// reference; the notifier looks again within minutes).
     pub plan_changes: tokio::sync::mpsc::Sender<ObjectRef<HibernationPlan>>,
+    /// Reconciles under way.
+    pub busy: Busy,
+}
+
+/// How many reconciles are under way. When every slot is taken (many plans reached a
+/// boundary together), a plan starts one target per reconcile and comes back for the
+/// others, so that every plan gets its first runner Job before any plan gets its fifth.
+#[derive(Default)]
+pub struct Busy(std::sync::atomic::AtomicUsize);
+
+impl Busy {
+    fn enter(&self) -> BusyGuard<'_> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        BusyGuard(self)
+    }
+
+    /// True when every reconcile slot is taken.
+    fn crowded(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) >= usize::from(RECONCILES_AT_ONCE)
+    }
+}
+
+struct BusyGuard<'a>(&'a Busy);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The version of each plan this controller last wrote or read, so that a reconcile never
 /// decides on a cached plan older than its own last status write (the watch may deliver that
 /// write a moment after the next reconcile starts; deciding on the older status would, for
 /// example, count restore records retired after that write as lost).
+///
+/// It also keeps when this controller last wrote each plan's status, so that runner progress
+/// lines alone are written at most every [`PROGRESS_WRITE_INTERVAL`].
 #[derive(Default)]
-pub struct PlanVersions(std::sync::Mutex<BTreeMap<(String, String), String>>);
+pub struct PlanVersions(std::sync::Mutex<BTreeMap<(String, String), Seen>>);
+
+/// A plan's resource version as last seen, and when its status was last written.
+type Seen = (String, Option<Instant>);
+
+/// A status write that would change nothing but runner progress lines waits until this long
+/// after the plan's last status write (and goes with any other change that comes first): a
+/// runner reports progress several times, and each report was a write of its own.
+pub const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(3);
 
 impl PlanVersions {
     fn key(plan: &HibernationPlan) -> (String, String) {
@@ -155,11 +194,27 @@ impl PlanVersions {
     /// Notes the version of an object the API server returned.
     pub fn saw(&self, plan: &HibernationPlan) {
         if let Some(rv) = plan.resource_version() {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(Self::key(plan), rv);
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = map.entry(Self::key(plan)).or_default();
+            entry.0 = rv;
         }
+    }
+
+    /// Notes the version of a status this controller just wrote, and when.
+    pub fn wrote_status(&self, plan: &HibernationPlan) {
+        self.saw(plan);
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(Self::key(plan)).or_default().1 = Some(Instant::now());
+    }
+
+    /// True when this controller wrote the plan's status less than `interval` ago.
+    fn status_written_within(&self, plan: &HibernationPlan, interval: Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&Self::key(plan))
+            .and_then(|(_, at)| *at)
+            .is_some_and(|at| at.elapsed() < interval)
     }
 
     fn known(&self, plan: &HibernationPlan) -> Option<String> {
@@ -167,7 +222,8 @@ impl PlanVersions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&Self::key(plan))
-            .cloned()
+            .map(|(rv, _)| rv.clone())
+            .filter(|rv| !rv.is_empty())
     }
 
     /// Forgets a plan that is gone.
@@ -330,12 +386,12 @@ pub async fn run_controller(
     let controller = Controller::for_stream(plan_stream, plan_store.clone())
         .with_config(
             // Runner reports and Job changes arriving together become one reconcile (and one
-            // status write).
-            // A bounded number of reconciles at a time keeps memory flat when many plans need work at
-            // once (start-up, a shared schedule boundary).
+            // status write). A bounded number of reconciles at a time keeps memory flat when
+            // many plans need work at once (start-up, a shared schedule boundary); a reconcile
+            // mostly waits on the API server, so the bound is well above the cores.
             kube::runtime::controller::Config::default()
                 .debounce(Duration::from_millis(100))
-                .concurrency(8),
+                .concurrency(RECONCILES_AT_ONCE),
         )
         .trigger_backoff(watch_backoff());
     let referencing = |store: Store<DeserializeGuard<HibernationPlan>>, kind: ConnectorKind| {
@@ -511,6 +567,7 @@ async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
+    let _busy = ctx.busy.enter();
     if let Ok(p) = &guard.0 {
         let _ = ctx.plan_changes.try_send(ObjectRef::from_obj(p));
     }
@@ -674,6 +731,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         reference_problem: reference_problem.clone(),
         reference_grace: ctx.timing.reference_grace,
         deletion_timeout: ctx.timing.deletion_timeout,
+        start_limit: ctx.busy.crowded().then_some(1),
     });
 
     // Restored records are counted into the savings before they are retired, in the same
@@ -690,7 +748,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         |t| types.get(t).copied(),
         &ctx.prices,
     );
-    let soon = apply(plan, ctx, &d, &connectors, &evaluation, &saved).await?;
+    let soon = apply(plan, ctx, &d, &connectors, &evaluation, &saved).await? || d.more_to_start;
     update_exceptions(ctx, &exceptions, now).await;
 
     if d.release_finalizer {
@@ -855,31 +913,42 @@ async fn apply(
         field_manager: Some(MANAGER.into()),
         ..Default::default()
     };
-    let mut look_again_soon = false;
-    for req in &d.create {
-        let Some(connector) = connectors.get(&req.target) else {
-            continue;
-        };
-        let job = build_job(plan, req, connector, &ctx.runner);
-        let job_name = job.name_any();
-        match jobs.create(&pp, &job).await {
-            Ok(_) => {
-                ctx.metrics.api_write("Job");
-                match req.check {
-                    Some(mode) => {
-                        info!(job = %job_name, target = %plan.spec.targets[req.target].name, mode = mode.as_str(), check = req.attempt, "in-sleep check Job created")
+    // The Jobs of one step are created side by side: at a boundary shared by many plans a
+    // reconcile takes one round trip instead of one per Job, and the next plan's turn comes
+    // sooner.
+    let to_create: Vec<Job> = d
+        .create
+        .iter()
+        .filter_map(|req| {
+            let connector = connectors.get(&req.target)?;
+            Some(build_job(plan, req, connector, &ctx.runner))
+        })
+        .collect();
+    let created: Vec<Result<bool, Error>> = futures::stream::iter(to_create)
+        .map(|job| {
+            let (jobs, pp, ns) = (&jobs, &pp, &ns);
+            async move {
+                let job_name = job.name_any();
+                match jobs.create(pp, &job).await {
+                    Ok(_) => {
+                        ctx.metrics.api_write("Job");
+                        log_job_created(plan, &job);
+                        Ok(false)
                     }
-                    None => {
-                        info!(job = %job_name, target = %plan.spec.targets[req.target].name, operation = %req.operation, attempt = req.attempt, "runner Job created")
-                    }
+                    // Created before (a status write was lost) or taken by a foreign Job:
+                    // the next reconcile tells (a foreign Job is a lost attempt), and comes
+                    // soon since no event of ours will bring it.
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(true),
+                    Err(e) => Err(api_err("create", format!("Job {ns}/{job_name}"))(e)),
                 }
             }
-            // Created before (a status write was lost) or taken by a foreign Job: the next
-            // reconcile tells (a foreign Job is a lost attempt), and comes soon since no
-            // event of ours will bring it.
-            Err(kube::Error::Api(s)) if s.code == 409 => look_again_soon = true,
-            Err(e) => return Err(api_err("create", format!("Job {ns}/{job_name}"))(e)),
-        }
+        })
+        .buffer_unordered(JOBS_AT_ONCE)
+        .collect()
+        .await;
+    let mut look_again_soon = false;
+    for c in created {
+        look_again_soon |= c?;
     }
     // How late was the start of an operation, measured against its boundary?
     if let Some(c) = &d.status.current_cycle
@@ -926,7 +995,20 @@ async fn apply(
             ctx.metrics.execution(type_, c.operation.as_str(), result);
         }
     }
-    write_status(ctx, plan, &prev, &d.status).await?;
+    let only_progress = d.create.is_empty()
+        && d.events.is_empty()
+        && d.retire.is_empty()
+        && saved.is_empty()
+        && differs_only_in_progress(&prev, &d.status);
+    if only_progress
+        && ctx
+            .versions
+            .status_written_within(plan, PROGRESS_WRITE_INTERVAL)
+    {
+        look_again_soon = true;
+    } else {
+        write_status(ctx, plan, &prev, &d.status).await?;
+    }
     for (type_, night) in saved {
         ctx.metrics
             .saved(&ns, &plan.name_any(), type_.as_str(), night);
@@ -940,6 +1022,42 @@ async fn apply(
         publish_event(ctx, plan, e.warning, e.reason, &e.note).await;
     }
     Ok(look_again_soon)
+}
+
+/// True when `b` is `a` with other runner progress lines and nothing else changed.
+fn differs_only_in_progress(a: &HibernationPlanStatus, b: &HibernationPlanStatus) -> bool {
+    let without_progress = |s: &HibernationPlanStatus| {
+        let mut s = s.clone();
+        for t in &mut s.targets {
+            t.progress = None;
+        }
+        s
+    };
+    a != b && without_progress(a) == without_progress(b)
+}
+
+/// Plans reconciled at the same time.
+const RECONCILES_AT_ONCE: u16 = 32;
+
+/// Runner Jobs of one plan created at the same time.
+const JOBS_AT_ONCE: usize = 8;
+
+fn log_job_created(plan: &HibernationPlan, job: &Job) {
+    let l = job.labels();
+    let target = l
+        .get(labels::TARGET)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let operation = l
+        .get(labels::OPERATION)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let job = job.name_any();
+    if operation == hibernator_api::naming::ENFORCE {
+        info!(plan = %plan.name_any(), %job, %target, "in-sleep check Job created");
+    } else {
+        info!(plan = %plan.name_any(), %job, %target, %operation, "runner Job created");
+    }
 }
 
 /// The plan as the restore store knows it.
@@ -1446,7 +1564,7 @@ async fn patch_status(
         .await
     {
         Ok(written) => {
-            ctx.versions.saw(&written);
+            ctx.versions.wrote_status(&written);
             if let Some(status) = &written.status {
                 ctx.reports.status_written(ns, name, status);
             }
@@ -1476,7 +1594,7 @@ async fn set_finalizer(ctx: &Context, ns: &str, name: &str, present: bool) -> Re
         .await
     {
         Ok(written) => {
-            ctx.versions.saw(&written);
+            ctx.versions.wrote_status(&written);
             ctx.metrics.api_write("HibernationPlan/finalizer");
             Ok(())
         }
@@ -1744,5 +1862,22 @@ mod tests {
             Some(("failed: AccessDenied".to_string(), vec![]))
         );
         assert_eq!(parse_termination_message("  \n"), None);
+    }
+
+    #[test]
+    fn only_a_change_of_progress_lines_alone_waits_for_the_next_write() {
+        use super::{HibernationPlanStatus, differs_only_in_progress};
+        let status = |state: &str, progress: &str| -> HibernationPlanStatus {
+            serde_json::from_value(serde_json::json!({
+                "targets": [{"name": "db", "state": state, "progress": progress}],
+            }))
+            .unwrap()
+        };
+        let running = status("Running", "1/3");
+        let further = status("Running", "2/3");
+        let done = status("Completed", "3/3");
+        assert!(differs_only_in_progress(&running, &further));
+        assert!(!differs_only_in_progress(&running, &running));
+        assert!(!differs_only_in_progress(&further, &done));
     }
 }

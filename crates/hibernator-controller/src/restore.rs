@@ -13,8 +13,11 @@
 //!   it; it carries the plan's UID as a label instead, and is used only when it has the labels
 //!   of Hibernator's restore data (a ConfigMap of someone else's under that name is refused).
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
 
 use hibernator_api::plan::HibernationPlan;
 use hibernator_api::restore::{
@@ -82,7 +85,7 @@ pub enum RestoreError {
         name: String,
         /// Cause.
         #[source]
-        source: Box<kube::Error>,
+        source: Arc<kube::Error>,
     },
     /// Too many concurrent updates.
     #[error("failed to update ConfigMap {namespace}/{name}: it kept changing under us")]
@@ -145,15 +148,35 @@ pub struct Loaded {
 /// How often a write that lost an optimistic-concurrency race is tried again.
 const CONFLICT_ATTEMPTS: u32 = 20;
 
-/// One writer at a time per plan.
-type PlanLock = Arc<tokio::sync::Mutex<()>>;
+/// A change to a plan's restore data, type-erased so that changes of different kinds (records,
+/// wake-up marks, retirements) can share one write.
+type Change = Box<
+    dyn FnMut(&mut BTreeMap<String, String>) -> Result<Box<dyn Any + Send>, RestoreDataError>
+        + Send,
+>;
 
-/// The restore store: ConfigMaps updated with optimistic concurrency, one writer at a time per
-/// plan within this process.
+/// A change waiting for its plan's next write, and where its result goes.
+struct Queued {
+    change: Change,
+    reply: oneshot::Sender<Result<Box<dyn Any + Send>, RestoreError>>,
+}
+
+/// The changes of one plan waiting to be written, and whether a writer is at work on them.
+#[derive(Default)]
+struct PlanQueue {
+    waiting: Vec<Queued>,
+    writing: bool,
+}
+
+/// The restore store: ConfigMaps updated with optimistic concurrency. Within this process one
+/// writer at a time works for a plan, and the changes that arrive while it writes go together
+/// in its next write (group commit): five runners of a plan recording at once cost one or two
+/// ConfigMap writes, not five. Each caller is answered only after the write that holds its
+/// change succeeded, so write-ahead is unchanged.
 #[derive(Clone)]
 pub struct RestoreStore {
     client: Client,
-    locks: Arc<Mutex<HashMap<(String, String), PlanLock>>>,
+    queues: Arc<Mutex<HashMap<(String, String), PlanQueue>>>,
     limit: usize,
 }
 
@@ -162,7 +185,7 @@ impl RestoreStore {
     pub fn new(client: Client) -> Self {
         Self {
             client,
-            locks: Default::default(),
+            queues: Default::default(),
             limit: MAX_DATA_BYTES,
         }
     }
@@ -171,14 +194,6 @@ impl RestoreStore {
     pub fn with_limit(mut self, limit: usize) -> Self {
         self.limit = limit;
         self
-    }
-
-    fn lock(&self, plan: &PlanKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks
-            .entry((plan.namespace.clone(), plan.name.clone()))
-            .or_default()
-            .clone()
     }
 
     fn api(&self, namespace: &str) -> Api<ConfigMap> {
@@ -196,7 +211,7 @@ impl RestoreStore {
                 verb: "read",
                 namespace: plan.namespace.clone(),
                 name: name.clone(),
-                source: Box::new(source),
+                source: Arc::new(source),
             })?;
         let Some(cm) = cm else {
             return Ok(Loaded::default());
@@ -263,12 +278,13 @@ impl RestoreStore {
     ) -> Result<RecordOutcome, RestoreError> {
         let limit = self.limit;
         let asleep = self.asleep_keys(plan, target).await?;
-        self.update(plan, |data| {
+        let (target, cycle, key) = (target.to_string(), cycle.to_string(), key.to_string());
+        self.update(plan, move |data| {
             merge_sized_record(
                 data,
-                target,
-                cycle,
-                key,
+                &target,
+                &cycle,
+                &key,
                 state.clone(),
                 sizing.clone(),
                 now,
@@ -293,7 +309,7 @@ impl RestoreStore {
                 verb: "read the plan of",
                 namespace: plan.namespace.clone(),
                 name: config_map_name(&plan.name),
-                source: Box::new(source),
+                source: Arc::new(source),
             })?;
         Ok(found
             .filter(|p| p.metadata.uid.as_deref() == Some(plan.uid.as_str()))
@@ -314,8 +330,11 @@ impl RestoreStore {
         results: &[(String, WakeUpOutcome, Option<String>)],
         now: jiff::Timestamp,
     ) -> Result<bool, RestoreError> {
-        self.update(plan, |data| mark_wake_up(data, target, cycle, results, now))
-            .await
+        let (target, cycle, results) = (target.to_string(), cycle.to_string(), results.to_vec());
+        self.update(plan, move |data| {
+            mark_wake_up(data, &target, &cycle, &results, now)
+        })
+        .await
     }
 
     /// Removes the restored or acknowledged records `keys` (after the plan's status stopped
@@ -325,7 +344,8 @@ impl RestoreStore {
         plan: &PlanKey,
         keys: &BTreeSet<(String, String)>,
     ) -> Result<Vec<(String, String)>, RestoreError> {
-        self.update(plan, |data| Ok(retire(data, keys))).await
+        let keys = keys.clone();
+        self.update(plan, move |data| Ok(retire(data, &keys))).await
     }
 
     /// Acknowledges every live record of `targets` (a person accepted that they are not
@@ -335,8 +355,9 @@ impl RestoreStore {
         plan: &PlanKey,
         targets: &BTreeSet<String>,
     ) -> Result<usize, RestoreError> {
-        self.update(plan, |data| {
-            Ok(acknowledge(data, targets, jiff::Timestamp::now()))
+        let targets = targets.clone();
+        self.update(plan, move |data| {
+            Ok(acknowledge(data, &targets, jiff::Timestamp::now()))
         })
         .await
     }
@@ -384,25 +405,71 @@ impl RestoreStore {
     }
 
     /// Applies `change` to the ConfigMap's data and writes it back, retrying on conflicts. The
-    /// ConfigMap gets (or keeps) the labels of restore data and the plan's UID.
-    async fn update<T>(
+    /// ConfigMap gets (or keeps) the labels of restore data and the plan's UID. The change may
+    /// share its write with others of the same plan (see [`RestoreStore`]); its result comes
+    /// back once that write succeeded.
+    async fn update<T: Send + 'static>(
         &self,
         plan: &PlanKey,
-        mut change: impl FnMut(&mut BTreeMap<String, String>) -> Result<T, RestoreDataError>,
+        mut change: impl FnMut(&mut BTreeMap<String, String>) -> Result<T, RestoreDataError>
+        + Send
+        + 'static,
     ) -> Result<T, RestoreError> {
-        let lock = self.lock(plan);
-        let _guard = lock.lock().await;
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            change: Box::new(move |data| change(data).map(|v| Box::new(v) as Box<dyn Any + Send>)),
+            reply,
+        };
+        let start_writer = {
+            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            let queue = queues
+                .entry((plan.namespace.clone(), plan.name.clone()))
+                .or_default();
+            queue.waiting.push(queued);
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if start_writer {
+            // A task of its own: the caller's future may be dropped (a runner that hung up),
+            // and the changes of the others must still be written.
+            let (store, plan) = (self.clone(), plan.clone());
+            tokio::spawn(async move { store.write_queued(&plan).await });
+        }
+        let result = answer.await.unwrap_or_else(|_| {
+            Err(RestoreError::Contended {
+                namespace: plan.namespace.clone(),
+                name: config_map_name(&plan.name),
+            })
+        })?;
+        Ok(*result
+            .downcast::<T>()
+            .expect("a change's result has the change's type"))
+    }
+
+    /// Writes the plan's waiting changes, a batch per write, until none are left.
+    async fn write_queued(&self, plan: &PlanKey) {
+        let key = (plan.namespace.clone(), plan.name.clone());
+        loop {
+            let batch = {
+                let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+                let queue = queues.entry(key.clone()).or_default();
+                if queue.waiting.is_empty() {
+                    queues.remove(&key);
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            self.write_batch(plan, batch).await;
+        }
+    }
+
+    /// One read-modify-write of the ConfigMap holding every change of `batch` that applies; a
+    /// change that fails leaves the data as it found it and gets its own error.
+    async fn write_batch(&self, plan: &PlanKey, mut batch: Vec<Queued>) {
         let (namespace, name) = (plan.namespace.as_str(), config_map_name(&plan.name));
         let api = self.api(namespace);
         let pp = PostParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
-        };
-        let api_err = |verb: &'static str, source: kube::Error| RestoreError::Api {
-            verb,
-            namespace: namespace.into(),
-            name: name.clone(),
-            source: Box::new(source),
         };
         let wanted_labels = BTreeMap::from([
             (labels::MANAGED_BY.to_string(), MANAGER.to_string()),
@@ -410,15 +477,33 @@ impl RestoreStore {
             (RESTORE_LABEL.to_string(), "true".to_string()),
             (labels::PLAN_UID.to_string(), plan.uid.clone()),
         ]);
+        // What every change of the batch is told when the write itself fails.
+        let fail_all = |batch: Vec<Queued>, error: &dyn Fn() -> RestoreError| {
+            for q in batch {
+                let _ = q.reply.send(Err(error()));
+            }
+        };
+        let name_ref = &name;
+        let api_err = |verb: &'static str, source: Arc<kube::Error>| {
+            move || RestoreError::Api {
+                verb,
+                namespace: namespace.into(),
+                name: name_ref.clone(),
+                source: source.clone(),
+            }
+        };
         for attempt in 0..CONFLICT_ATTEMPTS {
             if attempt > 0 {
                 // Writers that conflicted (other replicas) must not retry in lockstep.
                 let ms = fastrand::u64(0..10 * u64::from(attempt.min(10)));
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            let existing = api.get_opt(&name).await.map_err(|e| api_err("read", e))?;
+            let existing = match api.get_opt(&name).await {
+                Ok(cm) => cm,
+                Err(e) => return fail_all(batch, &api_err("read", Arc::new(e))),
+            };
             if existing.as_ref().is_some_and(|cm| !is_ours(cm)) {
-                return Err(self.foreign(plan));
+                return fail_all(batch, &|| self.foreign(plan));
             }
             let mut cm = existing.clone().unwrap_or_else(|| ConfigMap {
                 metadata: ObjectMeta {
@@ -430,32 +515,45 @@ impl RestoreStore {
             });
             let mut data = cm.data.take().unwrap_or_default();
             let before = data.clone();
-            let out = change(&mut data).map_err(|problem| RestoreError::Data {
-                config_map: name.clone(),
-                problem,
-            })?;
+            let results: Vec<_> = batch
+                .iter_mut()
+                .map(|q| {
+                    let kept = data.clone();
+                    (q.change)(&mut data).inspect_err(|_| data = kept)
+                })
+                .collect();
             let labels_before = cm.labels().clone();
             cm.labels_mut().extend(wanted_labels.clone());
             let unchanged = data == before && *cm.labels() == labels_before;
             // Nothing to write; and no empty ConfigMap is created for a change that adds nothing.
-            if (existing.is_some() && unchanged) || (existing.is_none() && data.is_empty()) {
-                return Ok(out);
-            }
-            cm.data = Some(data);
-            let result = match existing {
-                Some(_) => api.replace(&name, &pp, &cm).await.map(|_| ()),
-                None => api.create(&pp, &cm).await.map(|_| ()),
-            };
-            match result {
-                Ok(()) => return Ok(out),
+            let written =
+                if (existing.is_some() && unchanged) || (existing.is_none() && data.is_empty()) {
+                    Ok(())
+                } else {
+                    cm.data = Some(data);
+                    match existing {
+                        Some(_) => api.replace(&name, &pp, &cm).await.map(|_| ()),
+                        None => api.create(&pp, &cm).await.map(|_| ()),
+                    }
+                };
+            match written {
+                Ok(()) => {
+                    for (q, result) in batch.into_iter().zip(results) {
+                        let _ = q.reply.send(result.map_err(|problem| RestoreError::Data {
+                            config_map: name.clone(),
+                            problem,
+                        }));
+                    }
+                    return;
+                }
                 // Changed or created meanwhile: read again.
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(api_err("write", e)),
+                Err(e) => return fail_all(batch, &api_err("write", Arc::new(e))),
             }
         }
-        Err(RestoreError::Contended {
+        fail_all(batch, &|| RestoreError::Contended {
             namespace: namespace.into(),
-            name,
+            name: name.clone(),
         })
     }
 }

@@ -166,3 +166,72 @@ async fn concurrent_writers_retry_conflicts_and_lose_no_record() {
         .count();
     assert!(conflicts > 0, "no write conflicted, so no retry was tested");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_arriving_together_share_a_write_and_a_bad_one_fails_alone() {
+    let cluster = cluster_with_crds().await;
+    let ns = cluster.create_namespace("store-batch").await.unwrap();
+    let client = cluster.client().unwrap();
+    let p = plan(&ns, "batch");
+    let store = RestoreStore::new(client.clone());
+    // Twelve runners of one plan record at once (one of them sends a record that is not a
+    // JSON object), through one controller's store.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let (store, p) = (store.clone(), p.clone());
+            tokio::spawn(async move {
+                let state = if i == 5 {
+                    json!("not an object")
+                } else {
+                    json!({"n": i})
+                };
+                store
+                    .record(
+                        &p,
+                        &format!("t{i}"),
+                        "c1",
+                        &format!("instance:db-{i}"),
+                        state,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    for (i, r) in results.iter().enumerate() {
+        match (i, r) {
+            (5, Err(RestoreError::Data { .. })) => {}
+            (5, other) => panic!("the bad record must fail alone: {other:?}"),
+            (_, Ok(RecordOutcome::Stored(v))) => assert_eq!(v, &json!({"n": i})),
+            (_, other) => panic!("record {i}: {other:?}"),
+        }
+    }
+    for i in (0..12).filter(|i| *i != 5) {
+        let (records, _) = store.fetch(&p, &format!("t{i}")).await.unwrap();
+        assert_eq!(records[&format!("instance:db-{i}")], json!({"n": i}));
+    }
+    assert!(store.fetch(&p, "t5").await.unwrap().0.is_empty());
+    // Every answer came after a successful write holding its record, and the records shared
+    // writes: fewer successful writes of the ConfigMap than records.
+    let writes = cluster
+        .audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            (e.verb == "update" || e.verb == "create")
+                && e.request_uri
+                    .contains(&format!("/namespaces/{ns}/configmaps"))
+                && e.response_status
+                    .as_ref()
+                    .and_then(|s| s.code)
+                    .is_some_and(|c| (200..300).contains(&c))
+        })
+        .count();
+    assert!(
+        (1..11).contains(&writes),
+        "11 records in {writes} ConfigMap writes: they did not share writes"
+    );
+}

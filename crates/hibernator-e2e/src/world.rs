@@ -439,7 +439,7 @@ impl World {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut cmd = Command::new(&b.controller);
+        let mut cmd = Command::new(opts.binary.as_ref().unwrap_or(&b.controller));
         cmd.env("KUBECONFIG", &self.controller_kubeconfig)
             // E2E_CONTROLLER_LOG overrides the controller's log filter when debugging a test.
             .env(
@@ -558,6 +558,9 @@ pub struct ControllerOptions {
     pub aws_endpoint: Option<String>,
     /// Extra environment of the controller process.
     pub env: Vec<(String, String)>,
+    /// Run this controller executable instead of the workspace's debug build (the benchmark
+    /// runs the release build).
+    pub binary: Option<PathBuf>,
 }
 
 impl ControllerOptions {
@@ -575,6 +578,7 @@ impl ControllerOptions {
             watch_all_namespaces: false,
             aws_endpoint: None,
             env: vec![],
+            binary: None,
         }
     }
 }
@@ -588,6 +592,11 @@ pub struct ControllerProcess {
 }
 
 impl ControllerProcess {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it hard (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -32,6 +32,8 @@ struct World {
     released: bool,
     /// ScheduleExceptions of the plan.
     exceptions: Vec<hibernator_api::schedule::Exception>,
+    /// The controller is crowded: at most this many targets start per reconcile.
+    start_limit: Option<usize>,
 }
 
 fn ny(s: &str) -> Timestamp {
@@ -74,6 +76,7 @@ impl World {
             events: vec![],
             released: false,
             exceptions: vec![],
+            start_limit: None,
         }
     }
 
@@ -169,6 +172,7 @@ impl World {
             reference_problem: self.reference_problem.clone(),
             reference_grace: SignedDuration::from_mins(5),
             deletion_timeout: SignedDuration::from_mins(30),
+            start_limit: self.start_limit,
         })
     }
 
@@ -1627,4 +1631,31 @@ fn a_check_after_a_predicted_rds_auto_start_runs_although_the_interval_is_longer
         [(0, 2, Some(hibernator_api::plan::EnforceMode::Report))],
         "a day before the interval's next check"
     );
+}
+
+#[test]
+fn a_crowded_controller_starts_one_target_per_reconcile_and_comes_back_for_the_rest() {
+    let mut plan = seed_plan();
+    plan.spec.execution.strategy.dependencies = Some(vec![]);
+    // Thursday 20:00: both targets may start at once (maxConcurrency 2).
+    let mut alone = World::new(plan.clone(), ny("2026-11-26T20:00"));
+    let d = alone.reconcile();
+    assert_eq!(d.create.len(), 2);
+    assert!(!d.more_to_start);
+
+    let mut crowded = World::new(plan, ny("2026-11-26T20:00"));
+    crowded.start_limit = Some(1);
+    let d = crowded.reconcile();
+    assert_eq!(d.create.len(), 1);
+    assert!(
+        d.more_to_start,
+        "the other target waits for the next reconcile"
+    );
+    assert_eq!(crowded.running().len(), 1);
+    assert_eq!(crowded.state("prod-cluster"), TargetState::Pending);
+    let d = crowded.reconcile();
+    assert_eq!(d.create.len(), 1);
+    assert!(!d.more_to_start);
+    assert_eq!(crowded.running().len(), 2);
+    assert_eq!(crowded.phase(), Phase::Hibernating);
 }
