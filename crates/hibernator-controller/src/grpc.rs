@@ -155,6 +155,10 @@ pub struct TokenReviewAuthenticator {
     refused: Mutex<Bounded<u64, Status>>,
     sources: Mutex<Bounded<IpAddr, (u32, Instant)>>,
     reviews: tokio::sync::Semaphore,
+    /// One review per token at a time: a runner's first calls arrive together (heartbeat,
+    /// log stream, the first record), and the later ones take the first one's verdict from
+    /// the cache instead of reviewing the same token again.
+    in_flight: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl TokenReviewAuthenticator {
@@ -168,6 +172,7 @@ impl TokenReviewAuthenticator {
             refused: Mutex::new(Bounded::new(REFUSAL_CACHE)),
             sources: Mutex::new(Bounded::new(REFUSAL_WINDOW)),
             reviews: tokio::sync::Semaphore::new(CONCURRENT_REVIEWS),
+            in_flight: Default::default(),
         }
     }
 
@@ -196,6 +201,59 @@ impl TokenReviewAuthenticator {
         sources
             .get(&ip)
             .is_some_and(|(n, since)| n >= REFUSALS_PER_SOURCE && since.elapsed() < REFUSAL_WINDOW)
+    }
+
+    /// The cached verdict on a token, if there is one.
+    fn cached_verdict(&self, key: u64) -> Option<Result<Identity, Status>> {
+        if let Some(id) = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Some(Ok(id));
+        }
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .map(Err)
+    }
+
+    /// Reviews a token the caches know nothing of, and caches the verdict.
+    async fn authenticate_uncached(
+        &self,
+        key: u64,
+        token: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Identity, Status> {
+        if self.throttled(source) {
+            return Err(Status::resource_exhausted(format!(
+                "too many refused tokens from {}; try again later",
+                source.map(|s| s.to_string()).unwrap_or_default()
+            )));
+        }
+        let result = match self.review(token).await {
+            Ok((namespace, pod, uid)) => self.identify(namespace, pod, uid).await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(id) => self
+                .accepted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, id.clone()),
+            // An API server that could not answer is no verdict on the token.
+            Err(e) if e.code() == tonic::Code::Unavailable => {}
+            Err(e) => {
+                self.count_refusal(source);
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, e.clone());
+            }
+        }
+        result
     }
 
     fn count_refusal(&self, source: Option<IpAddr>) {
@@ -504,47 +562,27 @@ fn controller_of(
 impl Authenticator for TokenReviewAuthenticator {
     async fn authenticate(&self, token: &str, source: Option<IpAddr>) -> Result<Identity, Status> {
         let key = token_key(token);
-        if let Some(id) = self
-            .accepted
+        if let Some(verdict) = self.cached_verdict(key) {
+            return verdict;
+        }
+        let turn = self
+            .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(id);
-        }
-        if let Some(refusal) = self
-            .refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Err(refusal);
-        }
-        if self.throttled(source) {
-            return Err(Status::resource_exhausted(format!(
-                "too many refused tokens from {}; try again later",
-                source.map(|s| s.to_string()).unwrap_or_default()
-            )));
-        }
-        let result = match self.review(token).await {
-            Ok((namespace, pod, uid)) => self.identify(namespace, pod, uid).await,
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(id) => self
-                .accepted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, id.clone()),
-            // An API server that could not answer is no verdict on the token.
-            Err(e) if e.code() == tonic::Code::Unavailable => {}
-            Err(e) => {
-                self.count_refusal(source);
-                self.refused
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, e.clone());
+            .entry(key)
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = turn.lock().await;
+            match self.cached_verdict(key) {
+                Some(verdict) => verdict,
+                None => self.authenticate_uncached(key, token, source).await,
             }
+        };
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // The last of the callers that waited for this token's turn takes the entry away.
+        if Arc::strong_count(&turn) <= 2 {
+            in_flight.remove(&key);
         }
         result
     }

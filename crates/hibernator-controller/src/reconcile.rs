@@ -181,9 +181,10 @@ pub struct PlanVersions(std::sync::Mutex<BTreeMap<(String, String), Seen>>);
 /// A plan's resource version as last seen, and when its status was last written.
 type Seen = (String, Option<Instant>);
 
-/// A status write that would change nothing but runner progress lines waits until this long
-/// after the plan's last status write (and goes with any other change that comes first): a
-/// runner reports progress several times, and each report was a write of its own.
+/// A status write that would change nothing but runner progress lines (and interim messages)
+/// waits until this long after the plan's last status write, and goes with any other change
+/// that comes first: a runner reports progress several times, and each report was a write of
+/// its own.
 pub const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(3);
 
 impl PlanVersions {
@@ -1024,12 +1025,14 @@ async fn apply(
     Ok(look_again_soon)
 }
 
-/// True when `b` is `a` with other runner progress lines and nothing else changed.
+/// True when `b` is `a` with other runner progress lines or interim messages of running
+/// targets and nothing else changed (a target that ends changes its state too).
 fn differs_only_in_progress(a: &HibernationPlanStatus, b: &HibernationPlanStatus) -> bool {
     let without_progress = |s: &HibernationPlanStatus| {
         let mut s = s.clone();
         for t in &mut s.targets {
             t.progress = None;
+            t.message = None;
         }
         s
     };

@@ -355,8 +355,7 @@ async fn only_the_current_runner_job_of_the_plan_may_record_and_only_in_scope() 
         "{metrics}"
     );
 
-    // A flood of bad tokens from one address: after ten refusals its unknown tokens are
-    // refused without asking the API server.
+    // The TokenReviews the controller made so far.
     let reviews = || -> usize {
         w.controller_writes()
             .unwrap()
@@ -368,6 +367,22 @@ async fn only_the_current_runner_job_of_the_plan_may_record_and_only_in_scope() 
             })
             .count()
     };
+    // A runner's first calls arrive together with one new token: one TokenReview answers
+    // them all.
+    let fresh = token(&w, "hibernator", Some(&runner_pod)).await;
+    let before = reviews();
+    let calls = (0..6).map(|_| {
+        let mut client = client.clone();
+        let req = call(&job_name, "noop:extra", Some(fresh.clone()));
+        async move { client.record_restore_state(req).await }
+    });
+    for answer in futures::future::join_all(calls).await {
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    assert_eq!(reviews() - before, 1, "six calls at once with one token");
+
+    // A flood of bad tokens from one address: after ten refusals its unknown tokens are
+    // refused without asking the API server.
     let before = reviews();
     let mut exhausted = 0;
     for i in 0..40 {
