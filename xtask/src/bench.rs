@@ -50,6 +50,10 @@ pub struct Args {
     /// Plans in the night run (10 targets each; 0 skips it).
     #[arg(long, default_value_t = 5)]
     night_plans: usize,
+    /// Seconds of idle CPU measured after the scale run settled (310 covers one five-minute
+    /// safety reconcile of every plan).
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
     /// How often each scenario runs; each run is a column of the table.
     #[arg(long, default_value_t = 2)]
     runs: usize,
@@ -127,7 +131,7 @@ async fn bench(args: &Args) -> Result<Table> {
         install_crds(&cluster).await?;
         for run in 0..args.runs {
             for &plans in &sizes {
-                scale(&cluster, &b, plans, run, &mut table).await?;
+                scale(&cluster, &b, plans, args.idle_seconds, run, &mut table).await?;
             }
             if args.boundary_plans > 0 {
                 boundary(&cluster, &b, args.boundary_plans, run, &mut table).await?;
@@ -297,6 +301,7 @@ async fn scale(
     cluster: &TestCluster,
     b: &Binaries,
     plans: usize,
+    idle_seconds: u64,
     run: usize,
     table: &mut Table,
 ) -> Result<()> {
@@ -330,7 +335,7 @@ async fn scale(
     tokio::time::sleep(Duration::from_secs(10)).await;
     let pid = controller.id();
     let cpu_before = cpu_seconds(pid)?;
-    let idle = Duration::from_secs(60);
+    let idle = Duration::from_secs(idle_seconds);
     tokio::time::sleep(idle).await;
     let cpu_idle = cpu_seconds(pid)? - cpu_before;
     table.put(
@@ -351,7 +356,7 @@ async fn scale(
     );
     table.put(
         run,
-        format!("  controller CPU while idle (60 s), {plans} plans"),
+        format!("  controller CPU while idle ({idle_seconds} s), {plans} plans"),
         format!("{:.2} %", cpu_idle / idle.as_secs_f64() * 100.0),
         "<= 1 % of a core",
     );
@@ -423,7 +428,12 @@ async fn boundary(
     let _ = controller.kill();
     let _ = controller.wait();
     let mut first: HashMap<String, Timestamp> = HashMap::new();
-    for e in cluster.audit_events()?.into_iter().skip(audit_before) {
+    let events: Vec<_> = cluster
+        .audit_events()?
+        .into_iter()
+        .skip(audit_before)
+        .collect();
+    for e in &events {
         let created = e.verb == "create"
             && e.response_status.as_ref().and_then(|s| s.code) == Some(201)
             && e.object_ref.as_ref().is_some_and(|r| {
@@ -446,6 +456,26 @@ async fn boundary(
             if at < *slot {
                 *slot = at;
             }
+        }
+    }
+    // The API server's load while the first Jobs were made: every write from the boundary to
+    // the last plan's first Job, the controller's (it runs as the admin here) and the Job
+    // controller's (a pod per Job, and the Jobs' status).
+    let last_first = first.values().max().copied();
+    let (mut all_writes, mut ours, mut job_controller) = (0, 0, 0);
+    for e in events.iter().filter(|e| e.is_write()) {
+        let at = e
+            .request_received_timestamp
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        if at.is_none_or(|at| at < boundary_at || Some(at) > last_first) {
+            continue;
+        }
+        all_writes += 1;
+        match e.user.username.as_str() {
+            "admin" => ours += 1,
+            "system:serviceaccount:kube-system:job-controller" => job_controller += 1,
+            _ => {}
         }
     }
     let mut lags: Vec<f64> = first
@@ -480,6 +510,12 @@ async fn boundary(
             "  boundary to the last plan's first runner Job",
             secs(lags[lags.len() - 1]),
             "<= 10 s",
+        );
+        table.put(
+            run,
+            "  API writes until then: all / controller / Job controller",
+            format!("{all_writes} / {ours} / {job_controller}"),
+            "",
         );
     }
     delete_namespace(&client, &ns).await;
