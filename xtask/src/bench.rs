@@ -85,6 +85,8 @@ impl Table {
                 self.rows.len() - 1
             }
         };
+        // Printed as it is measured too: a long run that is stopped still tells.
+        eprintln!("    {}: {value}", self.rows[i].0.trim());
         let values = &mut self.rows[i].1;
         if values.len() <= run {
             values.resize(run + 1, "-".into());
