@@ -740,12 +740,17 @@ struct RunnerSampler {
 
 impl RunnerSampler {
     fn start(runner: &Path) -> Self {
-        let exe = std::fs::canonicalize(runner).unwrap_or_else(|_| runner.to_path_buf());
+        // A pod's process keeps its PID through the kubelet's exec chain (unshare, sh, chroot,
+        // setpriv, env, then the runner), so a PID is matched on every pass by its command
+        // name, not once by its first executable.
+        let name: String = runner
+            .file_name()
+            .map(|n| n.to_string_lossy().chars().take(15).collect())
+            .unwrap_or_default();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut seen: BTreeMap<u32, (String, f64)> = BTreeMap::new();
-            let mut others: HashSet<u32> = HashSet::new();
             while !flag.load(Ordering::Relaxed) {
                 for pid in std::fs::read_dir("/proc")
                     .into_iter()
@@ -753,16 +758,12 @@ impl RunnerSampler {
                     .flatten()
                     .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
                 {
-                    if others.contains(&pid) {
+                    let comm =
+                        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    if comm.trim_end() != name {
                         continue;
                     }
                     if let std::collections::btree_map::Entry::Vacant(slot) = seen.entry(pid) {
-                        let ours =
-                            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe);
-                        if !ours {
-                            others.insert(pid);
-                            continue;
-                        }
                         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
                         let type_ = env
                             .split(|b| *b == 0)
