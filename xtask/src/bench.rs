@@ -568,13 +568,7 @@ async fn night(b: &Binaries, plans: usize, run: usize, table: &mut Table) -> Res
     w.cluster.map_image(RUNNER_IMAGE, Image::new(&b.runner));
     w.runners_in_cluster().await?;
     w.cloud_provider("aws").await?;
-    w.apply(json!({
-        "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
-        "kind": "K8SCluster",
-        "metadata": {"name": "this-cluster"},
-        "spec": {"k8s": {"inCluster": true}},
-    }))
-    .await?;
+    w.in_cluster("this-cluster").await?;
     let vms: Vec<_> = (0..plans)
         .map(|i| json!({"name": format!("vm-{i}"), "tags": {"bench": format!("night-{i}")}, "running": true}))
         .collect();

@@ -372,13 +372,7 @@ impl<'a> Chaos<'a> {
         let ids: BTreeMap<String, String> =
             serde_json::from_value(estate_at(w.moto.endpoint(), &["ids"])?)?;
         w.cloud_provider("aws").await?;
-        w.apply(json!({
-            "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
-            "kind": "K8SCluster",
-            "metadata": {"name": "here"},
-            "spec": {"k8s": {"inCluster": true}},
-        }))
-        .await?;
+        w.in_cluster("here").await?;
         let mut p = plan();
         p["spec"]["targets"][3]["parameters"]["namespaces"] = json!([w.ns]);
         w.apply(p).await?;

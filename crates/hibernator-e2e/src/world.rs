@@ -372,6 +372,17 @@ impl World {
         .await
     }
 
+    /// A K8SCluster `name` for the cluster the runners run in (`k8s: {inCluster: true}`).
+    pub async fn in_cluster(&self, name: &str) -> Result<()> {
+        self.apply(json!({
+            "apiVersion": "connector.hibernator.ardikasaputro.io/v1alpha1",
+            "kind": "K8SCluster",
+            "metadata": {"name": name},
+            "spec": {"k8s": {"inCluster": true}},
+        }))
+        .await
+    }
+
     /// A K8SCluster `name` for the EKS cluster `cluster` in moto, through CloudProvider
     /// `provider`.
     pub async fn eks_cluster(&self, name: &str, provider: &str, cluster: &str) -> Result<()> {
