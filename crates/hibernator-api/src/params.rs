@@ -86,12 +86,9 @@ impl TargetType {
     }
 
     /// True for the types whose runner can check, while the plan sleeps, that what it put to
-    /// sleep is still asleep (in-sleep enforcement); targets of other types are not checked.
+    /// sleep is still asleep (in-sleep enforcement): every type that changes something.
     pub fn checks_in_sleep(self) -> bool {
-        matches!(
-            self,
-            Self::Rds | Self::Ec2 | Self::Eks | Self::Asg | Self::Ecs
-        )
+        self != Self::Noop
     }
 
     fn schema(self, generator: &mut SchemaGenerator) -> Schema {

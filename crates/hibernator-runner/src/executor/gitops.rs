@@ -70,6 +70,9 @@ pub async fn run(
     kube: &Kube,
     params: &GitopsParameters,
 ) -> Result<Outcome, RunError> {
+    if let Some(mode) = ctx.execution.enforce {
+        return check(ctx, kube, mode).await;
+    }
     match ctx.execution.operation {
         Operation::Hibernate => hibernate(ctx, kube, params).await,
         Operation::WakeUp => wake(ctx, kube).await,
@@ -211,19 +214,41 @@ async fn hibernate(
     })
 }
 
-async fn wake(ctx: &Ctx<'_>, kube: &Kube) -> Result<Outcome, RunError> {
+/// The target's records by kind (wake-up and in-sleep check); others are reported and left.
+async fn recorded(ctx: &Ctx<'_>) -> Result<Vec<(Toggled, Vec<(String, Value)>)>, RunError> {
     let records = ctx.fetch().await?;
     let kinds = [kustomizations(), helm_releases(), applications()];
     let prefixes: Vec<&str> = kinds.iter().map(|k| k.prefix).collect();
     ctx.ignore_other_records(&records, &prefixes);
-    let mut tallies: Vec<(&str, Tally)> = Vec::new();
     let mut per_kind = Vec::new();
     for kind in kinds {
         let of_kind: Vec<(String, Value)> = ctx.records_of(&records, kind.prefix)?;
         ctx.add_total(of_kind.len());
         per_kind.push((kind, of_kind));
     }
-    for (kind, of_kind) in &per_kind {
+    Ok(per_kind)
+}
+
+/// In-sleep check: each object this operator paused is still paused (suspended, automated
+/// sync off); `Reapply` pauses a resumed one again, its record of the night kept.
+async fn check(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    mode: hibernator_api::plan::EnforceMode,
+) -> Result<Outcome, RunError> {
+    let mut tallies: Vec<(&str, Tally)> = Vec::new();
+    for (kind, of_kind) in &recorded(ctx).await? {
+        tallies.push((kind.noun, kind.check(ctx, kube, of_kind, mode).await?));
+    }
+    Ok(Outcome {
+        summary: super::check_summary(mode, &tallies),
+        changed: tallies.iter().map(|(_, t)| t.changed).sum(),
+    })
+}
+
+async fn wake(ctx: &Ctx<'_>, kube: &Kube) -> Result<Outcome, RunError> {
+    let mut tallies: Vec<(&str, Tally)> = Vec::new();
+    for (kind, of_kind) in &recorded(ctx).await? {
         tallies.push((kind.noun, kind.restore(ctx, kube, of_kind).await?));
     }
     let changed = tallies.iter().map(|(_, t)| t.changed).sum();

@@ -152,6 +152,9 @@ pub async fn run(
         pools: Api::all_with(kube.client.clone(), &node_pool_resource()),
         claims: Api::all_with(kube.client.clone(), &node_claim_resource()),
     };
+    if let Some(mode) = ctx.execution.enforce {
+        return check(ctx, &pools, mode).await;
+    }
     match ctx.execution.operation {
         Operation::Hibernate => hibernate(ctx, &pools, params).await,
         Operation::WakeUp => wake(ctx, &pools).await,
@@ -229,79 +232,7 @@ async fn hibernate(
     let mut to_drain = Vec::new();
     for name in &names {
         ctx.check_stop()?;
-        let mut attempt = 1;
-        let capped_now = loop {
-            let Some(pool) = pools.get(name).await? else {
-                break None;
-            };
-            let limits = limits_of(&pool);
-            if attempt == 1 {
-                ctx.reporter.info(format!(
-                    "found NodePool {name} ({})",
-                    describe(limits.as_ref())
-                ));
-            }
-            let key = format!("{}:{name}", key_prefix::NODE_POOL);
-            let (stored, already) = ctx
-                .record(
-                    &key,
-                    &Limits {
-                        limits: limits.clone(),
-                    },
-                )
-                .await?;
-            if attempt == 1 {
-                ctx.reporter.info(if already {
-                    format!(
-                        "{key} was recorded earlier in this cycle ({}); keeping that record",
-                        describe(stored.limits.as_ref())
-                    )
-                } else {
-                    format!("recorded {key}: {}", describe(limits.as_ref()))
-                });
-            }
-            if is_capped(limits.as_ref()) {
-                break Some(false);
-            }
-            ctx.reporter.info(format!(
-                "capping the limits of NodePool {name} to {}",
-                capped()
-            ));
-            let apply = json!({
-                "apiVersion": "karpenter.sh/v1",
-                "kind": "NodePool",
-                // The resource version makes this an update of what was recorded, never a
-                // create of a NodePool that vanished meanwhile.
-                "metadata": {"name": name, "resourceVersion": pool.metadata.resource_version},
-                "spec": {"limits": capped()},
-            });
-            match pools
-                .pools
-                .patch(
-                    name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&apply),
-                )
-                .await
-            {
-                Ok(_) => break Some(true),
-                Err(e) if is_not_found(&e) => break None,
-                Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
-                    ctx.reporter
-                        .info(format!("NodePool {name} changed meanwhile; looking again"));
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(KubeError::new(
-                        "cap the limits of",
-                        format!("NodePool {name}"),
-                        &e,
-                    )
-                    .into());
-                }
-            }
-        };
-        match capped_now {
+        match cap(ctx, pools, name).await? {
             None => {
                 ctx.reporter
                     .warn(format!("NodePool {name} no longer exists; skipped"));
@@ -319,9 +250,105 @@ async fn hibernate(
         }
         to_drain.push(name.clone());
     }
+    let removed = drain(ctx, pools, &to_drain).await?;
 
+    let mut line = summary(
+        "capped",
+        "already capped",
+        "left alone",
+        &[("NodePool", tally)],
+    );
+    if tally.total > 0 {
+        line.push_str(&format!(
+            "; deleted {removed} NodeClaim{}",
+            if removed == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(Outcome {
+        summary: line,
+        changed: tally.changed + removed,
+    })
+}
+
+/// Records a NodePool's limits (the first record of the cycle wins) and caps them to zero,
+/// retrying on conflicts: `None` when it no longer exists, else whether it had to be changed.
+async fn cap(ctx: &Ctx<'_>, pools: &Pools, name: &str) -> Result<Option<bool>, RunError> {
+    let mut attempt = 1;
+    loop {
+        let Some(pool) = pools.get(name).await? else {
+            return Ok(None);
+        };
+        let limits = limits_of(&pool);
+        if attempt == 1 {
+            ctx.reporter.info(format!(
+                "found NodePool {name} ({})",
+                describe(limits.as_ref())
+            ));
+        }
+        let key = format!("{}:{name}", key_prefix::NODE_POOL);
+        let (stored, already) = ctx
+            .record(
+                &key,
+                &Limits {
+                    limits: limits.clone(),
+                },
+            )
+            .await?;
+        if attempt == 1 {
+            ctx.reporter.info(if already {
+                format!(
+                    "{key} was recorded earlier in this cycle ({}); keeping that record",
+                    describe(stored.limits.as_ref())
+                )
+            } else {
+                format!("recorded {key}: {}", describe(limits.as_ref()))
+            });
+        }
+        if is_capped(limits.as_ref()) {
+            return Ok(Some(false));
+        }
+        ctx.reporter.info(format!(
+            "capping the limits of NodePool {name} to {}",
+            capped()
+        ));
+        let apply = json!({
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodePool",
+            // The resource version makes this an update of what was recorded, never a
+            // create of a NodePool that vanished meanwhile.
+            "metadata": {"name": name, "resourceVersion": pool.metadata.resource_version},
+            "spec": {"limits": capped()},
+        });
+        match pools
+            .pools
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&apply),
+            )
+            .await
+        {
+            Ok(_) => return Ok(Some(true)),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                ctx.reporter
+                    .info(format!("NodePool {name} changed meanwhile; looking again"));
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(
+                    KubeError::new("cap the limits of", format!("NodePool {name}"), &e).into(),
+                );
+            }
+        }
+    }
+}
+
+/// Deletes the NodeClaims of the capped pools and waits, all together, until none is left;
+/// returns how many it deleted.
+async fn drain(ctx: &Ctx<'_>, pools: &Pools, names: &[String]) -> Result<u32, RunError> {
     let removed = std::cell::Cell::new(0u32);
-    let futures: Vec<_> = to_drain
+    let futures: Vec<_> = names
         .iter()
         .map(|name| {
             let removed = &removed;
@@ -370,24 +397,115 @@ async fn hibernate(
         })
         .collect();
     all(ctx, "NodePools", futures).await?;
+    Ok(removed.get())
+}
 
-    let mut line = summary(
-        "capped",
-        "already capped",
-        "left alone",
-        &[("NodePool", tally)],
-    );
-    if tally.total > 0 {
-        let n = removed.get();
-        line.push_str(&format!(
-            "; deleted {n} NodeClaim{}",
-            if n == 1 { "" } else { "s" }
+/// In-sleep check: each NodePool this operator capped still has its limits at zero and no
+/// NodeClaims. `Reapply` caps a drifted pool again (its record of the night kept) and deletes
+/// its NodeClaims. A pool that was capped before the night is not ours to keep asleep.
+async fn check(
+    ctx: &Ctx<'_>,
+    pools: &Pools,
+    mode: hibernator_api::plan::EnforceMode,
+) -> Result<Outcome, RunError> {
+    let records = recorded(ctx).await?;
+    let mut tally = Tally {
+        total: records.len() as u32,
+        ..Tally::default()
+    };
+    let mut awake = Vec::new();
+    for (name, recorded) in &records {
+        ctx.check_stop()?;
+        let key = format!("{}:{name}", key_prefix::NODE_POOL);
+        if is_capped(recorded.limits.as_ref()) {
+            tally.already += 1;
+            ctx.outcome(&key, ResourceOutcome::Asleep);
+            continue;
+        }
+        let found = match look(pools, name).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                tally.missing += 1;
+                ctx.check_not_found(&key, &format!("NodePool {name}")).await;
+                continue;
+            }
+            Err(e) => {
+                tally.failed += 1;
+                ctx.check_failed(&key, &e.into()).await;
+                continue;
+            }
+        };
+        let Some(found) = found else {
+            ctx.reporter
+                .info(format!("NodePool {name} is capped with no NodeClaims, as it should"));
+            tally.already += 1;
+            ctx.outcome(&key, ResourceOutcome::Asleep);
+            ctx.progress(&format!("NodePool {name} asleep"), true).await;
+            continue;
+        };
+        ctx.reporter.warn(format!(
+            "NodePool {name} has {found} although it was capped in cycle {}: drifted",
+            ctx.execution.cycle_id
         ));
+        if mode != hibernator_api::plan::EnforceMode::Reapply {
+            tally.left += 1;
+            ctx.outcome(&key, ResourceOutcome::Drifted(found.clone()));
+            ctx.progress(&format!("NodePool {name} drifted ({found})"), true)
+                .await;
+            continue;
+        }
+        match cap(ctx, pools, name).await {
+            Ok(Some(_)) => awake.push((name.clone(), key, found)),
+            Ok(None) => {
+                tally.missing += 1;
+                ctx.check_not_found(&key, &format!("NodePool {name}")).await;
+            }
+            Err(e) if e.is_stop() => return Err(e),
+            Err(e) => {
+                tally.failed += 1;
+                ctx.check_failed(&key, &e).await;
+            }
+        }
+    }
+    let names: Vec<String> = awake.iter().map(|(n, _, _)| n.clone()).collect();
+    let removed = drain(ctx, pools, &names).await?;
+    for (_, key, found) in awake {
+        tally.changed += 1;
+        ctx.outcome(&key, ResourceOutcome::Reapplied(found));
     }
     Ok(Outcome {
-        summary: line,
-        changed: tally.changed + removed.get(),
+        summary: super::check_summary(mode, &[("NodePool", tally)]),
+        changed: tally.changed + removed,
     })
+}
+
+/// How far a NodePool is from asleep: `None` when capped with no NodeClaims, else what was
+/// found (`limits {...}`, `2 NodeClaims`); `Ok(None)` outside when it is gone.
+async fn look(pools: &Pools, name: &str) -> Result<Option<Option<String>>, KubeError> {
+    let Some(pool) = pools.get(name).await? else {
+        return Ok(None);
+    };
+    let limits = limits_of(&pool);
+    if !is_capped(limits.as_ref()) {
+        return Ok(Some(Some(describe(limits.as_ref()))));
+    }
+    let claims = pools.claims_of(name).await?;
+    Ok(Some(match claims.iter().filter(|(_, deleting)| !deleting).count() {
+        0 => None,
+        n => Some(format!(
+            "limits at zero but {n} NodeClaim{}",
+            if n == 1 { "" } else { "s" }
+        )),
+    }))
+}
+
+/// The target's NodePool records (wake-up and in-sleep check); others are reported and left.
+async fn recorded(ctx: &Ctx<'_>) -> Result<Vec<(String, Limits)>, RunError> {
+    let records = ctx.fetch().await?;
+    ctx.ignore_other_records(&records, &[key_prefix::NODE_POOL]);
+    let records: Vec<(String, Limits)> = ctx.records_of(&records, key_prefix::NODE_POOL)?;
+    ctx.add_total(records.len());
+    Ok(records)
 }
 
 /// Puts back a NodePool's recorded limits (retrying on conflicts): `None` when it no longer
@@ -463,10 +581,7 @@ async fn restore_pool(
 }
 
 async fn wake(ctx: &Ctx<'_>, pools: &Pools) -> Result<Outcome, RunError> {
-    let records = ctx.fetch().await?;
-    ctx.ignore_other_records(&records, &["nodepool"]);
-    let records: Vec<(String, Limits)> = ctx.records_of(&records, "nodepool")?;
-    ctx.add_total(records.len());
+    let records = recorded(ctx).await?;
     let mut tally = Tally {
         total: records.len() as u32,
         ..Tally::default()

@@ -355,6 +355,100 @@ impl Toggled {
         Ok(tally)
     }
 
+    /// In-sleep check of the recorded objects (`(namespace/name, record)`): each one this
+    /// operator put to sleep must still hold the sleeping value. One found awake is reported
+    /// (`Report`) or put to sleep again (`Reapply`: the record of the night is kept, the first
+    /// record wins). An object that was already asleep before the night is not ours to keep
+    /// asleep.
+    pub async fn check(
+        &self,
+        ctx: &Ctx<'_>,
+        kube: &Kube,
+        records: &[(String, Value)],
+        mode: hibernator_api::plan::EnforceMode,
+    ) -> Result<Tally, RunError> {
+        let mut tally = Tally {
+            total: records.len() as u32,
+            ..Tally::default()
+        };
+        for (id, record) in records {
+            ctx.check_stop()?;
+            let key = format!("{}:{id}", self.prefix);
+            let recorded = record
+                .get(self.field.record_key())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let object = id
+                .split_once('/')
+                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+                .map(|(ns, name)| (ns.to_string(), name.to_string()));
+            let Some(o) = object.filter(|_| !self.field.asleep(&recorded)) else {
+                // Asleep before the night (or a key this runner cannot read: the wake-up says so).
+                tally.already += 1;
+                ctx.outcome(&key, ResourceOutcome::Asleep);
+                continue;
+            };
+            let value = match self.get(kube, &o).await {
+                Ok(Some(obj)) => self.field.read(&obj),
+                Ok(None) => {
+                    tally.missing += 1;
+                    ctx.check_not_found(&key, &self.label(&o)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tally.failed += 1;
+                    ctx.check_failed(&key, &e.into()).await;
+                    continue;
+                }
+            };
+            let found = self.field.describe(&value);
+            if self.field.asleep(&value) {
+                ctx.reporter
+                    .info(format!("{} has {found}, as it should", self.label(&o)));
+                tally.already += 1;
+                ctx.outcome(&key, ResourceOutcome::Asleep);
+                ctx.progress(&format!("{} asleep", self.label(&o)), true)
+                    .await;
+                continue;
+            }
+            ctx.reporter.warn(format!(
+                "{} has {found} although it was put to sleep in cycle {}: drifted",
+                self.label(&o),
+                ctx.execution.cycle_id
+            ));
+            if mode != hibernator_api::plan::EnforceMode::Reapply {
+                tally.left += 1;
+                ctx.outcome(&key, ResourceOutcome::Drifted(found.clone()));
+                ctx.progress(&format!("{} drifted ({found})", self.label(&o)), true)
+                    .await;
+                continue;
+            }
+            match self.sleep_one(ctx, kube, &o).await {
+                Ok(Some(true)) => {
+                    tally.changed += 1;
+                    ctx.outcome(&key, ResourceOutcome::Reapplied(found));
+                    ctx.progress(&format!("{} asleep again", self.label(&o)), true)
+                        .await;
+                }
+                Ok(Some(false)) => {
+                    // Put back to sleep by someone else between the look and the write.
+                    tally.already += 1;
+                    ctx.outcome(&key, ResourceOutcome::Asleep);
+                }
+                Ok(None) => {
+                    tally.missing += 1;
+                    ctx.check_not_found(&key, &self.label(&o)).await;
+                }
+                Err(e) if e.is_stop() => return Err(e),
+                Err(e) => {
+                    tally.failed += 1;
+                    ctx.check_failed(&key, &e).await;
+                }
+            }
+        }
+        Ok(tally)
+    }
+
     /// Puts back one recorded value: `None` when the object is gone, else whether it changed.
     async fn restore_one(
         &self,

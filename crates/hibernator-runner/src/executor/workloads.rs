@@ -355,6 +355,9 @@ pub async fn run(
     kube: &Kube,
     params: &WorkloadsParameters,
 ) -> Result<Outcome, RunError> {
+    if let Some(mode) = ctx.execution.enforce {
+        return check(ctx, kube, params, mode).await;
+    }
     match ctx.execution.operation {
         Operation::Hibernate => hibernate(ctx, kube, params).await,
         Operation::WakeUp => wake(ctx, kube, params).await,
@@ -690,24 +693,7 @@ async fn hibernate(
     }
     let suspended = cronjobs().sleep(ctx, kube, &found.cronjobs).await?;
 
-    let futures: Vec<_> = to_wait
-        .iter()
-        .map(|w| async move {
-            let description = format!("{} to have no replicas", w.label());
-            let waited = wait::until(ctx.timing, &description, || async move {
-                Ok::<_, KubeError>(match look(kube, w).await? {
-                    None => Probe::Gone,
-                    Some(s) if s.current && s.replicas == 0 => Probe::Done(s),
-                    Some(s) => Probe::Pending(s.describe()),
-                })
-            })
-            .await
-            .map_err(RunError::KubeWait)?;
-            report_wait(ctx, w, waited, "has no replicas").await;
-            Ok(())
-        })
-        .collect();
-    all(ctx, "workloads", futures).await?;
+    wait_zero(ctx, kube, &to_wait).await?;
 
     let changed =
         tally.iter().map(|(_, t)| t.changed).sum::<u32>() + suspended.changed + paused.changed;
@@ -738,6 +724,28 @@ async fn hibernate(
         summary: line,
         changed,
     })
+}
+
+/// Waits, all together, until each workload scaled to zero has no replicas left.
+async fn wait_zero(ctx: &Ctx<'_>, kube: &Kube, to_wait: &[Workload<'_>]) -> Result<(), RunError> {
+    let futures: Vec<_> = to_wait
+        .iter()
+        .map(|w| async move {
+            let description = format!("{} to have no replicas", w.label());
+            let waited = wait::until(ctx.timing, &description, || async move {
+                Ok::<_, KubeError>(match look(kube, w).await? {
+                    None => Probe::Gone,
+                    Some(s) if s.current && s.replicas == 0 => Probe::Done(s),
+                    Some(s) => Probe::Pending(s.describe()),
+                })
+            })
+            .await
+            .map_err(RunError::KubeWait)?;
+            report_wait(ctx, w, waited, "has no replicas").await;
+            Ok(())
+        })
+        .collect();
+    all(ctx, "workloads", futures).await
 }
 
 async fn report_wait(ctx: &Ctx<'_>, w: &Workload<'_>, waited: Waited<Seen>, done: &str) {
@@ -852,45 +860,99 @@ async fn recorded_kinds(
     Ok((kinds, unresolved))
 }
 
+/// The records of a target, read for a wake-up or an in-sleep check.
+struct Recorded {
+    /// The scaled kinds the records name.
+    kinds: Vec<Scaled>,
+    /// Records of kinds the cluster no longer serves (keys).
+    unresolved: Vec<String>,
+    /// `(kind index, namespace, name, replicas)` of each workload record.
+    workloads: Vec<(usize, String, String, i32)>,
+    cronjobs: Vec<(String, Value)>,
+    scaled_objects: Vec<(String, Value)>,
+}
+
+impl Recorded {
+    /// Reads the target's records; records of other targets' kinds are reported and left, a
+    /// key this runner cannot read fails alone (its record is kept).
+    async fn read(
+        ctx: &Ctx<'_>,
+        kube: &Kube,
+        params: &WorkloadsParameters,
+    ) -> Result<Self, RunError> {
+        let records = ctx.fetch().await?;
+        let prefixes = hibernator_api::restore::key_prefixes(
+            &hibernator_api::TargetParameters::Workloads(params.clone()),
+        );
+        let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        ctx.ignore_other_records(&records, &prefixes);
+        let (kinds, unresolved) = recorded_kinds(ctx, kube, params, &records).await?;
+        let mut workloads = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            for (id, r) in ctx.records_of::<Replicas>(&records, &kind.prefix)? {
+                match parse_key(kind, &id) {
+                    Some(w) => workloads.push((i, w.namespace, w.name, r.replicas)),
+                    None => {
+                        let key = format!("{}:{id}", kind.prefix);
+                        let message =
+                            "its key is not <kind>:<namespace>/<name>; the record is kept";
+                        ctx.reporter
+                            .warn(format!("ignoring restore record {key}: {message}"));
+                        ctx.outcome(&key, ResourceOutcome::Failed(message.into()));
+                    }
+                }
+            }
+        }
+        let recorded = Self {
+            cronjobs: ctx.records_of(&records, key_prefix::CRONJOB)?,
+            scaled_objects: ctx.records_of(&records, key_prefix::SCALED_OBJECT)?,
+            unresolved: unresolved.into_iter().map(|(key, _)| key).collect(),
+            kinds,
+            workloads,
+        };
+        ctx.add_total(
+            recorded.workloads.len()
+                + recorded.unresolved.len()
+                + recorded.cronjobs.len()
+                + recorded.scaled_objects.len(),
+        );
+        Ok(recorded)
+    }
+
+    /// Each workload record with its replicas.
+    fn workloads(&self) -> Vec<(Workload<'_>, i32)> {
+        self.workloads
+            .iter()
+            .map(|(i, namespace, name, replicas)| {
+                let w = Workload {
+                    kind: &self.kinds[*i],
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                };
+                (w, *replicas)
+            })
+            .collect()
+    }
+}
+
 async fn wake(
     ctx: &Ctx<'_>,
     kube: &Kube,
     params: &WorkloadsParameters,
 ) -> Result<Outcome, RunError> {
-    let records = ctx.fetch().await?;
-    let prefixes = hibernator_api::restore::key_prefixes(
-        &hibernator_api::TargetParameters::Workloads(params.clone()),
-    );
-    let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
-    ctx.ignore_other_records(&records, &prefixes);
-    let (kinds, unresolved) = recorded_kinds(ctx, kube, params, &records).await?;
-    let mut recorded = Vec::new();
-    for kind in &kinds {
-        for (id, r) in ctx.records_of::<Replicas>(&records, &kind.prefix)? {
-            match parse_key(kind, &id) {
-                Some(w) => recorded.push((w, r.replicas)),
-                None => {
-                    let key = format!("{}:{id}", kind.prefix);
-                    let message = "its key is not <kind>:<namespace>/<name>; the record is kept";
-                    ctx.reporter
-                        .warn(format!("ignoring restore record {key}: {message}"));
-                    ctx.outcome(&key, ResourceOutcome::Failed(message.into()));
-                }
-            }
-        }
-    }
-    let cron_records: Vec<(String, Value)> = ctx.records_of(&records, key_prefix::CRONJOB)?;
-    let keda_records: Vec<(String, Value)> = ctx.records_of(&records, key_prefix::SCALED_OBJECT)?;
-    ctx.add_total(recorded.len() + unresolved.len() + cron_records.len() + keda_records.len());
-    for (key, _) in &unresolved {
+    let r = Recorded::read(ctx, kube, params).await?;
+    let (kinds, unresolved) = (&r.kinds, &r.unresolved);
+    let (cron_records, keda_records) = (&r.cronjobs, &r.scaled_objects);
+    let recorded = r.workloads();
+    for key in unresolved {
         ctx.not_found(key, "its kind").await;
     }
 
-    let mut tally = tallies_of(&kinds);
+    let mut tally = tallies_of(kinds);
     let mut to_wait = Vec::new();
     for (w, replicas) in recorded {
         ctx.check_stop()?;
-        let t = &mut tally[slot(&kinds, w.kind)].1;
+        let t = &mut tally[slot(kinds, w.kind)].1;
         t.total += 1;
         if replicas == 0 {
             ctx.reporter.info(format!(
@@ -926,7 +988,7 @@ async fn wake(
     wait_ready(ctx, kube, &to_wait).await?;
     // The waits' outcomes: vanished or failed workloads are no longer counted as scaled.
     for (w, _) in &to_wait {
-        let t = &mut tally[slot(&kinds, w.kind)].1;
+        let t = &mut tally[slot(kinds, w.kind)].1;
         match ctx.outcome_of(&w.key()) {
             Some(ResourceOutcome::NotFound(_)) => t.missing += 1,
             Some(ResourceOutcome::Failed(_)) => t.failed += 1,
@@ -939,8 +1001,8 @@ async fn wake(
         }
     }
     // CronJobs run again, and KEDA takes its workloads back once they are up.
-    let crons = cronjobs().restore(ctx, kube, &cron_records).await?;
-    let keda = scaled_objects().restore(ctx, kube, &keda_records).await?;
+    let crons = cronjobs().restore(ctx, kube, cron_records).await?;
+    let keda = scaled_objects().restore(ctx, kube, keda_records).await?;
 
     let changed = tally.iter().map(|(_, t)| t.changed).sum::<u32>() + crons.changed + keda.changed;
     let nothing = tally.iter().all(|(_, t)| t.total == 0)
@@ -982,6 +1044,128 @@ async fn wake(
         parts.join("; ")
     };
     Ok(Outcome { summary, changed })
+}
+
+/// In-sleep check: every workload this operator scaled to zero still has no replicas, every
+/// CronJob it suspended is still suspended and every ScaledObject it paused is still paused.
+/// `Reapply` pauses KEDA first (it would scale its workloads up again), scales drifted
+/// workloads to zero again (their records of the night kept) and suspends CronJobs again.
+async fn check(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    params: &WorkloadsParameters,
+    mode: hibernator_api::plan::EnforceMode,
+) -> Result<Outcome, RunError> {
+    let r = Recorded::read(ctx, kube, params).await?;
+    for key in &r.unresolved {
+        ctx.check_not_found(key, "its kind").await;
+    }
+    let keda = scaled_objects()
+        .check(ctx, kube, &r.scaled_objects, mode)
+        .await?;
+    let mut tally = tallies_of(&r.kinds);
+    let mut to_wait = Vec::new();
+    for (w, replicas) in r.workloads() {
+        ctx.check_stop()?;
+        let t = &mut tally[slot(&r.kinds, w.kind)].1;
+        t.total += 1;
+        match check_workload(ctx, kube, &w, replicas, mode).await {
+            Ok(Checked::Asleep) => t.already += 1,
+            Ok(Checked::Drifted) => t.left += 1,
+            Ok(Checked::Reapplied) => {
+                t.changed += 1;
+                to_wait.push(w);
+            }
+            Ok(Checked::Gone) => {
+                t.missing += 1;
+                ctx.check_not_found(&w.key(), &w.label()).await;
+            }
+            Err(e) if e.is_stop() => return Err(e),
+            Err(e) => {
+                t.failed += 1;
+                ctx.check_failed(&w.key(), &e).await;
+            }
+        }
+    }
+    wait_zero(ctx, kube, &to_wait).await?;
+    let crons = cronjobs().check(ctx, kube, &r.cronjobs, mode).await?;
+    tally.push(("CronJob", crons));
+    tally.push(("KEDA ScaledObject", keda));
+    let unresolved = Tally {
+        total: r.unresolved.len() as u32,
+        missing: r.unresolved.len() as u32,
+        ..Tally::default()
+    };
+    tally.push(("unserved-kind record", unresolved));
+    Ok(Outcome {
+        summary: super::check_summary(mode, &tally),
+        changed: tally.iter().map(|(_, t)| t.changed).sum(),
+    })
+}
+
+/// What an in-sleep check found of one workload.
+enum Checked {
+    Asleep,
+    Drifted,
+    Reapplied,
+    Gone,
+}
+
+/// Checks one recorded workload (`replicas` before the night; one that had none is not ours
+/// to keep at zero) and, under `Reapply`, scales it to zero again.
+async fn check_workload(
+    ctx: &Ctx<'_>,
+    kube: &Kube,
+    w: &Workload<'_>,
+    replicas: i32,
+    mode: hibernator_api::plan::EnforceMode,
+) -> Result<Checked, RunError> {
+    if replicas == 0 {
+        ctx.outcome(&w.key(), ResourceOutcome::Asleep);
+        return Ok(Checked::Asleep);
+    }
+    let Some((now, _)) = scale_of(kube, w).await? else {
+        return Ok(Checked::Gone);
+    };
+    if now == 0 {
+        ctx.reporter
+            .info(format!("{} has 0 replicas, as it should", w.label()));
+        ctx.outcome(&w.key(), ResourceOutcome::Asleep);
+        ctx.progress(&format!("{} asleep", w.label()), true).await;
+        return Ok(Checked::Asleep);
+    }
+    let found = count(now);
+    ctx.reporter.warn(format!(
+        "{} has {found} although it was scaled to zero in cycle {}: drifted",
+        w.label(),
+        ctx.execution.cycle_id
+    ));
+    if mode != hibernator_api::plan::EnforceMode::Reapply {
+        ctx.outcome(&w.key(), ResourceOutcome::Drifted(found.clone()));
+        ctx.progress(&format!("{} drifted ({found})", w.label()), true)
+            .await;
+        return Ok(Checked::Drifted);
+    }
+    // The record of the night is kept: the hibernation path records first and the first
+    // record wins.
+    match scale_down(ctx, kube, w).await? {
+        None => Ok(Checked::Gone),
+        Some(changed) => {
+            ctx.outcome(
+                &w.key(),
+                if changed {
+                    ResourceOutcome::Reapplied(found)
+                } else {
+                    ResourceOutcome::Asleep
+                },
+            );
+            Ok(if changed {
+                Checked::Reapplied
+            } else {
+                Checked::Asleep
+            })
+        }
+    }
 }
 
 /// Waits, all together, until each scaled-back workload has its replicas ready; each outcome

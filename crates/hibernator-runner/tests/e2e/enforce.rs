@@ -254,7 +254,7 @@ async fn a_check_of_a_type_that_cannot_be_checked_is_refused_and_a_mode_is_requi
         .await?
         .failed(2);
     assert!(
-        noop.has("in-sleep checks are made for rds, eks, ec2, asg, ecs targets, not noop"),
+        noop.has("in-sleep checks are made for rds, eks, ec2, asg, ecs, workloads, karpenter, gitops targets, not noop"),
         "{}",
         noop.stdout
     );

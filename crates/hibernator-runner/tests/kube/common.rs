@@ -455,3 +455,46 @@ pub async fn live_pods(client: &Client, ns: &str) -> Result<Vec<String>> {
         .map(|p| p.name_any())
         .collect())
 }
+
+/// What the last completion said of each resource (in-sleep checks): `(key, result)`.
+pub fn last_results(kit: &Kit) -> Vec<(String, hibernator_proto::v1::resource_result::Result)> {
+    kit.controller
+        .observed()
+        .completions
+        .last()
+        .map(|c| {
+            c.resources
+                .iter()
+                .map(|r| {
+                    let result = hibernator_proto::v1::resource_result::Result::try_from(r.result)
+                        .expect("a known result");
+                    (r.resource_key.clone(), result)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sets a workload's replicas through `/scale`, as someone with kubectl would.
+pub async fn scale_by_hand(client: &Client, ns: &str, kind: &str, name: &str, n: i32) -> Result<()> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "apps",
+            "v1",
+            if kind == "deployments" {
+                "Deployment"
+            } else {
+                "StatefulSet"
+            },
+        ),
+        kind,
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    api.patch_scale(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": n}})),
+    )
+    .await?;
+    Ok(())
+}

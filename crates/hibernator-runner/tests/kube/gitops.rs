@@ -372,6 +372,113 @@ async fn gitops_objects_are_paused_and_restored_exactly() -> Result<()> {
     Ok(())
 }
 
+/// In-sleep checks of a `gitops` target: someone resumes a Kustomization and turns automated
+/// sync back on while the plan sleeps. `Report` names both and changes nothing; `Reapply`
+/// pauses them again with the night's records kept; objects that were paused before the night
+/// are not ours to keep paused; the wake-up restores what the night recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_checks_report_then_reapply_what_was_resumed() -> Result<()> {
+    use hibernator_proto::v1::resource_result::Result as R;
+    let kit = Kit::new("gitops-check").await?;
+    let ns = kit.ns.clone();
+    setup(&kit).await?;
+    let before = state(&kit).await?;
+    kit.runner("gitops", "pause-git", "hibernate")
+        .param(params(&ns))
+        .run()
+        .await?
+        .ok();
+    let night = kit.records();
+    let slept = kit.runner_writes()?.len();
+    // Resumed by hand while asleep, as `flux resume` and an Argo CD user would.
+    apply_as(
+        &kit,
+        "kustomize-controller",
+        &kustomizations(),
+        kustomization(&ns, "apps", Some(false)),
+    )
+    .await?;
+    apply_as(
+        &kit,
+        "argocd-controller",
+        &applications(),
+        application(
+            &ns,
+            "web",
+            Some(json!({"prune": true, "selfHeal": true})),
+            json!({}),
+        ),
+    )
+    .await?;
+    let results = |kit: &Kit| -> Vec<(String, R)> {
+        let mut r: Vec<(String, R)> = last_results(kit)
+            .into_iter()
+            .map(|(k, r)| (k.replace(&ns, "NS"), r))
+            .collect();
+        r.sort_by(|a, b| a.0.cmp(&b.0));
+        r
+    };
+    let check = |mode: &str| {
+        kit.runner("gitops", "pause-git", "enforce")
+            .env("HIBERNATOR_ENFORCE_MODE", mode)
+            .param(params(&ns))
+            .run()
+    };
+    let mut expected = vec![
+        ("application:NS/manual".to_string(), R::Asleep),
+        ("application:NS/web".to_string(), R::Drifted),
+        ("helmrelease:NS/redis".to_string(), R::Asleep),
+        ("kustomization:NS/apps".to_string(), R::Drifted),
+        ("kustomization:NS/frozen".to_string(), R::Asleep),
+        ("kustomization:NS/infra".to_string(), R::Asleep),
+    ];
+
+    let report = check("Report").await?.ok();
+    assert_eq!(
+        report.termination.split(" in ").next().unwrap(),
+        "checked 3 Kustomizations and 1 HelmRelease and 2 Applications: \
+         4 asleep, 2 awake (drifted; left as found)",
+        "{}",
+        report.stdout
+    );
+    assert_eq!(results(&kit), expected);
+    assert_eq!(kit.runner_writes()?.len(), slept, "Report writes nothing");
+    assert_eq!(
+        suspend(&kit, &kustomizations(), "apps").await?,
+        Some(json!(false))
+    );
+
+    let reapply = check("Reapply").await?.ok();
+    assert_eq!(
+        reapply.termination.split(" in ").next().unwrap(),
+        "checked 3 Kustomizations and 1 HelmRelease and 2 Applications: \
+         4 asleep, 2 put back to sleep",
+        "{}",
+        reapply.stdout
+    );
+    for (_, r) in expected.iter_mut() {
+        if *r == R::Drifted {
+            *r = R::Reapplied;
+        }
+    }
+    assert_eq!(results(&kit), expected);
+    assert_eq!(
+        suspend(&kit, &kustomizations(), "apps").await?,
+        Some(json!(true))
+    );
+    assert_eq!(sync_policy(&kit, "web").await?.get("automated"), None);
+    assert_eq!(kit.records(), night, "the night's records are kept");
+    assert_eq!(kit.runner_writes()?.len(), slept + 2);
+
+    kit.runner("gitops", "pause-git", "wakeUp")
+        .param(params(&ns))
+        .run()
+        .await?
+        .ok();
+    assert_eq!(state(&kit).await?, before);
+    Ok(())
+}
+
 /// SIGKILL the runner at each write-ahead step of a hibernation (the record is stored but its
 /// acknowledgement never arrives), run it again, then wake up: the settings recorded before
 /// the first change survive, and every object gets exactly its setting back.

@@ -496,3 +496,93 @@ async fn missing_and_vanished_node_pools_are_skipped() -> Result<()> {
     assert_eq!(limits(&kit, &keep).await?, Some(json!({"cpu": "10"})));
     Ok(())
 }
+
+/// In-sleep checks of a `karpenter` target: while asleep a GitOps tool puts a NodePool's limits
+/// back and a NodeClaim appears in another. `Report` names both and changes nothing; `Reapply`
+/// caps the limits again and deletes the NodeClaim, keeping the night's records; a pool capped
+/// before the night is not ours to keep capped; the wake-up restores what the night recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_pool_checks_report_then_reapply_what_came_back() -> Result<()> {
+    use hibernator_proto::v1::resource_result::Result as R;
+    install_crds().await?;
+    let kit = Kit::new("karpenter-check").await?;
+    let ns = kit.ns.clone();
+    let (a, b, c) = (format!("{ns}-a"), format!("{ns}-b"), format!("{ns}-c"));
+    node_pool(&kit, &a, Some(json!({"cpu": "100"})), true).await?;
+    node_pool(&kit, &b, None, true).await?;
+    node_pool(&kit, &c, Some(json!({"cpu": "0", "memory": "0"})), true).await?;
+    let params = json!({"selector": {"matchLabels": {"kube-tests": ns}}});
+    kit.runner("karpenter", "pools", "hibernate")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    let night = kit.records();
+    assert_eq!(night.len(), 3, "{night:#?}");
+    let slept = karpenter_writes(&kit)?.len();
+
+    node_pool(&kit, &a, Some(json!({"cpu": "100"})), true).await?;
+    node_claim(&kit, &format!("{b}-1"), &b, false).await?;
+    let check = |mode: &str| {
+        kit.runner("karpenter", "pools", "enforce")
+            .env("HIBERNATOR_ENFORCE_MODE", mode)
+            .param(params.clone())
+            .run()
+    };
+    let mut expected = vec![
+        (format!("nodepool:{a}"), R::Drifted),
+        (format!("nodepool:{b}"), R::Drifted),
+        (format!("nodepool:{c}"), R::Asleep),
+    ];
+    let sorted = |mut r: Vec<(String, R)>| {
+        r.sort_by(|x, y| x.0.cmp(&y.0));
+        r
+    };
+
+    let report = check("Report").await?.ok();
+    assert_eq!(
+        report.termination.split(" in ").next().unwrap(),
+        "checked 3 NodePools: 1 asleep, 2 awake (drifted; left as found)",
+        "{}",
+        report.stdout
+    );
+    assert!(
+        report.has(&format!(
+            "NodePool {b} has limits at zero but 1 NodeClaim although it was capped in cycle {CYCLE}: drifted"
+        )),
+        "{}",
+        report.stdout
+    );
+    assert_eq!(sorted(last_results(&kit)), expected);
+    assert_eq!(karpenter_writes(&kit)?.len(), slept, "Report writes nothing");
+
+    let reapply = check("Reapply").await?.ok();
+    assert_eq!(
+        reapply.termination.split(" in ").next().unwrap(),
+        "checked 3 NodePools: 1 asleep, 2 put back to sleep",
+        "{}",
+        reapply.stdout
+    );
+    expected[0].1 = R::Reapplied;
+    expected[1].1 = R::Reapplied;
+    assert_eq!(sorted(last_results(&kit)), expected);
+    assert_eq!(
+        limits(&kit, &a).await?,
+        Some(json!({"cpu": "0", "memory": "0"}))
+    );
+    assert_eq!(claims(&kit).await?, vec![]);
+    assert_eq!(kit.records(), night, "the night's records are kept");
+
+    kit.runner("karpenter", "pools", "wakeUp")
+        .param(params)
+        .run()
+        .await?
+        .ok();
+    assert_eq!(limits(&kit, &a).await?, Some(json!({"cpu": "100"})));
+    assert_eq!(limits(&kit, &b).await?, None);
+    assert_eq!(
+        limits(&kit, &c).await?,
+        Some(json!({"cpu": "0", "memory": "0"}))
+    );
+    Ok(())
+}

@@ -373,6 +373,166 @@ async fn unknown_or_unscalable_kinds_are_refused_before_any_change() -> Result<(
     Ok(())
 }
 
+/// In-sleep checks of a `workloads` target: while it sleeps someone scales a Deployment up,
+/// resumes a CronJob, lets KEDA go again and deletes a StatefulSet. `Report` names each and
+/// changes nothing; `Reapply` pauses KEDA, scales the Deployment to zero again (waiting for its
+/// pods) and suspends the CronJob, keeping every record of the night; a second `Reapply`
+/// changes nothing; the wake-up restores what the night recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_checks_report_then_reapply_and_keep_the_nights_records() -> Result<()> {
+    use hibernator_proto::v1::resource_result::Result as R;
+    let kit = Kit::new("kinds-check").await?;
+    let (c, ns) = (&kit.client, kit.ns.clone());
+    kube_testbed::crds::install_third_party_crds(c, &["scaledobjects.keda.sh"]).await?;
+    apply(c, &deployment(&ns, "web", 2, json!({}))).await?;
+    apply(c, &deployment(&ns, "idle", 0, json!({}))).await?;
+    apply(c, &deployment(&ns, "worker", 1, json!({}))).await?;
+    apply(c, &statefulset(&ns, "db", 1, json!({}))).await?;
+    apply(c, &cronjob(&ns, "report", None)).await?;
+    apply(c, &scaled_object(&ns, "worker", "worker", None)).await?;
+    wait_ready(c, &ns, "deployments", "web", 2).await?;
+    wait_ready(c, &ns, "deployments", "worker", 1).await?;
+    wait_ready(c, &ns, "statefulsets", "db", 1).await?;
+    let params = json!({"namespaces": [ns], "kinds": ["Deployment", "StatefulSet", "CronJob"]});
+    kit.runner("workloads", "apps", "hibernate")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    let night = kit.records();
+    assert_eq!(night.len(), 6, "{night:#?}");
+    let slept = kit.runner_writes()?.len();
+
+    // While asleep: scaled up by hand, the CronJob resumed, KEDA unpaused, the StatefulSet gone.
+    scale_by_hand(c, &ns, "deployments", "web", 3).await?;
+    apply(c, &cronjob(&ns, "report", Some(false))).await?;
+    let sos: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns, &scaled_objects());
+    sos.patch(
+        "worker",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {PAUSED: null}}})),
+    )
+    .await?;
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.clone(), &ns);
+    sts.delete("db", &Default::default()).await?;
+    eventually("StatefulSet db to be deleted", Duration::from_secs(30), || {
+        let sts = sts.clone();
+        async move { Ok(sts.get_opt("db").await?.is_none().then_some(())) }
+    })
+    .await?;
+    let results = |kit: &Kit| -> Vec<(String, R)> {
+        last_results(kit)
+            .into_iter()
+            .map(|(k, r)| (k.replace(&ns, "NS"), r))
+            .collect()
+    };
+
+    let report = kit
+        .runner("workloads", "apps", "enforce")
+        .env("HIBERNATOR_ENFORCE_MODE", "Report")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert_eq!(
+        report.termination.split(" in ").next().unwrap(),
+        "checked 3 Deployments and 1 StatefulSet and 1 CronJob and 1 KEDA ScaledObject: \
+         2 asleep, 3 awake (drifted; left as found), 1 no longer there",
+        "{}",
+        report.stdout
+    );
+    assert!(
+        report.has(&format!(
+            "Deployment {ns}/web has 3 replicas although it was scaled to zero in cycle {CYCLE}: drifted"
+        )),
+        "{}",
+        report.stdout
+    );
+    let mut expected = vec![
+        ("cronjob:NS/report".to_string(), R::Drifted),
+        ("deployment:NS/idle".to_string(), R::Asleep),
+        ("deployment:NS/web".to_string(), R::Drifted),
+        ("deployment:NS/worker".to_string(), R::Asleep),
+        ("scaledobject:NS/worker".to_string(), R::Drifted),
+        ("statefulset:NS/db".to_string(), R::NotFound),
+    ];
+    let mut found = results(&kit);
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(found, expected);
+    assert_eq!(kit.runner_writes()?.len(), slept, "Report writes nothing");
+    assert_eq!(replicas(c, &ns, "deployments", "web").await?.0, 3);
+    assert_eq!(kit.records(), night);
+
+    let reapply = kit
+        .runner("workloads", "apps", "enforce")
+        .env("HIBERNATOR_ENFORCE_MODE", "Reapply")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert_eq!(
+        reapply.termination.split(" in ").next().unwrap(),
+        "checked 3 Deployments and 1 StatefulSet and 1 CronJob and 1 KEDA ScaledObject: \
+         2 asleep, 3 put back to sleep, 1 no longer there",
+        "{}",
+        reapply.stdout
+    );
+    for (_, r) in expected.iter_mut() {
+        if *r == R::Drifted {
+            *r = R::Reapplied;
+        }
+    }
+    let mut found = results(&kit);
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(found, expected);
+    // Back at zero with no pod left (the runner waited), through /scale; the record of the
+    // night (2 replicas) kept.
+    assert_eq!(replicas(c, &ns, "deployments", "web").await?, (0, 0));
+    assert_eq!(
+        get(&kit, &cronjobs(), "report").await?.data["spec"]["suspend"],
+        json!(true)
+    );
+    let so = get(&kit, &scaled_objects(), "worker").await?;
+    assert_eq!(so.metadata.annotations.unwrap_or_default()[PAUSED], "0");
+    assert_eq!(kit.records(), night);
+    assert_eq!(kit.runner_writes()?.len(), slept + 3, "one write per drifted object");
+
+    // A second Reapply finds everything asleep and writes nothing.
+    let again = kit
+        .runner("workloads", "apps", "enforce")
+        .env("HIBERNATOR_ENFORCE_MODE", "Reapply")
+        .param(params.clone())
+        .run()
+        .await?
+        .ok();
+    assert_eq!(
+        again.termination.split(" in ").next().unwrap(),
+        "checked 3 Deployments and 1 StatefulSet and 1 CronJob and 1 KEDA ScaledObject: \
+         5 asleep, 0 put back to sleep, 1 no longer there",
+        "{}",
+        again.stdout
+    );
+    assert_eq!(kit.runner_writes()?.len(), slept + 3);
+
+    // The wake-up puts back what the night recorded, not what was found in between.
+    kit.runner("workloads", "apps", "wakeUp")
+        .param(params)
+        .run()
+        .await?
+        .ok();
+    assert_eq!(replicas(c, &ns, "deployments", "web").await?, (2, 2));
+    assert_eq!(replicas(c, &ns, "deployments", "worker").await?, (1, 1));
+    assert_eq!(replicas(c, &ns, "deployments", "idle").await?.0, 0);
+    // The API server defaults spec.suspend to false; that is what the night recorded.
+    assert_eq!(
+        get(&kit, &cronjobs(), "report").await?.data["spec"]["suspend"],
+        json!(false)
+    );
+    let so = get(&kit, &scaled_objects(), "worker").await?;
+    assert!(!so.metadata.annotations.unwrap_or_default().contains_key(PAUSED));
+    Ok(())
+}
+
 /// Aborts the task when dropped (the test's end or a failed assertion).
 struct Abort(tokio::task::JoinHandle<()>);
 
