@@ -87,16 +87,24 @@ pub struct Timing {
     pub reference_grace: SignedDuration,
     /// How long deletion waits for the wake-up.
     pub deletion_timeout: SignedDuration,
-    /// Longest wait between two reconciles of a plan (real time).
+    /// Longest wait between two reconciles of a plan (real time), a safety net: every change
+    /// the controller acts on is watched or computed (boundaries, exception edges, checks).
+    /// Each wait this long is shortened by up to a fifth at random, so that plans started
+    /// together do not come back together.
     pub max_requeue: Duration,
 }
+
+/// Longest wait between two reconciles of a plan with a holiday calendar: calendar
+/// ConfigMaps are read, not watched (users' ConfigMaps would fill the cache), so an edit is
+/// seen within this.
+const CALENDAR_LOOK: Duration = Duration::from_secs(300);
 
 impl Default for Timing {
     fn default() -> Self {
         Self {
             reference_grace: SignedDuration::from_mins(5),
             deletion_timeout: SignedDuration::from_mins(30),
-            max_requeue: Duration::from_secs(300),
+            max_requeue: Duration::from_secs(900),
         }
     }
 }
@@ -432,19 +440,6 @@ pub async fn run_controller(
     .backoff(watch_backoff())
     .touched_objects()
     .filter_map(watch_errors_logged);
-    let by_restore_data = {
-        let store = plan_store.clone();
-        move |cm: PartialObjectMeta<ConfigMap>| {
-            let plan_label = cm.labels().get(labels::PLAN).cloned()?;
-            let ns = cm.namespace();
-            store
-                .state()
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok())
-                .find(|p| p.namespace() == ns && label_value(&p.name_any()) == plan_label)
-                .map(|p| ObjectRef::from_obj(&DeserializeGuard(Ok(p.clone()))))
-        }
-    };
     let by_provider = referencing(plan_store.clone(), ConnectorKind::CloudProvider);
     let by_cluster = referencing(plan_store.clone(), ConnectorKind::K8SCluster);
     let (plan_changes, plan_changes_rx) = tokio::sync::mpsc::channel(4096);
@@ -456,6 +451,27 @@ pub async fn run_controller(
         clusters: clusters.clone(),
         plans: plan_store.clone(),
     }));
+    // What was found missing before this replica (again) leads may have been written since.
+    ctx.store.forget_absent();
+    let by_restore_data = {
+        let (plans, restore) = (plan_store.clone(), ctx.store.clone());
+        move |cm: PartialObjectMeta<ConfigMap>| {
+            let ns = cm.namespace();
+            restore.changed(ns.as_deref().unwrap_or_default(), &cm.name_any());
+            let plan_label = cm.labels().get(labels::PLAN).cloned()?;
+            // The label is the plan's name unless that was too long for a label value.
+            let named = ObjectRef::new(&plan_label).within(ns.as_deref().unwrap_or_default());
+            if plans.get(&named).is_some() {
+                return Some(named);
+            }
+            plans
+                .state()
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok())
+                .find(|p| p.namespace() == ns && label_value(&p.name_any()) == plan_label)
+                .map(|p| ObjectRef::from_obj(&DeserializeGuard(Ok(p.clone()))))
+        }
+    };
     // Runner reports wake the plan; a lagging receiver only loses duplicates of later wakes.
     let wake = tokio_stream::wrappers::BroadcastStream::new(wake).filter_map(|r| async move {
         r.ok().map(|r: ObjectRef<HibernationPlan>| {
@@ -718,7 +734,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     // Observe Jobs and restore data.
     let jobs = observe_jobs(plan, ctx).await?;
     let key = plan_key(plan);
-    let mut loaded = ctx.store.load(&key).await?;
+    let mut loaded = ctx.store.load_watched(&key).await?;
     if let Some(earlier) = loaded.left_by.take() {
         // Restore data of an earlier plan of the same name (deleted while its targets slept):
         // this plan wakes them up.
@@ -890,10 +906,18 @@ fn requeue_delay(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let delay = requeue_at
-        .map(|t| ctx.clock.real_delay_until(t))
-        .unwrap_or(ctx.timing.max_requeue)
-        .min(ctx.timing.max_requeue);
+    let longest = if exceptions
+        .iter()
+        .any(|(x, _)| x.spec.calendar_ref.is_some())
+    {
+        ctx.timing.max_requeue.min(CALENDAR_LOOK)
+    } else {
+        ctx.timing.max_requeue
+    };
+    let delay = match requeue_at.map(|t| ctx.clock.real_delay_until(t)) {
+        Some(d) if d < longest => d,
+        _ => longest.mul_f64(0.8 + fastrand::f64() * 0.2),
+    };
     let delay = if soon {
         delay.min(Duration::from_secs(1))
     } else {

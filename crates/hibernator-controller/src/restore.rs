@@ -168,6 +168,24 @@ struct PlanQueue {
     writing: bool,
 }
 
+/// How long a read that found no restore ConfigMap is trusted without reading again. Every
+/// change this replica makes and every change the watch of restore ConfigMaps reports ends it
+/// at once; the limit only bounds what neither sees (a same-named ConfigMap without the restore
+/// labels, which is refused when written anyway).
+const ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Plans known to have no restore ConfigMap, so that the reconcile of a plan that never slept
+/// (most plans, most of the time) reads nothing: at ten thousand plans the safety reconciles
+/// alone were a GET every 30 ms.
+#[derive(Default)]
+struct Absent {
+    /// `(namespace, ConfigMap name)` -> when a read found none.
+    since: HashMap<(String, String), std::time::Instant>,
+    /// Counts every change seen; a read that found none is remembered only when nothing
+    /// changed while it was under way (a ConfigMap created in between would be missed).
+    changes: u64,
+}
+
 /// The restore store: ConfigMaps updated with optimistic concurrency. Within this process one
 /// writer at a time works for a plan, and the changes that arrive while it writes go together
 /// in its next write (group commit): five runners of a plan recording at once cost one or two
@@ -177,6 +195,7 @@ struct PlanQueue {
 pub struct RestoreStore {
     client: Client,
     queues: Arc<Mutex<HashMap<(String, String), PlanQueue>>>,
+    absent: Arc<Mutex<Absent>>,
     limit: usize,
 }
 
@@ -186,6 +205,7 @@ impl RestoreStore {
         Self {
             client,
             queues: Default::default(),
+            absent: Default::default(),
             limit: MAX_DATA_BYTES,
         }
     }
@@ -200,9 +220,52 @@ impl RestoreStore {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    /// The plan's restore data (empty when there is no ConfigMap, or it is not ours).
+    /// Notes that the restore ConfigMap `name` in `namespace` changed (a watch event, or a
+    /// write of this replica): the next load reads it.
+    pub fn changed(&self, namespace: &str, name: &str) {
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        absent.changes += 1;
+        absent.since.remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Forgets every ConfigMap found missing: a replica that starts to lead (again) has not
+    /// watched what the others wrote meanwhile.
+    pub fn forget_absent(&self) {
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        absent.changes += 1;
+        absent.since.clear();
+    }
+
+    /// The plan's restore data (empty when there is no ConfigMap, or it is not ours), read
+    /// from the API server.
     pub async fn load(&self, plan: &PlanKey) -> Result<Loaded, RestoreError> {
+        self.read(plan, false).await
+    }
+
+    /// [`Self::load`] for the reconciler, which runs only while the watch of restore
+    /// ConfigMaps reports their changes ([`Self::changed`]): a plan whose ConfigMap a recent
+    /// read found missing, with no change seen since, is not read again (see [`ABSENT_FOR`]).
+    /// The gRPC service (which also runs on replicas that do not lead and watch nothing)
+    /// always reads.
+    pub async fn load_watched(&self, plan: &PlanKey) -> Result<Loaded, RestoreError> {
+        self.read(plan, true).await
+    }
+
+    async fn read(&self, plan: &PlanKey, watched: bool) -> Result<Loaded, RestoreError> {
         let name = config_map_name(&plan.name);
+        let key = (plan.namespace.clone(), name.clone());
+        let changes = {
+            let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+            if watched
+                && absent
+                    .since
+                    .get(&key)
+                    .is_some_and(|t| t.elapsed() < ABSENT_FOR)
+            {
+                return Ok(Loaded::default());
+            }
+            absent.changes
+        };
         let cm = self
             .api(&plan.namespace)
             .get_opt(&name)
@@ -214,6 +277,10 @@ impl RestoreStore {
                 source: Arc::new(source),
             })?;
         let Some(cm) = cm else {
+            let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+            if watched && absent.changes == changes {
+                absent.since.insert(key, std::time::Instant::now());
+            }
             return Ok(Loaded::default());
         };
         if !is_ours(&cm) {
@@ -420,6 +487,7 @@ impl RestoreStore {
             change: Box::new(move |data| change(data).map(|v| Box::new(v) as Box<dyn Any + Send>)),
             reply,
         };
+        self.changed(&plan.namespace, &config_map_name(&plan.name));
         let start_writer = {
             let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
             let queue = queues
@@ -538,6 +606,7 @@ impl RestoreStore {
                 };
             match written {
                 Ok(()) => {
+                    self.changed(namespace, &name);
                     for (q, result) in batch.into_iter().zip(results) {
                         let _ = q.reply.send(result.map_err(|problem| RestoreError::Data {
                             config_map: name.clone(),

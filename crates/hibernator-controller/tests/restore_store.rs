@@ -235,3 +235,51 @@ async fn records_arriving_together_share_a_write_and_a_bad_one_fails_alone() {
         "11 records in {writes} ConfigMap writes: they did not share writes"
     );
 }
+
+/// The reconciler's read of a plan without restore data is made once: later reads ask the API
+/// server nothing (they would find what another replica wrote meanwhile, and do not) until a
+/// change is seen (the watch of restore ConfigMaps, here called by hand, or a write of the same
+/// store). The gRPC service's read always asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
+    use hibernator_controller::restore::config_map_name;
+    let cluster = cluster_with_crds().await;
+    let ns = cluster.create_namespace("store-absent").await.unwrap();
+    let client = cluster.client().unwrap();
+    let leader = RestoreStore::new(client.clone());
+    // Another replica, whose gRPC service takes a runner's record.
+    let other = RestoreStore::new(client.clone());
+    let (p, q) = (plan(&ns, "quiet"), plan(&ns, "own"));
+    assert!(leader.load_watched(&p).await.unwrap().data.is_empty());
+    other
+        .record(&p, "db", "c1", "instance:db", json!({"status": "available"}))
+        .await
+        .unwrap();
+    // Not read again: until the watch reports the new ConfigMap the reconciler keeps what it
+    // found...
+    assert!(leader.load_watched(&p).await.unwrap().data.is_empty());
+    // ...while the gRPC service's read asks and finds it...
+    assert!(leader.load(&p).await.unwrap().data.contains_key("db"));
+    // ...and once the watch reports it, the reconciler reads it too.
+    leader.changed(&ns, &config_map_name("quiet"));
+    assert!(leader.load_watched(&p).await.unwrap().data.contains_key("db"));
+
+    // A write of the store itself ends the memory at once.
+    assert!(leader.load_watched(&q).await.unwrap().data.is_empty());
+    leader
+        .record(&q, "db", "c1", "instance:db", json!({"status": "available"}))
+        .await
+        .unwrap();
+    assert!(leader.load_watched(&q).await.unwrap().data.contains_key("db"));
+
+    // A replica that starts to lead forgets every ConfigMap found missing.
+    let r = plan(&ns, "later");
+    assert!(leader.load_watched(&r).await.unwrap().data.is_empty());
+    other
+        .record(&r, "db", "c1", "instance:db", json!({"status": "available"}))
+        .await
+        .unwrap();
+    assert!(leader.load_watched(&r).await.unwrap().data.is_empty());
+    leader.forget_absent();
+    assert!(leader.load_watched(&r).await.unwrap().data.contains_key("db"));
+}
