@@ -436,8 +436,9 @@ async fn check(
             }
         };
         let Some(found) = found else {
-            ctx.reporter
-                .info(format!("NodePool {name} is capped with no NodeClaims, as it should"));
+            ctx.reporter.info(format!(
+                "NodePool {name} is capped with no NodeClaims, as it should"
+            ));
             tally.already += 1;
             ctx.outcome(&key, ResourceOutcome::Asleep);
             ctx.progress(&format!("NodePool {name} asleep"), true).await;
@@ -490,13 +491,15 @@ async fn look(pools: &Pools, name: &str) -> Result<Option<Option<String>>, KubeE
         return Ok(Some(Some(describe(limits.as_ref()))));
     }
     let claims = pools.claims_of(name).await?;
-    Ok(Some(match claims.iter().filter(|(_, deleting)| !deleting).count() {
-        0 => None,
-        n => Some(format!(
-            "limits at zero but {n} NodeClaim{}",
-            if n == 1 { "" } else { "s" }
-        )),
-    }))
+    Ok(Some(
+        match claims.iter().filter(|(_, deleting)| !deleting).count() {
+            0 => None,
+            n => Some(format!(
+                "limits at zero but {n} NodeClaim{}",
+                if n == 1 { "" } else { "s" }
+            )),
+        },
+    ))
 }
 
 /// The target's NodePool records (wake-up and in-sleep check); others are reported and left.

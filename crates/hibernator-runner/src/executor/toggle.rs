@@ -165,6 +165,13 @@ pub fn exact(current: &Value, recorded: &Value) -> Value {
     Value::Object(patch)
 }
 
+/// The object a record's id (`<namespace>/<name>`) names; `None` when it names none.
+fn object(id: &str) -> Option<Object> {
+    id.split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+}
+
 /// A kind of object put to sleep by a field.
 pub struct Toggled {
     /// Its API resource.
@@ -314,10 +321,7 @@ impl Toggled {
         for (id, record) in records {
             ctx.check_stop()?;
             let key = format!("{}:{id}", self.prefix);
-            let Some((ns, name)) = id
-                .split_once('/')
-                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
-            else {
+            let Some(o) = object(id) else {
                 let message = "its key is not <kind>:<namespace>/<name>; the record is kept";
                 ctx.reporter
                     .warn(format!("ignoring restore record {key}: {message}"));
@@ -325,7 +329,6 @@ impl Toggled {
                 tally.failed += 1;
                 continue;
             };
-            let o = (ns.to_string(), name.to_string());
             let recorded = record
                 .get(self.field.record_key())
                 .cloned()
@@ -378,11 +381,7 @@ impl Toggled {
                 .get(self.field.record_key())
                 .cloned()
                 .unwrap_or(Value::Null);
-            let object = id
-                .split_once('/')
-                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
-                .map(|(ns, name)| (ns.to_string(), name.to_string()));
-            let Some(o) = object.filter(|_| !self.field.asleep(&recorded)) else {
+            let Some(o) = object(id).filter(|_| !self.field.asleep(&recorded)) else {
                 // Asleep before the night (or a key this runner cannot read: the wake-up says so).
                 tally.already += 1;
                 ctx.outcome(&key, ResourceOutcome::Asleep);

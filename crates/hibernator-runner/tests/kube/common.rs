@@ -409,8 +409,9 @@ pub fn statefulset(ns: &str, name: &str, replicas: i32, labels: Value) -> Value 
 
 /// `(spec.replicas, status.readyReplicas)` of a Deployment or StatefulSet (`kind` lower case
 /// plural: `deployments`, `statefulsets`).
-pub async fn replicas(client: &Client, ns: &str, kind: &str, name: &str) -> Result<(i64, i64)> {
-    let ar = ApiResource::from_gvk_with_plural(
+/// `deployments` or `statefulsets` as an API resource.
+fn workload_resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(
             "apps",
             "v1",
@@ -421,7 +422,11 @@ pub async fn replicas(client: &Client, ns: &str, kind: &str, name: &str) -> Resu
             },
         ),
         kind,
-    );
+    )
+}
+
+pub async fn replicas(client: &Client, ns: &str, kind: &str, name: &str) -> Result<(i64, i64)> {
+    let ar = workload_resource(kind);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     let o = api.get(name).await?;
     Ok((
@@ -476,19 +481,14 @@ pub fn last_results(kit: &Kit) -> Vec<(String, hibernator_proto::v1::resource_re
 }
 
 /// Sets a workload's replicas through `/scale`, as someone with kubectl would.
-pub async fn scale_by_hand(client: &Client, ns: &str, kind: &str, name: &str, n: i32) -> Result<()> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(
-            "apps",
-            "v1",
-            if kind == "deployments" {
-                "Deployment"
-            } else {
-                "StatefulSet"
-            },
-        ),
-        kind,
-    );
+pub async fn scale_by_hand(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    n: i32,
+) -> Result<()> {
+    let ar = workload_resource(kind);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     api.patch_scale(
         name,

@@ -554,7 +554,11 @@ async fn node_pool_checks_report_then_reapply_what_came_back() -> Result<()> {
         report.stdout
     );
     assert_eq!(sorted(last_results(&kit)), expected);
-    assert_eq!(karpenter_writes(&kit)?.len(), slept, "Report writes nothing");
+    assert_eq!(
+        karpenter_writes(&kit)?.len(),
+        slept,
+        "Report writes nothing"
+    );
 
     let reapply = check("Reapply").await?.ok();
     assert_eq!(

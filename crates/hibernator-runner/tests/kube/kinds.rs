@@ -415,10 +415,14 @@ async fn workloads_checks_report_then_reapply_and_keep_the_nights_records() -> R
     .await?;
     let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.clone(), &ns);
     sts.delete("db", &Default::default()).await?;
-    eventually("StatefulSet db to be deleted", Duration::from_secs(30), || {
-        let sts = sts.clone();
-        async move { Ok(sts.get_opt("db").await?.is_none().then_some(())) }
-    })
+    eventually(
+        "StatefulSet db to be deleted",
+        Duration::from_secs(30),
+        || {
+            let sts = sts.clone();
+            async move { Ok(sts.get_opt("db").await?.is_none().then_some(())) }
+        },
+    )
     .await?;
     let results = |kit: &Kit| -> Vec<(String, R)> {
         last_results(kit)
@@ -495,7 +499,11 @@ async fn workloads_checks_report_then_reapply_and_keep_the_nights_records() -> R
     let so = get(&kit, &scaled_objects(), "worker").await?;
     assert_eq!(so.metadata.annotations.unwrap_or_default()[PAUSED], "0");
     assert_eq!(kit.records(), night);
-    assert_eq!(kit.runner_writes()?.len(), slept + 3, "one write per drifted object");
+    assert_eq!(
+        kit.runner_writes()?.len(),
+        slept + 3,
+        "one write per drifted object"
+    );
 
     // A second Reapply finds everything asleep and writes nothing.
     let again = kit
@@ -529,7 +537,12 @@ async fn workloads_checks_report_then_reapply_and_keep_the_nights_records() -> R
         json!(false)
     );
     let so = get(&kit, &scaled_objects(), "worker").await?;
-    assert!(!so.metadata.annotations.unwrap_or_default().contains_key(PAUSED));
+    assert!(
+        !so.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(PAUSED)
+    );
     Ok(())
 }
 
