@@ -225,7 +225,9 @@ impl RestoreStore {
     pub fn changed(&self, namespace: &str, name: &str) {
         let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
         absent.changes += 1;
-        absent.since.remove(&(namespace.to_string(), name.to_string()));
+        absent
+            .since
+            .remove(&(namespace.to_string(), name.to_string()));
     }
 
     /// Forgets every ConfigMap found missing: a replica that starts to lead (again) has not

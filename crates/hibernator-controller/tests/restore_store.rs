@@ -252,7 +252,13 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
     let (p, q) = (plan(&ns, "quiet"), plan(&ns, "own"));
     assert!(leader.load_watched(&p).await.unwrap().data.is_empty());
     other
-        .record(&p, "db", "c1", "instance:db", json!({"status": "available"}))
+        .record(
+            &p,
+            "db",
+            "c1",
+            "instance:db",
+            json!({"status": "available"}),
+        )
         .await
         .unwrap();
     // Not read again: until the watch reports the new ConfigMap the reconciler keeps what it
@@ -262,24 +268,57 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
     assert!(leader.load(&p).await.unwrap().data.contains_key("db"));
     // ...and once the watch reports it, the reconciler reads it too.
     leader.changed(&ns, &config_map_name("quiet"));
-    assert!(leader.load_watched(&p).await.unwrap().data.contains_key("db"));
+    assert!(
+        leader
+            .load_watched(&p)
+            .await
+            .unwrap()
+            .data
+            .contains_key("db")
+    );
 
     // A write of the store itself ends the memory at once.
     assert!(leader.load_watched(&q).await.unwrap().data.is_empty());
     leader
-        .record(&q, "db", "c1", "instance:db", json!({"status": "available"}))
+        .record(
+            &q,
+            "db",
+            "c1",
+            "instance:db",
+            json!({"status": "available"}),
+        )
         .await
         .unwrap();
-    assert!(leader.load_watched(&q).await.unwrap().data.contains_key("db"));
+    assert!(
+        leader
+            .load_watched(&q)
+            .await
+            .unwrap()
+            .data
+            .contains_key("db")
+    );
 
     // A replica that starts to lead forgets every ConfigMap found missing.
     let r = plan(&ns, "later");
     assert!(leader.load_watched(&r).await.unwrap().data.is_empty());
     other
-        .record(&r, "db", "c1", "instance:db", json!({"status": "available"}))
+        .record(
+            &r,
+            "db",
+            "c1",
+            "instance:db",
+            json!({"status": "available"}),
+        )
         .await
         .unwrap();
     assert!(leader.load_watched(&r).await.unwrap().data.is_empty());
     leader.forget_absent();
-    assert!(leader.load_watched(&r).await.unwrap().data.contains_key("db"));
+    assert!(
+        leader
+            .load_watched(&r)
+            .await
+            .unwrap()
+            .data
+            .contains_key("db")
+    );
 }
