@@ -50,8 +50,8 @@ pub struct Args {
     /// Plans in the night run (10 targets each; 0 skips it).
     #[arg(long, default_value_t = 5)]
     night_plans: usize,
-    /// Seconds of idle CPU measured after the scale run settled (310 covers one five-minute
-    /// safety reconcile of every plan).
+    /// Seconds of idle CPU measured after the scale run settled (900 covers one safety-net
+    /// reconcile of every plan, which comes every 12 to 15 minutes).
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
     /// How often each scenario runs; each run is a column of the table.
@@ -387,7 +387,7 @@ async fn boundary(
         &ns,
         "edge",
         plans,
-        json!({"execution": {"strategy": {"type": "Parallel", "maxConcurrency": 5}}}),
+        json!({"execution": {"strategy": {"type": "Parallel", "maxConcurrency": STEP_JOBS}}}),
     )
     .await?;
     let mut reconciled = count_reconciled(&client, &ns);
@@ -409,39 +409,56 @@ async fn boundary(
     // after the spawn, so this errs early: the lags below are upper bounds.
     let boundary_at = spawned_at + lead;
     wait_count(&mut reconciled, plans, lead.unsigned_abs()).await?;
-    // Every plan's first Job, or three minutes.
+    // Every plan's first step started (maxConcurrency Jobs) and said so in its status (no
+    // plan is starved by the priority of first Jobs), or three minutes.
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let plan_api: Api<HibernationPlan> = Api::namespaced(client.clone(), &ns);
     let plan_label = hibernator_api::naming::labels::PLAN;
     let deadline = Instant::now() + lead.unsigned_abs() + Duration::from_secs(180);
+    let mut hibernating = 0;
     loop {
         let list = jobs
             .list_metadata(&kube::api::ListParams::default())
             .await?;
-        let with_job: HashSet<_> = list
-            .items
-            .iter()
-            .filter_map(|j| j.metadata.labels.as_ref()?.get(plan_label).cloned())
-            .collect();
-        if with_job.len() >= plans || Instant::now() > deadline {
+        let mut per_plan: HashMap<String, usize> = HashMap::new();
+        for j in &list.items {
+            if let Some(p) = j.metadata.labels.as_ref().and_then(|l| l.get(plan_label)) {
+                *per_plan.entry(p.clone()).or_default() += 1;
+            }
+        }
+        let started = per_plan.values().filter(|n| **n >= STEP_JOBS).count();
+        if started >= plans {
+            hibernating = plan_api
+                .list(&kube::api::ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|p| {
+                    p.status.as_ref().and_then(|s| s.phase)
+                        == Some(hibernator_api::plan::Phase::Hibernating)
+                })
+                .count();
+        }
+        if hibernating >= plans || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let _ = controller.kill();
     let _ = controller.wait();
-    let mut first: HashMap<String, Timestamp> = HashMap::new();
+    let mut created: HashMap<String, Vec<Timestamp>> = HashMap::new();
     let events: Vec<_> = cluster
         .audit_events()?
         .into_iter()
         .skip(audit_before)
         .collect();
     for e in &events {
-        let created = e.verb == "create"
+        let job_created = e.verb == "create"
             && e.response_status.as_ref().and_then(|s| s.code) == Some(201)
             && e.object_ref.as_ref().is_some_and(|r| {
                 r.resource.as_deref() == Some("jobs") && r.namespace.as_deref() == Some(&ns)
             });
-        if !created {
+        if !job_created {
             continue;
         }
         let plan = e
@@ -454,12 +471,19 @@ async fn boundary(
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok());
         if let (Some(plan), Some(at)) = (plan, at) {
-            let slot = first.entry(plan).or_insert(at);
-            if at < *slot {
-                *slot = at;
-            }
+            created.entry(plan).or_default().push(at);
         }
     }
+    for times in created.values_mut() {
+        times.sort();
+    }
+    let first: HashMap<&String, Timestamp> = created.iter().map(|(p, t)| (p, t[0])).collect();
+    let last_step_job = created
+        .values()
+        .filter_map(|t| t.get(STEP_JOBS - 1))
+        .max()
+        .map(|t| t.duration_since(boundary_at).as_secs_f64());
+    let stepped = created.values().filter(|t| t.len() >= STEP_JOBS).count();
     // The API server's load while the first Jobs were made: every write from the boundary to
     // the last plan's first Job, the controller's (it runs as the admin here) and the Job
     // controller's (a pod per Job, and the Jobs' status).
@@ -519,10 +543,27 @@ async fn boundary(
             format!("{all_writes} / {ours} / {job_controller}"),
             "",
         );
+        table.put(
+            run,
+            "  plans with their first step's 5 Jobs / status Hibernating",
+            format!("{stepped} / {hibernating}"),
+            "all",
+        );
+        if let Some(s) = last_step_job {
+            table.put(
+                run,
+                "  boundary to the last plan's fifth runner Job",
+                secs(s),
+                "",
+            );
+        }
     }
     delete_namespace(&client, &ns).await;
     Ok(())
 }
+
+/// Jobs a plan of the boundary run starts at once (`maxConcurrency`).
+const STEP_JOBS: usize = 5;
 
 fn secs(s: f64) -> String {
     format!("{s:.2} s")

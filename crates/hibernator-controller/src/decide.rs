@@ -120,10 +120,20 @@ pub struct Observed<'a> {
     pub reference_grace: SignedDuration,
     /// How long deletion waits for the wake-up before giving up.
     pub deletion_timeout: SignedDuration,
-    /// At most this many targets start in this decision (the controller is crowded: many
-    /// plans reached a boundary together, and every plan's first Job comes before anyone's
-    /// fifth); the others stay Pending and start at the next reconcile.
-    pub start_limit: Option<usize>,
+    /// How many targets may start in this decision when the controller is crowded (many
+    /// plans reached a boundary together); the others stay Pending and start at a later
+    /// reconcile. `None`: all that are ready.
+    pub start_limit: Option<StartLimit>,
+}
+
+/// The starts a crowded controller allows one decision, so that every plan's first runner
+/// Job comes before anyone's second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartLimit {
+    /// For a plan whose operation has started nothing yet.
+    pub first: usize,
+    /// For a plan whose operation has begun (a target ran or runs).
+    pub more: usize,
 }
 
 /// A Job to create.
@@ -174,7 +184,11 @@ pub struct Decision {
     /// The finalizer may be removed.
     pub release_finalizer: bool,
     /// Targets could start and were left for the next reconcile ([`Observed::start_limit`]).
+    /// Such a pass only creates its Jobs: the status, Events and the rest of the decision wait
+    /// for the plan's next pass, which decides them again from the Jobs.
     pub more_to_start: bool,
+    /// This decision starts the first target of its operation under a start limit.
+    pub first_start: bool,
 }
 
 fn t(ts: Timestamp) -> Time {
@@ -295,6 +309,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         requeue_at: None,
         release_finalizer: false,
         more_to_start: false,
+        first_start: false,
     };
     if releases_at_once(o, &wants, &prev) {
         d.release_finalizer = true;
@@ -946,7 +961,7 @@ fn advance(
         targets[i].finished_at = Some(t(o.now));
     }
     let plan_name = plan.metadata.name.as_deref().unwrap_or_default();
-    for &i in limited(&step.start, d, o) {
+    for &i in limited(&step.start, begun(targets), d, o) {
         let attempt = targets[i].attempts.max(1);
         d.create.push(JobRequest {
             target: i,
@@ -974,17 +989,25 @@ fn advance(
 }
 
 /// The targets of `start` that start now: all of them, or as many as the start limit allows
-/// (counting the Jobs this decision already requested), noting that more are waiting.
-fn limited<'s>(start: &'s [usize], d: &mut Decision, o: &Observed<'_>) -> &'s [usize] {
-    let room = o
-        .start_limit
-        .map_or(usize::MAX, |l| l.saturating_sub(d.create.len()));
-    if start.len() > room {
-        d.more_to_start = true;
-        &start[..room]
-    } else {
-        start
-    }
+/// for an operation that has `begun` or not (counting the Jobs this decision already
+/// requested), noting that more are waiting.
+fn limited<'s>(start: &'s [usize], begun: bool, d: &mut Decision, o: &Observed<'_>) -> &'s [usize] {
+    let Some(limit) = o.start_limit else {
+        return start;
+    };
+    let allowed = if begun { limit.more } else { limit.first };
+    let room = allowed.saturating_sub(d.create.len());
+    let now = &start[..start.len().min(room)];
+    d.more_to_start |= now.len() < start.len();
+    d.first_start |= !begun && !now.is_empty();
+    now
+}
+
+/// True when a target of the operation ran or runs.
+fn begun(targets: &[TargetStatus]) -> bool {
+    targets
+        .iter()
+        .any(|t| in_operation(t) && t.state != TargetState::Pending)
 }
 
 /// The states the graph steps on: a target outside the operation counts as done (Skipped), so
@@ -1332,7 +1355,8 @@ fn start_first_jobs(
         .for_operation(op)
         .step(&step_states(&status.targets), o.plan.failure_mode());
     let plan_name = o.plan.metadata.name.as_deref().unwrap_or_default();
-    for &i in limited(&step.start, d, o) {
+    let begun = begun(&status.targets);
+    for &i in limited(&step.start, begun, d, o) {
         let tgt = &mut status.targets[i];
         let attempt = tgt.attempts.max(1);
         d.create.push(JobRequest {

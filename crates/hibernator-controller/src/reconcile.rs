@@ -152,21 +152,51 @@ pub struct Context {
     pub phases_stale: std::sync::atomic::AtomicBool,
 }
 
-/// How many reconciles are under way. When every slot is taken (many plans reached a
-/// boundary together), a plan starts one target per reconcile and comes back for the
-/// others, so that every plan gets its first runner Job before any plan gets its fifth.
+/// How many reconciles are under way, and when a plan last got its first runner Job while
+/// the controller was crowded. When every slot is taken (many plans reached a boundary
+/// together), a plan starts one target per reconcile and comes back for the others; and while
+/// plans are still getting their first Job (one did within [`FIRST_JOBS_WINDOW`]), a plan
+/// whose operation has begun starts nothing and comes back after [`HELD_BACK`]: every plan
+/// gets its first runner Job before any plan gets its second. The window closes by itself
+/// once no plan is left without a Job, so the held-back plans cannot wait for ever.
 #[derive(Default)]
-pub struct Busy(std::sync::atomic::AtomicUsize);
+pub struct Busy {
+    running: std::sync::atomic::AtomicUsize,
+    first_job_at: std::sync::Mutex<Option<Instant>>,
+}
+
+/// How long after a plan's first runner Job under a crowd other plans' further Jobs wait.
+const FIRST_JOBS_WINDOW: Duration = Duration::from_secs(2);
+
+/// When a plan held back by [`FIRST_JOBS_WINDOW`] comes back.
+const HELD_BACK: Duration = Duration::from_secs(2);
 
 impl Busy {
     fn enter(&self) -> BusyGuard<'_> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         BusyGuard(self)
     }
 
-    /// True when every reconcile slot is taken.
-    fn crowded(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) >= usize::from(RECONCILES_AT_ONCE)
+    /// The starts one decision may make now; `None` when the controller is not crowded.
+    fn limit(&self) -> Option<crate::decide::StartLimit> {
+        let first_jobs = self
+            .first_job_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < FIRST_JOBS_WINDOW);
+        let crowded = self.running.load(std::sync::atomic::Ordering::Relaxed)
+            >= usize::from(RECONCILES_AT_ONCE);
+        match (first_jobs, crowded) {
+            (true, _) => Some(crate::decide::StartLimit { first: 1, more: 0 }),
+            (false, true) => Some(crate::decide::StartLimit { first: 1, more: 1 }),
+            (false, false) => None,
+        }
+    }
+
+    /// A plan got its first runner Job under a start limit.
+    fn first_job(&self) {
+        *self.first_job_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 }
 
@@ -174,7 +204,9 @@ struct BusyGuard<'a>(&'a Busy);
 
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -768,7 +800,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         reference_problem: reference_problem.clone(),
         reference_grace: ctx.timing.reference_grace,
         deletion_timeout: ctx.timing.deletion_timeout,
-        start_limit: ctx.busy.crowded().then_some(1),
+        start_limit: ctx.busy.limit(),
     });
 
     // Restored records are counted into the savings before they are retired, in the same
@@ -786,6 +818,13 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         &ctx.prices,
     );
     let soon = apply(plan, ctx, &d, &connectors, &evaluation, &saved).await? || d.more_to_start;
+    if d.first_start {
+        ctx.busy.first_job();
+    }
+    if d.more_to_start && d.create.is_empty() {
+        // Held back while other plans get their first Job.
+        return Ok(Action::requeue(HELD_BACK));
+    }
     update_exceptions(ctx, &exceptions, now).await;
 
     if d.release_finalizer {
@@ -994,6 +1033,13 @@ async fn apply(
     let mut look_again_soon = false;
     for c in created {
         look_again_soon |= c?;
+    }
+    if d.more_to_start {
+        // A crowded boundary: this pass only starts Jobs, so that every plan's first runner
+        // Job comes before any plan's status write. The plan comes back within a second and
+        // the next pass writes the status, Events and counts from the Jobs (the source of
+        // truth), as after a crash between Job creation and status write.
+        return Ok(true);
     }
     // How late was the start of an operation, measured against its boundary?
     if let Some(c) = &d.status.current_cycle
@@ -1892,6 +1938,25 @@ async fn update_exceptions(ctx: &Context, exceptions: &PlanExceptions, now: Time
 #[cfg(test)]
 mod tests {
     use super::parse_termination_message;
+
+    /// While plans get their first Job under a crowd, others wait with their further Jobs;
+    /// the wait ends by itself once no first Job came for a while, and a full house alone
+    /// lets every plan start one target at a time.
+    #[test]
+    fn plans_that_began_wait_only_while_others_get_their_first_job() {
+        use super::{Busy, FIRST_JOBS_WINDOW, RECONCILES_AT_ONCE};
+        use crate::decide::StartLimit;
+        let busy = Busy::default();
+        assert_eq!(busy.limit(), None);
+        let guards: Vec<_> = (0..RECONCILES_AT_ONCE).map(|_| busy.enter()).collect();
+        assert_eq!(busy.limit(), Some(StartLimit { first: 1, more: 1 }));
+        busy.first_job();
+        assert_eq!(busy.limit(), Some(StartLimit { first: 1, more: 0 }));
+        drop(guards);
+        assert_eq!(busy.limit(), Some(StartLimit { first: 1, more: 0 }));
+        std::thread::sleep(FIRST_JOBS_WINDOW + std::time::Duration::from_millis(100));
+        assert_eq!(busy.limit(), None, "the window closed by itself");
+    }
 
     #[test]
     fn termination_messages_give_the_summary_and_the_records() {

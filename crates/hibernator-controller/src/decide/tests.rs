@@ -33,7 +33,7 @@ struct World {
     /// ScheduleExceptions of the plan.
     exceptions: Vec<hibernator_api::schedule::Exception>,
     /// The controller is crowded: at most this many targets start per reconcile.
-    start_limit: Option<usize>,
+    start_limit: Option<StartLimit>,
 }
 
 fn ny(s: &str) -> Timestamp {
@@ -178,6 +178,23 @@ impl World {
 
     fn reconcile(&mut self) -> Decision {
         let d = self.decide();
+        self.create_jobs(&d);
+        if d.more_to_start {
+            // A crowded pass only creates its Jobs (see `Decision::more_to_start`).
+            return d;
+        }
+        if let Some(targets) = &d.acknowledge {
+            acknowledge(&mut self.restore, targets, self.now);
+        }
+        self.plan.status = Some(d.status.clone());
+        retire(&mut self.restore, &d.retire);
+        self.events.extend(d.events.clone());
+        self.released |= d.release_finalizer;
+        d
+    }
+
+    /// The Jobs a decision asks for, as the API server would hold them.
+    fn create_jobs(&mut self, d: &Decision) {
         for req in &d.create {
             let target = self.plan.spec.targets[req.target].name.clone();
             let name = match req.check {
@@ -215,14 +232,6 @@ impl World {
                 reapplied: vec![],
             });
         }
-        if let Some(targets) = &d.acknowledge {
-            acknowledge(&mut self.restore, targets, self.now);
-        }
-        self.plan.status = Some(d.status.clone());
-        retire(&mut self.restore, &d.retire);
-        self.events.extend(d.events.clone());
-        self.released |= d.release_finalizer;
-        d
     }
 
     fn running(&self) -> Vec<String> {
@@ -1643,19 +1652,53 @@ fn a_crowded_controller_starts_one_target_per_reconcile_and_comes_back_for_the_r
     assert_eq!(d.create.len(), 2);
     assert!(!d.more_to_start);
 
-    let mut crowded = World::new(plan, ny("2026-11-26T20:00"));
-    crowded.start_limit = Some(1);
+    let mut crowded = World::new(plan.clone(), ny("2026-11-26T20:00"));
+    crowded.start_limit = Some(StartLimit { first: 1, more: 1 });
     let d = crowded.reconcile();
     assert_eq!(d.create.len(), 1);
+    assert!(d.first_start);
     assert!(
         d.more_to_start,
         "the other target waits for the next reconcile"
     );
     assert_eq!(crowded.running().len(), 1);
-    assert_eq!(crowded.state("prod-cluster"), TargetState::Pending);
+    // That pass created a Job and nothing else: no status, no Event yet.
+    assert!(crowded.plan.status.is_none());
+    assert!(crowded.events.is_empty());
+    // The next pass finds the first Job (never created twice), starts the other and writes
+    // the status with both, and the start's Event once.
     let d = crowded.reconcile();
     assert_eq!(d.create.len(), 1);
     assert!(!d.more_to_start);
     assert_eq!(crowded.running().len(), 2);
     assert_eq!(crowded.phase(), Phase::Hibernating);
+    for t in ["prod-db", "prod-cluster"] {
+        assert_eq!(crowded.state(t), TargetState::Running, "{t}");
+    }
+    assert_eq!(crowded.events, alone.events);
+
+    // While other plans still get their first Job, a plan whose operation has begun starts
+    // nothing more and writes nothing; once they all have one, it goes on.
+    let mut held = World::new(plan, ny("2026-11-26T20:00"));
+    held.start_limit = Some(StartLimit { first: 1, more: 0 });
+    let d = held.reconcile();
+    assert_eq!(
+        (d.create.len(), d.first_start, d.more_to_start),
+        (1, true, true)
+    );
+    let d = held.reconcile();
+    assert_eq!(
+        (d.create.len(), d.first_start, d.more_to_start),
+        (0, false, true),
+        "held back"
+    );
+    assert!(held.plan.status.is_none());
+    held.start_limit = None;
+    let d = held.reconcile();
+    assert_eq!(
+        (d.create.len(), d.first_start, d.more_to_start),
+        (1, false, false)
+    );
+    assert_eq!(held.running().len(), 2);
+    assert_eq!(held.events, alone.events);
 }
