@@ -226,6 +226,16 @@ impl Kit {
             .collect()
     }
 
+    /// The writes of the `runner` ServiceAccount that the API server accepted (a write that
+    /// lost an optimistic-concurrency race, 409, changed nothing).
+    pub fn runner_changes(&self) -> Result<Vec<kube_testbed::AuditEvent>> {
+        Ok(self
+            .runner_writes()?
+            .into_iter()
+            .filter(|e| (200..300).contains(&e.code()))
+            .collect())
+    }
+
     /// Every write the `runner` ServiceAccount made so far.
     pub fn runner_writes(&self) -> Result<Vec<kube_testbed::AuditEvent>> {
         let user = format!("system:serviceaccount:{}:runner", self.ns);
