@@ -423,8 +423,17 @@ async fn check(
             continue;
         }
         let found = match look(pools, name).await {
-            Ok(Some(found)) => found,
-            Ok(None) => {
+            Ok(Look::Awake(found)) => found,
+            Ok(Look::Asleep) => {
+                ctx.reporter.info(format!(
+                    "NodePool {name} is capped with no NodeClaims, as it should"
+                ));
+                tally.already += 1;
+                ctx.outcome(&key, ResourceOutcome::Asleep);
+                ctx.progress(&format!("NodePool {name} asleep"), true).await;
+                continue;
+            }
+            Ok(Look::Gone) => {
                 tally.missing += 1;
                 ctx.check_not_found(&key, &format!("NodePool {name}")).await;
                 continue;
@@ -434,15 +443,6 @@ async fn check(
                 ctx.check_failed(&key, &e.into()).await;
                 continue;
             }
-        };
-        let Some(found) = found else {
-            ctx.reporter.info(format!(
-                "NodePool {name} is capped with no NodeClaims, as it should"
-            ));
-            tally.already += 1;
-            ctx.outcome(&key, ResourceOutcome::Asleep);
-            ctx.progress(&format!("NodePool {name} asleep"), true).await;
-            continue;
         };
         ctx.reporter.warn(format!(
             "NodePool {name} has {found} although it was capped in cycle {}: drifted",
@@ -480,26 +480,34 @@ async fn check(
     })
 }
 
-/// How far a NodePool is from asleep: `None` when capped with no NodeClaims, else what was
-/// found (`limits {...}`, `2 NodeClaims`); `Ok(None)` outside when it is gone.
-async fn look(pools: &Pools, name: &str) -> Result<Option<Option<String>>, KubeError> {
+/// What an in-sleep check finds of a NodePool.
+enum Look {
+    /// It no longer exists.
+    Gone,
+    /// Capped to zero, with no NodeClaims.
+    Asleep,
+    /// Awake: what was found (`limits {...}`, `limits at zero but 2 NodeClaims`).
+    Awake(String),
+}
+
+async fn look(pools: &Pools, name: &str) -> Result<Look, KubeError> {
     let Some(pool) = pools.get(name).await? else {
-        return Ok(None);
+        return Ok(Look::Gone);
     };
     let limits = limits_of(&pool);
     if !is_capped(limits.as_ref()) {
-        return Ok(Some(Some(describe(limits.as_ref()))));
+        return Ok(Look::Awake(describe(limits.as_ref())));
     }
     let claims = pools.claims_of(name).await?;
-    Ok(Some(
+    Ok(
         match claims.iter().filter(|(_, deleting)| !deleting).count() {
-            0 => None,
-            n => Some(format!(
+            0 => Look::Asleep,
+            n => Look::Awake(format!(
                 "limits at zero but {n} NodeClaim{}",
                 if n == 1 { "" } else { "s" }
             )),
         },
-    ))
+    )
 }
 
 /// The target's NodePool records (wake-up and in-sleep check); others are reported and left.

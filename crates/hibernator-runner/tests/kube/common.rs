@@ -226,6 +226,23 @@ impl Kit {
             .collect()
     }
 
+    /// An in-sleep check of `target` in `mode` (`Report`, `Reapply`) that must succeed.
+    pub async fn check(
+        &self,
+        type_: &str,
+        target: &str,
+        mode: &str,
+        params: &Value,
+    ) -> Result<Ran> {
+        Ok(self
+            .runner(type_, target, "enforce")
+            .env("HIBERNATOR_ENFORCE_MODE", mode)
+            .param(params.clone())
+            .run()
+            .await?
+            .ok())
+    }
+
     /// The writes of the `runner` ServiceAccount that the API server accepted (a write that
     /// lost an optimistic-concurrency race, 409, changed nothing).
     pub fn runner_changes(&self) -> Result<Vec<kube_testbed::AuditEvent>> {
@@ -319,6 +336,11 @@ impl Ran {
 
     pub fn has(&self, text: &str) -> bool {
         self.stdout.contains(text)
+    }
+
+    /// The summary without its duration (`checked 3 NodePools: 1 asleep, ...`).
+    pub fn summary(&self) -> &str {
+        self.termination.split(" in ").next().unwrap_or_default()
     }
 
     /// The `done:` line.
@@ -471,9 +493,11 @@ pub async fn live_pods(client: &Client, ns: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// What the last completion said of each resource (in-sleep checks): `(key, result)`.
+/// What the last completion said of each resource (in-sleep checks): `(key, result)` by key,
+/// the test's namespace written `NS`.
 pub fn last_results(kit: &Kit) -> Vec<(String, hibernator_proto::v1::resource_result::Result)> {
-    kit.controller
+    let mut results: Vec<_> = kit
+        .controller
         .observed()
         .completions
         .last()
@@ -483,11 +507,13 @@ pub fn last_results(kit: &Kit) -> Vec<(String, hibernator_proto::v1::resource_re
                 .map(|r| {
                     let result = hibernator_proto::v1::resource_result::Result::try_from(r.result)
                         .expect("a known result");
-                    (r.resource_key.clone(), result)
+                    (r.resource_key.replace(&kit.ns, "NS"), result)
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    results
 }
 
 /// Sets a workload's replicas through `/scale`, as someone with kubectl would.

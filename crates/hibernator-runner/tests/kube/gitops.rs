@@ -410,20 +410,8 @@ async fn gitops_checks_report_then_reapply_what_was_resumed() -> Result<()> {
         ),
     )
     .await?;
-    let results = |kit: &Kit| -> Vec<(String, R)> {
-        let mut r: Vec<(String, R)> = last_results(kit)
-            .into_iter()
-            .map(|(k, r)| (k.replace(&ns, "NS"), r))
-            .collect();
-        r.sort_by(|a, b| a.0.cmp(&b.0));
-        r
-    };
-    let check = |mode: &str| {
-        kit.runner("gitops", "pause-git", "enforce")
-            .env("HIBERNATOR_ENFORCE_MODE", mode)
-            .param(params(&ns))
-            .run()
-    };
+    let p = params(&ns);
+    let check = |mode: &'static str| kit.check("gitops", "pause-git", mode, &p);
     let mut expected = vec![
         ("application:NS/manual".to_string(), R::Asleep),
         ("application:NS/web".to_string(), R::Drifted),
@@ -433,24 +421,24 @@ async fn gitops_checks_report_then_reapply_what_was_resumed() -> Result<()> {
         ("kustomization:NS/infra".to_string(), R::Asleep),
     ];
 
-    let report = check("Report").await?.ok();
+    let report = check("Report").await?;
     assert_eq!(
-        report.termination.split(" in ").next().unwrap(),
+        report.summary(),
         "checked 3 Kustomizations and 1 HelmRelease and 2 Applications: \
          4 asleep, 2 awake (drifted; left as found)",
         "{}",
         report.stdout
     );
-    assert_eq!(results(&kit), expected);
+    assert_eq!(last_results(&kit), expected);
     assert_eq!(kit.runner_writes()?.len(), slept, "Report writes nothing");
     assert_eq!(
         suspend(&kit, &kustomizations(), "apps").await?,
         Some(json!(false))
     );
 
-    let reapply = check("Reapply").await?.ok();
+    let reapply = check("Reapply").await?;
     assert_eq!(
-        reapply.termination.split(" in ").next().unwrap(),
+        reapply.summary(),
         "checked 3 Kustomizations and 1 HelmRelease and 2 Applications: \
          4 asleep, 2 put back to sleep",
         "{}",
@@ -461,7 +449,7 @@ async fn gitops_checks_report_then_reapply_what_was_resumed() -> Result<()> {
             *r = R::Reapplied;
         }
     }
-    assert_eq!(results(&kit), expected);
+    assert_eq!(last_results(&kit), expected);
     assert_eq!(
         suspend(&kit, &kustomizations(), "apps").await?,
         Some(json!(true))

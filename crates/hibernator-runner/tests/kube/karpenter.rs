@@ -523,25 +523,16 @@ async fn node_pool_checks_report_then_reapply_what_came_back() -> Result<()> {
 
     node_pool(&kit, &a, Some(json!({"cpu": "100"})), true).await?;
     node_claim(&kit, &format!("{b}-1"), &b, false).await?;
-    let check = |mode: &str| {
-        kit.runner("karpenter", "pools", "enforce")
-            .env("HIBERNATOR_ENFORCE_MODE", mode)
-            .param(params.clone())
-            .run()
-    };
+    let check = |mode: &'static str| kit.check("karpenter", "pools", mode, &params);
     let mut expected = vec![
-        (format!("nodepool:{a}"), R::Drifted),
-        (format!("nodepool:{b}"), R::Drifted),
-        (format!("nodepool:{c}"), R::Asleep),
+        ("nodepool:NS-a".to_string(), R::Drifted),
+        ("nodepool:NS-b".to_string(), R::Drifted),
+        ("nodepool:NS-c".to_string(), R::Asleep),
     ];
-    let sorted = |mut r: Vec<(String, R)>| {
-        r.sort_by(|x, y| x.0.cmp(&y.0));
-        r
-    };
 
-    let report = check("Report").await?.ok();
+    let report = check("Report").await?;
     assert_eq!(
-        report.termination.split(" in ").next().unwrap(),
+        report.summary(),
         "checked 3 NodePools: 1 asleep, 2 awake (drifted; left as found)",
         "{}",
         report.stdout
@@ -553,23 +544,23 @@ async fn node_pool_checks_report_then_reapply_what_came_back() -> Result<()> {
         "{}",
         report.stdout
     );
-    assert_eq!(sorted(last_results(&kit)), expected);
+    assert_eq!(last_results(&kit), expected);
     assert_eq!(
         karpenter_writes(&kit)?.len(),
         slept,
         "Report writes nothing"
     );
 
-    let reapply = check("Reapply").await?.ok();
+    let reapply = check("Reapply").await?;
     assert_eq!(
-        reapply.termination.split(" in ").next().unwrap(),
+        reapply.summary(),
         "checked 3 NodePools: 1 asleep, 2 put back to sleep",
         "{}",
         reapply.stdout
     );
     expected[0].1 = R::Reapplied;
     expected[1].1 = R::Reapplied;
-    assert_eq!(sorted(last_results(&kit)), expected);
+    assert_eq!(last_results(&kit), expected);
     assert_eq!(
         limits(&kit, &a).await?,
         Some(json!({"cpu": "0", "memory": "0"}))

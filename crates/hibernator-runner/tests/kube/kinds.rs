@@ -424,22 +424,10 @@ async fn workloads_checks_report_then_reapply_and_keep_the_nights_records() -> R
         },
     )
     .await?;
-    let results = |kit: &Kit| -> Vec<(String, R)> {
-        last_results(kit)
-            .into_iter()
-            .map(|(k, r)| (k.replace(&ns, "NS"), r))
-            .collect()
-    };
-
-    let report = kit
-        .runner("workloads", "apps", "enforce")
-        .env("HIBERNATOR_ENFORCE_MODE", "Report")
-        .param(params.clone())
-        .run()
-        .await?
-        .ok();
+    let check = |mode: &'static str| kit.check("workloads", "apps", mode, &params);
+    let report = check("Report").await?;
     assert_eq!(
-        report.termination.split(" in ").next().unwrap(),
+        report.summary(),
         "checked 3 Deployments and 1 StatefulSet and 1 CronJob and 1 KEDA ScaledObject: \
          2 asleep, 3 awake (drifted; left as found), 1 no longer there",
         "{}",
@@ -460,22 +448,14 @@ async fn workloads_checks_report_then_reapply_and_keep_the_nights_records() -> R
         ("scaledobject:NS/worker".to_string(), R::Drifted),
         ("statefulset:NS/db".to_string(), R::NotFound),
     ];
-    let mut found = results(&kit);
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(found, expected);
+    assert_eq!(last_results(&kit), expected);
     assert_eq!(kit.runner_writes()?.len(), slept, "Report writes nothing");
     assert_eq!(replicas(c, &ns, "deployments", "web").await?.0, 3);
     assert_eq!(kit.records(), night);
 
-    let reapply = kit
-        .runner("workloads", "apps", "enforce")
-        .env("HIBERNATOR_ENFORCE_MODE", "Reapply")
-        .param(params.clone())
-        .run()
-        .await?
-        .ok();
+    let reapply = check("Reapply").await?;
     assert_eq!(
-        reapply.termination.split(" in ").next().unwrap(),
+        reapply.summary(),
         "checked 3 Deployments and 1 StatefulSet and 1 CronJob and 1 KEDA ScaledObject: \
          2 asleep, 3 put back to sleep, 1 no longer there",
         "{}",
@@ -486,9 +466,7 @@ async fn workloads_checks_report_then_reapply_and_keep_the_nights_records() -> R
             *r = R::Reapplied;
         }
     }
-    let mut found = results(&kit);
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(found, expected);
+    assert_eq!(last_results(&kit), expected);
     // Back at zero with no pod left (the runner waited), through /scale; the record of the
     // night (2 replicas) kept.
     assert_eq!(replicas(c, &ns, "deployments", "web").await?, (0, 0));
@@ -507,15 +485,9 @@ async fn workloads_checks_report_then_reapply_and_keep_the_nights_records() -> R
     let writes = kit.runner_writes()?.len();
 
     // A second Reapply finds everything asleep and writes nothing.
-    let again = kit
-        .runner("workloads", "apps", "enforce")
-        .env("HIBERNATOR_ENFORCE_MODE", "Reapply")
-        .param(params.clone())
-        .run()
-        .await?
-        .ok();
+    let again = check("Reapply").await?;
     assert_eq!(
-        again.termination.split(" in ").next().unwrap(),
+        again.summary(),
         "checked 3 Deployments and 1 StatefulSet and 1 CronJob and 1 KEDA ScaledObject: \
          5 asleep, 0 put back to sleep, 1 no longer there",
         "{}",
