@@ -961,7 +961,8 @@ fn advance(
         targets[i].finished_at = Some(t(o.now));
     }
     let plan_name = plan.metadata.name.as_deref().unwrap_or_default();
-    for &i in limited(&step.start, begun(targets), d, o) {
+    let start = not_checked_now(&step.start, targets, o);
+    for &i in limited(&start, begun(targets), d, o) {
         let attempt = targets[i].attempts.max(1);
         d.create.push(JobRequest {
             target: i,
@@ -1001,6 +1002,31 @@ fn limited<'s>(start: &'s [usize], begun: bool, d: &mut Decision, o: &Observed<'
     d.more_to_start |= now.len() < start.len();
     d.first_start |= !begun && !now.is_empty();
     now
+}
+
+/// The targets of `start` whose in-sleep check Job has ended (or never ran); each of the
+/// others waits, saying so in its message. A check is told to stop once its hibernation is no
+/// longer in force (at its next heartbeat), and the operation starts only after its Job ended:
+/// a `Reapply` check's last stop then cannot land after the wake-up's start.
+fn not_checked_now(start: &[usize], targets: &mut [TargetStatus], o: &Observed<'_>) -> Vec<usize> {
+    start
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let tgt = &mut targets[i];
+            let check = o
+                .checks
+                .iter()
+                .find(|j| j.target == tgt.name && j.outcome == JobOutcome::Running);
+            if let Some(check) = check {
+                tgt.message = Some(format!(
+                    "waiting for in-sleep check Job {} to end",
+                    check.name
+                ));
+            }
+            check.is_none()
+        })
+        .collect()
 }
 
 /// True when a target of the operation ran or runs.
@@ -1356,7 +1382,8 @@ fn start_first_jobs(
         .step(&step_states(&status.targets), o.plan.failure_mode());
     let plan_name = o.plan.metadata.name.as_deref().unwrap_or_default();
     let begun = begun(&status.targets);
-    for &i in limited(&step.start, begun, d, o) {
+    let start = not_checked_now(&step.start, &mut status.targets, o);
+    for &i in limited(&start, begun, d, o) {
         let tgt = &mut status.targets[i];
         let attempt = tgt.attempts.max(1);
         d.create.push(JobRequest {
@@ -1370,6 +1397,7 @@ fn start_first_jobs(
         tgt.attempts = attempt;
         tgt.job = Some(crate::jobs::job_name(plan_name, names[i], op, id, attempt));
         tgt.started_at = Some(t(o.now));
+        tgt.message = None;
     }
 }
 

@@ -625,6 +625,11 @@ impl Authenticator for TokenReviewAuthenticator {
                 "{what} has finished; it may not act any more"
             )));
         }
+        if let Some(why) = check_out_of_force(&plan, this) {
+            return Err(Status::failed_precondition(format!(
+                "{what}: {why}; it may not act any more"
+            )));
+        }
         let newer = runner_jobs
             .items
             .iter()
@@ -638,6 +643,27 @@ impl Authenticator for TokenReviewAuthenticator {
             )));
         }
         Ok(plan)
+    }
+}
+
+/// Why an in-sleep check Job may not act any more although no newer Job of its target exists:
+/// the hibernation it checks is no longer the plan's operation in force (a wake-up began, or
+/// another cycle). The wake-up of its target waits until the check's Job ended.
+fn check_out_of_force(plan: &HibernationPlan, job: &Job) -> Option<String> {
+    let label = |k: &str| job.labels().get(k).cloned().unwrap_or_default();
+    if label(labels::OPERATION) != hibernator_api::naming::ENFORCE {
+        return None;
+    }
+    let cycle = label(labels::CYCLE);
+    match plan.status.as_ref().and_then(|s| s.current_cycle.as_ref()) {
+        Some(c) if c.id == cycle && c.operation == Operation::Hibernate => None,
+        Some(c) if c.id == cycle => Some(format!(
+            "the hibernation of cycle {cycle} it checks has ended ({} began)",
+            c.operation.as_str()
+        )),
+        _ => Some(format!(
+            "the hibernation of cycle {cycle} it checks is no longer in force"
+        )),
     }
 }
 
@@ -1306,6 +1332,37 @@ mod tests {
                 execution_order(&pair[1])
             );
         }
+    }
+
+    #[test]
+    fn an_in_sleep_check_may_act_only_while_the_hibernation_it_checks_is_in_force() {
+        let plan = |cycle: Option<(&str, &str)>| -> HibernationPlan {
+            let mut p = hibernator_api::fixtures::PlanBuilder::new("p").build();
+            p.status = cycle.map(|(id, op)| {
+                serde_json::from_value(serde_json::json!({
+                    "currentCycle": {"id": id, "operation": op, "startedAt": "2026-11-27T01:00:00Z"}
+                }))
+                .unwrap()
+            });
+            p
+        };
+        let check = job("20261127t0100", hibernator_api::naming::ENFORCE, 3);
+        let night = plan(Some(("20261127t0100", "hibernate")));
+        assert_eq!(check_out_of_force(&night, &check), None);
+        let why = check_out_of_force(&plan(Some(("20261127t0100", "wakeUp"))), &check).unwrap();
+        assert_eq!(
+            why,
+            "the hibernation of cycle 20261127t0100 it checks has ended (wakeUp began)"
+        );
+        for other in [plan(Some(("20261128t0100", "hibernate"))), plan(None)] {
+            assert_eq!(
+                check_out_of_force(&other, &check).unwrap(),
+                "the hibernation of cycle 20261127t0100 it checks is no longer in force"
+            );
+        }
+        // Operations are judged by the Jobs that supersede them, not by the cycle.
+        let wake = job("20261127t0100", "wakeUp", 1);
+        assert_eq!(check_out_of_force(&night, &wake), None);
     }
 
     #[test]

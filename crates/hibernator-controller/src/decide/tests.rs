@@ -1521,6 +1521,49 @@ fn reapply_counts_what_it_put_back_to_sleep_and_a_failed_check_says_so() {
 }
 
 #[test]
+fn a_wake_up_waits_for_an_in_sleep_check_that_still_runs() {
+    use hibernator_api::plan::EnforceMode::Reapply;
+    let mut w = World::new(
+        with_enforce(db_plan(), "Reapply", "1h"),
+        ny("2026-11-26T20:00"),
+    );
+    run_to_end(&mut w);
+    // The last check of the night starts a minute before the wake-up and is still running
+    // (waiting out a database someone started, say) when the wake-up is due.
+    w.now = ny("2026-11-27T05:59");
+    assert_eq!(checks_created(&w.reconcile()), [(0, 1, Some(Reapply))]);
+    let check = w.jobs.last().unwrap().name.clone();
+    w.now = ny("2026-11-27T06:00");
+    let d = w.reconcile();
+    assert!(d.create.is_empty(), "no wake-up Job beside the check: {:?}", d.create);
+    assert_eq!(w.phase(), Phase::WakingUp);
+    let db = &w.status().targets[0];
+    assert_eq!(db.state, TargetState::Pending);
+    assert_eq!(
+        db.message.as_deref(),
+        Some(format!("waiting for in-sleep check Job {check} to end").as_str())
+    );
+    w.advance(SignedDuration::from_secs(30));
+    assert!(w.reconcile().create.is_empty(), "still running");
+
+    // The check ends (told to stop): the wake-up starts on the next pass.
+    finish_check(&mut w, "prod-db", false, &[], &[]);
+    w.advance(SignedDuration::from_secs(5));
+    let d = w.reconcile();
+    assert_eq!(
+        d.create
+            .iter()
+            .map(|r| (r.target, r.operation, r.check))
+            .collect::<Vec<_>>(),
+        [(0, Operation::WakeUp, None)]
+    );
+    let db = &w.status().targets[0];
+    assert_eq!((db.state, db.message.as_deref()), (TargetState::Running, None));
+    run_to_end(&mut w);
+    assert_eq!(w.phase(), Phase::Active);
+}
+
+#[test]
 fn targets_kept_awake_by_an_exception_or_suspended_plans_are_not_checked_and_off_means_off() {
     // Off: no checks, no enforcement status.
     let mut w = World::new(
