@@ -1535,7 +1535,11 @@ fn a_wake_up_waits_for_an_in_sleep_check_that_still_runs() {
     let check = w.jobs.last().unwrap().name.clone();
     w.now = ny("2026-11-27T06:00");
     let d = w.reconcile();
-    assert!(d.create.is_empty(), "no wake-up Job beside the check: {:?}", d.create);
+    assert!(
+        d.create.is_empty(),
+        "no wake-up Job beside the check: {:?}",
+        d.create
+    );
     assert_eq!(w.phase(), Phase::WakingUp);
     let db = &w.status().targets[0];
     assert_eq!(db.state, TargetState::Pending);
@@ -1558,7 +1562,10 @@ fn a_wake_up_waits_for_an_in_sleep_check_that_still_runs() {
         [(0, Operation::WakeUp, None)]
     );
     let db = &w.status().targets[0];
-    assert_eq!((db.state, db.message.as_deref()), (TargetState::Running, None));
+    assert_eq!(
+        (db.state, db.message.as_deref()),
+        (TargetState::Running, None)
+    );
     run_to_end(&mut w);
     assert_eq!(w.phase(), Phase::Active);
 }
