@@ -2,6 +2,8 @@
 
 pub mod chaos;
 pub mod checkers;
+pub mod flux;
+pub mod gitserver;
 pub mod receiver;
 pub mod stack;
 pub mod world;

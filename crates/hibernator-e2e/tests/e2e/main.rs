@@ -16,6 +16,7 @@ mod cli_live;
 mod demo;
 mod enforce;
 mod exception_targets;
+mod flux;
 mod gitops_apply;
 mod grpc_tls;
 mod ha;
