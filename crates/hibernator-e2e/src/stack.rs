@@ -57,6 +57,9 @@ pub struct StackOptions {
     pub crds: bool,
     /// Extra `--set` values.
     pub extra_sets: Vec<String>,
+    /// `kubectl apply` the seed's manifests after the install (a GitOps test leaves them to
+    /// Flux or Argo CD).
+    pub apply_seed: bool,
 }
 
 impl Default for StackOptions {
@@ -69,6 +72,7 @@ impl Default for StackOptions {
             clock_speed: 1200.0,
             crds: true,
             extra_sets: vec![],
+            apply_seed: true,
         }
     }
 }
@@ -174,6 +178,15 @@ impl Stack {
         )
         .await?;
 
+        let stack = Stack {
+            moto,
+            before,
+            namespace: opts.namespace.clone(),
+            metrics_port,
+        };
+        if !opts.apply_seed {
+            return Ok(stack);
+        }
         progress("kubectl apply -f (the seed's manifests)");
         let kubectl = cluster.kubectl()?;
         let mut args: Vec<String> = vec!["apply".into()];
@@ -188,12 +201,7 @@ impl Stack {
         {
             bail!("kubectl apply did not create the plan: {}", out.stdout);
         }
-        Ok(Stack {
-            moto,
-            before,
-            namespace: opts.namespace.clone(),
-            metrics_port,
-        })
+        Ok(stack)
     }
 
     /// The state of every AWS resource now.

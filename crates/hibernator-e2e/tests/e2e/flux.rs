@@ -9,17 +9,22 @@ use std::time::Duration;
 use hibernator_e2e::flux::{Flux, NAMESPACE};
 use hibernator_e2e::gitserver::{Checkout, GitServer, copy_tree};
 use hibernator_e2e::root;
+use hibernator_e2e::stack::{SEED_FILES, Stack, StackOptions, seed_estate};
+use hibernator_e2e::tempdir_for;
 use hibernator_e2e::world::{ControllerOptions, World, apply, binaries, wait_for, yaml_docs};
 use jiff::Timestamp;
+use k8s_openapi::api::events::v1::Event;
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube_testbed::{ClusterOptions, TestCluster};
 use serde_json::{Value, json};
 
 const REPO: &str = "my-infrastructure-repo";
 const PROD_PLAN: &str = "hibernator/hibernateplans/prod-offhours.yaml";
 
-fn flux_api(w: &World, group: &str, kind: &str) -> Api<DynamicObject> {
+fn flux_api(client: &Client, group: &str, kind: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind));
-    Api::namespaced_with(w.client.clone(), NAMESPACE, &ar)
+    Api::namespaced_with(client.clone(), NAMESPACE, &ar)
 }
 
 /// `Ready` of a Flux object: (status, reason, message), once it has one for its generation.
@@ -38,9 +43,9 @@ fn ready(o: &DynamicObject) -> Option<(String, String, String)> {
 
 /// Asks Flux to look at the repository now instead of at its next interval (what
 /// `flux reconcile source git` does).
-async fn reconcile_now(w: &World) {
+async fn reconcile_now(client: &Client) {
     let at = Timestamp::now().to_string();
-    flux_api(w, "source.toolkit.fluxcd.io", "GitRepository")
+    flux_api(client, "source.toolkit.fluxcd.io", "GitRepository")
         .patch(
             "hibernator-repo",
             &PatchParams::default(),
@@ -55,12 +60,12 @@ async fn reconcile_now(w: &World) {
 /// Waits until the Kustomization's last attempt is `revision` with `Ready` as `want` says;
 /// returns its Ready (status, reason, message).
 async fn kustomization_at(
-    w: &World,
+    client: &Client,
     flux: &Flux,
     revision: &str,
     want: &str,
 ) -> (String, String, String) {
-    let api = flux_api(w, "kustomize.toolkit.fluxcd.io", "Kustomization");
+    let api = flux_api(client, "kustomize.toolkit.fluxcd.io", "Kustomization");
     wait_for(
         Duration::from_secs(240),
         &format!("Kustomization hibernator at {revision}, Ready={want}"),
@@ -105,6 +110,26 @@ async fn generation(w: &World, plan: &str) -> i64 {
     api.get(plan).await.unwrap().metadata.generation.unwrap()
 }
 
+/// The seed's GitRepository, its URL pointing at `git`, with its credentials Secret (created
+/// outside Git, as the seed says), and the seed's Kustomization, unchanged.
+async fn sync_from(client: &Client, git: &GitServer) {
+    apply(
+        client,
+        &json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "git-credentials", "namespace": NAMESPACE},
+                "stringData": {"username": "platform", "password": "not-checked-here"}}),
+    )
+    .await
+    .unwrap();
+    let mut source: Value = yaml_docs("examples/gitops/hibernator-source.yaml").unwrap()[0].clone();
+    assert_eq!(source["apiVersion"], "source.toolkit.fluxcd.io/v1beta2");
+    source["spec"]["url"] = json!(git.url(REPO));
+    apply(client, &source).await.unwrap();
+    for doc in yaml_docs("examples/gitops/hibernator-kustomization.yaml").unwrap() {
+        apply(client, &doc).await.unwrap();
+    }
+}
+
 /// Replaces the one occurrence of `from` in `file` of the working copy.
 fn edit(repo: &Checkout, file: &str, from: &str, to: &str) {
     let path = repo.path(file);
@@ -132,12 +157,9 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     .unwrap();
     let first = repo.commit_and_push("Hibernation plans").await.unwrap();
 
-    // Created once by the platform team, outside Git (the seed says so): the Git credentials
-    // and the Slack webhook's Secret.
+    // Created once by the platform team, outside Git (the seed says so): the Slack webhook's
+    // Secret.
     for doc in [
-        json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": "git-credentials", "namespace": NAMESPACE},
-               "stringData": {"username": "platform", "password": "not-checked-here"}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hibernator-system"}}),
         json!({"apiVersion": "v1", "kind": "Secret",
                "metadata": {"name": "prod-slack-webhook", "namespace": "hibernator-system"},
@@ -145,15 +167,7 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     ] {
         apply(&w.client, &doc).await.unwrap();
     }
-    // The seed's GitRepository, its URL pointing at the local server, and its Kustomization
-    // unchanged.
-    let mut source: Value = yaml_docs("examples/gitops/hibernator-source.yaml").unwrap()[0].clone();
-    assert_eq!(source["apiVersion"], "source.toolkit.fluxcd.io/v1beta2");
-    source["spec"]["url"] = json!(git.url(REPO));
-    apply(&w.client, &source).await.unwrap();
-    for doc in yaml_docs("examples/gitops/hibernator-kustomization.yaml").unwrap() {
-        apply(&w.client, &doc).await.unwrap();
-    }
+    sync_from(&w.client, &git).await;
 
     // Wednesday 2 December 2026, noon in New York: every plan is awake, tonight's window ahead.
     let _c = w
@@ -165,10 +179,10 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
 
     // 1. Flux syncs the repository and waits (`wait: true`) until every object is ready,
     //    the plans by their Ready condition.
-    let r = kustomization_at(&w, &flux, &first, "True").await;
+    let r = kustomization_at(&w.client, &flux, &first, "True").await;
     assert_eq!(r.1, "ReconciliationSucceeded", "{r:?}");
     let source_ready = ready(
-        &flux_api(&w, "source.toolkit.fluxcd.io", "GitRepository")
+        &flux_api(&w.client, "source.toolkit.fluxcd.io", "GitRepository")
             .get("hibernator-repo")
             .await
             .unwrap(),
@@ -187,16 +201,16 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
         .commit_and_push("prod: sleep from 19:00")
         .await
         .unwrap();
-    reconcile_now(&w).await;
-    kustomization_at(&w, &flux, &earlier, "True").await;
+    reconcile_now(&w.client).await;
+    kustomization_at(&w.client, &flux, &earlier, "True").await;
     assert_eq!(
         next_hibernate_at(&w, "prod-offhours", g + 1).await,
         "2026-12-03T00:00:00Z".parse::<Timestamp>().unwrap()
     );
     // ... and `git revert` moves it back.
     let reverted = repo.revert_last().await.unwrap();
-    reconcile_now(&w).await;
-    kustomization_at(&w, &flux, &reverted, "True").await;
+    reconcile_now(&w.client).await;
+    kustomization_at(&w.client, &flux, &reverted, "True").await;
     assert_eq!(
         next_hibernate_at(&w, "prod-offhours", g + 2).await,
         tonight_at_eight
@@ -223,8 +237,8 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
         .commit_and_push("prod: a dependency on itself")
         .await
         .unwrap();
-    reconcile_now(&w).await;
-    let r = kustomization_at(&w, &flux, &broken, "False").await;
+    reconcile_now(&w.client).await;
+    let r = kustomization_at(&w.client, &flux, &broken, "False").await;
     assert!(
         r.2.contains("HibernationPlan/hibernator-system/prod-offhours"),
         "Flux names the refused plan: {r:?}"
@@ -232,8 +246,8 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     assert_eq!(generation(&w, "prod-offhours").await, g + 2);
     // Reverting the bad commit makes the Kustomization Ready again.
     let fixed = repo.revert_last().await.unwrap();
-    reconcile_now(&w).await;
-    kustomization_at(&w, &flux, &fixed, "True").await;
+    reconcile_now(&w.client).await;
+    kustomization_at(&w.client, &flux, &fixed, "True").await;
 
     // A plan the API server accepts but that cannot work (a time zone that does not exist):
     // the controller says `Stalled=True` (InvalidSpec), and Flux's health check (`wait: true`,
@@ -248,14 +262,181 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
         .commit_and_push("prod: a time zone that does not exist")
         .await
         .unwrap();
-    reconcile_now(&w).await;
-    let r = kustomization_at(&w, &flux, &gotham, "False").await;
+    reconcile_now(&w.client).await;
+    let r = kustomization_at(&w.client, &flux, &gotham, "False").await;
     assert_eq!(r.1, "HealthCheckFailed", "{r:?}");
     assert!(
         r.2.contains("HibernationPlan/hibernator-system/prod-offhours"),
         "Flux names the stalled plan: {r:?}"
     );
     let fixed = repo.revert_last().await.unwrap();
-    reconcile_now(&w).await;
-    kustomization_at(&w, &flux, &fixed, "True").await;
+    reconcile_now(&w.client).await;
+    kustomization_at(&w.client, &flux, &fixed, "True").await;
+}
+
+/// The plan of `client`'s `hibernator-system`, if it exists.
+async fn seed_plan(client: &Client) -> Option<hibernator_api::HibernationPlan> {
+    Api::<hibernator_api::HibernationPlan>::namespaced(client.clone(), "hibernator-system")
+        .get_opt("prod-offhours")
+        .await
+        .unwrap()
+}
+
+/// Waits until the seed's plan satisfies `check`.
+async fn wait_seed_plan(
+    client: &Client,
+    what: &str,
+    check: impl Fn(&hibernator_api::HibernationPlan) -> bool,
+) -> hibernator_api::HibernationPlan {
+    let check = &check;
+    wait_for(Duration::from_secs(240), what, || async move {
+        seed_plan(client).await.filter(|p| check(p))
+    })
+    .await
+    .unwrap()
+}
+
+/// What the plan sleeps and wakes (and the instances it leaves alone); the snapshots taken
+/// before stopping are the night's additions.
+fn resources_of(estate: &Value) -> Value {
+    json!({"rds": estate["rds"], "nodegroups": estate["nodegroups"], "ec2": estate["ec2"]})
+}
+
+fn cycle_of(p: &hibernator_api::HibernationPlan) -> Option<hibernator_api::plan::CycleStatus> {
+    p.status.as_ref()?.current_cycle.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_night_from_git_through_the_helm_installed_controller_and_a_pruned_plan_wakes_before_it_goes()
+ {
+    use hibernator_api::plan::{Operation, Phase};
+    let cluster = TestCluster::start(ClusterOptions::default()).await.unwrap();
+    let dir = tempdir_for("flux-night");
+    let flux = Flux::start(&cluster, &dir).await.unwrap();
+    // The controller through the chart, with the CRDs; the plans come from Git. Thursday 17:00
+    // in New York, 900x: the night (20:00 to 06:00) takes 40 s, the day between the two
+    // nights 56 s.
+    let opts = StackOptions {
+        clock_start: "2026-11-26T22:00:00Z".into(),
+        clock_speed: 900.0,
+        apply_seed: false,
+        ..StackOptions::default()
+    };
+    let stack = Stack::install(&cluster, &opts, seed_estate(), &mut |_| {})
+        .await
+        .unwrap();
+    let client = cluster.client().unwrap();
+
+    // The repository holds the seed's files the stack's night needs (the others name
+    // connectors of clusters this test does not have) and a kustomization.yaml listing them.
+    let git = GitServer::start(&dir.join("git")).await.unwrap();
+    git.create(REPO).await.unwrap();
+    let repo = Checkout::clone(&git.url(REPO), &dir.join("work"))
+        .await
+        .unwrap();
+    let mut resources = Vec::new();
+    for file in SEED_FILES {
+        let inside = file.strip_prefix("examples/gitops/").unwrap();
+        let to = repo.path(inside);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root().join(file), &to).unwrap();
+        resources.push(format!(
+            "  - {}",
+            inside.strip_prefix("hibernator/").unwrap()
+        ));
+    }
+    let kustomization = |resources: &[String]| {
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{}\n",
+            resources.join("\n")
+        )
+    };
+    std::fs::write(
+        repo.path("hibernator/kustomization.yaml"),
+        kustomization(&resources),
+    )
+    .unwrap();
+    let first = repo.commit_and_push("Hibernation plans").await.unwrap();
+    sync_from(&client, &git).await;
+    kustomization_at(&client, &flux, &first, "True").await;
+
+    // 3. The night, from Git through the chart's controller: asleep, then back as it was.
+    let p = wait_seed_plan(&client, "prod-offhours Hibernated", |p| {
+        p.status.as_ref().and_then(|s| s.phase) == Some(Phase::Hibernated)
+    })
+    .await;
+    let night = cycle_of(&p).unwrap().id;
+    let asleep = stack.snapshot().unwrap();
+    assert_eq!(asleep["rds"]["prod-db"], "stopped", "{asleep}");
+    for ng in ["prod-eks-1/default-ng", "prod-eks-1/gpu-ng"] {
+        assert_eq!(asleep["nodegroups"][ng][1], 0, "{ng} asleep: {asleep}");
+    }
+    wait_seed_plan(&client, "the morning's wake-up done", |p| {
+        cycle_of(p).is_some_and(|c| {
+            c.id == night && c.operation == Operation::WakeUp && c.finished_at.is_some()
+        })
+    })
+    .await;
+    let morning = stack.snapshot().unwrap();
+    assert_eq!(
+        resources_of(&morning),
+        resources_of(&stack.before),
+        "restored"
+    );
+    assert!(
+        morning["rdsSnapshots"].as_array().unwrap().iter().any(|s| s
+            .as_str()
+            .is_some_and(|s| s.starts_with("prod-db-hibernate-"))),
+        "the snapshot before stopping: {morning}"
+    );
+
+    // 5. The next night the plan is removed from Git while it sleeps: Flux prunes it, and the
+    //    controller wakes its targets before the plan goes (onDelete: WakeUp by default).
+    let p = wait_seed_plan(&client, "prod-offhours asleep the next night", |p| {
+        p.status.as_ref().and_then(|s| s.phase) == Some(Phase::Hibernated)
+            && cycle_of(p).is_some_and(|c| c.id != night)
+    })
+    .await;
+    let second = cycle_of(&p).unwrap().id;
+    assert_eq!(stack.snapshot().unwrap()["rds"]["prod-db"], "stopped");
+    std::fs::remove_file(repo.path("hibernator/hibernateplans/prod-offhours.yaml")).unwrap();
+    resources.retain(|r| !r.contains("prod-offhours"));
+    std::fs::write(
+        repo.path("hibernator/kustomization.yaml"),
+        kustomization(&resources),
+    )
+    .unwrap();
+    let pruned = repo
+        .commit_and_push("prod: no more off-hours")
+        .await
+        .unwrap();
+    reconcile_now(&client).await;
+    wait_for(Duration::from_secs(240), "prod-offhours gone", || async {
+        seed_plan(&client).await.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    // Had the plan gone before its wake-up, the database would still be stopped here.
+    assert_eq!(
+        resources_of(&stack.snapshot().unwrap()),
+        resources_of(&stack.before),
+        "woken before the plan went"
+    );
+    let events: Vec<String> = Api::<Event>::namespaced(client.clone(), "hibernator-system")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("WakeUpStarted"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|n| n.starts_with(&format!("cycle {second}:"))
+                && n.contains("the plan is being deleted")),
+        "the second night ended by the deletion's wake-up, not the morning's: {events:?}"
+    );
+    kustomization_at(&client, &flux, &pruned, "True").await;
 }
