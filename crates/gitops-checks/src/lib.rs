@@ -310,58 +310,62 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
-/// The `promtool` binary: `$HIBERNATOR_PROMTOOL`, else `promtool` on `PATH`, else, as root
-/// with `apt-get`, the one Debian's `prometheus` package installs (the installation is done
-/// once, under a file lock). Panics with what to install when there is none.
+/// The `promtool` binary: `$HIBERNATOR_PROMTOOL`, else `promtool` on `PATH`, else the one
+/// Debian's `prometheus` package installs (see [`debian_tool`]).
 pub fn promtool() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(find_promtool).clone()
+    BIN.get_or_init(|| debian_tool("promtool", PROMTOOL_PACKAGE, PROMTOOL_ENV))
+        .clone()
 }
 
-fn find_promtool() -> PathBuf {
-    if let Some(p) = std::env::var_os(PROMTOOL_ENV) {
+/// An executable a Debian package provides: `$env` when set, else `binary` on `PATH`, else, as
+/// root with `apt-get`, `binary` after installing `package` (once, under a file lock). Panics
+/// with what to install when there is none.
+pub fn debian_tool(binary: &str, package: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
         assert!(
             is_executable(&p),
-            "{PROMTOOL_ENV}={} is not an executable file",
+            "{env}={} is not an executable file",
             p.display()
         );
         return p;
     }
-    if let Some(p) = on_path("promtool") {
+    if let Some(p) = on_path(binary) {
         return p;
     }
     let how = format!(
-        "install Debian's `{PROMTOOL_PACKAGE}` package (apt-get install --no-install-recommends \
-         {PROMTOOL_PACKAGE}) or set {PROMTOOL_ENV}"
+        "install Debian's `{package}` package (apt-get install --no-install-recommends \
+         {package}) or set {env}"
     );
     let Some(apt) = on_path("apt-get") else {
-        panic!("promtool not found (${PROMTOOL_ENV} unset, not on PATH, no apt-get); {how}");
+        panic!("{binary} not found (${env} unset, not on PATH, no apt-get); {how}");
     };
     assert!(
         rustix::process::geteuid().is_root(),
-        "promtool not found (${PROMTOOL_ENV} unset, not on PATH; not root, so apt-get cannot \
-         install it); {how}"
+        "{binary} not found (${env} unset, not on PATH; not root, so apt-get cannot install \
+         it); {how}"
     );
-    install_promtool(&apt);
-    on_path("promtool").unwrap_or_else(|| {
-        panic!("the `{PROMTOOL_PACKAGE}` package is installed but promtool is not on PATH; {how}")
+    install_package(&apt, binary, package);
+    on_path(binary).unwrap_or_else(|| {
+        panic!("the `{package}` package is installed but {binary} is not on PATH; {how}")
     })
 }
 
-/// `apt-get install --no-install-recommends prometheus`, after an `apt-get update` when the
+/// `apt-get install --no-install-recommends <package>`, after an `apt-get update` when the
 /// package lists do not know it yet. Serialised across test processes by a lock file in the
-/// target directory; apt's own lock is waited for.
-fn install_promtool(apt: &Path) {
+/// target directory (and skipped when another process installed `binary` meanwhile); apt's own
+/// lock is waited for.
+fn install_package(apt: &Path, binary: &str, package: &str) {
     let dir = target_dir();
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    let lock_path = dir.join("promtool-install.lock");
+    let lock_path = dir.join("apt-install.lock");
     let lock = std::fs::File::create(&lock_path)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
     fs4::fs_std::FileExt::lock_exclusive(&lock)
         .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
-    if on_path("promtool").is_some() {
+    if on_path(binary).is_some() {
         return;
     }
     let apt_get = |args: &[&str]| {
@@ -373,7 +377,7 @@ fn install_promtool(apt: &Path) {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", apt.display()))
     };
-    let install = ["install", "--no-install-recommends", PROMTOOL_PACKAGE];
+    let install = ["install", "--no-install-recommends", package];
     let started = std::time::Instant::now();
     let mut out = apt_get(&install);
     if !out.status.success() {
@@ -388,12 +392,12 @@ fn install_promtool(apt: &Path) {
     }
     assert!(
         out.status.success(),
-        "apt-get install --no-install-recommends {PROMTOOL_PACKAGE} failed ({}): {}",
+        "apt-get install --no-install-recommends {package} failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!(
-        "installed Debian's {PROMTOOL_PACKAGE} package for promtool in {:.1} s",
+        "installed Debian's {package} package for {binary} in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

@@ -142,20 +142,24 @@ impl Flux {
 
     /// Both controllers' logs so far (the last `lines` lines of each).
     pub fn logs(&self, lines: usize) -> String {
-        self.logs
-            .iter()
-            .map(|p| {
-                let text = std::fs::read_to_string(p).unwrap_or_default();
-                let all: Vec<&str> = text.lines().collect();
-                format!(
-                    "--- {}:\n{}",
-                    p.file_name().unwrap_or_default().to_string_lossy(),
-                    all[all.len().saturating_sub(lines)..].join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        tails(&self.logs, lines)
     }
+}
+
+/// The last `lines` lines of each log file, each under its name.
+pub fn tails(logs: &[PathBuf], lines: usize) -> String {
+    logs.iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            format!(
+                "--- {}:\n{}",
+                p.file_name().unwrap_or_default().to_string_lossy(),
+                all[all.len().saturating_sub(lines)..].join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The seed's GitRepository is `source.toolkit.fluxcd.io/v1beta2`, which source-controller

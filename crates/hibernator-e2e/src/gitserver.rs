@@ -255,3 +255,20 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The seed's repository (`hibernator/` as in `examples/gitops`) as repository `name` on `git`,
+/// with a working copy in `work`; returns the working copy and the first commit.
+pub async fn seed_repository(
+    git: &GitServer,
+    name: &str,
+    work: &Path,
+) -> Result<(Checkout, String)> {
+    git.create(name).await?;
+    let repo = Checkout::clone(&git.url(name), work).await?;
+    copy_tree(
+        &crate::root().join("examples/gitops/hibernator"),
+        &repo.path("hibernator"),
+    )?;
+    let first = repo.commit_and_push("Hibernation plans").await?;
+    Ok((repo, first))
+}

@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end tests.
 
+pub mod argocd;
 pub mod chaos;
 pub mod checkers;
 pub mod flux;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use hibernator_e2e::flux::{Flux, NAMESPACE};
-use hibernator_e2e::gitserver::{Checkout, GitServer, copy_tree};
+use hibernator_e2e::gitserver::{Checkout, GitServer, seed_repository};
 use hibernator_e2e::root;
 use hibernator_e2e::stack::{SEED_FILES, Stack, StackOptions, seed_estate};
 use hibernator_e2e::tempdir_for;
@@ -146,16 +146,9 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
 
     // The seed's repository: `hibernator/` as in examples/gitops, on the local Git server.
     let git = GitServer::start(&w.dir().join("git")).await.unwrap();
-    git.create(REPO).await.unwrap();
-    let repo = Checkout::clone(&git.url(REPO), &w.dir().join("work"))
+    let (repo, first) = seed_repository(&git, REPO, &w.dir().join("work"))
         .await
         .unwrap();
-    copy_tree(
-        &root().join("examples/gitops/hibernator"),
-        &repo.path("hibernator"),
-    )
-    .unwrap();
-    let first = repo.commit_and_push("Hibernation plans").await.unwrap();
 
     // Created once by the platform team, outside Git (the seed says so): the Slack webhook's
     // Secret.
@@ -169,11 +162,12 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     }
     sync_from(&w.client, &git).await;
 
-    // Wednesday 2 December 2026, noon in New York: every plan is awake, tonight's window ahead.
+    // Wednesday 2 December 2026, 10:00 in New York (16:00 in Berlin, where the dev plan
+    // sleeps from 18:00): every plan is awake, tonight's windows hours ahead.
     let _c = w
         .controller(ControllerOptions {
             watch_all_namespaces: true,
-            ..ControllerOptions::at("2026-12-02T17:00:00Z", 1.0)
+            ..ControllerOptions::at("2026-12-02T15:00:00Z", 1.0)
         })
         .unwrap();
 

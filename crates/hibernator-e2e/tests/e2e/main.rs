@@ -8,6 +8,7 @@
 //! every namespace) and `gitops_apply` (applies the example repository into its fixed
 //! namespaces, which `chart_install` also uses).
 
+mod argocd;
 mod audit;
 mod cel_parity;
 mod chaos;

@@ -39,8 +39,8 @@ if obj.metadata ~= nil then
 end
 if status.observedGeneration ~= nil and generation ~= nil and status.observedGeneration ~= generation then
   hs.status = "Progressing"
-  hs.message = string.format("Waiting for the controller to take in generation %d (status is for generation %d)",
-    generation, status.observedGeneration)
+  hs.message = "Waiting for the controller to take in generation " .. tostring(generation)
+    .. " (status is for generation " .. tostring(status.observedGeneration) .. ")"
   return hs
 end
 

@@ -1,0 +1,248 @@
+//! The seed's GitOps journey with the real Argo CD: the application controller and the repo
+//! server (built from the `argo-cd` Go module) sync the seed's Application from a Git server on
+//! 127.0.0.1 into a test cluster of its own, judging each object's health, Hibernator's kinds by
+//! the Lua checks of `deploy/argocd/argocd-cm.yaml`. A commit moves the window, `git revert`
+//! moves it back, and a plan that cannot work makes the Application Degraded.
+
+use std::time::Duration;
+
+use hibernator_e2e::argocd::{ArgoCd, NAMESPACE};
+use hibernator_e2e::gitserver::{Checkout, GitServer, seed_repository};
+use hibernator_e2e::world::{ControllerOptions, World, apply, wait_for, yaml_docs};
+use jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Value, json};
+
+const REPO: &str = "my-infrastructure-repo";
+const PROD_PLAN: &str = "hibernator/hibernateplans/prod-offhours.yaml";
+
+fn applications(client: &Client) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "argoproj.io",
+        "v1alpha1",
+        "Application",
+    ));
+    Api::namespaced_with(client.clone(), NAMESPACE, &ar)
+}
+
+/// What Argo CD says of the Application: the revision it synced, sync status, health status,
+/// and the health (status, message) of the seed's plan `prod-offhours` among its resources.
+#[derive(Debug, Clone)]
+struct Seen {
+    revision: String,
+    sync: String,
+    health: String,
+    plan: (String, String),
+}
+
+fn seen(app: &DynamicObject) -> Option<Seen> {
+    let status = app.data.get("status")?;
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let plan = status["resources"]
+        .as_array()?
+        .iter()
+        .find(|r| r["kind"] == "HibernationPlan" && r["name"] == "prod-offhours")?;
+    Some(Seen {
+        revision: s(&status["sync"]["revision"]),
+        sync: s(&status["sync"]["status"]),
+        health: s(&status["health"]["status"]),
+        plan: (s(&plan["health"]["status"]), s(&plan["health"]["message"])),
+    })
+}
+
+/// Asks Argo CD to compare with Git now instead of at its next interval (what
+/// `argocd app get --refresh` does).
+async fn refresh(client: &Client) {
+    applications(client)
+        .patch(
+            "hibernator",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until the Application has synced `revision` and is `health`, with the plan's health
+/// `plan_health`.
+async fn application_at(
+    client: &Client,
+    argo: &ArgoCd,
+    revision: &str,
+    health: &str,
+    plan_health: &str,
+) -> Seen {
+    let api = applications(client);
+    let result = wait_for(
+        Duration::from_secs(240),
+        &format!("Application hibernator Synced at {revision}, {health}, plan {plan_health}"),
+        || {
+            let api = api.clone();
+            async move {
+                let s = seen(&api.get("hibernator").await.ok()?)?;
+                (s.revision == revision
+                    && s.sync == "Synced"
+                    && s.health == health
+                    && s.plan.0 == plan_health)
+                    .then_some(s)
+            }
+        },
+    )
+    .await;
+    match result {
+        Ok(s) => s,
+        Err(e) => {
+            let last = api.get("hibernator").await.ok();
+            panic!(
+                "{e:#}\nlast seen: {:?}\nstatus: {}\n{}",
+                last.as_ref().and_then(seen),
+                last.map(|a| a.data["status"].to_string())
+                    .unwrap_or_default(),
+                argo.logs(30)
+            )
+        }
+    }
+}
+
+async fn next_hibernate_at(client: &Client, generation: i64) -> Timestamp {
+    let api: Api<hibernator_api::HibernationPlan> =
+        Api::namespaced(client.clone(), "hibernator-system");
+    wait_for(
+        Duration::from_secs(120),
+        &format!("prod-offhours generation {generation} observed"),
+        || {
+            let api = api.clone();
+            async move {
+                let s = api.get("prod-offhours").await.ok()?.status?;
+                (s.observed_generation == Some(generation))
+                    .then_some(s.schedule?.next_hibernate_at?.0)
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn generation(client: &Client) -> i64 {
+    Api::<hibernator_api::HibernationPlan>::namespaced(client.clone(), "hibernator-system")
+        .get("prod-offhours")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap()
+}
+
+fn edit(repo: &Checkout, file: &str, from: &str, to: &str) {
+    let path = repo.path(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches(from).count(), 1, "{from:?} once in {file}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_follows_commits() {
+    let w = World::alone("argocd").await.unwrap();
+    let redis =
+        gitops_checks::debian_tool("redis-server", "redis-server", "HIBERNATOR_REDIS_SERVER");
+    let argo = ArgoCd::start(&w.cluster, w.dir(), &redis).await.unwrap();
+    let git = GitServer::start(&w.dir().join("git")).await.unwrap();
+    let (repo, first) = seed_repository(&git, REPO, &w.dir().join("work"))
+        .await
+        .unwrap();
+    // Created once by the platform team, outside Git (the seed says so).
+    for doc in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hibernator-system"}}),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "prod-slack-webhook", "namespace": "hibernator-system"},
+               "stringData": {"url": "https://127.0.0.1:9/slack"}}),
+    ] {
+        apply(&w.client, &doc).await.unwrap();
+    }
+    // Wednesday 2 December 2026, 10:00 in New York (16:00 in Berlin): every plan is awake.
+    let opts = ControllerOptions {
+        watch_all_namespaces: true,
+        ..ControllerOptions::at("2026-12-02T15:00:00Z", 1.0)
+    };
+    let mut c = w.controller(opts.clone()).unwrap();
+    // The seed's Application, its repoURL pointing at the local server.
+    let mut app = yaml_docs("examples/gitops/argocd-hibernator-app.yaml").unwrap()[0].clone();
+    app["spec"]["source"]["repoURL"] = json!(git.url(REPO));
+    apply(&w.client, &app).await.unwrap();
+
+    // 1. Synced and Healthy; the plan Healthy by our Lua check (Ready=True).
+    let s = application_at(&w.client, &argo, &first, "Healthy", "Healthy").await;
+    assert!(
+        s.plan
+            .1
+            .starts_with("Active: awake, following the schedule"),
+        "{s:?}"
+    );
+    let g = generation(&w.client).await;
+    let tonight_at_eight: Timestamp = "2026-12-03T01:00:00Z".parse().unwrap();
+    assert_eq!(next_hibernate_at(&w.client, g).await, tonight_at_eight);
+
+    // 2. A commit moves the window to 19:00 New York time, `git revert` moves it back.
+    edit(&repo, PROD_PLAN, r#"start: "20:00""#, r#"start: "19:00""#);
+    let earlier = repo
+        .commit_and_push("prod: sleep from 19:00")
+        .await
+        .unwrap();
+    refresh(&w.client).await;
+    application_at(&w.client, &argo, &earlier, "Healthy", "Healthy").await;
+    assert_eq!(
+        next_hibernate_at(&w.client, g + 1).await,
+        "2026-12-03T00:00:00Z".parse::<Timestamp>().unwrap()
+    );
+    let reverted = repo.revert_last().await.unwrap();
+    refresh(&w.client).await;
+    application_at(&w.client, &argo, &reverted, "Healthy", "Healthy").await;
+    assert_eq!(next_hibernate_at(&w.client, g + 2).await, tonight_at_eight);
+
+    // While the controller has not taken in a new generation, the plan is Progressing (here
+    // the controller is stopped), and Healthy again once it has.
+    c.kill();
+    edit(&repo, PROD_PLAN, r#"start: "20:00""#, r#"start: "20:30""#);
+    let later = repo
+        .commit_and_push("prod: sleep from 20:30")
+        .await
+        .unwrap();
+    refresh(&w.client).await;
+    let s = application_at(&w.client, &argo, &later, "Progressing", "Progressing").await;
+    assert_eq!(
+        s.plan.1,
+        format!(
+            "Waiting for the controller to take in generation {} (status is for generation {})",
+            g + 3,
+            g + 2
+        )
+    );
+    let _c = w.controller(opts).unwrap();
+    application_at(&w.client, &argo, &later, "Healthy", "Healthy").await;
+    assert_eq!(
+        next_hibernate_at(&w.client, g + 3).await,
+        "2026-12-03T01:30:00Z".parse::<Timestamp>().unwrap()
+    );
+
+    // 4. A plan the API server accepts but that cannot work (a time zone that does not
+    //    exist): Stalled=True, so the Lua check says Degraded, and so does the Application.
+    edit(
+        &repo,
+        PROD_PLAN,
+        r#"timezone: "America/New_York""#,
+        r#"timezone: "America/Gotham""#,
+    );
+    let gotham = repo
+        .commit_and_push("prod: a time zone that does not exist")
+        .await
+        .unwrap();
+    refresh(&w.client).await;
+    let s = application_at(&w.client, &argo, &gotham, "Degraded", "Degraded").await;
+    assert!(s.plan.1.contains("America/Gotham"), "{s:?}");
+    let fixed = repo.revert_last().await.unwrap();
+    refresh(&w.client).await;
+    application_at(&w.client, &argo, &fixed, "Healthy", "Healthy").await;
+}
