@@ -163,7 +163,7 @@ pub fn tails(logs: &[PathBuf], lines: usize) -> String {
 }
 
 /// The seed's GitRepository is `source.toolkit.fluxcd.io/v1beta2`, which source-controller
-/// v1.8 and later no longer serve (their CRD has `v1` only). Until then the CRD served
+/// v1.8.5 and v1.9 no longer serve (their CRD has `v1` only). Until then the CRD served
 /// `v1beta2` beside `v1` with the same schema for the fields the seed uses and no conversion
 /// (`strategy: None`): this puts that version back, as a deprecated, served, non-storage copy
 /// of `v1`, so that the seed's manifest applies unchanged. Objects are stored and read by the
