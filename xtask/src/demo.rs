@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hibernator_api::plan::{HibernationPlan, Phase};
 use hibernator_api::{Operation, TargetState};
+use hibernator_e2e::gitops::{self, StackRepository};
+use hibernator_e2e::gitserver::GitServer;
 use hibernator_e2e::stack::{Stack, StackOptions, seed_estate};
 use jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
@@ -25,6 +27,20 @@ pub struct Args {
     /// Plain lines instead of a table updated in place (the default when not on a terminal).
     #[arg(long)]
     plain: bool,
+    /// Deliver the seed's manifests from Git, synced by the real Flux or Argo CD (built from
+    /// their Go modules on first use, then cached), instead of `kubectl apply`.
+    #[arg(long, value_enum)]
+    gitops: Option<GitOps>,
+}
+
+/// The GitOps tool of `--gitops`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum GitOps {
+    /// Flux: source-controller and kustomize-controller, the seed's GitRepository and
+    /// Kustomization.
+    Flux,
+    /// Argo CD: the application controller and the repo server, the seed's Application.
+    Argocd,
 }
 
 /// Thursday 17:00 in New York: three hours before the plan's first hibernation.
@@ -76,9 +92,14 @@ async fn demo(args: &Args) -> Result<bool> {
     let opts = StackOptions {
         clock_start: CLOCK_START.into(),
         clock_speed: args.speed,
+        apply_seed: args.gitops.is_none(),
         ..StackOptions::default()
     };
     let stack = Stack::install(&cluster, &opts, seed_estate(), &mut |s| say(s)).await?;
+    let _from_git = match args.gitops {
+        Some(tool) => Some(from_git(&cluster, tool).await?),
+        None => None,
+    };
     let client = cluster.client()?;
     let plans: Api<HibernationPlan> = Api::namespaced(client.clone(), NAMESPACE);
     let tz = jiff::tz::TimeZone::get("America/New_York")?;
@@ -147,6 +168,45 @@ async fn demo(args: &Args) -> Result<bool> {
         keep_running(&cluster).await?;
     }
     Ok(ok)
+}
+
+/// What keeps the seed flowing from Git: the tool, the Git server and the repository.
+struct FromGit {
+    _tool: gitops::Running,
+    _git: GitServer,
+    _repo: StackRepository,
+}
+
+/// Starts `tool` and a Git server on 127.0.0.1 holding the seed's manifests, and applies the
+/// seed's objects that make the tool sync them.
+async fn from_git(cluster: &TestCluster, tool: GitOps) -> Result<FromGit> {
+    let (tool, name, script) = match tool {
+        GitOps::Flux => (gitops::Tool::Flux, "Flux", "tools/flux/build.sh"),
+        GitOps::Argocd => (gitops::Tool::ArgoCd, "Argo CD", "tools/argocd/build.sh"),
+    };
+    say(&format!(
+        "building or reusing {name} ({script}; cached outside the repository, minutes the first time)"
+    ));
+    tokio::task::spawn_blocking(move || match tool {
+        gitops::Tool::Flux => hibernator_e2e::flux::build_dir().map(|_| ()),
+        gitops::Tool::ArgoCd => hibernator_e2e::argocd::build_dir().map(|_| ()),
+    })
+    .await??;
+    say(&format!("starting {name} next to the cluster"));
+    let running = gitops::start(tool, cluster, cluster.dir()).await?;
+    let git = GitServer::start(&cluster.dir().join("git")).await?;
+    let repo = StackRepository::create(&git, &cluster.dir().join("git-work")).await?;
+    gitops::sync(tool, &cluster.client()?, &git).await?;
+    say(&format!(
+        "pushed the seed's manifests to {} (commit {}); {name} syncs them into the cluster",
+        git.url(gitops::REPO),
+        &repo.first[..12]
+    ));
+    Ok(FromGit {
+        _tool: running,
+        _git: git,
+        _repo: repo,
+    })
 }
 
 /// The live table: plan phase, each target's state and progress, next transition.

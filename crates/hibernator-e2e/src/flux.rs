@@ -123,9 +123,16 @@ impl Flux {
         ] {
             let log_path = dir.join(format!("{name}.log"));
             let log = std::fs::File::create(&log_path)?;
+            // A temporary directory of its own: kustomize-controller removes the
+            // `kustomization-*` directories it finds in its temporary directory when it starts
+            // (those of an earlier process of its own), so with a shared /tmp a second test's
+            // controller removed the build directory of one already running.
+            let tmp = dir.join(format!("{name}-tmp"));
+            std::fs::create_dir_all(&tmp)?;
             let child = Command::new(built.join("bin").join(name))
                 .env("KUBECONFIG", cluster.kubeconfig_path())
                 .env("RUNTIME_NAMESPACE", NAMESPACE)
+                .env("TMPDIR", &tmp)
                 .args(["--enable-leader-election=false", "--log-level=info"])
                 .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()?))
                 .arg(format!("--health-addr=127.0.0.1:{}", free_port()?))

@@ -4,6 +4,7 @@ pub mod argocd;
 pub mod chaos;
 pub mod checkers;
 pub mod flux;
+pub mod gitops;
 pub mod gitserver;
 pub mod receiver;
 pub mod stack;

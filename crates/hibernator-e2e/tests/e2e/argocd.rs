@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 use hibernator_e2e::argocd::{ArgoCd, NAMESPACE};
+use hibernator_e2e::gitops::{self, REPO, Running, Tool};
 use hibernator_e2e::gitserver::{Checkout, GitServer, seed_repository};
-use hibernator_e2e::world::{ControllerOptions, World, apply, wait_for, yaml_docs};
+use hibernator_e2e::world::{ControllerOptions, World, apply, wait_for};
 use jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
-const REPO: &str = "my-infrastructure-repo";
 const PROD_PLAN: &str = "hibernator/hibernateplans/prod-offhours.yaml";
 
 fn applications(client: &Client) -> Api<DynamicObject> {
@@ -146,9 +146,12 @@ fn edit(repo: &Checkout, file: &str, from: &str, to: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_follows_commits() {
     let w = World::alone("argocd").await.unwrap();
-    let redis =
-        gitops_checks::debian_tool("redis-server", "redis-server", "HIBERNATOR_REDIS_SERVER");
-    let argo = ArgoCd::start(&w.cluster, w.dir(), &redis).await.unwrap();
+    let Running::ArgoCd(argo) = gitops::start(Tool::ArgoCd, &w.cluster, w.dir())
+        .await
+        .unwrap()
+    else {
+        unreachable!("Argo CD was asked for")
+    };
     let git = GitServer::start(&w.dir().join("git")).await.unwrap();
     let (repo, first) = seed_repository(&git, REPO, &w.dir().join("work"))
         .await
@@ -169,9 +172,7 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
     };
     let mut c = w.controller(opts.clone()).unwrap();
     // The seed's Application, its repoURL pointing at the local server.
-    let mut app = yaml_docs("examples/gitops/argocd-hibernator-app.yaml").unwrap()[0].clone();
-    app["spec"]["source"]["repoURL"] = json!(git.url(REPO));
-    apply(&w.client, &app).await.unwrap();
+    gitops::argocd_sync(&w.client, &git).await.unwrap();
 
     // 1. Synced and Healthy; the plan Healthy by our Lua check (Ready=True).
     let s = application_at(&w.client, &argo, &first, "Healthy", "Healthy").await;

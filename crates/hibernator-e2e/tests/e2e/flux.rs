@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use hibernator_e2e::flux::{Flux, NAMESPACE};
+use hibernator_e2e::gitops::{REPO, StackRepository, flux_sync};
 use hibernator_e2e::gitserver::{Checkout, GitServer, seed_repository};
-use hibernator_e2e::root;
-use hibernator_e2e::stack::{SEED_FILES, Stack, StackOptions, seed_estate};
+use hibernator_e2e::stack::{Stack, StackOptions, seed_estate};
 use hibernator_e2e::tempdir_for;
-use hibernator_e2e::world::{ControllerOptions, World, apply, binaries, wait_for, yaml_docs};
+use hibernator_e2e::world::{ControllerOptions, World, apply, binaries, wait_for};
 use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
@@ -19,7 +19,6 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use kube_testbed::{ClusterOptions, TestCluster};
 use serde_json::{Value, json};
 
-const REPO: &str = "my-infrastructure-repo";
 const PROD_PLAN: &str = "hibernator/hibernateplans/prod-offhours.yaml";
 
 fn flux_api(client: &Client, group: &str, kind: &str) -> Api<DynamicObject> {
@@ -110,26 +109,6 @@ async fn generation(w: &World, plan: &str) -> i64 {
     api.get(plan).await.unwrap().metadata.generation.unwrap()
 }
 
-/// The seed's GitRepository, its URL pointing at `git`, with its credentials Secret (created
-/// outside Git, as the seed says), and the seed's Kustomization, unchanged.
-async fn sync_from(client: &Client, git: &GitServer) {
-    apply(
-        client,
-        &json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "git-credentials", "namespace": NAMESPACE},
-                "stringData": {"username": "platform", "password": "not-checked-here"}}),
-    )
-    .await
-    .unwrap();
-    let mut source: Value = yaml_docs("examples/gitops/hibernator-source.yaml").unwrap()[0].clone();
-    assert_eq!(source["apiVersion"], "source.toolkit.fluxcd.io/v1beta2");
-    source["spec"]["url"] = json!(git.url(REPO));
-    apply(client, &source).await.unwrap();
-    for doc in yaml_docs("examples/gitops/hibernator-kustomization.yaml").unwrap() {
-        apply(client, &doc).await.unwrap();
-    }
-}
-
 /// Replaces the one occurrence of `from` in `file` of the working copy.
 fn edit(repo: &Checkout, file: &str, from: &str, to: &str) {
     let path = repo.path(file);
@@ -160,7 +139,7 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     ] {
         apply(&w.client, &doc).await.unwrap();
     }
-    sync_from(&w.client, &git).await;
+    flux_sync(&w.client, &git).await.unwrap();
 
     // Wednesday 2 December 2026, 10:00 in New York (16:00 in Berlin, where the dev plan
     // sleeps from 18:00): every plan is awake, tonight's windows hours ahead.
@@ -321,37 +300,13 @@ async fn a_night_from_git_through_the_helm_installed_controller_and_a_pruned_pla
         .unwrap();
     let client = cluster.client().unwrap();
 
-    // The repository holds the seed's files the stack's night needs (the others name
-    // connectors of clusters this test does not have) and a kustomization.yaml listing them.
+    // The repository holds the seed's files the stack's night needs.
     let git = GitServer::start(&dir.join("git")).await.unwrap();
-    git.create(REPO).await.unwrap();
-    let repo = Checkout::clone(&git.url(REPO), &dir.join("work"))
+    let mut repo = StackRepository::create(&git, &dir.join("work"))
         .await
         .unwrap();
-    let mut resources = Vec::new();
-    for file in SEED_FILES {
-        let inside = file.strip_prefix("examples/gitops/").unwrap();
-        let to = repo.path(inside);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(root().join(file), &to).unwrap();
-        resources.push(format!(
-            "  - {}",
-            inside.strip_prefix("hibernator/").unwrap()
-        ));
-    }
-    let kustomization = |resources: &[String]| {
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{}\n",
-            resources.join("\n")
-        )
-    };
-    std::fs::write(
-        repo.path("hibernator/kustomization.yaml"),
-        kustomization(&resources),
-    )
-    .unwrap();
-    let first = repo.commit_and_push("Hibernation plans").await.unwrap();
-    sync_from(&client, &git).await;
+    let first = repo.first.clone();
+    flux_sync(&client, &git).await.unwrap();
     kustomization_at(&client, &flux, &first, "True").await;
 
     // 3. The night, from Git through the chart's controller: asleep, then back as it was.
@@ -393,15 +348,11 @@ async fn a_night_from_git_through_the_helm_installed_controller_and_a_pruned_pla
     .await;
     let second = cycle_of(&p).unwrap().id;
     assert_eq!(stack.snapshot().unwrap()["rds"]["prod-db"], "stopped");
-    std::fs::remove_file(repo.path("hibernator/hibernateplans/prod-offhours.yaml")).unwrap();
-    resources.retain(|r| !r.contains("prod-offhours"));
-    std::fs::write(
-        repo.path("hibernator/kustomization.yaml"),
-        kustomization(&resources),
-    )
-    .unwrap();
     let pruned = repo
-        .commit_and_push("prod: no more off-hours")
+        .remove(
+            "hibernateplans/prod-offhours.yaml",
+            "prod: no more off-hours",
+        )
         .await
         .unwrap();
     reconcile_now(&client).await;
