@@ -8,17 +8,15 @@
 //! it outside a pod (what its local development setup uses).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Api;
+use anyhow::Result;
 use kube_testbed::TestCluster;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::world::{apply, free_port, wait_for, yaml_docs};
+use crate::processes::Processes;
+use crate::world::{apply, apply_crds, free_port, yaml_dir, yaml_docs};
 
 /// Argo CD's namespace.
 pub const NAMESPACE: &str = "argocd";
@@ -26,39 +24,12 @@ pub const NAMESPACE: &str = "argocd";
 /// The directory `tools/argocd/build.sh` built into (`bin/`, `crds/`), built once per process.
 pub fn build_dir() -> Result<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(crate::root().join("tools/argocd/build.sh"))
-            .output()
-            .map_err(|e| format!("failed to run tools/argocd/build.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "tools/argocd/build.sh failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        Ok(PathBuf::from(
-            stdout.lines().last().unwrap_or_default().trim(),
-        ))
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    crate::built_by(&DIR, "tools/argocd/build.sh")
 }
 
 /// Redis, the repo server and the application controller, running; killed when dropped.
 pub struct ArgoCd {
-    children: Vec<Child>,
-    logs: Vec<PathBuf>,
-}
-
-impl Drop for ArgoCd {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    processes: Processes,
 }
 
 impl ArgoCd {
@@ -69,39 +40,7 @@ impl ArgoCd {
     pub async fn start(cluster: &TestCluster, dir: &Path, redis_server: &Path) -> Result<ArgoCd> {
         let built = build_dir()?;
         let client = cluster.client()?;
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for entry in std::fs::read_dir(built.join("crds"))? {
-            let text = std::fs::read_to_string(entry?.path())?;
-            for doc in serde_saphyr::from_multiple::<Value>(&text)? {
-                if doc.is_null() {
-                    continue;
-                }
-                apply(&client, &doc).await?;
-                let name = doc["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                wait_for(
-                    Duration::from_secs(60),
-                    &format!("CRD {name} established"),
-                    || {
-                        let api = api.clone();
-                        let name = name.clone();
-                        async move {
-                            api.get(&name)
-                                .await
-                                .ok()?
-                                .status?
-                                .conditions?
-                                .iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True")
-                                .then_some(())
-                        }
-                    },
-                )
-                .await?;
-            }
-        }
+        apply_crds(&client, &yaml_dir(&built.join("crds"))?).await?;
         let mut objects = vec![
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
             json!({"apiVersion": "v1", "kind": "Secret",
@@ -119,10 +58,7 @@ impl ArgoCd {
             apply(&client, o).await?;
         }
 
-        let mut argo = ArgoCd {
-            children: vec![],
-            logs: vec![],
-        };
+        let mut processes = Processes::default();
         let redis = free_port()?;
         let repo_server = free_port()?;
         let redis_addr = format!("127.0.0.1:{redis}");
@@ -146,7 +82,7 @@ impl ArgoCd {
             "--appendonly",
             "no",
         ]);
-        argo.spawn(dir, "redis", redis_cmd)?;
+        processes.spawn(dir, "redis", redis_cmd)?;
         let mut repo_cmd = Command::new(built.join("bin/argocd-repo-server"));
         repo_cmd
             .args(["--port", &repo_server.to_string()])
@@ -164,7 +100,7 @@ impl ArgoCd {
             .env("HOME", &home)
             .env("TMPDIR", &tmp)
             .env("ARGOCD_GPG_ENABLED", "false");
-        argo.spawn(dir, "argocd-repo-server", repo_cmd)?;
+        processes.spawn(dir, "argocd-repo-server", repo_cmd)?;
         let mut controller_cmd = Command::new(built.join("bin/argocd-application-controller"));
         controller_cmd
             .arg("--kubeconfig")
@@ -184,25 +120,12 @@ impl ArgoCd {
             .env("PATH", &path)
             .env("HOME", &home)
             .env("TMPDIR", &tmp);
-        argo.spawn(dir, "argocd-application-controller", controller_cmd)?;
-        Ok(argo)
-    }
-
-    fn spawn(&mut self, dir: &Path, name: &str, mut cmd: Command) -> Result<()> {
-        let log_path = dir.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path)?;
-        let child = cmd
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("failed to start {name}"))?;
-        self.children.push(child);
-        self.logs.push(log_path);
-        Ok(())
+        processes.spawn(dir, "argocd-application-controller", controller_cmd)?;
+        Ok(ArgoCd { processes })
     }
 
     /// Every process's log so far (the last `lines` lines of each).
     pub fn logs(&self, lines: usize) -> String {
-        crate::flux::tails(&self.logs, lines)
+        self.processes.logs(lines)
     }
 }

@@ -4,16 +4,19 @@
 //! end-to-end tests and by `cargo xtask demo --gitops flux|argocd`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kube::Client;
+use hibernator_api::HibernationPlan;
+use jiff::Timestamp;
+use kube::{Api, Client};
 use kube_testbed::TestCluster;
 use serde_json::{Value, json};
 
 use crate::argocd::ArgoCd;
 use crate::flux::Flux;
 use crate::gitserver::{Checkout, GitServer};
-use crate::world::{apply, yaml_docs};
+use crate::world::{apply, wait_for, yaml_docs};
 
 /// The repository's name on the local Git server (the seed's `my-infrastructure-repo`).
 pub const REPO: &str = "my-infrastructure-repo";
@@ -165,4 +168,50 @@ impl StackRepository {
         )?;
         Ok(())
     }
+}
+
+/// The namespace of the seed's plans.
+pub const SEED_NAMESPACE: &str = "hibernator-system";
+
+/// `status.schedule.nextHibernateAt` of the seed's plan `plan`, once the controller has taken
+/// in `generation`.
+pub async fn next_hibernate_at(client: &Client, plan: &str, generation: i64) -> Result<Timestamp> {
+    let api: Api<HibernationPlan> = Api::namespaced(client.clone(), SEED_NAMESPACE);
+    wait_for(
+        Duration::from_secs(120),
+        &format!("{plan} generation {generation} observed"),
+        || {
+            let api = api.clone();
+            async move {
+                let s = api.get(plan).await.ok()?.status?;
+                (s.observed_generation == Some(generation))
+                    .then_some(s.schedule?.next_hibernate_at?.0)
+            }
+        },
+    )
+    .await
+}
+
+/// `metadata.generation` of the seed's plan `plan`.
+pub async fn generation(client: &Client, plan: &str) -> Result<i64> {
+    Api::<HibernationPlan>::namespaced(client.clone(), SEED_NAMESPACE)
+        .get(plan)
+        .await?
+        .metadata
+        .generation
+        .context("a generation")
+}
+
+/// The objects the seed says the platform team creates once, outside Git: the namespace and
+/// the Slack webhook's Secret of `notifications/prod-slack.yaml` (pointing nowhere).
+pub async fn outside_git(client: &Client) -> Result<()> {
+    for doc in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SEED_NAMESPACE}}),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "prod-slack-webhook", "namespace": SEED_NAMESPACE},
+               "stringData": {"url": "https://127.0.0.1:9/slack"}}),
+    ] {
+        apply(client, &doc).await?;
+    }
+    Ok(())
 }

@@ -226,6 +226,18 @@ impl Checkout {
         self.push().await
     }
 
+    /// Replaces the one occurrence of `from` in `file` of the working copy (not committed).
+    pub fn edit(&self, file: &str, from: &str, to: &str) -> Result<()> {
+        let path = self.path(file);
+        let text = std::fs::read_to_string(&path)?;
+        let n = text.matches(from).count();
+        if n != 1 {
+            bail!("{from:?} occurs {n} times in {file}, not once");
+        }
+        std::fs::write(&path, text.replace(from, to))?;
+        Ok(())
+    }
+
     /// `git revert` of the last commit, pushed; returns the new commit's hash.
     pub async fn revert_last(&self) -> Result<String> {
         git(&self.dir, &["revert", "--no-edit", "HEAD"]).await?;

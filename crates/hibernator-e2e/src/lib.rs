@@ -6,6 +6,7 @@ pub mod checkers;
 pub mod flux;
 pub mod gitops;
 pub mod gitserver;
+pub mod processes;
 pub mod receiver;
 pub mod stack;
 pub mod world;
@@ -30,20 +31,27 @@ pub fn root() -> PathBuf {
 /// by `tools/k8s/build.sh` and cached outside the repository.
 pub fn tools_bin() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
+    built_by(&BIN, "tools/k8s/build.sh")
+}
+
+/// The directory a build script of `tools/` prints as its last line (it builds on first use
+/// and caches outside the repository), run once per process and remembered in `cell`.
+pub fn built_by(cell: &OnceLock<Result<PathBuf, String>>, script: &str) -> Result<PathBuf> {
+    cell.get_or_init(|| {
         let out = Command::new("bash")
-            .arg(root().join("tools/k8s/build.sh"))
+            .arg(root().join(script))
             .output()
-            .map_err(|e| format!("failed to run tools/k8s/build.sh: {e}"))?;
+            .map_err(|e| format!("failed to run {script}: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "tools/k8s/build.sh failed:\n{}",
+                "{script} failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let dir = stdout.lines().last().unwrap_or_default().trim().to_string();
-        Ok(PathBuf::from(dir))
+        Ok(PathBuf::from(
+            stdout.lines().last().unwrap_or_default().trim(),
+        ))
     })
     .clone()
     .map_err(anyhow::Error::msg)

@@ -154,6 +154,57 @@ async fn install_crds(cluster: &TestCluster) -> Result<()> {
     Ok(())
 }
 
+/// Applies CustomResourceDefinitions and waits until the API server serves each of them.
+pub async fn apply_crds(client: &Client, crds: &[Value]) -> Result<()> {
+    for crd in crds {
+        apply(client, crd).await?;
+    }
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds {
+        let name = crd["metadata"]["name"].as_str().context("a CRD's name")?;
+        wait_for(
+            Duration::from_secs(60),
+            &format!("CRD {name} established"),
+            || {
+                let api = api.clone();
+                async move {
+                    api.get(name)
+                        .await
+                        .ok()?
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The documents of the YAML files in `dir` (its `*.yaml`, in name order).
+pub fn yaml_dir(dir: &Path) -> Result<Vec<Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("failed to read {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.retain(|f| f.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        docs.extend(
+            serde_saphyr::from_multiple::<Value>(&text)
+                .with_context(|| format!("{}", f.display()))?
+                .into_iter()
+                .filter(|d| !d.is_null()),
+        );
+    }
+    Ok(docs)
+}
+
 /// The documents of a YAML file of the repository.
 pub fn yaml_docs(path: &str) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(root().join(path))

@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use hibernator_e2e::argocd::{ArgoCd, NAMESPACE};
-use hibernator_e2e::gitops::{self, REPO, Running, Tool};
-use hibernator_e2e::gitserver::{Checkout, GitServer, seed_repository};
-use hibernator_e2e::world::{ControllerOptions, World, apply, wait_for};
+use hibernator_e2e::gitops::{
+    self, REPO, Running, Tool, generation, next_hibernate_at, outside_git,
+};
+use hibernator_e2e::gitserver::{GitServer, seed_repository};
+use hibernator_e2e::world::{ControllerOptions, World, wait_for};
 use jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -107,42 +109,6 @@ async fn application_at(
     }
 }
 
-async fn next_hibernate_at(client: &Client, generation: i64) -> Timestamp {
-    let api: Api<hibernator_api::HibernationPlan> =
-        Api::namespaced(client.clone(), "hibernator-system");
-    wait_for(
-        Duration::from_secs(120),
-        &format!("prod-offhours generation {generation} observed"),
-        || {
-            let api = api.clone();
-            async move {
-                let s = api.get("prod-offhours").await.ok()?.status?;
-                (s.observed_generation == Some(generation))
-                    .then_some(s.schedule?.next_hibernate_at?.0)
-            }
-        },
-    )
-    .await
-    .unwrap()
-}
-
-async fn generation(client: &Client) -> i64 {
-    Api::<hibernator_api::HibernationPlan>::namespaced(client.clone(), "hibernator-system")
-        .get("prod-offhours")
-        .await
-        .unwrap()
-        .metadata
-        .generation
-        .unwrap()
-}
-
-fn edit(repo: &Checkout, file: &str, from: &str, to: &str) {
-    let path = repo.path(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(text.matches(from).count(), 1, "{from:?} once in {file}");
-    std::fs::write(&path, text.replace(from, to)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_follows_commits() {
     let w = World::alone("argocd").await.unwrap();
@@ -157,14 +123,7 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
         .await
         .unwrap();
     // Created once by the platform team, outside Git (the seed says so).
-    for doc in [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hibernator-system"}}),
-        json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": "prod-slack-webhook", "namespace": "hibernator-system"},
-               "stringData": {"url": "https://127.0.0.1:9/slack"}}),
-    ] {
-        apply(&w.client, &doc).await.unwrap();
-    }
+    outside_git(&w.client).await.unwrap();
     // Wednesday 2 December 2026, 10:00 in New York (16:00 in Berlin): every plan is awake.
     let opts = ControllerOptions {
         watch_all_namespaces: true,
@@ -182,12 +141,18 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
             .starts_with("Active: awake, following the schedule"),
         "{s:?}"
     );
-    let g = generation(&w.client).await;
+    let g = generation(&w.client, "prod-offhours").await.unwrap();
     let tonight_at_eight: Timestamp = "2026-12-03T01:00:00Z".parse().unwrap();
-    assert_eq!(next_hibernate_at(&w.client, g).await, tonight_at_eight);
+    assert_eq!(
+        next_hibernate_at(&w.client, "prod-offhours", g)
+            .await
+            .unwrap(),
+        tonight_at_eight
+    );
 
     // 2. A commit moves the window to 19:00 New York time, `git revert` moves it back.
-    edit(&repo, PROD_PLAN, r#"start: "20:00""#, r#"start: "19:00""#);
+    repo.edit(PROD_PLAN, r#"start: "20:00""#, r#"start: "19:00""#)
+        .unwrap();
     let earlier = repo
         .commit_and_push("prod: sleep from 19:00")
         .await
@@ -195,18 +160,26 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
     refresh(&w.client).await;
     application_at(&w.client, &argo, &earlier, "Healthy", "Healthy").await;
     assert_eq!(
-        next_hibernate_at(&w.client, g + 1).await,
+        next_hibernate_at(&w.client, "prod-offhours", g + 1)
+            .await
+            .unwrap(),
         "2026-12-03T00:00:00Z".parse::<Timestamp>().unwrap()
     );
     let reverted = repo.revert_last().await.unwrap();
     refresh(&w.client).await;
     application_at(&w.client, &argo, &reverted, "Healthy", "Healthy").await;
-    assert_eq!(next_hibernate_at(&w.client, g + 2).await, tonight_at_eight);
+    assert_eq!(
+        next_hibernate_at(&w.client, "prod-offhours", g + 2)
+            .await
+            .unwrap(),
+        tonight_at_eight
+    );
 
     // While the controller has not taken in a new generation, the plan is Progressing (here
     // the controller is stopped), and Healthy again once it has.
     c.kill();
-    edit(&repo, PROD_PLAN, r#"start: "20:00""#, r#"start: "20:30""#);
+    repo.edit(PROD_PLAN, r#"start: "20:00""#, r#"start: "20:30""#)
+        .unwrap();
     let later = repo
         .commit_and_push("prod: sleep from 20:30")
         .await
@@ -224,18 +197,20 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
     let _c = w.controller(opts).unwrap();
     application_at(&w.client, &argo, &later, "Healthy", "Healthy").await;
     assert_eq!(
-        next_hibernate_at(&w.client, g + 3).await,
+        next_hibernate_at(&w.client, "prod-offhours", g + 3)
+            .await
+            .unwrap(),
         "2026-12-03T01:30:00Z".parse::<Timestamp>().unwrap()
     );
 
     // 4. A plan the API server accepts but that cannot work (a time zone that does not
     //    exist): Stalled=True, so the Lua check says Degraded, and so does the Application.
-    edit(
-        &repo,
+    repo.edit(
         PROD_PLAN,
         r#"timezone: "America/New_York""#,
         r#"timezone: "America/Gotham""#,
-    );
+    )
+    .unwrap();
     let gotham = repo
         .commit_and_push("prod: a time zone that does not exist")
         .await

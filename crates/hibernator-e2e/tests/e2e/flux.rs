@@ -7,11 +7,13 @@
 use std::time::Duration;
 
 use hibernator_e2e::flux::{Flux, NAMESPACE};
-use hibernator_e2e::gitops::{REPO, StackRepository, flux_sync};
-use hibernator_e2e::gitserver::{Checkout, GitServer, seed_repository};
+use hibernator_e2e::gitops::{
+    REPO, StackRepository, flux_sync, generation, next_hibernate_at, outside_git,
+};
+use hibernator_e2e::gitserver::{GitServer, seed_repository};
 use hibernator_e2e::stack::{Stack, StackOptions, seed_estate};
 use hibernator_e2e::tempdir_for;
-use hibernator_e2e::world::{ControllerOptions, World, apply, binaries, wait_for};
+use hibernator_e2e::world::{ControllerOptions, World, binaries, wait_for};
 use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
@@ -82,41 +84,6 @@ async fn kustomization_at(
     .unwrap_or_else(|e| panic!("{e:#}\n{}", flux.logs(40)))
 }
 
-/// `status.schedule.nextHibernateAt` of a seed plan, once the controller has seen `generation`.
-async fn next_hibernate_at(w: &World, plan: &str, generation: i64) -> Timestamp {
-    let api: Api<hibernator_api::HibernationPlan> =
-        Api::namespaced(w.client.clone(), "hibernator-system");
-    wait_for(
-        Duration::from_secs(120),
-        &format!("{plan} generation {generation} observed"),
-        || {
-            let api = api.clone();
-            async move {
-                let p = api.get(plan).await.ok()?;
-                let s = p.status?;
-                (s.observed_generation == Some(generation))
-                    .then_some(s.schedule?.next_hibernate_at?.0)
-            }
-        },
-    )
-    .await
-    .unwrap()
-}
-
-async fn generation(w: &World, plan: &str) -> i64 {
-    let api: Api<hibernator_api::HibernationPlan> =
-        Api::namespaced(w.client.clone(), "hibernator-system");
-    api.get(plan).await.unwrap().metadata.generation.unwrap()
-}
-
-/// Replaces the one occurrence of `from` in `file` of the working copy.
-fn edit(repo: &Checkout, file: &str, from: &str, to: &str) {
-    let path = repo.path(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(text.matches(from).count(), 1, "{from:?} once in {file}");
-    std::fs::write(&path, text.replace(from, to)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_back_with_a_revert()
 {
@@ -129,16 +96,8 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
         .await
         .unwrap();
 
-    // Created once by the platform team, outside Git (the seed says so): the Slack webhook's
-    // Secret.
-    for doc in [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hibernator-system"}}),
-        json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": "prod-slack-webhook", "namespace": "hibernator-system"},
-               "stringData": {"url": "https://127.0.0.1:9/slack"}}),
-    ] {
-        apply(&w.client, &doc).await.unwrap();
-    }
+    // Created once by the platform team, outside Git (the seed says so).
+    outside_git(&w.client).await.unwrap();
     flux_sync(&w.client, &git).await.unwrap();
 
     // Wednesday 2 December 2026, 10:00 in New York (16:00 in Berlin, where the dev plan
@@ -161,15 +120,18 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
             .unwrap(),
     );
     assert_eq!(source_ready.map(|r| r.0), Some("True".into()));
-    let g = generation(&w, "prod-offhours").await;
+    let g = generation(&w.client, "prod-offhours").await.unwrap();
     let tonight_at_eight: Timestamp = "2026-12-03T01:00:00Z".parse().unwrap();
     assert_eq!(
-        next_hibernate_at(&w, "prod-offhours", g).await,
+        next_hibernate_at(&w.client, "prod-offhours", g)
+            .await
+            .unwrap(),
         tonight_at_eight
     );
 
     // 2. A commit moves the window to 19:00 New York time...
-    edit(&repo, PROD_PLAN, r#"start: "20:00""#, r#"start: "19:00""#);
+    repo.edit(PROD_PLAN, r#"start: "20:00""#, r#"start: "19:00""#)
+        .unwrap();
     let earlier = repo
         .commit_and_push("prod: sleep from 19:00")
         .await
@@ -177,7 +139,9 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     reconcile_now(&w.client).await;
     kustomization_at(&w.client, &flux, &earlier, "True").await;
     assert_eq!(
-        next_hibernate_at(&w, "prod-offhours", g + 1).await,
+        next_hibernate_at(&w.client, "prod-offhours", g + 1)
+            .await
+            .unwrap(),
         "2026-12-03T00:00:00Z".parse::<Timestamp>().unwrap()
     );
     // ... and `git revert` moves it back.
@@ -185,14 +149,17 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     reconcile_now(&w.client).await;
     kustomization_at(&w.client, &flux, &reverted, "True").await;
     assert_eq!(
-        next_hibernate_at(&w, "prod-offhours", g + 2).await,
+        next_hibernate_at(&w.client, "prod-offhours", g + 2)
+            .await
+            .unwrap(),
         tonight_at_eight
     );
 
     // 4. A commit with a plan the API server refuses (a dependency on itself, a CEL rule):
     //    `kubectl-hibernator validate` catches it offline, as a PR gate would, and Flux,
     //    which cannot apply it, says so; the plan in the cluster stays as it was.
-    edit(&repo, PROD_PLAN, "to: prod-cluster", "to: prod-db");
+    repo.edit(PROD_PLAN, "to: prod-cluster", "to: prod-db")
+        .unwrap();
     let out = std::process::Command::new(&binaries().unwrap().cli)
         .arg("validate")
         .arg(repo.path("hibernator"))
@@ -216,7 +183,7 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
         r.2.contains("HibernationPlan/hibernator-system/prod-offhours"),
         "Flux names the refused plan: {r:?}"
     );
-    assert_eq!(generation(&w, "prod-offhours").await, g + 2);
+    assert_eq!(generation(&w.client, "prod-offhours").await.unwrap(), g + 2);
     // Reverting the bad commit makes the Kustomization Ready again.
     let fixed = repo.revert_last().await.unwrap();
     reconcile_now(&w.client).await;
@@ -225,12 +192,12 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     // A plan the API server accepts but that cannot work (a time zone that does not exist):
     // the controller says `Stalled=True` (InvalidSpec), and Flux's health check (`wait: true`,
     // kstatus reading the plan's own conditions) fails on it instead of calling it Ready.
-    edit(
-        &repo,
+    repo.edit(
         PROD_PLAN,
         r#"timezone: "America/New_York""#,
         r#"timezone: "America/Gotham""#,
-    );
+    )
+    .unwrap();
     let gotham = repo
         .commit_and_push("prod: a time zone that does not exist")
         .await
@@ -384,4 +351,83 @@ async fn a_night_from_git_through_the_helm_installed_controller_and_a_pruned_pla
         "the second night ended by the deletion's wake-up, not the morning's: {events:?}"
     );
     kustomization_at(&client, &flux, &pruned, "True").await;
+}
+
+/// `deploy/flux/health-check-exprs.yaml`, added to the seed's Kustomization as its README
+/// says, judged by the real kustomize-controller: Flux waits for the controller's first status
+/// (kstatus alone would call a plan without status ready at once), is Ready once the plans are,
+/// and fails fast on a stalled plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_health_check_exprs_wait_for_the_first_status_and_fail_on_a_stalled_plan() {
+    let w = World::alone("flux-exprs").await.unwrap();
+    let flux = Flux::start(&w.cluster, w.dir()).await.unwrap();
+    let git = GitServer::start(&w.dir().join("git")).await.unwrap();
+    let (repo, first) = seed_repository(&git, REPO, &w.dir().join("work"))
+        .await
+        .unwrap();
+    outside_git(&w.client).await.unwrap();
+    flux_sync(&w.client, &git).await.unwrap();
+    let exprs: Value = hibernator_e2e::world::yaml_docs("deploy/flux/health-check-exprs.yaml")
+        .unwrap()
+        .remove(0);
+    let kustomizations = flux_api(&w.client, "kustomize.toolkit.fluxcd.io", "Kustomization");
+    kustomizations
+        .patch(
+            "hibernator",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"healthCheckExprs": exprs["healthCheckExprs"]}})),
+        )
+        .await
+        .unwrap();
+
+    // No controller yet: Flux applies the plans and keeps waiting for their first status.
+    wait_for(
+        Duration::from_secs(240),
+        "the plans applied, the Kustomization running its health checks",
+        || async {
+            generation(&w.client, "prod-offhours").await.ok()?;
+            let k = kustomizations.get("hibernator").await.ok()?;
+            let attempted = k.data["status"]["lastAttemptedRevision"].as_str()?;
+            let conditions = k.data["status"]["conditions"].as_array()?;
+            let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+            (attempted.ends_with(&first) && ready["status"] == "Unknown").then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", flux.logs(30)));
+    for _ in 0..20 {
+        let k = kustomizations.get("hibernator").await.unwrap();
+        assert_ne!(
+            ready(&k).map(|r| r.0),
+            Some("True".to_string()),
+            "Ready before any plan has a status"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The controller writes the plans' status: Ready.
+    let _c = w
+        .controller(ControllerOptions {
+            watch_all_namespaces: true,
+            ..ControllerOptions::at("2026-12-02T15:00:00Z", 1.0)
+        })
+        .unwrap();
+    let r = kustomization_at(&w.client, &flux, &first, "True").await;
+    assert_eq!(r.1, "ReconciliationSucceeded", "{r:?}");
+
+    // A stalled plan fails the health check without waiting for the timeout (10 minutes).
+    repo.edit(
+        PROD_PLAN,
+        r#"timezone: "America/New_York""#,
+        r#"timezone: "America/Gotham""#,
+    )
+    .unwrap();
+    let gotham = repo
+        .commit_and_push("prod: a time zone that does not exist")
+        .await
+        .unwrap();
+    reconcile_now(&w.client).await;
+    let r = kustomization_at(&w.client, &flux, &gotham, "False").await;
+    assert_eq!(r.1, "HealthCheckFailed", "{r:?}");
+    assert!(r.2.contains("prod-offhours"), "{r:?}");
 }
