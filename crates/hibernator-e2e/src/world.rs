@@ -125,33 +125,11 @@ impl std::ops::Deref for WorldCluster {
 }
 
 async fn install_crds(cluster: &TestCluster) -> Result<()> {
-    let client = cluster.client()?;
-    let api: Api<CustomResourceDefinition> = Api::all(client);
-    for (_, crd) in hibernator_api::crds::all() {
-        api.patch(
-            &crd.name_any(),
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("failed to install CRD {}", crd.name_any()))?;
-    }
-    for (_, crd) in hibernator_api::crds::all() {
-        wait_for(Duration::from_secs(30), "CRD established", || {
-            let api = api.clone();
-            let name = crd.name_any();
-            async move {
-                let c = api.get(&name).await.ok()?;
-                c.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await?;
-    }
-    Ok(())
+    let crds = hibernator_api::crds::all()
+        .into_iter()
+        .map(|(_, crd)| serde_json::to_value(crd))
+        .collect::<serde_json::Result<Vec<Value>>>()?;
+    apply_crds(&cluster.client()?, &crds).await
 }
 
 /// Applies CustomResourceDefinitions and waits until the API server serves each of them.
