@@ -221,4 +221,37 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
     let fixed = repo.revert_last().await.unwrap();
     refresh(&w.client).await;
     application_at(&w.client, &argo, &fixed, "Healthy", "Healthy").await;
+
+    // 5. A plan removed from Git is pruned (automated sync with `prune: true`): it goes
+    //    through the controller's finalizer (awake, so nothing to wake) and is gone.
+    std::fs::remove_file(repo.path("hibernator/hibernateplans/staging-offhours.yaml")).unwrap();
+    repo.edit(
+        "hibernator/kustomization.yaml",
+        "  - hibernateplans/staging-offhours.yaml\n",
+        "",
+    )
+    .unwrap();
+    let pruned = repo
+        .commit_and_push("staging: no more off-hours")
+        .await
+        .unwrap();
+    refresh(&w.client).await;
+    application_at(&w.client, &argo, &pruned, "Healthy", "Healthy").await;
+    let plans: Api<hibernator_api::HibernationPlan> =
+        Api::namespaced(w.client.clone(), "hibernator-system");
+    wait_for(
+        Duration::from_secs(120),
+        "staging-offhours gone",
+        || async {
+            plans
+                .get_opt("staging-offhours")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(plans.get_opt("prod-offhours").await.unwrap().is_some());
 }
