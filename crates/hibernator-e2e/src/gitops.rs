@@ -38,16 +38,6 @@ pub enum Running {
     ArgoCd(ArgoCd),
 }
 
-impl Running {
-    /// The tool's logs (the last `lines` lines of each process).
-    pub fn logs(&self, lines: usize) -> String {
-        match self {
-            Running::Flux(f) => f.logs(lines),
-            Running::ArgoCd(a) => a.logs(lines),
-        }
-    }
-}
-
 /// Starts `tool` on `cluster` with its files under `dir` (Argo CD's Redis is Debian's
 /// `redis-server`).
 pub async fn start(tool: Tool, cluster: &TestCluster, dir: &Path) -> Result<Running> {
@@ -169,6 +159,9 @@ impl StackRepository {
         Ok(())
     }
 }
+
+/// The seed's prod plan, in the repository.
+pub const PROD_PLAN: &str = "hibernator/hibernateplans/prod-offhours.yaml";
 
 /// The namespace of the seed's plans.
 pub const SEED_NAMESPACE: &str = "hibernator-system";

@@ -238,6 +238,18 @@ impl Checkout {
         Ok(())
     }
 
+    /// [`Checkout::edit`], committed with `message` and pushed; returns the new commit's hash.
+    pub async fn commit_edit(
+        &self,
+        file: &str,
+        from: &str,
+        to: &str,
+        message: &str,
+    ) -> Result<String> {
+        self.edit(file, from, to)?;
+        self.commit_and_push(message).await
+    }
+
     /// `git revert` of the last commit, pushed; returns the new commit's hash.
     pub async fn revert_last(&self) -> Result<String> {
         git(&self.dir, &["revert", "--no-edit", "HEAD"]).await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hibernator_e2e::argocd::{ArgoCd, NAMESPACE};
 use hibernator_e2e::gitops::{
-    self, REPO, Running, Tool, generation, next_hibernate_at, outside_git,
+    self, PROD_PLAN, REPO, Running, Tool, generation, next_hibernate_at, outside_git,
 };
 use hibernator_e2e::gitserver::{GitServer, seed_repository};
 use hibernator_e2e::world::{ControllerOptions, World, wait_for};
@@ -16,8 +16,6 @@ use jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
-
-const PROD_PLAN: &str = "hibernator/hibernateplans/prod-offhours.yaml";
 
 fn applications(client: &Client) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
@@ -151,10 +149,13 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
     );
 
     // 2. A commit moves the window to 19:00 New York time, `git revert` moves it back.
-    repo.edit(PROD_PLAN, r#"start: "20:00""#, r#"start: "19:00""#)
-        .unwrap();
     let earlier = repo
-        .commit_and_push("prod: sleep from 19:00")
+        .commit_edit(
+            PROD_PLAN,
+            r#"start: "20:00""#,
+            r#"start: "19:00""#,
+            "prod: sleep from 19:00",
+        )
         .await
         .unwrap();
     refresh(&w.client).await;
@@ -178,10 +179,13 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
     // While the controller has not taken in a new generation, the plan is Progressing (here
     // the controller is stopped), and Healthy again once it has.
     c.kill();
-    repo.edit(PROD_PLAN, r#"start: "20:00""#, r#"start: "20:30""#)
-        .unwrap();
     let later = repo
-        .commit_and_push("prod: sleep from 20:30")
+        .commit_edit(
+            PROD_PLAN,
+            r#"start: "20:00""#,
+            r#"start: "20:30""#,
+            "prod: sleep from 20:30",
+        )
         .await
         .unwrap();
     refresh(&w.client).await;
@@ -205,14 +209,13 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
 
     // 4. A plan the API server accepts but that cannot work (a time zone that does not
     //    exist): Stalled=True, so the Lua check says Degraded, and so does the Application.
-    repo.edit(
-        PROD_PLAN,
-        r#"timezone: "America/New_York""#,
-        r#"timezone: "America/Gotham""#,
-    )
-    .unwrap();
     let gotham = repo
-        .commit_and_push("prod: a time zone that does not exist")
+        .commit_edit(
+            PROD_PLAN,
+            r#"timezone: "America/New_York""#,
+            r#"timezone: "America/Gotham""#,
+            "prod: a time zone that does not exist",
+        )
         .await
         .unwrap();
     refresh(&w.client).await;
@@ -225,14 +228,13 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
     // 5. A plan removed from Git is pruned (automated sync with `prune: true`): it goes
     //    through the controller's finalizer (awake, so nothing to wake) and is gone.
     std::fs::remove_file(repo.path("hibernator/hibernateplans/staging-offhours.yaml")).unwrap();
-    repo.edit(
-        "hibernator/kustomization.yaml",
-        "  - hibernateplans/staging-offhours.yaml\n",
-        "",
-    )
-    .unwrap();
     let pruned = repo
-        .commit_and_push("staging: no more off-hours")
+        .commit_edit(
+            "hibernator/kustomization.yaml",
+            "  - hibernateplans/staging-offhours.yaml\n",
+            "",
+            "staging: no more off-hours",
+        )
         .await
         .unwrap();
     refresh(&w.client).await;

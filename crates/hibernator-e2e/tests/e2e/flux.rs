@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hibernator_e2e::flux::{Flux, NAMESPACE};
 use hibernator_e2e::gitops::{
-    REPO, StackRepository, flux_sync, generation, next_hibernate_at, outside_git,
+    PROD_PLAN, REPO, StackRepository, flux_sync, generation, next_hibernate_at, outside_git,
 };
 use hibernator_e2e::gitserver::{GitServer, seed_repository};
 use hibernator_e2e::stack::{Stack, StackOptions, seed_estate};
@@ -20,8 +20,6 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube_testbed::{ClusterOptions, TestCluster};
 use serde_json::{Value, json};
-
-const PROD_PLAN: &str = "hibernator/hibernateplans/prod-offhours.yaml";
 
 fn flux_api(client: &Client, group: &str, kind: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind));
@@ -130,10 +128,13 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     );
 
     // 2. A commit moves the window to 19:00 New York time...
-    repo.edit(PROD_PLAN, r#"start: "20:00""#, r#"start: "19:00""#)
-        .unwrap();
     let earlier = repo
-        .commit_and_push("prod: sleep from 19:00")
+        .commit_edit(
+            PROD_PLAN,
+            r#"start: "20:00""#,
+            r#"start: "19:00""#,
+            "prod: sleep from 19:00",
+        )
         .await
         .unwrap();
     reconcile_now(&w.client).await;
@@ -192,14 +193,13 @@ async fn the_seed_repository_synced_by_flux_moves_the_window_with_a_commit_and_b
     // A plan the API server accepts but that cannot work (a time zone that does not exist):
     // the controller says `Stalled=True` (InvalidSpec), and Flux's health check (`wait: true`,
     // kstatus reading the plan's own conditions) fails on it instead of calling it Ready.
-    repo.edit(
-        PROD_PLAN,
-        r#"timezone: "America/New_York""#,
-        r#"timezone: "America/Gotham""#,
-    )
-    .unwrap();
     let gotham = repo
-        .commit_and_push("prod: a time zone that does not exist")
+        .commit_edit(
+            PROD_PLAN,
+            r#"timezone: "America/New_York""#,
+            r#"timezone: "America/Gotham""#,
+            "prod: a time zone that does not exist",
+        )
         .await
         .unwrap();
     reconcile_now(&w.client).await;
@@ -416,14 +416,13 @@ async fn flux_health_check_exprs_wait_for_the_first_status_and_fail_on_a_stalled
     assert_eq!(r.1, "ReconciliationSucceeded", "{r:?}");
 
     // A stalled plan fails the health check without waiting for the timeout (10 minutes).
-    repo.edit(
-        PROD_PLAN,
-        r#"timezone: "America/New_York""#,
-        r#"timezone: "America/Gotham""#,
-    )
-    .unwrap();
     let gotham = repo
-        .commit_and_push("prod: a time zone that does not exist")
+        .commit_edit(
+            PROD_PLAN,
+            r#"timezone: "America/New_York""#,
+            r#"timezone: "America/Gotham""#,
+            "prod: a time zone that does not exist",
+        )
         .await
         .unwrap();
     reconcile_now(&w.client).await;
