@@ -27,8 +27,8 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use hibernator_api::plan::HibernationPlan;
 use hibernator_e2e::world::{
-    Binaries, ControllerOptions, RUNNER_IMAGE, SLEEPER, World, binaries, free_port, noop_plan,
-    wait_for,
+    Binaries, ControllerOptions, RUNNER_IMAGE, SLEEPER, World, binaries, free_port, http_get,
+    noop_plan, wait_for,
 };
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
@@ -54,6 +54,11 @@ pub struct Args {
     /// reconcile of every plan, which comes every 12 to 15 minutes).
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
+    /// The controller's `--resync-seconds` in the scale run (its safety-net interval; default
+    /// 900). A shorter one makes every plan come back within the idle time, so that the CPU
+    /// of one such reconcile can be measured without waiting a quarter of an hour.
+    #[arg(long)]
+    resync_seconds: Option<u64>,
     /// How often each scenario runs; each run is a column of the table.
     #[arg(long, default_value_t = 2)]
     runs: usize,
@@ -133,7 +138,7 @@ async fn bench(args: &Args) -> Result<Table> {
         install_crds(&cluster).await?;
         for run in 0..args.runs {
             for &plans in &sizes {
-                scale(&cluster, &b, plans, args.idle_seconds, run, &mut table).await?;
+                scale(&cluster, &b, plans, args, run, &mut table).await?;
             }
             if args.boundary_plans > 0 {
                 boundary(&cluster, &b, args.boundary_plans, run, &mut table).await?;
@@ -303,10 +308,11 @@ async fn scale(
     cluster: &TestCluster,
     b: &Binaries,
     plans: usize,
-    idle_seconds: u64,
+    args: &Args,
     run: usize,
     table: &mut Table,
 ) -> Result<()> {
+    let idle_seconds = args.idle_seconds;
     let client = cluster.client()?;
     let ns = cluster
         .create_namespace(&format!("bench-scale-{plans}"))
@@ -318,28 +324,53 @@ async fn scale(
     create_plans(&client, &ns, "plan", plans, json!({})).await?;
     let mut reconciled = count_reconciled(&client, &ns);
     // Wednesday noon New York: every plan is awake.
+    let cluster_before = cluster_cpu(cluster);
     let started = Instant::now();
-    let mut controller = spawn_controller(
+    let resync: Vec<String> = args
+        .resync_seconds
+        .iter()
+        .flat_map(|s| ["--resync-seconds".to_string(), s.to_string()])
+        .collect();
+    let (mut controller, http_port) = spawn_controller(
         &b.controller,
         cluster.kubeconfig_path(),
         &ns,
         "2026-11-25T17:00:00Z",
         1.0,
-        &[],
+        &resync,
     )?;
     wait_count(&mut reconciled, plans, Duration::from_secs(900)).await?;
+    let took = started.elapsed().as_secs_f64();
+    let cluster_after = cluster_cpu(cluster);
+    let controller_cpu = cpu_seconds(controller.id())?;
     table.put(
         run,
         format!("{plans} plans x 10 targets: all reconciled after start"),
-        format!("{:.1} s", started.elapsed().as_secs_f64()),
+        format!("{took:.1} s"),
         "<= 60 s (10,000 plans)",
+    );
+    table.put(
+        run,
+        format!("  CPU in that time: controller / API server / etcd, {plans} plans"),
+        format!(
+            "{controller_cpu:.0} / {:.0} / {:.0} s",
+            cluster_after.0 - cluster_before.0,
+            cluster_after.1 - cluster_before.1
+        ),
+        "(2 cores)",
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let pid = controller.id();
+    let reconciles = || async {
+        let text = http_get(http_port, "/metrics").await.unwrap_or_default();
+        counter(&text, "hibernator_reconciles_total{result=\"ok\"}").unwrap_or(0.0)
+    };
+    let reconciles_before = reconciles().await;
     let cpu_before = cpu_seconds(pid)?;
     let idle = Duration::from_secs(idle_seconds);
     tokio::time::sleep(idle).await;
     let cpu_idle = cpu_seconds(pid)? - cpu_before;
+    let idle_reconciles = reconciles().await - reconciles_before;
     table.put(
         run,
         format!("  controller resident memory (RSS), {plans} plans"),
@@ -358,9 +389,28 @@ async fn scale(
     );
     table.put(
         run,
+        format!("    of which the executable and libraries (file-backed), {plans} plans"),
+        format!("{:.1} MiB", rss_mib(pid, "RssFile")?),
+        "",
+    );
+    table.put(
+        run,
         format!("  controller CPU while idle ({idle_seconds} s), {plans} plans"),
         format!("{:.2} %", cpu_idle / idle.as_secs_f64() * 100.0),
         "<= 1 % of a core",
+    );
+    table.put(
+        run,
+        format!("    reconciles in that time / CPU per reconcile, {plans} plans"),
+        if idle_reconciles > 0.0 {
+            format!(
+                "{idle_reconciles:.0} / {:.2} ms",
+                cpu_idle / idle_reconciles * 1000.0
+            )
+        } else {
+            "0 / -".into()
+        },
+        "",
     );
     let _ = controller.kill();
     let _ = controller.wait();
@@ -397,7 +447,7 @@ async fn boundary(
     let boundary: Timestamp = THURSDAY_2000.parse()?;
     let audit_before = cluster.audit_events()?.len();
     let spawned_at = Timestamp::now();
-    let mut controller = spawn_controller(
+    let (mut controller, _) = spawn_controller(
         &b.controller,
         cluster.kubeconfig_path(),
         &ns,
@@ -845,10 +895,12 @@ fn spawn_controller(
     clock: &str,
     speed: f64,
     extra: &[String],
-) -> Result<Child> {
+) -> Result<(Child, u16)> {
     let mut cmd = Command::new(bin);
     cmd.env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
+        // As the image sets it (Dockerfile.controller).
+        .env("MALLOC_ARENA_MAX", "1")
         .args([
             "--namespace",
             ns,
@@ -862,10 +914,20 @@ fn spawn_controller(
             "--runner-image",
             RUNNER_IMAGE,
         ]);
-    cmd.args(["--http-addr", &format!("127.0.0.1:{}", free_port()?)]);
+    let http_port = free_port()?;
+    cmd.args(["--http-addr", &format!("127.0.0.1:{http_port}")]);
     cmd.args(["--grpc-addr", &format!("127.0.0.1:{}", free_port()?)]);
     cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::null());
-    cmd.spawn().context("failed to start the controller")
+    let child = cmd.spawn().context("failed to start the controller")?;
+    Ok((child, http_port))
+}
+
+/// The value of a counter line `name value` of a Prometheus text exposition.
+fn counter(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn rss_mib(pid: u32, field: &str) -> Result<f64> {
@@ -877,6 +939,41 @@ fn rss_mib(pid: u32, field: &str) -> Result<f64> {
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("{field} in /proc/{pid}/status"))?;
     Ok(kb / 1024.0)
+}
+
+/// CPU seconds used so far by the test cluster's API server and etcd (found by their
+/// command lines, which name the cluster's directory).
+fn cluster_cpu(cluster: &TestCluster) -> (f64, f64) {
+    let dir = cluster
+        .audit_log_path()
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let (mut apiserver, mut etcd) = (0.0, 0.0);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if dir.is_empty() || !cmdline.contains(&dir) {
+            continue;
+        }
+        let program = cmdline.split('\0').next().unwrap_or_default();
+        let cpu = cpu_seconds(pid).unwrap_or_default();
+        if program.ends_with("kube-apiserver") {
+            apiserver += cpu;
+        } else if program.ends_with("etcd") {
+            etcd += cpu;
+        }
+    }
+    (apiserver, etcd)
 }
 
 fn cpu_seconds(pid: u32) -> Result<f64> {

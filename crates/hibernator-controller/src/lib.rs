@@ -8,6 +8,7 @@ pub mod decide;
 pub mod grpc;
 pub mod http;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod reconcile;
@@ -175,6 +176,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
     };
     tokio::spawn(shutdown);
+    tokio::spawn(memory::hand_back_free_memory_now_and_then());
 
     let self_guard = if config.namespaced_rbac {
         info!(

@@ -132,6 +132,10 @@ struct Args {
     /// Seconds deletion waits for the wake-up before giving up.
     #[arg(long, default_value_t = 1800)]
     deletion_timeout_seconds: i64,
+    /// Longest wait between two reconciles of a plan in seconds (real time): a safety net,
+    /// since every change the controller acts on is watched or computed.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..))]
+    resync_seconds: u64,
     /// Notifications: the first retry's delay in milliseconds (doubled for each further one).
     #[arg(long, default_value_t = 2000)]
     notification_retry_base_ms: u64,
@@ -279,7 +283,7 @@ fn config(args: Args) -> Result<Config> {
         timing: Timing {
             reference_grace: SignedDuration::from_secs(args.reference_grace_seconds),
             deletion_timeout: SignedDuration::from_secs(args.deletion_timeout_seconds),
-            ..Timing::default()
+            max_requeue: std::time::Duration::from_secs(args.resync_seconds),
         },
         instance,
         notifications: hibernator_controller::notify::Settings {

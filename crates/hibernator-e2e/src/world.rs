@@ -691,7 +691,8 @@ impl Drop for ControllerProcess {
     }
 }
 
-async fn http_get(port: u16, path: &str) -> Result<String> {
+/// The body of `GET path` from 127.0.0.1:`port` (HTTP/1.0, plain).
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())

@@ -226,7 +226,7 @@ async fn the_seed_application_synced_by_argo_cd_is_healthy_by_our_checks_and_fol
     application_at(&w.client, &argo, &fixed, "Healthy", "Healthy").await;
 
     // 5. A plan removed from Git is pruned (automated sync with `prune: true`): it goes
-    //    through the controller's finalizer (awake, so nothing to wake) and is gone.
+    //    and is gone (it is awake: nothing to wake up).
     std::fs::remove_file(repo.path("hibernator/hibernateplans/staging-offhours.yaml")).unwrap();
     let pruned = repo
         .commit_edit(

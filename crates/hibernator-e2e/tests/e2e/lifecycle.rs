@@ -589,16 +589,40 @@ async fn deleting_a_hibernated_plan_wakes_it_up_unless_leave() {
     w.apply(noop_plan("broken", &[("t0", json!({}))], json!({})))
         .await
         .unwrap();
+    // Sleeps on Sundays from 03:00 to 04:00 only: awake all of this test (Thursday evening
+    // and night), it never starts anything.
+    let mut sunday = plan("sunday", "db-leave", "WakeUp");
+    sunday["spec"]["schedule"]["offHours"] =
+        json!([{"start": "03:00", "end": "04:00", "daysOfWeek": ["SUN"]}]);
+    w.apply(sunday).await.unwrap();
     let c = w
         .controller(ControllerOptions::at("2026-11-27T00:59:50Z", 30.0))
         .unwrap();
+    let has_finalizer = |p: &hibernator_api::HibernationPlan| {
+        p.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == hibernator_api::plan::FINALIZER)
+    };
     for p in ["wake", "leave"] {
-        w.wait_plan(p, SECS(90), "Hibernated", |p| {
-            phase(p) == Some(Phase::Hibernated)
+        let p = w
+            .wait_plan(p, SECS(90), "Hibernated", |p| {
+                phase(p) == Some(Phase::Hibernated)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+        assert!(has_finalizer(&p), "{:?}", p.metadata.finalizers);
+    }
+    // A plan that never started a runner has nothing to wake up: no finalizer, and a deletion
+    // is done at once.
+    let p = w
+        .wait_plan("sunday", SECS(30), "Active", |p| {
+            phase(p) == Some(Phase::Active)
         })
         .await
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
-    }
+        .unwrap();
+    assert!(!has_finalizer(&p), "{:?}", p.metadata.finalizers);
     let s = w.snapshot().unwrap();
     assert_eq!(
         (s["rds"]["db-wake"].as_str(), s["rds"]["db-leave"].as_str()),
@@ -607,11 +631,16 @@ async fn deleting_a_hibernated_plan_wakes_it_up_unless_leave() {
     let api: Api<hibernator_api::HibernationPlan> = Api::namespaced(w.client.clone(), &w.ns);
     api.delete("leave", &DeleteParams::default()).await.unwrap();
     api.delete("wake", &DeleteParams::default()).await.unwrap();
-    hibernator_e2e::world::wait_for(SECS(10), "plan leave gone at once", || async {
-        api.get_opt("leave").await.ok()?.is_none().then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    api.delete("sunday", &DeleteParams::default())
+        .await
+        .unwrap();
+    for gone in ["leave", "sunday"] {
+        hibernator_e2e::world::wait_for(SECS(10), &format!("plan {gone} gone at once"), || async {
+            api.get_opt(gone).await.ok()?.is_none().then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
+    }
     assert!(
         api.get_opt("wake").await.unwrap().is_some(),
         "plan wake waits for its wake-up"
