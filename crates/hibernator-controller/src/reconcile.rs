@@ -171,6 +171,9 @@ const FIRST_JOBS_WINDOW: Duration = Duration::from_secs(2);
 /// When a plan held back by [`FIRST_JOBS_WINDOW`] comes back.
 const HELD_BACK: Duration = Duration::from_secs(2);
 
+/// How long (schedule time) before its next hibernation a plan gets its finalizer.
+const FINALIZER_LEAD: SignedDuration = SignedDuration::from_mins(10);
+
 impl Busy {
     fn enter(&self) -> BusyGuard<'_> {
         self.running
@@ -845,10 +848,28 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     );
     // The finalizer makes a deletion wait for the wake-up. A plan needs it from its first
     // runner Job or restore record on, and keeps it until it is deleted; a plan that never
-    // had either is deleted at once, with nothing to wake up. (Added to every plan, it cost a
-    // second write per plan when a controller first meets thousands of awake plans.)
-    if !deleting && !has_finalizer && (!d.create.is_empty() || !loaded.data.is_empty()) {
-        set_finalizer(ctx, &ns, &name, true).await?;
+    // had either is deleted at once, with nothing to wake up. It is added ahead of the plan's
+    // next hibernation ([`FINALIZER_LEAD`]), so that a boundary shared by many plans costs
+    // only their Jobs. (Added to every plan on sight, it cost a second write per plan when a
+    // controller first met thousands of awake plans; added with the first Job only, it
+    // doubled the writes at a crowded boundary.)
+    let next_hibernation = d
+        .status
+        .schedule
+        .as_ref()
+        .and_then(|s| s.next_hibernate_at.as_ref())
+        .map(|t| t.0);
+    let finalizer_due = next_hibernation.map(|t| t - FINALIZER_LEAD);
+    let mut requeue_at = d.requeue_at;
+    if !deleting && !has_finalizer {
+        if !d.create.is_empty()
+            || !loaded.data.is_empty()
+            || finalizer_due.is_some_and(|due| due <= now)
+        {
+            set_finalizer(ctx, &ns, &name, true).await?;
+        } else if let Some(due) = finalizer_due {
+            requeue_at = Some(requeue_at.map_or(due, |r| r.min(due)));
+        }
     }
     let soon = apply(plan, ctx, &d, &connectors, &evaluation, &saved).await? || d.more_to_start;
     if d.first_start {
@@ -867,7 +888,7 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     }
     Ok(Action::requeue(requeue_delay(
         ctx,
-        d.requeue_at,
+        requeue_at,
         &exceptions,
         now,
         soon,
