@@ -196,7 +196,7 @@ pub async fn run(config: Config) -> Result<()> {
         self_guard: self_guard.clone(),
         versions: Default::default(),
         busy: Default::default(),
-        phases_stale: Default::default(),
+        phases_stale: stores.plans_changed,
         client: client.clone(),
         clock: config.clock,
         runner: config.runner.clone(),

@@ -148,8 +148,9 @@ pub struct Context {
     pub plan_changes: tokio::sync::mpsc::Sender<ObjectRef<HibernationPlan>>,
     /// Reconciles under way.
     pub busy: Busy,
-    /// Plans were reconciled since the phase gauges were last counted.
-    pub phases_stale: std::sync::atomic::AtomicBool,
+    /// Plans were reconciled, or the plan cache changed, since the phase gauges were last
+    /// counted.
+    pub phases_stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How many reconciles are under way, and when a plan last got its first runner Job while
@@ -420,6 +421,9 @@ pub async fn run_controller(
 
     // The plan cache keeps no managedFields (server-side apply makes them large).
     let (plan_store, plan_writer) = reflector::store();
+    // Every change of the cache, deletions included (a deleted plan is not reconciled),
+    // has the phase gauges counted again.
+    let plans_changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let plan_stream = watcher(plans, watcher::Config::default())
         .backoff(watch_backoff())
         .modify(|g: &mut DeserializeGuard<HibernationPlan>| match &mut g.0 {
@@ -427,6 +431,10 @@ pub async fn run_controller(
             Err(invalid) => invalid.metadata.managed_fields = None,
         })
         .reflect(plan_writer)
+        .inspect({
+            let changed = plans_changed.clone();
+            move |_| changed.store(true, std::sync::atomic::Ordering::Relaxed)
+        })
         .touched_objects()
         .filter_map(watch_errors_logged);
     let controller = Controller::for_stream(plan_stream, plan_store.clone())
@@ -485,6 +493,7 @@ pub async fn run_controller(
         providers: providers.clone(),
         clusters: clusters.clone(),
         plans: plan_store.clone(),
+        plans_changed,
     }));
     // What was found missing before this replica (again) leads may have been written since.
     ctx.store.forget_absent();
@@ -605,6 +614,8 @@ pub struct ControllerStores {
     pub clusters: Store<K8SCluster>,
     /// Plans.
     pub plans: Store<DeserializeGuard<HibernationPlan>>,
+    /// Set whenever the plan cache changed (see [`Context::phases_stale`]).
+    pub plans_changed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn error_policy(
@@ -644,9 +655,9 @@ async fn reconcile(
     result
 }
 
-/// Counts the plans by phase and sets the per-plan gauges once a second after reconciles
-/// (never while nothing is reconciled), and only when a cached plan changed since the last
-/// count. Counting walks every cached plan and rebuilds three gauges per plan: after each
+/// Counts the plans by phase and sets the per-plan gauges once a second after reconciles or
+/// changes of the plan cache (never while neither happens), and only when a cached plan
+/// changed since the last count. Counting walks every cached plan and rebuilds three gauges per plan: after each
 /// reconcile, as it once was, ten thousand plans made start-up quadratic (minutes of CPU);
 /// once a second, while the safety net reconciled a dozen unchanged plans a second, it was
 /// most of the idle CPU. The check that nothing changed only hashes resource versions.

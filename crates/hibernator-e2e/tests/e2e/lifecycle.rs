@@ -623,6 +623,20 @@ async fn deleting_a_hibernated_plan_wakes_it_up_unless_leave() {
         .await
         .unwrap();
     assert!(!has_finalizer(&p), "{:?}", p.metadata.finalizers);
+    // The per-plan gauges follow the cache: asleep and awake plans are there, and a deleted
+    // plan's series go (checked after the deletions below).
+    let series = |plan: &str, value: &str| {
+        format!(
+            "hibernator_plan_asleep{{namespace=\"{}\",plan=\"{plan}\"}} {value}\n",
+            w.ns
+        )
+    };
+    hibernator_e2e::world::wait_for(SECS(30), "plan gauges", || async {
+        let m = c.metrics().await.ok()?;
+        (m.contains(&series("wake", "1")) && m.contains(&series("sunday", "0"))).then_some(())
+    })
+    .await
+    .unwrap();
     let s = w.snapshot().unwrap();
     assert_eq!(
         (s["rds"]["db-wake"].as_str(), s["rds"]["db-leave"].as_str()),
@@ -656,6 +670,16 @@ async fn deleting_a_hibernated_plan_wakes_it_up_unless_leave() {
         "woken before the plan went"
     );
     assert_eq!(s["rds"]["db-leave"], "stopped", "Leave leaves it asleep");
+    hibernator_e2e::world::wait_for(SECS(30), "gauges of deleted plans gone", || async {
+        let m = c.metrics().await.ok()?;
+        (!m.lines().any(|l| {
+            l.starts_with("hibernator_plan_")
+                && (l.contains("plan=\"sunday\"") || l.contains("plan=\"wake\""))
+        }))
+        .then_some(())
+    })
+    .await
+    .unwrap();
     assert!(
         !w.restore_data("leave").await.unwrap().is_empty(),
         "Leave keeps the restore data"
