@@ -134,7 +134,11 @@ struct Args {
     deletion_timeout_seconds: i64,
     /// Longest wait between two reconciles of a plan in seconds (real time): a safety net,
     /// since every change the controller acts on is watched or computed.
-    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(
+        long,
+        default_value_t = Timing::default().max_requeue.as_secs(),
+        value_parser = clap::value_parser!(u64).range(10..)
+    )]
     resync_seconds: u64,
     /// Notifications: the first retry's delay in milliseconds (doubled for each further one).
     #[arg(long, default_value_t = 2000)]
