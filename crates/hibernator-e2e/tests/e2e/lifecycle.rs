@@ -568,6 +568,36 @@ async fn gitops_status_invalid_specs_stall_and_missing_connectors_resolve() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", c.log()));
 }
 
+/// A plan that never started anything is deleted without a reconcile (it has no finalizer);
+/// its per-plan gauge series still go, because the plan watch itself marks the gauges stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awake_plan_deleted_without_a_reconcile_loses_its_gauges() {
+    let w = World::new("gauges").await.unwrap();
+    w.apply(noop_plan("only", &[("t0", json!({}))], json!({})))
+        .await
+        .unwrap();
+    // Wednesday noon New York: awake for hours.
+    let c = w
+        .controller(ControllerOptions::at("2026-11-25T17:00:00Z", 1.0))
+        .unwrap();
+    let series = format!(
+        "hibernator_plan_asleep{{namespace=\"{}\",plan=\"only\"}} 0\n",
+        w.ns
+    );
+    hibernator_e2e::world::wait_for(SECS(60), "the plan's gauge", || async {
+        c.metrics().await.ok()?.contains(&series).then_some(())
+    })
+    .await
+    .unwrap();
+    let api: Api<hibernator_api::HibernationPlan> = Api::namespaced(w.client.clone(), &w.ns);
+    api.delete("only", &DeleteParams::default()).await.unwrap();
+    hibernator_e2e::world::wait_for(SECS(30), "the deleted plan's gauge gone", || async {
+        (!c.metrics().await.ok()?.contains("plan=\"only\"")).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_hibernated_plan_wakes_it_up_unless_leave() {
     let w = World::new("delete").await.unwrap();
