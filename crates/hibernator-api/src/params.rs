@@ -847,40 +847,86 @@ pub fn parameters_schema(generator: &mut SchemaGenerator) -> Schema {
     Schema::try_from(merged).expect("an object schema")
 }
 
-/// Adds to the target schema the CEL rules that tie parameter fields to target types.
+/// The parameter fields (dotted paths) a target of type `t` must not set: those of other
+/// types, each named at its outermost level (a field inside a forbidden object needs no check
+/// of its own).
+fn forbidden_fields(fields: &BTreeMap<String, BTreeSet<TargetType>>, t: TargetType) -> Vec<String> {
+    let allows = |path: &str| fields.get(path).is_none_or(|types| types.contains(&t));
+    fields
+        .keys()
+        .filter(|path| !allows(path))
+        .filter(|path| {
+            let segments: Vec<&str> = path.split('.').collect();
+            (1..segments.len()).all(|i| allows(&segments[..i].join(".")))
+        })
+        .cloned()
+        .collect()
+}
+
+/// A CEL condition that none of `paths` (relative to the variable `p<depth>`) is set. A nested
+/// path is checked inside its parent, bound to the next variable, when the parent is set.
+fn absent(paths: &[String], depth: usize) -> String {
+    let mut nested: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut checks = Vec::new();
+    for path in paths {
+        match path.split_once('.') {
+            None => checks.push(format!("!has(p{depth}.{path})")),
+            Some((parent, rest)) => nested.entry(parent).or_default().push(rest.to_string()),
+        }
+    }
+    for (parent, rest) in nested {
+        checks.push(format!(
+            "(!has(p{depth}.{parent}) || [p{depth}.{parent}].all(p{next}, {}))",
+            absent(&rest, depth + 1),
+            next = depth + 1
+        ));
+    }
+    checks.join(" && ")
+}
+
+/// Adds to the target schema the CEL rules that tie parameter fields to target types: one rule
+/// per type, which rejects the fields of other types and names the first it finds.
+///
+/// One rule per type, not one per field, because of what a rule costs the API server: it
+/// evaluates every rule of the spec on every write of a plan, status writes included, and each
+/// field a rule reads copies the property map of the object it reads from. With one rule per
+/// field (23 of them), a status write of a plan of ten noop targets cost the API server 16.8 ms
+/// of CPU; with these rules it costs 9.4 ms, and 9.1 ms without any. A type's rule stops at
+/// `self.type` for targets of other types and reads `self.parameters` once, bound to a
+/// variable by a one-element list (CRD rules have no `cel.bind`).
 pub fn add_parameter_rules(schema: &mut Schema) {
     let fields = field_types(&mut generator());
     let mut rules = Vec::new();
-    for (path, types) in &fields {
-        if types.len() == TargetType::ALL.len() {
+    for t in TargetType::ALL {
+        let forbidden = forbidden_fields(&fields, t);
+        if forbidden.is_empty() {
             continue;
         }
-        // The parent must exist before `has()` may look at the child.
-        let mut guards = vec!["!has(self.parameters)".to_string()];
-        let segments: Vec<&str> = path.split('.').collect();
-        for i in 1..segments.len() {
-            guards.push(format!("!has(self.parameters.{})", segments[..i].join(".")));
+        let mut message = format!(
+            "'parameters of a {t} target hold a field of another target type'",
+            t = t.as_str()
+        );
+        for path in forbidden.iter().rev() {
+            let segments: Vec<&str> = path.split('.').collect();
+            let present: Vec<String> = (1..=segments.len())
+                .map(|i| format!("has(self.parameters.{})", segments[..i].join(".")))
+                .collect();
+            let allowed: Vec<&str> = fields[path].iter().map(|t| t.as_str()).collect();
+            message = format!(
+                "{} ? 'parameters.{path} applies only to target type(s) {}, not {}' : {message}",
+                present.join(" && "),
+                allowed.join(", "),
+                t.as_str()
+            );
         }
-        // A nested field whose parent is already limited to the same types needs no rule.
-        if segments.len() > 1 {
-            let parent = segments[..segments.len() - 1].join(".");
-            if fields.get(&parent) == Some(types) {
-                continue;
-            }
-        }
-        let names: Vec<String> = types.iter().map(|t| format!("'{}'", t.as_str())).collect();
-        let plain: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
         rules.push(json!({
             "rule": format!(
-                "{} || !has(self.parameters.{path}) || self.type in [{}]",
-                guards.join(" || "),
-                names.join(", ")
+                "self.type != '{}' || !has(self.parameters) || [self.parameters].all(p0, {})",
+                t.as_str(),
+                absent(&forbidden, 0)
             ),
-            "messageExpression": format!(
-                "'parameters.{path} applies only to target type(s) {}, not ' + self.type",
-                plain.join(", ")
-            ),
-            "fieldPath": format!(".parameters.{path}"),
+            "messageExpression": message,
+            "fieldPath": ".parameters",
             "reason": "FieldValueForbidden",
         }));
     }

@@ -381,9 +381,25 @@ pub fn cases() -> Vec<Case> {
                     json!("eks-prod"),
                 )
             },
-            field: "spec.targets[0].parameters.clusterName",
+            field: "spec.targets[0].parameters",
             message: "parameters.clusterName applies only to target type(s) eks, not rds",
-            value: Some("\"eks-prod\""),
+            value: Some(r#"{"clusterName":"eks-prod","snapshotBeforeStop":true}"#),
+        },
+        Case {
+            name: "selector field of another type",
+            kind: PLAN,
+            change: |p| {
+                set(
+                    p,
+                    "/spec/targets/0/parameters/selector",
+                    json!({"instanceIds": ["db-1"], "names": ["web"]}),
+                )
+            },
+            field: "spec.targets[0].parameters",
+            message: "parameters.selector.names applies only to target type(s) asg, not rds",
+            value: Some(
+                r#"{"selector":{"instanceIds":["db-1"],"names":["web"]},"snapshotBeforeStop":true}"#,
+            ),
         },
         Case {
             name: "dangling connector reference",
