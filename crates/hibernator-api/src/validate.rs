@@ -178,7 +178,7 @@ static SCHEMAS: LazyLock<HashMap<Kind, Value>> = LazyLock::new(|| {
                 .find(|(f, _)| *f == k.crd_file())
                 .expect("every kind has a CRD")
                 .1;
-            (k, crate::crds::schema_of(crd))
+            (k, crate::crds::for_kube_cel(crate::crds::schema_of(crd)))
         })
         .collect()
 });

@@ -517,7 +517,7 @@ pub fn cases() -> Vec<Case> {
                 set(p, "/spec/targets/0/type", json!("ec2"));
                 remove(p, "/spec/targets/0/parameters/snapshotBeforeStop");
             },
-            field: "spec.targets[0].parameters.selector",
+            field: "spec.targets[0].parameters",
             message: "ec2 targets need parameters.selector with exactly one of instanceIds or tags",
             value: None,
         },
