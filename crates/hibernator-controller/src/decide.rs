@@ -350,7 +350,15 @@ pub fn decide(o: &Observed<'_>) -> Decision {
 
     restored::update_ledger(&mut status, o, &wants.names, new_hibernation.is_some());
     let restore_problem = restored::evaluate(&mut status, &mut d, o, &wants.names, ack_now);
-    d.retire = o.restore.restored();
+    // Restored records wait for the end of the wake-up under way: then one ConfigMap write
+    // retires them all, instead of one write per target as each target finishes.
+    let waking = status
+        .current_cycle
+        .as_ref()
+        .is_some_and(|c| c.operation == Operation::WakeUp && c.finished_at.is_none());
+    if !waking {
+        d.retire = o.restore.restored();
+    }
     if let Some(scope) = &new_hibernation {
         // Acknowledged records of the targets going to sleep have been seen; tonight's records
         // replace them. Those of removed targets stay.

@@ -475,12 +475,19 @@ pub async fn run_controller(
                 .collect::<Vec<_>>()
         }
     };
-    // Restore ConfigMaps (metadata only): a deleted or edited one is noticed at once.
+    // Restore ConfigMaps (metadata only): a deleted or edited one is noticed at once, and the
+    // cache tells which plans have none without asking the API server.
+    let (restore_cache, restore_writer) = reflector::store();
     let restore_stream = watcher(
         api::<PartialObjectMeta<ConfigMap>>(&client, &namespace),
         watcher::Config::default().labels(&format!("{}=true", crate::restore::RESTORE_LABEL)),
     )
     .backoff(watch_backoff())
+    .modify(|cm| {
+        cm.managed_fields_mut().clear();
+        cm.annotations_mut().clear();
+    })
+    .reflect(restore_writer)
     .touched_objects()
     .filter_map(watch_errors_logged);
     let by_provider = referencing(plan_store.clone(), ConnectorKind::CloudProvider);
@@ -497,6 +504,7 @@ pub async fn run_controller(
     }));
     // What was found missing before this replica (again) leads may have been written since.
     ctx.store.forget_absent();
+    ctx.store.watch_with(restore_cache.clone());
     let by_restore_data = {
         let (plans, restore) = (plan_store.clone(), ctx.store.clone());
         move |cm: PartialObjectMeta<ConfigMap>| {
@@ -524,12 +532,13 @@ pub async fn run_controller(
     });
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let stores_ready = {
-        let (j, e, p, c, pl) = (
+        let (j, e, p, c, pl, r) = (
             jobs.clone(),
             exceptions.clone(),
             providers.clone(),
             clusters.clone(),
             plan_store.clone(),
+            restore_cache,
         );
         async move {
             let _ = tokio::join!(
@@ -537,7 +546,8 @@ pub async fn run_controller(
                 e.wait_until_ready(),
                 p.wait_until_ready(),
                 c.wait_until_ready(),
-                pl.wait_until_ready()
+                pl.wait_until_ready(),
+                r.wait_until_ready()
             );
             ready.set(true);
             let _ = synced_tx.send(true);
@@ -806,7 +816,8 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
     // Observe Jobs and restore data.
     let jobs = observe_jobs(plan, ctx).await?;
     let key = plan_key(plan);
-    let mut loaded = ctx.store.load_watched(&key).await?;
+    let expects_records = plan.status.as_ref().is_some_and(|s| !s.asleep.is_empty());
+    let mut loaded = ctx.store.load_watched(&key, expects_records).await?;
     if let Some(earlier) = loaded.left_by.take() {
         // Restore data of an earlier plan of the same name (deleted while its targets slept):
         // this plan wakes them up.

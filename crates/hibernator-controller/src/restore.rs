@@ -14,11 +14,12 @@
 //!   of Hibernator's restore data (a ConfigMap of someone else's under that name is refused).
 
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use futures::FutureExt;
 use hibernator_api::plan::HibernationPlan;
 use hibernator_api::restore::{
     MAX_DATA_BYTES, RecordOutcome, RestoreDataError, WakeUpOutcome, acknowledge, mark_wake_up,
@@ -26,7 +27,8 @@ use hibernator_api::restore::{
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, PartialObjectMeta, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
@@ -196,6 +198,10 @@ pub struct RestoreStore {
     client: Client,
     queues: Arc<Mutex<HashMap<(String, String), PlanQueue>>>,
     absent: Arc<Mutex<Absent>>,
+    /// The reconciler's cache of restore ConfigMaps (metadata), while this replica leads.
+    watched: Arc<Mutex<Option<Store<PartialObjectMeta<ConfigMap>>>>>,
+    /// `(namespace, ConfigMap name)` this store wrote: the cache may not show them yet.
+    written: Arc<Mutex<HashSet<(String, String)>>>,
     limit: usize,
 }
 
@@ -206,6 +212,8 @@ impl RestoreStore {
             client,
             queues: Default::default(),
             absent: Default::default(),
+            watched: Default::default(),
+            written: Default::default(),
             limit: MAX_DATA_BYTES,
         }
     }
@@ -245,12 +253,49 @@ impl RestoreStore {
     }
 
     /// [`Self::load`] for the reconciler, which runs only while the watch of restore
-    /// ConfigMaps reports their changes ([`Self::changed`]): a plan whose ConfigMap a recent
-    /// read found missing, with no change seen since, is not read again (see [`ABSENT_FOR`]).
-    /// The gRPC service (which also runs on replicas that do not lead and watch nothing)
-    /// always reads.
-    pub async fn load_watched(&self, plan: &PlanKey) -> Result<Loaded, RestoreError> {
+    /// ConfigMaps reports their changes ([`Self::changed`]) and fills the cache given to
+    /// [`Self::watch_with`]. Not read at all: the ConfigMap of a plan that `expects` no record
+    /// (its status counts none asleep) when the synced cache does not hold it and this store
+    /// did not write it (so ten thousand plans starting up cost no GET each), and a plan whose
+    /// ConfigMap a recent read found missing, with no change seen since (see [`ABSENT_FOR`]).
+    /// A plan that expects records is always read: a ConfigMap that is not Hibernator's,
+    /// which the cache does not show, must be told apart from a lost one. The gRPC service
+    /// (which also runs on replicas that do not lead and watch nothing) always reads.
+    pub async fn load_watched(
+        &self,
+        plan: &PlanKey,
+        expects: bool,
+    ) -> Result<Loaded, RestoreError> {
+        let name = config_map_name(&plan.name);
+        if !expects && self.cached_missing(&plan.namespace, &name) {
+            return Ok(Loaded::default());
+        }
         self.read(plan, true).await
+    }
+
+    /// Uses `cache` (restore ConfigMaps as the leader's watch sees them) from now on.
+    pub fn watch_with(&self, cache: Store<PartialObjectMeta<ConfigMap>>) {
+        *self.watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(cache);
+    }
+
+    /// True when the synced cache does not hold the ConfigMap and this store did not write it.
+    fn cached_missing(&self, namespace: &str, name: &str) -> bool {
+        let cache = self
+            .watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(cache) = cache else {
+            return false;
+        };
+        let synced = matches!(cache.wait_until_ready().now_or_never(), Some(Ok(())));
+        synced
+            && cache.get(&ObjectRef::new(name).within(namespace)).is_none()
+            && !self
+                .written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(namespace.to_string(), name.to_string()))
     }
 
     async fn read(&self, plan: &PlanKey, watched: bool) -> Result<Loaded, RestoreError> {
@@ -490,6 +535,10 @@ impl RestoreStore {
             reply,
         };
         self.changed(&plan.namespace, &config_map_name(&plan.name));
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((plan.namespace.clone(), config_map_name(&plan.name)));
         let start_writer = {
             let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
             let queue = queues

@@ -250,7 +250,14 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
     // Another replica, whose gRPC service takes a runner's record.
     let other = RestoreStore::new(client.clone());
     let (p, q) = (plan(&ns, "quiet"), plan(&ns, "own"));
-    assert!(leader.load_watched(&p).await.unwrap().data.is_empty());
+    assert!(
+        leader
+            .load_watched(&p, false)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
     other
         .record(
             &p,
@@ -263,14 +270,21 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
         .unwrap();
     // Not read again: until the watch reports the new ConfigMap the reconciler keeps what it
     // found...
-    assert!(leader.load_watched(&p).await.unwrap().data.is_empty());
+    assert!(
+        leader
+            .load_watched(&p, false)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
     // ...while the gRPC service's read asks and finds it...
     assert!(leader.load(&p).await.unwrap().data.contains_key("db"));
     // ...and once the watch reports it, the reconciler reads it too.
     leader.changed(&ns, &config_map_name("quiet"));
     assert!(
         leader
-            .load_watched(&p)
+            .load_watched(&p, false)
             .await
             .unwrap()
             .data
@@ -278,7 +292,14 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
     );
 
     // A write of the store itself ends the memory at once.
-    assert!(leader.load_watched(&q).await.unwrap().data.is_empty());
+    assert!(
+        leader
+            .load_watched(&q, false)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
     leader
         .record(
             &q,
@@ -291,7 +312,7 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
         .unwrap();
     assert!(
         leader
-            .load_watched(&q)
+            .load_watched(&q, false)
             .await
             .unwrap()
             .data
@@ -300,7 +321,14 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
 
     // A replica that starts to lead forgets every ConfigMap found missing.
     let r = plan(&ns, "later");
-    assert!(leader.load_watched(&r).await.unwrap().data.is_empty());
+    assert!(
+        leader
+            .load_watched(&r, false)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
     other
         .record(
             &r,
@@ -311,11 +339,116 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
         )
         .await
         .unwrap();
-    assert!(leader.load_watched(&r).await.unwrap().data.is_empty());
+    assert!(
+        leader
+            .load_watched(&r, false)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
     leader.forget_absent();
     assert!(
         leader
-            .load_watched(&r)
+            .load_watched(&r, false)
+            .await
+            .unwrap()
+            .data
+            .contains_key("db")
+    );
+}
+
+/// With the leader's cache of restore ConfigMaps synced, the reconciler's read of a plan that
+/// expects no record asks the API server nothing when the cache holds no ConfigMap for it and
+/// this store wrote none; a plan that expects records, one the cache holds, and one this store
+/// wrote are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_synced_cache_answers_for_plans_without_a_config_map() {
+    use hibernator_controller::restore::config_map_name;
+    use kube::api::PartialObjectMeta;
+    use kube::runtime::{reflector, watcher};
+    let cluster = cluster_with_crds().await;
+    let ns = cluster.create_namespace("store-cache").await.unwrap();
+    let client = cluster.client().unwrap();
+    let leader = RestoreStore::new(client.clone());
+    let other = RestoreStore::new(client.clone());
+    let (cache, mut writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+    leader.watch_with(cache);
+    let p = plan(&ns, "cached");
+    other
+        .record(
+            &p,
+            "db",
+            "c1",
+            "instance:db",
+            json!({"status": "available"}),
+        )
+        .await
+        .unwrap();
+    // Not synced yet: read.
+    assert!(
+        leader
+            .load_watched(&p, false)
+            .await
+            .unwrap()
+            .data
+            .contains_key("db")
+    );
+    // Synced without the ConfigMap (the watch has not delivered it): not read...
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    assert!(
+        leader
+            .load_watched(&p, false)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    // ...unless the plan's status counts records asleep.
+    assert!(
+        leader
+            .load_watched(&p, true)
+            .await
+            .unwrap()
+            .data
+            .contains_key("db")
+    );
+    // Once the cache holds it, it is read.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let meta = cms.get_metadata(&config_map_name("cached")).await.unwrap();
+    writer.apply_watcher_event(&watcher::Event::Apply(meta));
+    assert!(
+        leader
+            .load_watched(&p, false)
+            .await
+            .unwrap()
+            .data
+            .contains_key("db")
+    );
+    // A ConfigMap this store wrote is read before the cache shows it.
+    let q = plan(&ns, "own-write");
+    assert!(
+        leader
+            .load_watched(&q, false)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    leader
+        .record(
+            &q,
+            "db",
+            "c1",
+            "instance:db",
+            json!({"status": "available"}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        leader
+            .load_watched(&q, false)
             .await
             .unwrap()
             .data
