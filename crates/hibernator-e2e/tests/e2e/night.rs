@@ -153,7 +153,7 @@ async fn a_night_of_the_seed_plan() {
     );
 
     // At 06:00 the wake-up runs in reverse order and everything is as it was.
-    let p = w
+    w
         .wait_plan(
             "prod-offhours",
             Duration::from_secs(120),
@@ -167,6 +167,23 @@ async fn a_night_of_the_seed_plan() {
                             c.operation == hibernator_api::Operation::WakeUp
                                 && c.finished_at.is_some()
                         })
+            },
+        )
+        .await
+        .map_err(report)
+        .unwrap();
+    // The restored records leave the ConfigMap in one write after the status that ends the
+    // wake-up, and the next status write forgets their ids.
+    let p = w
+        .wait_plan(
+            "prod-offhours",
+            Duration::from_secs(120),
+            "restored records retired and forgotten",
+            |p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.savings.as_ref())
+                    .is_some_and(|s| s.counted.is_empty() && s.total.hours > 0.0)
             },
         )
         .await
