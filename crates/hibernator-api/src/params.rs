@@ -840,12 +840,13 @@ fn cel_map_of_lists(entries: impl Iterator<Item = (TargetType, Vec<String>)>) ->
 /// Why so few rules, and why they look as they do: the API server evaluates every rule of the
 /// spec on every write of a plan, status writes included, and each field a rule reads makes it
 /// copy the schema's property map of the object read from (Kubernetes 1.37). With a rule per
-/// parameter field and per condition (35 per target), a status write of a plan of ten noop
-/// targets cost the API server about 16 ms of CPU, 6.5 ms of it without any rule; with these
-/// two, about 9 ms. So the rules read `self.type` and `self.parameters` once each (bound to a
-/// variable by a one-element list: CRD rules have no `cel.bind`) and test the fields that are
-/// set against a list of those allowed, instead of asking `has()` for every field that is not
-/// (`dyn()` lets the type checker iterate an object's fields).
+/// parameter field and per condition (33 per target), a status write of a plan of ten noop
+/// targets cost the API server about 20 ms of CPU; with these two, about 9 ms, and 8.3 ms
+/// without any rule (docs/architecture.md, "Scaling"). So the first rule tests the fields a
+/// target sets against the list its type allows (`dyn()` lets the type checker iterate over an
+/// object's fields) instead of asking `has()` for every field of another type, and the second
+/// reads `self.type` once (bound to a variable by a one-element list: CRD rules have no
+/// `cel.bind`) and looks at the parameters only for the target's own type.
 pub fn add_parameter_rules(schema: &mut Schema) {
     let fields = field_types(&mut generator());
     let allows = |path: &str, t: TargetType| fields.get(path).is_none_or(|ts| ts.contains(&t));

@@ -153,25 +153,23 @@ async fn a_night_of_the_seed_plan() {
     );
 
     // At 06:00 the wake-up runs in reverse order and everything is as it was.
-    w
-        .wait_plan(
-            "prod-offhours",
-            Duration::from_secs(120),
-            "awake again",
-            |p| {
-                phase(p) == Some(Phase::Active)
-                    && p.status
-                        .as_ref()
-                        .and_then(|s| s.current_cycle.as_ref())
-                        .is_some_and(|c| {
-                            c.operation == hibernator_api::Operation::WakeUp
-                                && c.finished_at.is_some()
-                        })
-            },
-        )
-        .await
-        .map_err(report)
-        .unwrap();
+    w.wait_plan(
+        "prod-offhours",
+        Duration::from_secs(120),
+        "awake again",
+        |p| {
+            phase(p) == Some(Phase::Active)
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.current_cycle.as_ref())
+                    .is_some_and(|c| {
+                        c.operation == hibernator_api::Operation::WakeUp && c.finished_at.is_some()
+                    })
+        },
+    )
+    .await
+    .map_err(report)
+    .unwrap();
     // The restored records leave the ConfigMap in one write after the status that ends the
     // wake-up, and the next status write forgets their ids.
     let p = w
