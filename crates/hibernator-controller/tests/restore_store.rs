@@ -236,6 +236,24 @@ async fn records_arriving_together_share_a_write_and_a_bad_one_fails_alone() {
     );
 }
 
+/// Records one resource of target `db` of `p` through `store`.
+async fn record_db(store: &RestoreStore, p: &PlanKey) {
+    store
+        .record(p, "db", "c1", "instance:db", json!({"status": "available"}))
+        .await
+        .unwrap();
+}
+
+/// Whether the reconciler's read of `p` through `store` finds target `db`'s record.
+async fn reads_db(store: &RestoreStore, p: &PlanKey, expects: bool) -> bool {
+    store
+        .load_watched(p, expects)
+        .await
+        .unwrap()
+        .data
+        .contains_key("db")
+}
+
 /// The reconciler's read of a plan without restore data is made once: later reads ask the API
 /// server nothing (they would find what another replica wrote meanwhile, and do not) until a
 /// change is seen (the watch of restore ConfigMaps, here called by hand, or a write of the same
@@ -250,112 +268,29 @@ async fn a_missing_config_map_is_read_once_until_a_change_is_seen() {
     // Another replica, whose gRPC service takes a runner's record.
     let other = RestoreStore::new(client.clone());
     let (p, q) = (plan(&ns, "quiet"), plan(&ns, "own"));
-    assert!(
-        leader
-            .load_watched(&p, false)
-            .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
-    other
-        .record(
-            &p,
-            "db",
-            "c1",
-            "instance:db",
-            json!({"status": "available"}),
-        )
-        .await
-        .unwrap();
+    assert!(!reads_db(&leader, &p, false).await);
+    record_db(&other, &p).await;
     // Not read again: until the watch reports the new ConfigMap the reconciler keeps what it
     // found...
-    assert!(
-        leader
-            .load_watched(&p, false)
-            .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
+    assert!(!reads_db(&leader, &p, false).await);
     // ...while the gRPC service's read asks and finds it...
     assert!(leader.load(&p).await.unwrap().data.contains_key("db"));
     // ...and once the watch reports it, the reconciler reads it too.
     leader.changed(&ns, &config_map_name("quiet"));
-    assert!(
-        leader
-            .load_watched(&p, false)
-            .await
-            .unwrap()
-            .data
-            .contains_key("db")
-    );
+    assert!(reads_db(&leader, &p, false).await);
 
     // A write of the store itself ends the memory at once.
-    assert!(
-        leader
-            .load_watched(&q, false)
-            .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
-    leader
-        .record(
-            &q,
-            "db",
-            "c1",
-            "instance:db",
-            json!({"status": "available"}),
-        )
-        .await
-        .unwrap();
-    assert!(
-        leader
-            .load_watched(&q, false)
-            .await
-            .unwrap()
-            .data
-            .contains_key("db")
-    );
+    assert!(!reads_db(&leader, &q, false).await);
+    record_db(&leader, &q).await;
+    assert!(reads_db(&leader, &q, false).await);
 
     // A replica that starts to lead forgets every ConfigMap found missing.
     let r = plan(&ns, "later");
-    assert!(
-        leader
-            .load_watched(&r, false)
-            .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
-    other
-        .record(
-            &r,
-            "db",
-            "c1",
-            "instance:db",
-            json!({"status": "available"}),
-        )
-        .await
-        .unwrap();
-    assert!(
-        leader
-            .load_watched(&r, false)
-            .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
+    assert!(!reads_db(&leader, &r, false).await);
+    record_db(&other, &r).await;
+    assert!(!reads_db(&leader, &r, false).await);
     leader.forget_absent();
-    assert!(
-        leader
-            .load_watched(&r, false)
-            .await
-            .unwrap()
-            .data
-            .contains_key("db")
-    );
+    assert!(reads_db(&leader, &r, false).await);
 }
 
 /// With the leader's cache of restore ConfigMaps synced, the reconciler's read of a plan that
@@ -375,83 +310,23 @@ async fn the_synced_cache_answers_for_plans_without_a_config_map() {
     let (cache, mut writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
     leader.watch_with(cache);
     let p = plan(&ns, "cached");
-    other
-        .record(
-            &p,
-            "db",
-            "c1",
-            "instance:db",
-            json!({"status": "available"}),
-        )
-        .await
-        .unwrap();
+    record_db(&other, &p).await;
     // Not synced yet: read.
-    assert!(
-        leader
-            .load_watched(&p, false)
-            .await
-            .unwrap()
-            .data
-            .contains_key("db")
-    );
+    assert!(reads_db(&leader, &p, false).await);
     // Synced without the ConfigMap (the watch has not delivered it): not read...
     writer.apply_watcher_event(&watcher::Event::Init);
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    assert!(
-        leader
-            .load_watched(&p, false)
-            .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
+    assert!(!reads_db(&leader, &p, false).await);
     // ...unless the plan's status counts records asleep.
-    assert!(
-        leader
-            .load_watched(&p, true)
-            .await
-            .unwrap()
-            .data
-            .contains_key("db")
-    );
+    assert!(reads_db(&leader, &p, true).await);
     // Once the cache holds it, it is read.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let meta = cms.get_metadata(&config_map_name("cached")).await.unwrap();
     writer.apply_watcher_event(&watcher::Event::Apply(meta));
-    assert!(
-        leader
-            .load_watched(&p, false)
-            .await
-            .unwrap()
-            .data
-            .contains_key("db")
-    );
+    assert!(reads_db(&leader, &p, false).await);
     // A ConfigMap this store wrote is read before the cache shows it.
     let q = plan(&ns, "own-write");
-    assert!(
-        leader
-            .load_watched(&q, false)
-            .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
-    leader
-        .record(
-            &q,
-            "db",
-            "c1",
-            "instance:db",
-            json!({"status": "available"}),
-        )
-        .await
-        .unwrap();
-    assert!(
-        leader
-            .load_watched(&q, false)
-            .await
-            .unwrap()
-            .data
-            .contains_key("db")
-    );
+    assert!(!reads_db(&leader, &q, false).await);
+    record_db(&leader, &q).await;
+    assert!(reads_db(&leader, &q, false).await);
 }
