@@ -856,11 +856,11 @@ pub fn add_parameter_rules(schema: &mut Schema) {
     for (path, types) in &fields {
         let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
         // A field limited to the types of its parent needs no check of its own.
-        if fields
+        let parent_types = fields
             .get(parent)
-            .map_or(TargetType::ALL.len(), BTreeSet::len)
-            != types.len()
-        {
+            .cloned()
+            .unwrap_or_else(|| TargetType::ALL.into_iter().collect());
+        if parent_types != *types {
             objects.insert(parent.to_string());
         }
     }
