@@ -258,8 +258,10 @@ impl RestoreStore {
     /// (its status counts none asleep) when the synced cache does not hold it and this store
     /// did not write it (so ten thousand plans starting up cost no GET each), and a plan whose
     /// ConfigMap a recent read found missing, with no change seen since (see [`ABSENT_FOR`]).
-    /// A plan that expects records is always read: a ConfigMap that is not Hibernator's,
-    /// which the cache does not show, must be told apart from a lost one. The gRPC service
+    /// A plan that expects records is never answered from the cache: a ConfigMap that is not
+    /// Hibernator's, which the cache does not show, must be told apart from a lost one (the
+    /// memory of a read that found none still applies: that read would have found a foreign
+    /// one). The gRPC service
     /// (which also runs on replicas that do not lead and watch nothing) always reads.
     pub async fn load_watched(
         &self,
