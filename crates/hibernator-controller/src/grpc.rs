@@ -1,7 +1,7 @@
 //! The controller side of the runner protocol (`proto/hibernator/runner/v1`).
 //!
-//! Every call is authenticated: the bearer token must pass a TokenReview for audience
-//! `hibernator`, be bound to a pod, and that pod must belong to the runner Job named by the
+//! Every call is authenticated: the bearer token must be valid for audience `hibernator`
+//! (verified against the API server's signing keys, or by TokenReview), be bound to a pod, and that pod must belong to the runner Job named by the
 //! call's `execution_id`. Restore records are persisted before the answer; progress and
 //! completions are kept in memory for the reconciler (the single status writer), which they
 //! wake up.
@@ -143,13 +143,18 @@ fn token_key(token: &str) -> u64 {
     h.finish()
 }
 
-/// Authentication through the Kubernetes API: TokenReview (audience `hibernator`), then the
-/// pod the token is bound to, its controlling Job, and that Job's controlling plan, each
-/// matched by UID.
+/// Authentication through the Kubernetes API: the token is verified against the API
+/// server's published signing keys ([`LocalVerifier`]) or with a TokenReview (audience
+/// `hibernator`), then the pod the token is bound to, its controlling Job, and that Job's
+/// controlling plan are read, each matched by UID.
 pub struct TokenReviewAuthenticator {
     client: Client,
-    /// Verify tokens locally instead of with TokenReviews (namespaced permissions).
+    /// Verify tokens locally (by default; a TokenReview per token cost the API server a
+    /// write per runner).
     local: Option<LocalVerifier>,
+    /// When the signing keys cannot be read (a cluster that does not publish them, or denies
+    /// reading them), review tokens with TokenReviews instead of refusing them.
+    review_without_keys: bool,
     runner_service_account: String,
     accepted: Mutex<Bounded<u64, Identity>>,
     refused: Mutex<Bounded<u64, Status>>,
@@ -162,10 +167,22 @@ pub struct TokenReviewAuthenticator {
 }
 
 impl TokenReviewAuthenticator {
-    /// An authenticator using `client`, accepting pods of `runner_service_account` only.
+    /// An authenticator using `client`, accepting pods of `runner_service_account` only, that
+    /// verifies tokens against the API server's signing keys, and with TokenReviews when it
+    /// cannot read them.
     pub fn new(client: Client, runner_service_account: &str) -> Self {
         Self {
+            local: Some(LocalVerifier::new(client.clone())),
+            review_without_keys: true,
+            ..Self::reviewing(client, runner_service_account)
+        }
+    }
+
+    /// Like [`Self::new`], reviewing every new token with a TokenReview.
+    pub fn reviewing(client: Client, runner_service_account: &str) -> Self {
+        Self {
             local: None,
+            review_without_keys: true,
             client,
             runner_service_account: runner_service_account.to_string(),
             accepted: Mutex::new(Bounded::new(REVIEW_CACHE)),
@@ -176,10 +193,11 @@ impl TokenReviewAuthenticator {
         }
     }
 
-    /// Like [`Self::new`], verifying tokens with [`LocalVerifier`] instead of TokenReviews.
+    /// Like [`Self::new`], never making a TokenReview (namespaced permissions: TokenReview is
+    /// cluster-scoped): a token is refused while the signing keys cannot be read.
     pub fn local(client: Client, runner_service_account: &str) -> Self {
         Self {
-            local: Some(LocalVerifier::new(client.clone())),
+            review_without_keys: false,
             ..Self::new(client, runner_service_account)
         }
     }
@@ -271,14 +289,21 @@ impl TokenReviewAuthenticator {
     /// ServiceAccount. Returns (namespace, pod name, pod UID).
     async fn review(&self, token: &str) -> Result<(String, String, String), Status> {
         if let Some(local) = &self.local {
-            let (namespace, account, pod, uid) = local.verify(token).await?;
-            if account != self.runner_service_account {
-                return Err(Status::permission_denied(format!(
-                    "system:serviceaccount:{namespace}:{account} is not the runner ServiceAccount {:?}",
-                    self.runner_service_account
-                )));
+            match local.verify(token).await {
+                Ok((namespace, account, pod, uid)) => {
+                    if account != self.runner_service_account {
+                        return Err(Status::permission_denied(format!(
+                            "system:serviceaccount:{namespace}:{account} is not the runner ServiceAccount {:?}",
+                            self.runner_service_account
+                        )));
+                    }
+                    return Ok((namespace, pod, uid));
+                }
+                Err(Unverified::NoKeys(e)) if self.review_without_keys => {
+                    local.warn_once(&e);
+                }
+                Err(Unverified::NoKeys(e) | Unverified::Refused(e)) => return Err(e),
             }
-            return Ok((namespace, pod, uid));
         }
         let _permit = self
             .reviews
@@ -416,14 +441,25 @@ impl TokenReviewAuthenticator {
     }
 }
 
-/// Verifies runner tokens without TokenReview, for a controller with namespaced permissions
-/// only (TokenReview is cluster-scoped): the token's signature against the API server's
-/// published service-account signing keys (`/openid/v1/jwks`, readable by every service
-/// account), its issuer, audience and lifetime, and its pod binding. The pod is then read and
+/// Verifies runner tokens without TokenReview (which is a request the API server handles like
+/// a write, one per runner, and which a controller with namespaced permissions only cannot
+/// make): the token's signature against the API server's published service-account signing
+/// keys (`/openid/v1/jwks`, readable by every service account), its issuer, audience and
+/// lifetime, and its pod binding. The pod is then read and
 /// matched by UID like after a TokenReview, so a token of a deleted pod is refused.
 pub struct LocalVerifier {
     client: Client,
     keys: tokio::sync::Mutex<Option<(String, jsonwebtoken::jwk::JwkSet, Instant)>>,
+    /// Whether the keys could not be read before (said once in the log, not per token).
+    warned: std::sync::atomic::AtomicBool,
+}
+
+/// Why [`LocalVerifier`] did not accept a token.
+enum Unverified {
+    /// The API server's signing keys could not be read: no verdict on the token.
+    NoKeys(Status),
+    /// The token is not valid.
+    Refused(Status),
 }
 
 /// How long the signing keys are kept before they are read again (an unknown key id reads
@@ -458,6 +494,16 @@ impl LocalVerifier {
         Self {
             client,
             keys: tokio::sync::Mutex::new(None),
+            warned: Default::default(),
+        }
+    }
+
+    fn warn_once(&self, e: &Status) {
+        if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            warn!(
+                "cannot verify runner tokens against the API server's signing keys ({}); reviewing them with TokenReviews",
+                e.message()
+            );
         }
     }
 
@@ -473,7 +519,7 @@ impl LocalVerifier {
 
     /// The issuer and the signing keys; read again when older than [`KEYS_REFRESH`], or when
     /// `kid` is unknown and they are older than [`KEYS_MIN_REFRESH`].
-    async fn keys(&self, kid: &str) -> Result<(String, jsonwebtoken::jwk::Jwk), Status> {
+    async fn keys(&self, kid: &str) -> Result<(String, jsonwebtoken::jwk::Jwk), Unverified> {
         let mut cached = self.keys.lock().await;
         let stale = match &*cached {
             None => true,
@@ -483,31 +529,43 @@ impl LocalVerifier {
             }
         };
         if stale {
-            let config = self.get_json("/.well-known/openid-configuration").await?;
+            let config = self
+                .get_json("/.well-known/openid-configuration")
+                .await
+                .map_err(Unverified::NoKeys)?;
             let issuer = config["issuer"]
                 .as_str()
                 .ok_or_else(|| {
-                    Status::unavailable("the API server's OpenID configuration has no issuer")
+                    Unverified::NoKeys(Status::unavailable(
+                        "the API server's OpenID configuration has no issuer",
+                    ))
                 })?
                 .to_string();
-            let jwks = self.get_json("/openid/v1/jwks").await?;
+            let jwks = self
+                .get_json("/openid/v1/jwks")
+                .await
+                .map_err(Unverified::NoKeys)?;
             let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).map_err(|e| {
-                Status::unavailable(format!("the API server's signing keys cannot be read: {e}"))
+                Unverified::NoKeys(Status::unavailable(format!(
+                    "the API server's signing keys cannot be read: {e}"
+                )))
             })?;
             *cached = Some((issuer, set, Instant::now()));
         }
         let (issuer, set, _) = cached.as_ref().expect("set above");
         let jwk = set.find(kid).cloned().ok_or_else(|| {
-            Status::unauthenticated("the token is not signed by a key of this cluster")
+            Unverified::Refused(Status::unauthenticated(
+                "the token is not signed by a key of this cluster",
+            ))
         })?;
         Ok((issuer.clone(), jwk))
     }
 
     /// (namespace, service account, pod name, pod UID) of a valid token for our audience.
-    async fn verify(&self, token: &str) -> Result<(String, String, String, String), Status> {
+    async fn verify(&self, token: &str) -> Result<(String, String, String, String), Unverified> {
         use jsonwebtoken::Algorithm as A;
         let bad = |e: jsonwebtoken::errors::Error| {
-            Status::unauthenticated(format!("token rejected: {e}"))
+            Unverified::Refused(Status::unauthenticated(format!("token rejected: {e}")))
         };
         let header = jsonwebtoken::decode_header(token).map_err(bad)?;
         // Service-account tokens are signed with an asymmetric key; never accept a MAC.
@@ -515,14 +573,14 @@ impl LocalVerifier {
             header.alg,
             A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512 | A::ES256 | A::ES384
         ) {
-            return Err(Status::unauthenticated(format!(
+            return Err(Unverified::Refused(Status::unauthenticated(format!(
                 "token rejected: algorithm {:?} is not accepted",
                 header.alg
-            )));
+            ))));
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| Status::unauthenticated("token rejected: no key id"))?;
+        let kid = header.kid.ok_or_else(|| {
+            Unverified::Refused(Status::unauthenticated("token rejected: no key id"))
+        })?;
         let (issuer, jwk) = self.keys(&kid).await?;
         let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(bad)?;
         let mut validation = jsonwebtoken::Validation::new(header.alg);
@@ -534,9 +592,9 @@ impl LocalVerifier {
             .map_err(bad)?
             .claims
             .kubernetes;
-        let pod = claims
-            .pod
-            .ok_or_else(|| Status::permission_denied("the token is not bound to a pod"))?;
+        let pod = claims.pod.ok_or_else(|| {
+            Unverified::Refused(Status::permission_denied("the token is not bound to a pod"))
+        })?;
         Ok((
             claims.namespace,
             claims.serviceaccount.name,

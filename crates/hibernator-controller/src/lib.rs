@@ -15,6 +15,7 @@ pub mod reconcile;
 pub mod restore;
 pub mod selfguard;
 pub mod tls;
+pub mod urgency;
 
 use std::net::SocketAddr;
 
@@ -69,6 +70,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Namespaced permissions only: verify runner tokens locally, read no nodes or namespaces.
     pub namespaced_rbac: bool,
+    /// Verify every new runner token with a TokenReview, not against the signing keys.
+    pub token_review: bool,
     /// gRPC listen address for runners.
     pub grpc_addr: SocketAddr,
     /// Where the gRPC service's certificate comes from.
@@ -119,6 +122,8 @@ pub async fn run(config: Config) -> Result<()> {
         client.clone(),
         if config.namespaced_rbac {
             TokenReviewAuthenticator::local(client.clone(), &config.runner.service_account)
+        } else if config.token_review {
+            TokenReviewAuthenticator::reviewing(client.clone(), &config.runner.service_account)
         } else {
             TokenReviewAuthenticator::new(client.clone(), &config.runner.service_account)
         },

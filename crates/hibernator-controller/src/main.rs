@@ -23,6 +23,11 @@ struct Args {
     /// keys instead of with TokenReviews, and no node or namespace is read.
     #[arg(long, requires = "namespace")]
     namespaced_rbac: bool,
+    /// Verify every new runner token with a TokenReview instead of against the API server's
+    /// published signing keys (which the controller falls back to TokenReviews for anyway
+    /// when it cannot read them).
+    #[arg(long, conflicts_with = "namespaced_rbac")]
+    token_review: bool,
     /// Listen address of the gRPC service for runners.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:9444")]
     grpc_addr: SocketAddr,
@@ -263,6 +268,7 @@ fn config(args: Args) -> Result<Config> {
         whereabouts,
         namespace: args.namespace,
         namespaced_rbac: args.namespaced_rbac,
+        token_review: args.token_review,
         grpc_addr: args.grpc_addr,
         grpc_tls,
         http_addr: args.http_addr,

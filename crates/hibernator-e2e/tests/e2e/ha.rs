@@ -367,6 +367,48 @@ async fn only_the_current_runner_job_of_the_plan_may_record_and_only_in_scope() 
             })
             .count()
     };
+    // By default tokens are verified against the API server's signing keys: every verdict
+    // above came without a TokenReview.
+    assert_eq!(
+        reviews(),
+        0,
+        "TokenReviews by a controller verifying tokens itself"
+    );
+
+    // With --token-review (the same address, as a restarted pod behind its Service): a
+    // TokenReview per new token.
+    let ports = c.ports();
+    drop(c);
+    let c = w
+        .controller(ControllerOptions {
+            ports: Some(ports),
+            extra_args: vec!["--token-review".into()],
+            ..ControllerOptions::at("2026-11-27T03:00:00Z", 60.0)
+        })
+        .unwrap();
+    let mut client = wait_for(
+        SECS(60),
+        "the restarted controller's gRPC service",
+        || async { c.grpc_client(&w.grpc_ca().await.ok()?).await.ok() },
+    )
+    .await
+    .unwrap();
+    refused(
+        client
+            .record_restore_state(call(
+                &job_name,
+                "noop:t0",
+                Some(token(&w, "someone-else", Some(&runner_pod)).await),
+            ))
+            .await,
+        tonic::Code::Unauthenticated,
+        "token rejected by the API server",
+    );
+    assert_eq!(
+        reviews(),
+        1,
+        "one TokenReview for the token of another audience"
+    );
     // A runner's first calls arrive together with one new token: one TokenReview answers
     // them all.
     let fresh = token(&w, "hibernator", Some(&runner_pod)).await;
