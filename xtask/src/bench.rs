@@ -68,6 +68,10 @@ pub struct Args {
     /// Use the release build of the controller and runner (what images ship).
     #[arg(long)]
     release: bool,
+    /// Write the controller's API writes of each night run to this file, one JSON line each
+    /// (time, verb, object, response code, body), to see what a cycle writes and why.
+    #[arg(long)]
+    night_writes: Option<PathBuf>,
 }
 
 /// Schedule seconds per real second in the night run.
@@ -150,7 +154,7 @@ async fn bench(args: &Args) -> Result<Table> {
     }
     if args.night_plans > 0 {
         for run in 0..args.runs {
-            night(&b, args.night_plans, run, &mut table).await?;
+            night(&b, args, run, &mut table).await?;
         }
     }
     eprintln!("==> runner start-up");
@@ -686,7 +690,8 @@ fn night_plan(i: usize, ns: &str) -> serde_json::Value {
 }
 
 /// 3. A night of K plans through real runner pods.
-async fn night(b: &Binaries, plans: usize, run: usize, table: &mut Table) -> Result<()> {
+async fn night(b: &Binaries, args: &Args, run: usize, table: &mut Table) -> Result<()> {
+    let plans = args.night_plans;
     eprintln!("==> run {}: a night of {plans} plans x 10 targets", run + 1);
     let w = World::alone("bench-night").await?;
     w.cluster.map_image(RUNNER_IMAGE, Image::new(&b.runner));
@@ -781,6 +786,9 @@ async fn night(b: &Binaries, plans: usize, run: usize, table: &mut Table) -> Res
         .iter()
         .filter(|e| e.is_write() && e.user.username == user)
         .collect();
+    if let Some(path) = &args.night_writes {
+        dump_writes(path, run, &writes)?;
+    }
     let targets = (plans * 10) as f64;
     let kind = |e: &kube_testbed::AuditEvent| {
         let r = e.object_ref.clone().unwrap_or_default();
@@ -846,6 +854,33 @@ async fn night(b: &Binaries, plans: usize, run: usize, table: &mut Table) -> Res
             "<= 32 MiB",
         );
     }
+    Ok(())
+}
+
+/// Appends `writes` to `path` as JSON lines (the first run truncates it).
+fn dump_writes(path: &Path, run: usize, writes: &[&kube_testbed::AuditEvent]) -> Result<()> {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(run > 0)
+        .truncate(run == 0)
+        .open(path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for e in writes {
+        let line = json!({
+            "run": run + 1,
+            "at": e.request_received_timestamp,
+            "verb": e.verb,
+            "resource": e.object_ref.as_ref().map(|r| (&r.resource, &r.subresource)),
+            "name": e.object_ref.as_ref().and_then(|r| r.name.as_ref()),
+            "code": e.code(),
+            "body": e.request_object,
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
     Ok(())
 }
 

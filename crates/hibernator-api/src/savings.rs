@@ -307,8 +307,9 @@ pub struct SavingsStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 31))]
     pub cycles: Vec<CycleSavings>,
-    /// Restored records counted but not yet retired (`<target>/<key>@<recorded at>`), so that
-    /// a night is counted once even when the controller restarts in between.
+    /// Restored records counted (`<target>/<key>@<recorded at>`), so that a night is counted
+    /// once even when the controller restarts before their retirement. Forgotten with the
+    /// first status write after the retirement (the forgetting alone makes none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counted: Vec<String>,
 }

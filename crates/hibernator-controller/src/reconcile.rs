@@ -40,6 +40,7 @@ use crate::http::Readiness;
 use crate::jobs::{MANAGER, ResolvedConnector, RunnerSettings, build_job, label_value, labels};
 use crate::metrics::Metrics;
 use crate::restore::{PlanKey, RestoreStore};
+use crate::urgency::{QUIET_WRITE_INTERVAL, Urgency};
 use hibernator_api::restore::RestoreView;
 
 /// Reconcile errors: transient ones back off; the message never holds secrets.
@@ -219,19 +220,26 @@ impl Drop for BusyGuard<'_> {
 /// write a moment after the next reconcile starts; deciding on the older status would, for
 /// example, count restore records retired after that write as lost).
 ///
-/// It also keeps when this controller last wrote each plan's status, so that runner progress
-/// lines alone are written at most every [`PROGRESS_WRITE_INTERVAL`].
+/// It also keeps when this controller last wrote each plan's status, and the status it decided
+/// but has not written yet, so that changes nobody waits for are written at most every
+/// [`QUIET_WRITE_INTERVAL`] (see [`crate::urgency`]).
 #[derive(Default)]
 pub struct PlanVersions(std::sync::Mutex<BTreeMap<(String, String), Seen>>);
 
-/// A plan's resource version as last seen, and when its status was last written.
-type Seen = (String, Option<Instant>);
-
-/// A status write that would change nothing but runner progress lines (and interim messages)
-/// waits until this long after the plan's last status write, and goes with any other change
-/// that comes first: a runner reports progress several times, and each report was a write of
-/// its own.
-pub const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(3);
+/// What this controller knows of one plan.
+#[derive(Default)]
+struct Seen {
+    /// The resource version last seen.
+    version: String,
+    /// When this controller last wrote the status.
+    written_at: Option<Instant>,
+    /// A decided status whose write waits (a quiet change), with the resource version it was
+    /// decided on: the next reconcile decides on it instead of the written one, so that the
+    /// times it holds (a target's end) stay those of the decision that saw them. Dropped when
+    /// the plan changes, and lost in a crash: then the next decision stamps them again, as
+    /// after a crash between a runner Job's creation and the status write.
+    deferred: Option<(String, HibernationPlanStatus)>,
+}
 
 impl PlanVersions {
     fn key(plan: &HibernationPlan) -> (String, String) {
@@ -243,7 +251,7 @@ impl PlanVersions {
         if let Some(rv) = plan.resource_version() {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let entry = map.entry(Self::key(plan)).or_default();
-            entry.0 = rv;
+            entry.version = rv;
         }
     }
 
@@ -251,7 +259,9 @@ impl PlanVersions {
     pub fn wrote_status(&self, plan: &HibernationPlan) {
         self.saw(plan);
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(Self::key(plan)).or_default().1 = Some(Instant::now());
+        let entry = map.entry(Self::key(plan)).or_default();
+        entry.written_at = Some(Instant::now());
+        entry.deferred = None;
     }
 
     /// True when this controller wrote the plan's status less than `interval` ago.
@@ -260,8 +270,30 @@ impl PlanVersions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&Self::key(plan))
-            .and_then(|(_, at)| *at)
+            .and_then(|seen| seen.written_at)
             .is_some_and(|at| at.elapsed() < interval)
+    }
+
+    /// Keeps a decided status of `plan` whose write waits.
+    fn defer(&self, plan: &HibernationPlan, status: &HibernationPlanStatus) {
+        let Some(rv) = plan.resource_version() else {
+            return;
+        };
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(Self::key(plan)).or_default().deferred = Some((rv, status.clone()));
+    }
+
+    /// The status decided for `plan` and not yet written, if the plan has not changed since.
+    fn deferred(&self, plan: &HibernationPlan) -> Option<HibernationPlanStatus> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = map.get_mut(&Self::key(plan))?;
+        match seen.deferred.take() {
+            Some((rv, status)) if plan.resource_version().as_ref() == Some(&rv) => {
+                seen.deferred = Some((rv, status.clone()));
+                Some(status)
+            }
+            _ => None,
+        }
     }
 
     fn known(&self, plan: &HibernationPlan) -> Option<String> {
@@ -269,7 +301,7 @@ impl PlanVersions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&Self::key(plan))
-            .map(|(rv, _)| rv.clone())
+            .map(|seen| seen.version.clone())
             .filter(|rv| !rv.is_empty())
     }
 
@@ -836,8 +868,15 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
 
     let (checks, jobs): (Vec<JobObservation>, Vec<JobObservation>) =
         jobs.into_iter().partition(|j| j.check);
+    // A status decided before whose write waits (a quiet change) is what this decision builds
+    // on, so that the times it holds stay those of the decision that saw them.
+    let decided_before = ctx.versions.deferred(plan).map(|status| HibernationPlan {
+        status: Some(status),
+        ..plan.clone()
+    });
+    let basis = decided_before.as_ref().unwrap_or(plan);
     let mut d = decide(&Observed {
-        plan,
+        plan: basis,
         graph: &graph,
         schedule: &evaluation,
         wishes: &wishes,
@@ -893,7 +932,8 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
             requeue_at = Some(requeue_at.map_or(due, |r| r.min(due)));
         }
     }
-    let soon = apply(plan, ctx, &d, &connectors, &evaluation, &saved).await? || d.more_to_start;
+    let soon =
+        apply(plan, basis, ctx, &d, &connectors, &evaluation, &saved).await? || d.more_to_start;
     if d.first_start {
         ctx.busy.first_job();
     }
@@ -1044,8 +1084,14 @@ fn requeue_delay(
 
 /// Acknowledges records, creates Jobs, writes the status, retires restored records and
 /// publishes Events. Returns true when the plan should be looked at again soon.
+///
+/// `basis` is the plan the decision was made on: `plan` with the status decided before and not
+/// yet written, if there is one (what changed since is measured against it; what has to be
+/// written, against `plan`).
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     plan: &HibernationPlan,
+    basis: &HibernationPlan,
     ctx: &Context,
     d: &Decision,
     connectors: &BTreeMap<usize, ResolvedConnector>,
@@ -1053,7 +1099,7 @@ async fn apply(
     saved: &hibernator_api::savings::Added,
 ) -> Result<bool, Error> {
     let ns = plan.namespace().unwrap_or_default();
-    let prev = plan.status.clone().unwrap_or_default();
+    let prev = basis.status.clone().unwrap_or_default();
     let key = plan_key(plan);
     // An acknowledgement reaches the records before the status says so: a status that says
     // "acknowledged" over records that still count as asleep would report them again.
@@ -1162,20 +1208,7 @@ async fn apply(
             ctx.metrics.execution(type_, c.operation.as_str(), result);
         }
     }
-    let only_progress = d.create.is_empty()
-        && d.events.is_empty()
-        && d.retire.is_empty()
-        && saved.is_empty()
-        && differs_only_in_progress(&prev, &d.status);
-    if only_progress
-        && ctx
-            .versions
-            .status_written_within(plan, PROGRESS_WRITE_INTERVAL)
-    {
-        look_again_soon = true;
-    } else {
-        write_status(ctx, plan, &prev, &d.status).await?;
-    }
+    look_again_soon |= write_when_due(ctx, plan, d, saved).await?;
     for (type_, night) in saved {
         ctx.metrics
             .saved(&ns, &plan.name_any(), type_.as_str(), night);
@@ -1191,18 +1224,42 @@ async fn apply(
     Ok(look_again_soon)
 }
 
-/// True when `b` is `a` with other runner progress lines or interim messages of running
-/// targets and nothing else changed (a target that ends changes its state too).
-fn differs_only_in_progress(a: &HibernationPlanStatus, b: &HibernationPlanStatus) -> bool {
-    let without_progress = |s: &HibernationPlanStatus| {
-        let mut s = s.clone();
-        for t in &mut s.targets {
-            t.progress = None;
-            t.message = None;
-        }
-        s
+/// Writes the decided status when it is due ([`crate::urgency`]): at once, or, for a quiet
+/// change, once [`QUIET_WRITE_INTERVAL`] has passed since the plan's last status write (until
+/// then the decision is kept for the next reconcile, and true is returned: look again soon).
+/// Events, retirements, acknowledgements and savings follow a written status, so a decision
+/// with any of them writes at once.
+async fn write_when_due(
+    ctx: &Context,
+    plan: &HibernationPlan,
+    d: &Decision,
+    saved: &hibernator_api::savings::Added,
+) -> Result<bool, Error> {
+    let written = plan.status.clone().unwrap_or_default();
+    let follows = !d.events.is_empty()
+        || !d.retire.is_empty()
+        || !saved.is_empty()
+        || d.acknowledge.as_ref().is_some_and(|t| !t.is_empty());
+    let urgency = match plan.status {
+        None => Urgency::Now,
+        Some(_) => crate::urgency::urgency(&written, &d.status),
     };
-    a != b && without_progress(a) == without_progress(b)
+    match urgency {
+        Urgency::None => return Ok(false),
+        Urgency::Lazy if !follows => return Ok(false),
+        Urgency::Quiet
+            if !follows
+                && ctx
+                    .versions
+                    .status_written_within(plan, QUIET_WRITE_INTERVAL) =>
+        {
+            ctx.versions.defer(plan, &d.status);
+            return Ok(true);
+        }
+        _ => {}
+    }
+    write_status(ctx, plan, &written, &d.status).await?;
+    Ok(false)
 }
 
 /// Plans reconciled at the same time.
@@ -2050,23 +2107,6 @@ mod tests {
             Some(("failed: AccessDenied".to_string(), vec![]))
         );
         assert_eq!(parse_termination_message("  \n"), None);
-    }
-
-    #[test]
-    fn only_a_change_of_progress_lines_alone_waits_for_the_next_write() {
-        use super::{HibernationPlanStatus, differs_only_in_progress};
-        let status = |state: &str, progress: &str| -> HibernationPlanStatus {
-            serde_json::from_value(serde_json::json!({
-                "targets": [{"name": "db", "state": state, "progress": progress}],
-            }))
-            .unwrap()
-        };
-        let running = status("Running", "1/3");
-        let further = status("Running", "2/3");
-        let done = status("Completed", "3/3");
-        assert!(differs_only_in_progress(&running, &further));
-        assert!(!differs_only_in_progress(&running, &running));
-        assert!(!differs_only_in_progress(&further, &done));
     }
 }
 
