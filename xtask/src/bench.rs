@@ -35,6 +35,7 @@ use hibernator_e2e::world::{
 };
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube_testbed::{ClusterOptions, Image, TestCluster};
@@ -207,7 +208,6 @@ async fn install_crds(cluster: &TestCluster) -> Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client()?);
     for (_, crd) in hibernator_api::crds::all() {
-        use kube::ResourceExt;
         crds.patch(
             &crd.name_any(),
             &PatchParams::apply("bench").force(),
@@ -705,7 +705,8 @@ async fn night(b: &Binaries, args: &Args, run: usize, table: &mut Table) -> Resu
     for i in 0..plans {
         let app = format!("web-{i}");
         w.apply(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": app},
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": app, "labels": {"app": app}},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": app}},
                      "template": {"metadata": {"labels": {"app": app}},
                                   "spec": {"terminationGracePeriodSeconds": 1,
@@ -764,6 +765,30 @@ async fn night(b: &Binaries, args: &Args, run: usize, table: &mut Table) -> Resu
         .await
         .map_err(|e| anyhow::anyhow!("{e:#}\n--- controller log:\n{}", c.log()))?;
     let wall = started.elapsed();
+    // Every target had something to wake up (a Skipped one would mean that its hibernation
+    // found nothing: the night would then measure less than it claims).
+    for p in plan_api.list(&Default::default()).await?.items {
+        let skipped: Vec<_> = p
+            .status
+            .iter()
+            .flat_map(|s| &s.targets)
+            .filter(|t| t.state != hibernator_api::TargetState::Completed)
+            .map(|t| {
+                format!(
+                    "{} {:?}: {}",
+                    t.name,
+                    t.state,
+                    t.message.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        if !skipped.is_empty() {
+            bail!(
+                "plan {} woke up without every target: {skipped:?}",
+                p.name_any()
+            );
+        }
+    }
     // Late writes of the cycle (the last Events, retired records) land within a moment.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = c.metrics().await.unwrap_or_default();

@@ -238,7 +238,16 @@ struct Seen {
     /// times it holds (a target's end) stay those of the decision that saw them. Dropped when
     /// the plan changes, and lost in a crash: then the next decision stamps them again, as
     /// after a crash between a runner Job's creation and the status write.
-    deferred: Option<(String, HibernationPlanStatus)>,
+    deferred: Option<Deferred>,
+}
+
+/// A decided status whose write waits, with the resource version it was decided on and the
+/// nights it counted into the savings (put into the metrics once the status is written).
+#[derive(Clone)]
+pub struct Deferred {
+    version: String,
+    status: HibernationPlanStatus,
+    saved: hibernator_api::savings::Added,
 }
 
 impl PlanVersions {
@@ -274,23 +283,32 @@ impl PlanVersions {
             .is_some_and(|at| at.elapsed() < interval)
     }
 
-    /// Keeps a decided status of `plan` whose write waits.
-    fn defer(&self, plan: &HibernationPlan, status: &HibernationPlanStatus) {
-        let Some(rv) = plan.resource_version() else {
+    /// Keeps a decided status of `plan` whose write waits, and the nights it counted.
+    fn defer(
+        &self,
+        plan: &HibernationPlan,
+        status: &HibernationPlanStatus,
+        saved: hibernator_api::savings::Added,
+    ) {
+        let Some(version) = plan.resource_version() else {
             return;
         };
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(Self::key(plan)).or_default().deferred = Some((rv, status.clone()));
+        map.entry(Self::key(plan)).or_default().deferred = Some(Deferred {
+            version,
+            status: status.clone(),
+            saved,
+        });
     }
 
     /// The status decided for `plan` and not yet written, if the plan has not changed since.
-    fn deferred(&self, plan: &HibernationPlan) -> Option<HibernationPlanStatus> {
+    fn deferred(&self, plan: &HibernationPlan) -> Option<Deferred> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let seen = map.get_mut(&Self::key(plan))?;
         match seen.deferred.take() {
-            Some((rv, status)) if plan.resource_version().as_ref() == Some(&rv) => {
-                seen.deferred = Some((rv, status.clone()));
-                Some(status)
+            Some(d) if plan.resource_version().as_ref() == Some(&d.version) => {
+                seen.deferred = Some(d.clone());
+                Some(d)
             }
             _ => None,
         }
@@ -870,8 +888,9 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         jobs.into_iter().partition(|j| j.check);
     // A status decided before whose write waits (a quiet change) is what this decision builds
     // on, so that the times it holds stay those of the decision that saw them.
-    let decided_before = ctx.versions.deferred(plan).map(|status| HibernationPlan {
-        status: Some(status),
+    let deferred = ctx.versions.deferred(plan);
+    let decided_before = deferred.as_ref().map(|d| HibernationPlan {
+        status: Some(d.status.clone()),
         ..plan.clone()
     });
     let basis = decided_before.as_ref().unwrap_or(plan);
@@ -901,12 +920,13 @@ async fn reconcile_plan(plan: &HibernationPlan, ctx: &Context) -> Result<Action,
         .iter()
         .map(|t| (t.name.as_str(), t.type_))
         .collect();
-    let saved = hibernator_api::savings::account(
+    let mut saved = deferred.map(|d| d.saved).unwrap_or_default();
+    saved.extend(hibernator_api::savings::account(
         &mut d.status.savings,
         &hibernator_api::restore::restored_nights(&loaded.data),
         |t| types.get(t).copied(),
         &ctx.prices,
-    );
+    ));
     // The finalizer makes a deletion wait for the wake-up. A plan needs it from its first
     // runner Job or restore record on, and keeps it until it is deleted; a plan that never
     // had either is deleted at once, with nothing to wake up. It is added ahead of the plan's
@@ -1208,10 +1228,15 @@ async fn apply(
             ctx.metrics.execution(type_, c.operation.as_str(), result);
         }
     }
-    look_again_soon |= write_when_due(ctx, plan, d, saved).await?;
-    for (type_, night) in saved {
-        ctx.metrics
-            .saved(&ns, &plan.name_any(), type_.as_str(), night);
+    match write_when_due(ctx, plan, d, saved).await? {
+        StatusWrite::Written => {
+            for (type_, night) in saved {
+                ctx.metrics
+                    .saved(&ns, &plan.name_any(), type_.as_str(), night);
+            }
+        }
+        StatusWrite::Deferred => look_again_soon = true,
+        StatusWrite::NotNeeded => {}
     }
     // Restored records go only after the status stopped counting them as asleep: the other
     // way round, a crash in between would look like lost restore data.
@@ -1224,42 +1249,49 @@ async fn apply(
     Ok(look_again_soon)
 }
 
+/// What [`write_when_due`] did.
+enum StatusWrite {
+    Written,
+    /// Kept for a later write: look again soon.
+    Deferred,
+    NotNeeded,
+}
+
 /// Writes the decided status when it is due ([`crate::urgency`]): at once, or, for a quiet
 /// change, once [`QUIET_WRITE_INTERVAL`] has passed since the plan's last status write (until
-/// then the decision is kept for the next reconcile, and true is returned: look again soon).
-/// Events, retirements, acknowledgements and savings follow a written status, so a decision
+/// then the decision is kept for the next reconcile, with the nights it counted into the
+/// savings). Events, retirements and acknowledgements follow a written status, so a decision
 /// with any of them writes at once.
 async fn write_when_due(
     ctx: &Context,
     plan: &HibernationPlan,
     d: &Decision,
     saved: &hibernator_api::savings::Added,
-) -> Result<bool, Error> {
+) -> Result<StatusWrite, Error> {
     let written = plan.status.clone().unwrap_or_default();
     let follows = !d.events.is_empty()
         || !d.retire.is_empty()
-        || !saved.is_empty()
         || d.acknowledge.as_ref().is_some_and(|t| !t.is_empty());
     let urgency = match plan.status {
         None => Urgency::Now,
         Some(_) => crate::urgency::urgency(&written, &d.status),
     };
     match urgency {
-        Urgency::None => return Ok(false),
-        Urgency::Lazy if !follows => return Ok(false),
+        Urgency::None => return Ok(StatusWrite::NotNeeded),
+        Urgency::Lazy if !follows => return Ok(StatusWrite::NotNeeded),
         Urgency::Quiet
             if !follows
                 && ctx
                     .versions
                     .status_written_within(plan, QUIET_WRITE_INTERVAL) =>
         {
-            ctx.versions.defer(plan, &d.status);
-            return Ok(true);
+            ctx.versions.defer(plan, &d.status, saved.clone());
+            return Ok(StatusWrite::Deferred);
         }
         _ => {}
     }
     write_status(ctx, plan, &written, &d.status).await?;
-    Ok(false)
+    Ok(StatusWrite::Written)
 }
 
 /// Plans reconciled at the same time.

@@ -16,6 +16,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -170,11 +171,28 @@ struct PlanQueue {
     writing: bool,
 }
 
+/// How long a runner's first record waits for those of others of its plan before its
+/// ConfigMap write starts: the runners of one step of a hibernation start together and record
+/// their first resources within a moment of each other, and each of those records cost a
+/// ConfigMap write and a status write of its own. A runner's next records (it records one
+/// resource after the other, each before changing it) do not wait.
+const FIRST_RECORD_LINGER: Duration = Duration::from_millis(300);
+
+/// A target that recorded within this long records its next resource: no
+/// [`FIRST_RECORD_LINGER`].
+const RECORDS_LATELY: Duration = Duration::from_secs(60);
+
+/// How long the results of a wake-up runner wait for those of others of its plan before
+/// their ConfigMap write starts. A runner reports its results once, at its end, and the
+/// runners of one step of a wake-up tend to end within a moment of each other: each of them
+/// cost a write of its own, now a step's results mostly share one.
+const WAKE_UP_LINGER: Duration = Duration::from_millis(500);
+
 /// How long a read that found no restore ConfigMap is trusted without reading again. Every
 /// change this replica makes and every change the watch of restore ConfigMaps reports ends it
 /// at once; the limit only bounds what neither sees (a same-named ConfigMap without the restore
 /// labels, which is refused when written anyway).
-const ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+const ABSENT_FOR: Duration = Duration::from_secs(30 * 60);
 
 /// Plans known to have no restore ConfigMap, so that the reconcile of a plan that never slept
 /// (most plans, most of the time) reads nothing: at ten thousand plans the safety reconciles
@@ -187,6 +205,9 @@ struct Absent {
     /// changed while it was under way (a ConfigMap created in between would be missed).
     changes: u64,
 }
+
+/// (namespace, plan, target).
+type TargetKey = (String, String, String);
 
 /// The restore store: ConfigMaps updated with optimistic concurrency. Within this process one
 /// writer at a time works for a plan, and the changes that arrive while it writes go together
@@ -202,6 +223,9 @@ pub struct RestoreStore {
     watched: Arc<Mutex<Option<Store<PartialObjectMeta<ConfigMap>>>>>,
     /// `(namespace, ConfigMap name)` this store wrote: the cache may not show them yet.
     written: Arc<Mutex<HashSet<(String, String)>>>,
+    /// When each target last recorded (namespace, plan, target), to tell a runner's first
+    /// record from its next ones (see [`FIRST_RECORD_LINGER`]).
+    last_records: Arc<Mutex<HashMap<TargetKey, std::time::Instant>>>,
     limit: usize,
 }
 
@@ -214,6 +238,7 @@ impl RestoreStore {
             absent: Default::default(),
             watched: Default::default(),
             written: Default::default(),
+            last_records: Default::default(),
             limit: MAX_DATA_BYTES,
         }
     }
@@ -222,6 +247,22 @@ impl RestoreStore {
     pub fn with_limit(mut self, limit: usize) -> Self {
         self.limit = limit;
         self
+    }
+
+    /// Did `target` record within the last [`RECORDS_LATELY`]? Notes that it records now.
+    fn recorded_lately(&self, plan: &PlanKey, target: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.last_records.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() > 10_000 {
+            last.retain(|_, at| now.duration_since(*at) < RECORDS_LATELY);
+        }
+        let key = (
+            plan.namespace.clone(),
+            plan.name.clone(),
+            target.to_string(),
+        );
+        last.insert(key, now)
+            .is_some_and(|at| now.duration_since(at) < RECORDS_LATELY)
     }
 
     fn api(&self, namespace: &str) -> Api<ConfigMap> {
@@ -394,8 +435,12 @@ impl RestoreStore {
     ) -> Result<RecordOutcome, RestoreError> {
         let limit = self.limit;
         let asleep = self.asleep_keys(plan, target).await?;
+        let linger = match self.recorded_lately(plan, target) {
+            true => Duration::ZERO,
+            false => FIRST_RECORD_LINGER,
+        };
         let (target, cycle, key) = (target.to_string(), cycle.to_string(), key.to_string());
-        self.update(plan, move |data| {
+        self.update_after(linger, plan, move |data| {
             merge_sized_record(
                 data,
                 &target,
@@ -447,7 +492,7 @@ impl RestoreStore {
         now: jiff::Timestamp,
     ) -> Result<bool, RestoreError> {
         let (target, cycle, results) = (target.to_string(), cycle.to_string(), results.to_vec());
-        self.update(plan, move |data| {
+        self.update_after(WAKE_UP_LINGER, plan, move |data| {
             mark_wake_up(data, &target, &cycle, &results, now)
         })
         .await
@@ -527,6 +572,19 @@ impl RestoreStore {
     async fn update<T: Send + 'static>(
         &self,
         plan: &PlanKey,
+        change: impl FnMut(&mut BTreeMap<String, String>) -> Result<T, RestoreDataError>
+        + Send
+        + 'static,
+    ) -> Result<T, RestoreError> {
+        self.update_after(Duration::ZERO, plan, change).await
+    }
+
+    /// [`Self::update`]; a change that finds no write of its plan under way waits `linger`
+    /// before it starts one, so that changes arriving meanwhile share it.
+    async fn update_after<T: Send + 'static>(
+        &self,
+        linger: Duration,
+        plan: &PlanKey,
         mut change: impl FnMut(&mut BTreeMap<String, String>) -> Result<T, RestoreDataError>
         + Send
         + 'static,
@@ -553,7 +611,12 @@ impl RestoreStore {
             // A task of its own: the caller's future may be dropped (a runner that hung up),
             // and the changes of the others must still be written.
             let (store, plan) = (self.clone(), plan.clone());
-            tokio::spawn(async move { store.write_queued(&plan).await });
+            tokio::spawn(async move {
+                if !linger.is_zero() {
+                    tokio::time::sleep(linger).await;
+                }
+                store.write_queued(&plan).await
+            });
         }
         let result = answer.await.unwrap_or_else(|_| {
             Err(RestoreError::Contended {

@@ -3,7 +3,7 @@
 //! Every status write costs the API server a CEL evaluation of the plan and every watcher an
 //! event, and a night of a plan of ten targets changed its status about thirty times. Most of
 //! those changes wait for nobody: a target that ended, the next one started, a line of
-//! progress, a record restored. Those are written at most every [`QUIET_WRITE_INTERVAL`]
+//! progress, a record restored and counted into the savings. Those are written at most every [`QUIET_WRITE_INTERVAL`]
 //! per plan, together. What someone waits for is written at once: an operation that begins or
 //! ends (phase, conditions, the GitOps tools' health), a failure (someone is told at once),
 //! and the account of records asleep growing (a recording runner waits for it before it
@@ -18,7 +18,7 @@ use hibernator_api::plan::{AsleepTarget, HibernationPlanStatus, TargetState, Tar
 /// status write, and goes with any change that is written at once. Real time: on the tests'
 /// fast clocks the times in the status then move by the clock's speed-up, so the reconciler
 /// keeps the decided status meanwhile (`PlanVersions::defer`) instead of deciding it again.
-pub const QUIET_WRITE_INTERVAL: Duration = Duration::from_secs(3);
+pub const QUIET_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How soon a status change has to be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,8 +28,8 @@ pub enum Urgency {
     /// Only bookkeeping nobody reads (savings ids forgotten after their records were
     /// retired): written with the next write there is anyway.
     Lazy,
-    /// Targets started, ended or reported progress; records left the account: written within
-    /// [`QUIET_WRITE_INTERVAL`].
+    /// Targets started, ended or reported progress; records left the account and were
+    /// counted into the savings: written within [`QUIET_WRITE_INTERVAL`].
     Quiet,
     /// Anything else: written at once.
     Now,
@@ -43,18 +43,18 @@ pub fn urgency(written: &HibernationPlanStatus, new: &HibernationPlanStatus) -> 
     if masked(written) != masked(new)
         || newly_failed(&written.targets, &new.targets)
         || account_grew(&written.asleep, &new.asleep)
-        || savings_ids_added(written, new)
     {
         return Urgency::Now;
     }
-    if written.targets == new.targets && written.asleep == new.asleep {
+    let savings_grew = savings_ids_added(written, new);
+    if written.targets == new.targets && written.asleep == new.asleep && !savings_grew {
         return Urgency::Lazy;
     }
     Urgency::Quiet
 }
 
 /// `s` without what a quiet change may change: the per-target fields that move as targets
-/// run, the account of records asleep, and the savings ids counted.
+/// run, the account of records asleep, and the savings (restored records counted).
 fn masked(s: &HibernationPlanStatus) -> HibernationPlanStatus {
     let mut s = s.clone();
     for t in &mut s.targets {
@@ -69,9 +69,7 @@ fn masked(s: &HibernationPlanStatus) -> HibernationPlanStatus {
         t.resources_restored = None;
     }
     s.asleep.clear();
-    if let Some(savings) = &mut s.savings {
-        savings.counted.clear();
-    }
+    s.savings = None;
     s
 }
 
@@ -99,8 +97,8 @@ fn account_grew(written: &[AsleepTarget], new: &[AsleepTarget]) -> bool {
     })
 }
 
-/// Were restored records counted into the savings since `written`? (That write goes with the
-/// retirement of those records, which must follow it.)
+/// Were restored records counted into the savings since `written`? (Quiet: the retirement of
+/// those records follows a written status, never a deferred one.)
 fn savings_ids_added(written: &HibernationPlanStatus, new: &HibernationPlanStatus) -> bool {
     let ids = |s: &HibernationPlanStatus| -> BTreeSet<String> {
         s.savings
@@ -151,10 +149,17 @@ mod tests {
         ended.targets[1].progress = Some("1/3".into());
         assert_eq!(urgency(&before, &before), Urgency::None);
         assert_eq!(urgency(&before, &ended), Urgency::Quiet);
-        // Records restored leave the account quietly.
+        // Records restored leave the account quietly, and are counted into the savings so.
         let mut restored = before.clone();
         restored.asleep.clear();
         assert_eq!(urgency(&before, &restored), Urgency::Quiet);
+        let mut saved = before.clone();
+        let savings = saved.savings.as_mut().unwrap();
+        savings
+            .counted
+            .push("db/instance:b@2026-11-27T01:00:00Z".into());
+        savings.total.hours = 11.0;
+        assert_eq!(urgency(&before, &saved), Urgency::Quiet);
     }
 
     #[test]
@@ -194,14 +199,6 @@ mod tests {
         let mut message = before.clone();
         message.last_error = Some("boom".into());
         assert_eq!(urgency(&before, &message), Urgency::Now);
-        let mut saved = before.clone();
-        saved
-            .savings
-            .as_mut()
-            .unwrap()
-            .counted
-            .push("db/instance:b@2026-11-27T01:00:00Z".into());
-        assert_eq!(urgency(&before, &saved), Urgency::Now);
     }
 
     #[test]
