@@ -184,9 +184,10 @@ const RECORDS_LATELY: Duration = Duration::from_secs(60);
 
 /// How long the results of a wake-up runner wait for those of others of its plan before
 /// their ConfigMap write starts. A runner reports its results once, at its end, and the
-/// runners of one step of a wake-up tend to end within a moment of each other: each of them
-/// cost a write of its own, now a step's results mostly share one.
-const WAKE_UP_LINGER: Duration = Duration::from_millis(500);
+/// runners of one step of a wake-up tend to end within a second or two of each other: each
+/// of them cost a write of its own, now a step's results mostly share one or two. A wake-up
+/// step that others depend on ends this much later.
+const WAKE_UP_LINGER: Duration = Duration::from_secs(1);
 
 /// How long a read that found no restore ConfigMap is trusted without reading again. Every
 /// change this replica makes and every change the watch of restore ConfigMaps reports ends it
@@ -212,8 +213,10 @@ type TargetKey = (String, String, String);
 /// The restore store: ConfigMaps updated with optimistic concurrency. Within this process one
 /// writer at a time works for a plan, and the changes that arrive while it writes go together
 /// in its next write (group commit): five runners of a plan recording at once cost one or two
-/// ConfigMap writes, not five. Each caller is answered only after the write that holds its
-/// change succeeded, so write-ahead is unchanged.
+/// ConfigMap writes, not five. A runner's first record and a wake-up runner's results wait a
+/// moment before they start a write, for those of the plan's other runners
+/// ([`FIRST_RECORD_LINGER`], [`WAKE_UP_LINGER`]). Each caller is answered only after the write
+/// that holds its change succeeded, so write-ahead is unchanged.
 #[derive(Clone)]
 pub struct RestoreStore {
     client: Client,
