@@ -40,7 +40,7 @@ use crate::http::Readiness;
 use crate::jobs::{MANAGER, ResolvedConnector, RunnerSettings, build_job, label_value, labels};
 use crate::metrics::Metrics;
 use crate::restore::{PlanKey, RestoreStore};
-use crate::urgency::{QUIET_WRITE_INTERVAL, Urgency};
+use crate::urgency::{Due, QUIET_WRITE_INTERVAL, Urgency};
 use hibernator_api::restore::RestoreView;
 
 /// Reconcile errors: transient ones back off; the message never holds secrets.
@@ -1291,27 +1291,19 @@ async fn write_when_due(
         None => Urgency::Now,
         Some(_) => crate::urgency::urgency(&written, &d.status),
     };
-    match urgency {
-        // Nothing (or nothing but bookkeeping) to write: a status decided before and kept
-        // for a later write no longer says anything the written one does not.
-        Urgency::None => {
+    let lately = ctx
+        .versions
+        .status_written_within(plan, QUIET_WRITE_INTERVAL);
+    match crate::urgency::due(urgency, follows, lately) {
+        Due::Skip => {
             ctx.versions.drop_deferred(plan);
             return Ok(StatusWrite::NotNeeded);
         }
-        Urgency::Lazy if !follows => {
-            ctx.versions.drop_deferred(plan);
-            return Ok(StatusWrite::NotNeeded);
-        }
-        Urgency::Quiet
-            if !follows
-                && ctx
-                    .versions
-                    .status_written_within(plan, QUIET_WRITE_INTERVAL) =>
-        {
+        Due::Defer => {
             ctx.versions.defer(plan, &d.status, saved.clone());
             return Ok(StatusWrite::Deferred);
         }
-        _ => {}
+        Due::Write => {}
     }
     write_status(ctx, plan, &written, &d.status).await?;
     Ok(StatusWrite::Written)
@@ -2222,7 +2214,8 @@ mod deferred_status_tests {
     }
 
     /// A decided status whose write waits is what the next reconcile of the same plan version
-    /// decides on, with the nights it counted; a write, or any change of the plan, ends it.
+    /// decides on, with the nights it counted; a write, any change of the plan, or nothing left
+    /// to write ends it.
     #[test]
     fn a_deferred_status_lives_until_the_plan_changes_or_is_written() {
         let versions = PlanVersions::default();
@@ -2236,6 +2229,14 @@ mod deferred_status_tests {
         // The plan changed (an edit, another replica's write): decided again from it.
         assert!(versions.deferred(&plan("2")).is_none());
         assert!(versions.deferred(&v1).is_none(), "dropped, not kept aside");
+
+        // Nothing left to write for it (the written status says the same): forgotten.
+        versions.defer(&v1, &status("decided"), vec![]);
+        versions.drop_deferred(&v1);
+        assert!(
+            versions.deferred(&v1).is_none(),
+            "dropped when nothing is left to write"
+        );
 
         versions.defer(&v1, &status("decided"), vec![]);
         versions.wrote_status(&plan("3"));

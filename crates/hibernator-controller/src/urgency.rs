@@ -53,6 +53,32 @@ pub fn urgency(written: &HibernationPlanStatus, new: &HibernationPlanStatus) -> 
     Urgency::Quiet
 }
 
+/// What becomes of a decided status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Not written: nothing in it needs to be (a status kept for a later write is forgotten:
+    /// the written one says all it said).
+    Skip,
+    /// Kept for a later write: only quiet changes, and the plan's status was written less
+    /// than [`QUIET_WRITE_INTERVAL`] ago.
+    Defer,
+    /// Written now.
+    Write,
+}
+
+/// What to do with a status change of `urgency`. `follows`: the reconcile goes on to do
+/// something (an Event, retired records, an acknowledged restore) that has to come after the
+/// status says so, which makes every change worth its write. `written_lately`: the plan's
+/// status was written within [`QUIET_WRITE_INTERVAL`].
+pub fn due(urgency: Urgency, follows: bool, written_lately: bool) -> Due {
+    match urgency {
+        Urgency::None => Due::Skip,
+        Urgency::Lazy if !follows => Due::Skip,
+        Urgency::Quiet if !follows && written_lately => Due::Defer,
+        _ => Due::Write,
+    }
+}
+
 /// `s` without what a quiet change may change: the per-target fields that move as targets
 /// run, the account of records asleep, and the savings (restored records counted).
 fn masked(s: &HibernationPlanStatus) -> HibernationPlanStatus {
@@ -131,6 +157,32 @@ mod tests {
 
     fn target(name: &str, state: &str, attempts: i32) -> serde_json::Value {
         json!({"name": name, "state": state, "attempts": attempts, "operation": "hibernate", "cycle": "c1"})
+    }
+
+    /// Bookkeeping waits for a write there is anyway, quiet changes for the interval unless
+    /// something follows the write, and the rest is written at once.
+    #[test]
+    fn what_is_written_now_kept_or_skipped() {
+        use Due::*;
+        use Urgency::*;
+        for (urgency, follows, lately, expected) in [
+            (None, false, false, Skip),
+            (None, true, true, Skip),
+            (Lazy, false, false, Skip),
+            (Lazy, false, true, Skip),
+            (Lazy, true, true, Write),
+            (Quiet, false, true, Defer),
+            (Quiet, false, false, Write),
+            (Quiet, true, true, Write),
+            (Now, false, true, Write),
+            (Now, false, false, Write),
+        ] {
+            assert_eq!(
+                due(urgency, follows, lately),
+                expected,
+                "{urgency:?}, follows {follows}, written lately {lately}"
+            );
+        }
     }
 
     #[test]
